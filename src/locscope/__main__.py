@@ -1,0 +1,3 @@
+from locscope.cli import main
+
+main()

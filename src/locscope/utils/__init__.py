@@ -1,0 +1,1 @@
+"""Small helpers shared across locscope: atomic writes, devices, seeding, progress bars."""

@@ -1,0 +1,38 @@
+"""Shared test fixtures: the real sample data in ../shared (skip when absent unless CI requires it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LOCSCOPE_SHARED", ROOT.parent / "shared"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        reason = f"shared data not found at {path}"
+        if os.environ.get("LOCSCOPE_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(reason + " (LOCSCOPE_REQUIRE_SHARED_DATA=1)")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``: real images, sequences and label tables (never copied into the repository)."""
+    return _require(SHARED / "data")
+
+
+@pytest.fixture
+def shared_golden() -> Path:
+    """``../shared/golden``: checkpoints and outputs computed with the published code."""
+    return _require(SHARED / "golden")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
