@@ -1,0 +1,120 @@
+"""Strict, safe checkpoint I/O: safetensors weights + a JSON config dataclass, written atomically.
+
+Published loaders often use ``strict=False`` and silently keep random layers when keys do not match; locscope refuses
+instead, naming every missing, unexpected and misshaped key. Pickled checkpoints are only read with
+``torch.load(weights_only=True)``, which cannot execute code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from locscope.errors import CheckpointError, InputError
+from locscope.utils.atomic import atomic_path, write_json
+
+C = TypeVar("C")
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and misshaped keys (no-op when all match)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"misshaped keys: {', '.join(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Check keys and shapes first (one clear error), then load with ``strict=True``."""
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def read_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.bin`` tensor dict with ``weights_only=True`` or a ``.safetensors`` file.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not a checkpoint, or holds anything but tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types
+            raise InputError(f"{path}: not a readable safetensors file ({err})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable weights-only torch checkpoint ({type(err).__name__}: {err})") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{path}: expected a dict of tensors")
+    return dict(obj)
+
+
+def save_pretrained(model: torch.nn.Module, config: Any, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (the config dataclass, plus ``extra`` metadata) atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp))
+    payload = {"class": type(config).__name__, **dataclasses.asdict(config)}
+    if extra:
+        payload["_meta"] = dict(extra)
+    write_json(directory / CONFIG_NAME, payload)
+    return directory
+
+
+def read_config(directory: str | Path, config_class: type[C]) -> C:
+    """Rebuild a config dataclass from ``config.json``; unknown fields are an error naming them."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found (is {directory} a locscope model directory?)")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    payload.pop("class", None)
+    payload.pop("_meta", None)
+    fields = {f.name for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    unknown = sorted(set(payload) - fields)
+    if unknown:
+        raise InputError(f"{path}: unknown config fields for {config_class.__name__}: {', '.join(unknown)}")
+    for f in dataclasses.fields(config_class):  # type: ignore[arg-type]
+        if f.name in payload and isinstance(payload[f.name], list):
+            payload[f.name] = tuple(payload[f.name])  # JSON has no tuples
+    return config_class(**payload)
+
+
+def load_weights_into(model: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
+    """Load ``model.safetensors`` from ``directory`` into ``model`` strictly."""
+    path = Path(directory) / WEIGHTS_NAME
+    load_state_dict_strict(model, read_torch_weights(path), source=str(path))
+    return model
