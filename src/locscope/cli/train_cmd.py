@@ -1,0 +1,10 @@
+"""``locscope train <model>``: the training command group; each model family's CLI module adds its command here."""
+
+from __future__ import annotations
+
+import typer
+
+from locscope.cli.app import app
+
+train_app = typer.Typer(help="Train a model (celldiff, subcell, ...).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
