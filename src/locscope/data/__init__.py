@@ -1,0 +1,1 @@
+"""Datasets: the chunked store, splits by protein, manifests, transforms and the localization ontology."""

@@ -1,0 +1,488 @@
+"""The locscope dataset store: a chunked zarr v3 directory of cells, read lazily one item at a time.
+
+Layout of a store directory ``STORE/``::
+
+    zarr.json                 root group; attributes "locscope_store" (format, channels, masks, shape, dtype, counts,
+                              split settings) and "attrs" (the caller's attrs: generator settings, provenance, pixel_size_nm)
+    images/<channel>          (N, H, W) array per canonical channel, source dtype kept (uint8 / uint16 / float32),
+                              one item per chunk so a random item costs one small read per channel
+    masks/<name>              (N, H, W) bool, one item per chunk
+    ids, protein_ids          (N,) variable-length UTF-8 strings (listing without reading items)
+    meta                      (N,) JSON strings: id, protein_id, sequence, labels, split and provenance of each item
+    split                     (N,) int8 codes into ("train", "val", "test")
+    splits/<name>             sorted int64 item indices of each split
+    COMPLETE                  written last; a store without it never opens
+
+A build writes into the sibling directory ``.STORE.partial`` (with ``build.json``, the build parameters, and
+``items.jsonl``, one line per finished item, appended *after* the item's chunks are written) and renames it to ``STORE``
+only after everything, the completion marker included, is on disk. A killed build therefore leaves no ``STORE`` (or
+the previous complete one); running the same build again resumes after the last finished item, and a build with other
+parameters starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from locscope import __version__
+from locscope.channels import ALL_CHANNELS
+from locscope.data.splits import SPLIT_NAMES, split_by_protein
+from locscope.errors import InputError
+from locscope.utils.progress import track
+
+FORMAT = "locscope-store"
+FORMAT_VERSION = 1
+COMPLETE_MARKER = "COMPLETE"
+_LIST_CHUNK = 4096  # items per chunk of the id lists
+_META_CHUNK = 64  # items per chunk of the per-item JSON (read with every item: keep decoding cheap)
+_IMAGE_DTYPES = ("uint8", "uint16", "float32")
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """The hidden sibling directory an unfinished build of ``path`` writes into."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _describe(index: int, item: Mapping[str, Any]) -> str:
+    ident = item.get("id") if isinstance(item, Mapping) else None
+    return f"item {index}" + (f" ({ident!r})" if ident is not None else "")
+
+
+def _check_image(index: int, item: Mapping[str, Any], channel: str, image: Any, shape: tuple[int, int], dtype: np.dtype,
+                 kind: str = "channel") -> np.ndarray:
+    """Validate one (H, W) image of an item and cast it to the store dtype without losing values."""
+    where = f"{_describe(index, item)} {kind} {channel!r}"
+    array = np.asarray(image)
+    if array.shape != shape:
+        raise InputError(f"{where}: shape {array.shape}, the store holds {shape} images")
+    if kind == "mask":
+        return array != 0 if array.dtype != bool else array
+    if array.dtype == dtype:
+        return array
+    if np.issubdtype(array.dtype, np.floating) and np.issubdtype(dtype, np.integer):
+        raise InputError(f"{where}: {array.dtype} image cannot be stored as {dtype} without rescaling; "
+                         f"pass image_dtype='float32' or convert the image first")
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise InputError(f"{where}: values {array.min()}..{array.max()} do not fit {dtype}")
+    elif array.dtype == bool:
+        raise InputError(f"{where}: boolean image; pass it as a mask instead")
+    return array.astype(dtype)
+
+
+def _item_record(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of an item (everything but images and masks)."""
+    labels = item.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise InputError(f"{_describe(index, item)}: labels must be a dict like {{'level1': [...]}}, got {type(labels).__name__}")
+    record = {
+        "id": str(item.get("id", index)),
+        "protein_id": str(item.get("protein_id") or item.get("id", index)),
+        "sequence": str(item.get("sequence") or ""),
+        "labels": {str(k): [str(v) for v in ([vals] if isinstance(vals, str) else vals)] for k, vals in labels.items()},
+        "provenance": dict(item.get("provenance") or {}),
+        "split_group": item.get("split_group"),
+    }
+    try:
+        json.dumps(record, default=_json_default)
+    except TypeError as err:
+        raise InputError(f"{_describe(index, item)}: labels/provenance must be JSON-serialisable ({err})") from None
+    return record
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _build_parameters(channels: Sequence[str], image_shape: tuple[int, int], image_dtype: str, mask_names: Sequence[str],
+                      attrs: Mapping[str, Any], n_items: int | None, split_fractions: Sequence[float], seed: int) -> dict:
+    params = {
+        "channels": list(channels), "image_shape": list(image_shape), "image_dtype": image_dtype,
+        "mask_names": list(mask_names), "n_items": n_items, "split_fractions": [float(f) for f in split_fractions],
+        "seed": int(seed), "attrs": json.loads(json.dumps(dict(attrs), default=_json_default)),
+    }
+    params["fingerprint"] = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    return params
+
+
+def _read_finished_records(jsonl: Path) -> list[dict[str, Any]]:
+    """Records of items whose chunks are fully written; a torn last line (killed mid-write) is cut off."""
+    if not jsonl.exists():
+        return []
+    raw = jsonl.read_bytes()
+    records, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good != len(raw):
+        with open(jsonl, "r+b") as handle:
+            handle.truncate(good)
+    return records
+
+
+def write_store(
+    path: str | os.PathLike,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    channels: Sequence[str],
+    image_shape: tuple[int, int],
+    image_dtype: str = "uint16",
+    mask_names: Sequence[str] = (),
+    attrs: Mapping[str, Any] | None = None,
+    n_items: int | None = None,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    progress: bool = True,
+) -> "Store":
+    """Write items to a chunked store at ``path`` atomically; re-running an interrupted build resumes it.
+
+    Parameters
+    ----------
+    path : path-like
+        The store directory to create (an existing locscope store there is replaced once the new one is complete).
+    items : iterable of dict
+        Each item: ``id`` (str), ``protein_id`` (str), ``sequence`` (str, may be empty), ``images`` {channel: (H, W)
+        array}, optional ``masks`` {name: (H, W) bool}, ``labels`` {"level1": [...], ...}, ``provenance`` (dict),
+        ``split_group`` (str, items sharing it stay in one split). A sequence (``len`` + indexing) is resumed without
+        re-reading finished items; any other iterable is re-iterated and its finished items skipped.
+    channels : sequence of str
+        Canonical channel names (``locscope.channels``) every item provides.
+    image_shape : (H, W)
+        Shape of every image and mask, in pixels.
+    image_dtype : {'uint8', 'uint16', 'float32'}
+        Storage dtype of the images; integer sources are stored exactly, float images need ``'float32'``.
+    mask_names : sequence of str
+        Names of per-item boolean masks (e.g. the simulator's compartments).
+    attrs : dict, optional
+        JSON-serialisable store-level attributes (generator settings, provenance, ``pixel_size_nm``).
+    n_items : int, optional
+        Number of items when ``items`` has no ``len`` (sizes the arrays and the progress bar). Without it the arrays
+        grow as items arrive.
+    split_fractions : (3,) floats
+        Train / val / test fractions of items; splits are by protein (see :func:`locscope.data.splits.split_by_protein`).
+    seed : int
+        Seed of the split.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Store
+        The finished store, opened.
+
+    Raises
+    ------
+    InputError
+        For unknown channels, items missing a channel or mask, wrong shapes, lossy dtype casts, or a non-store
+        directory at ``path``.
+    """
+    path = Path(path)
+    channels = list(channels)
+    mask_names = [str(m) for m in mask_names]
+    unknown = [c for c in channels if c not in ALL_CHANNELS]
+    if unknown:
+        raise InputError(f"{path}: unknown channel {unknown[0]!r}; accepted channels: {', '.join(ALL_CHANNELS)}")
+    if not channels:
+        raise InputError(f"{path}: a store needs at least one channel")
+    if len(set(channels)) != len(channels) or len(set(mask_names)) != len(mask_names):
+        raise InputError(f"{path}: duplicate channel or mask names in {channels + mask_names}")
+    if image_dtype not in _IMAGE_DTYPES:
+        raise InputError(f"image_dtype {image_dtype!r}: accepted values are {', '.join(_IMAGE_DTYPES)}")
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 2 or min(image_shape) < 1:
+        raise InputError(f"image_shape {image_shape}: need (height, width) in pixels")
+    if path.exists() and not (path / COMPLETE_MARKER).exists() and any(path.iterdir()):
+        raise InputError(f"{path}: exists and is not a locscope store; refusing to overwrite it")
+    if n_items is None and hasattr(items, "__len__"):
+        n_items = len(items)  # type: ignore[arg-type]
+    attrs = dict(attrs or {})
+    params = _build_parameters(channels, image_shape, image_dtype, mask_names, attrs, n_items, split_fractions, seed)
+
+    work = partial_path(path)
+    build_json = work / "build.json"
+    if work.exists():
+        try:
+            same = json.loads(build_json.read_text()).get("fingerprint") == params["fingerprint"]
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:  # another build's leftovers: start over
+            shutil.rmtree(work)
+    if not work.exists():
+        group = zarr.open_group(str(work), mode="w", zarr_format=3)
+        capacity = n_items if n_items is not None else 0
+        for channel in channels:
+            group.create_array(f"images/{channel}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
+                               dtype=image_dtype, fill_value=0)
+        for name in mask_names:
+            group.create_array(f"masks/{name}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
+                               dtype=bool, fill_value=False)
+        build_json.write_text(json.dumps(params, indent=2) + "\n")  # last: its presence means the arrays exist
+    group = zarr.open_group(str(work), mode="r+")
+    image_arrays = {c: group[f"images/{c}"] for c in channels}
+    mask_arrays = {m: group[f"masks/{m}"] for m in mask_names}
+
+    jsonl = work / "items.jsonl"
+    records = _read_finished_records(jsonl)
+    done = len(records)
+    dtype = np.dtype(image_dtype)
+    if hasattr(items, "__getitem__") and hasattr(items, "__len__"):
+        pending: Iterable[tuple[int, Mapping[str, Any]]] = ((i, items[i]) for i in range(done, len(items)))  # type: ignore[index]
+    else:
+        pending = ((i, item) for i, item in enumerate(items) if i >= done)
+    total = None if n_items is None else max(n_items - done, 0)
+    with open(jsonl, "ab") as log:
+        for index, item in track(pending, f"writing {path.name}", total=total, enabled=progress):
+            if not isinstance(item, Mapping):
+                raise InputError(f"item {index}: expected a dict, got {type(item).__name__}")
+            images = item.get("images") or {}
+            extra = sorted(set(images) - set(channels))
+            if extra:
+                raise InputError(f"{_describe(index, item)}: unknown channel {extra[0]!r}; store channels: {', '.join(channels)}")
+            masks = item.get("masks") or {}
+            record = _item_record(index, item)
+            checked = {}
+            for channel in channels:
+                if channel not in images:
+                    raise InputError(f"{_describe(index, item)}: missing channel {channel!r}")
+                checked[channel] = _check_image(index, item, channel, images[channel], image_shape, dtype)
+            checked_masks = {}
+            for name in mask_names:
+                if name not in masks:
+                    raise InputError(f"{_describe(index, item)}: missing mask {name!r}")
+                checked_masks[name] = _check_image(index, item, name, masks[name], image_shape, dtype, kind="mask")
+            for array in (*image_arrays.values(), *mask_arrays.values()):
+                if array.shape[0] <= index:
+                    array.resize((max(index + 1, 2 * array.shape[0]), *image_shape))
+            for channel, image in checked.items():
+                image_arrays[channel][index] = image
+            for name, mask in checked_masks.items():
+                mask_arrays[name][index] = mask
+            # The line is appended only after the item's chunks are written: a line means a finished item.
+            log.write((json.dumps(record, default=_json_default) + "\n").encode())
+            log.flush()
+            records.append(record)
+
+    n = len(records)
+    if n_items is not None and n != n_items:
+        raise InputError(f"{path}: expected {n_items} items, got {n}")
+    for array in (*image_arrays.values(), *mask_arrays.values()):
+        if array.shape[0] != n:
+            array.resize((n, *image_shape))
+    _finalize(work, group, records, params, attrs)
+    _swap_into_place(work, path)
+    return Store.open(path)
+
+
+def _string_array(group: zarr.Group, name: str, values: list[str], chunk: int = _LIST_CHUNK) -> None:
+    array = group.create_array(name, shape=(len(values),), chunks=(max(1, min(chunk, len(values))),),
+                               dtype=str, overwrite=True)
+    if values:
+        array[:] = np.asarray(values, dtype=object)
+
+
+def _finalize(work: Path, group: zarr.Group, records: list[dict], params: dict, attrs: dict) -> None:
+    """Write per-item metadata, the split and the attributes, then the completion marker."""
+    protein_ids = [r["protein_id"] for r in records]
+    splits = split_by_protein(protein_ids, params["split_fractions"], params["seed"], [r["split_group"] for r in records])
+    _string_array(group, "ids", [r["id"] for r in records])
+    _string_array(group, "protein_ids", protein_ids)
+    meta = [json.dumps({"id": r["id"], "protein_id": r["protein_id"], "sequence": r["sequence"], "labels": r["labels"],
+                        "split": str(split), "provenance": r["provenance"]}, default=_json_default)
+            for r, split in zip(records, splits)]
+    _string_array(group, "meta", meta, chunk=_META_CHUNK)
+    codes = np.asarray([SPLIT_NAMES.index(s) for s in splits], dtype=np.int8)
+    group.create_array("split", shape=(len(records),), chunks=(max(1, min(_LIST_CHUNK * 16, len(records))),),
+                       dtype="int8", overwrite=True)[:] = codes
+    for code, name in enumerate(SPLIT_NAMES):
+        indices = np.flatnonzero(codes == code).astype(np.int64)
+        group.create_array(f"splits/{name}", shape=(len(indices),), chunks=(max(1, len(indices)),), dtype="int64",
+                           overwrite=True)[:] = indices
+    group.attrs.update({
+        "locscope_store": {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "locscope_version": __version__,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "channels": params["channels"], "mask_names": params["mask_names"], "image_shape": params["image_shape"],
+            "image_dtype": params["image_dtype"], "n_items": len(records),
+            "split_fractions": params["split_fractions"], "seed": params["seed"],
+            "split_sizes": {name: int((codes == code).sum()) for code, name in enumerate(SPLIT_NAMES)},
+        },
+        "attrs": params["attrs"],
+    })
+    (work / "items.jsonl").unlink()
+    (work / "build.json").unlink()
+    (work / COMPLETE_MARKER).write_text(json.dumps({"n_items": len(records)}) + "\n")
+
+
+def _swap_into_place(work: Path, path: Path) -> None:
+    """Rename the finished build to ``path``; a previous complete store there is replaced (never half-removed)."""
+    if path.exists():
+        backup = path.with_name(f".{path.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.replace(path, backup)
+        os.replace(work, path)
+        shutil.rmtree(backup)
+    else:
+        os.replace(work, path)
+
+
+class Store:
+    """A finished dataset store, opened read-only; items are read lazily (nothing but ids is held in memory).
+
+    Use :meth:`Store.open`. ``store[i]`` returns a dict ``id``, ``protein_id``, ``sequence``, ``images`` {channel:
+    (H, W)}, ``masks`` {name: (H, W) bool}, ``labels``, ``split`` and ``provenance``. A ``Store`` can be pickled
+    (e.g. into DataLoader workers): it reopens the directory on the other side.
+    """
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self._group = group
+        info = dict(group.attrs["locscope_store"])
+        self.channels: tuple[str, ...] = tuple(info["channels"])
+        self.mask_names: tuple[str, ...] = tuple(info["mask_names"])
+        self.image_shape: tuple[int, int] = tuple(info["image_shape"])  # type: ignore[assignment]
+        self.image_dtype: str = info["image_dtype"]
+        self.info: dict[str, Any] = info
+        self.attrs: dict[str, Any] = dict(group.attrs.get("attrs", {}))
+        self._images = {c: group[f"images/{c}"] for c in self.channels}
+        self._masks = {m: group[f"masks/{m}"] for m in self.mask_names}
+        self._ids = group["ids"]
+        self._protein_ids = group["protein_ids"]
+        self._meta = group["meta"]
+        self._n = int(info["n_items"])
+        self._id_cache: list[str] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Store":
+        """Open a complete store.
+
+        Raises
+        ------
+        InputError
+            If ``path`` is missing, not a locscope store, or an unfinished build.
+        """
+        path = Path(path)
+        if not path.exists():
+            if partial_path(path).exists():
+                raise InputError(f"{path}: incomplete store (an interrupted build left {partial_path(path).name}); "
+                                 f"re-run the build to resume it")
+            raise InputError(f"{path}: store not found")
+        if path.name.endswith(".partial") or (path / "build.json").exists():
+            raise InputError(f"{path}: incomplete store (an unfinished build); re-run the build to resume it")
+        if not (path / COMPLETE_MARKER).exists():
+            raise InputError(f"{path}: not a complete locscope store (no {COMPLETE_MARKER} marker)")
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            info = group.attrs["locscope_store"]
+        except Exception as err:  # zarr raises several error types for unreadable metadata
+            raise InputError(f"{path}: not a readable locscope store ({type(err).__name__}: {err})") from None
+        if info.get("format") != FORMAT or info.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(f"{path}: unsupported store format {info.get('format')!r} version {info.get('format_version')}")
+        return cls(path, group)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return (f"Store({str(self.path)!r}, n={self._n}, channels={self.channels}, masks={self.mask_names}, "
+                f"image_shape={self.image_shape}, dtype={self.image_dtype})")
+
+    def __getstate__(self) -> dict:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        other = Store.open(state["path"])
+        self.__dict__.update(other.__dict__)
+
+    @property
+    def ids(self) -> list[str]:
+        """Item ids, in store order (read once, on first use)."""
+        if self._id_cache is None:
+            self._id_cache = [str(v) for v in self._ids[:]] if self._n else []
+        return self._id_cache
+
+    @property
+    def protein_ids(self) -> list[str]:
+        """Protein id of every item, in store order."""
+        return [str(v) for v in self._protein_ids[:]] if self._n else []
+
+    def _index(self, i: int) -> int:
+        i = int(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"item {i} out of range for a store of {self._n} items")
+        return i % self._n
+
+    def _read_chunks(self, i: int) -> list[Any]:
+        """Images, masks and metadata of item ``i``, fetched concurrently in one pass of zarr's event loop."""
+        arrays = [*self._images.values(), *self._masks.values(), self._meta]
+
+        async def gather() -> list[np.ndarray]:
+            return await asyncio.gather(*(a._async_array.getitem(i) for a in arrays))
+
+        try:
+            from zarr.core.sync import sync
+        except ImportError:  # zarr moved its helper: fall back to one synchronous read per array
+            return [a[i] for a in arrays]
+        return list(sync(gather()))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = self._index(i)
+        *arrays, meta_json = self._read_chunks(i)
+        meta = json.loads(str(meta_json))
+        return {
+            "id": meta["id"],
+            "protein_id": meta["protein_id"],
+            "sequence": meta["sequence"],
+            "images": dict(zip(self.channels, arrays[: len(self.channels)])),
+            "masks": dict(zip(self.mask_names, arrays[len(self.channels):])),
+            "labels": meta["labels"],
+            "split": meta["split"],
+            "provenance": meta["provenance"],
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self._n):
+            yield self[i]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Sorted int64 indices of the items in ``split`` (``'train'``, ``'val'`` or ``'test'``)."""
+        if split not in SPLIT_NAMES:
+            raise InputError(f"split {split!r}: accepted values are {', '.join(SPLIT_NAMES)}")
+        array = self._group[f"splits/{split}"]
+        return np.asarray(array[:], dtype=np.int64) if array.shape[0] else np.zeros(0, dtype=np.int64)
+
+    def image_array(self, channel: str) -> zarr.Array:
+        """The lazy ``(N, H, W)`` zarr array of ``channel`` (slicing reads only the chunks it touches)."""
+        if channel not in self._images:
+            raise InputError(f"{self.path}: unknown channel {channel!r}; store channels: {', '.join(self.channels)}")
+        return self._images[channel]
+
+    def mask_array(self, name: str) -> zarr.Array:
+        """The lazy ``(N, H, W)`` boolean zarr array of mask ``name``."""
+        if name not in self._masks:
+            known = ", ".join(self.mask_names) or "none"
+            raise InputError(f"{self.path}: unknown mask {name!r}; store masks: {known}")
+        return self._masks[name]
