@@ -1,0 +1,636 @@
+"""Image readers: PNG / JPEG / TIFF / OME-TIFF, HPA files, CELL-Diff sample folders, and the dispatcher.
+
+Every reader returns an :class:`ImageRecord`: canonical channel name -> ``(H, W)`` array in the source dtype
+(``uint8``, ``uint16`` or ``float32``); nothing is rescaled. :func:`read_image` picks the reader from the file's
+signature (not its extension) and, for TIFFs, from its metadata; :func:`read_images` also groups the files of one
+field of view (HPA ``{id}_{red,green,blue,yellow}`` quadruples, CELL-Diff ``nucleus.png`` / ``ER.png`` /
+``microtubule.png`` / ``protein.png`` folders) into one record.
+
+Channel rules (also in README "Reading data"):
+
+1. ``channel_order`` given: it names the channels in file order; a different count is an error.
+2. HPA channel files ``{id}_{red,green,blue,yellow}.{png,jpg,tif}``: red -> microtubules, green -> protein,
+   blue -> nucleus, yellow -> ER (a colour file stored as RGB keeps the plane of its colour).
+3. HPA display-colour RGB (one stain shown in its colour): red only -> microtubules, blue only -> nucleus,
+   R = G with B empty (yellow) -> ER, green only -> protein, grey (R = G = B) -> the channel the file name says
+   (``nucleus.png``, ``ER.png``, ``microtubule.png``, ``protein.png``, ``*_dapi.tif``, ...), otherwise protein.
+   A file name that contradicts a non-grey colour is an error.
+4. RGB / RGBY images mixing colours are HPA composites: R, G, B, (Y) -> microtubules, protein, nucleus, (ER).
+5. TIFF axes come from tifffile's series axes: ``C`` / ``S`` (or a single unnamed ``Q`` / ``I`` axis) is the
+   channel axis; ``Z`` is max-projected; ``T`` longer than 1 is refused. OME channel names are used when present.
+   Float ``H x W x 3`` / ``H x W x 4`` stacks are landmark stacks (ProtiCelli order, see :mod:`locscope.io.landmarks`).
+6. One grey plane with no name hint is the protein channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from locscope import channels as ch
+from locscope.errors import InputError
+
+# tifffile logs warnings for trimmed MicroManager headers; the reader reports what it needs itself.
+logging.getLogger("tifffile").setLevel(logging.ERROR)
+
+HPA_COLOURS: dict[str, str] = {"red": ch.MICROTUBULES, "green": ch.PROTEIN, "blue": ch.NUCLEUS, "yellow": ch.ER}
+HPA_COMPOSITE_ORDER: tuple[str, ...] = (ch.MICROTUBULES, ch.PROTEIN, ch.NUCLEUS, ch.ER)
+CELLDIFF_FILE_NAMES: dict[str, str] = {
+    "nucleus": ch.NUCLEUS, "er": ch.ER, "microtubule": ch.MICROTUBULES, "microtubules": ch.MICROTUBULES,
+    "protein": ch.PROTEIN,
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+_HPA_NAME = re.compile(r"^(?P<id>.+)_(?P<colour>red|green|blue|yellow)$", re.IGNORECASE)
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+    b"II+\x00": "tiff",
+    b"MM\x00+": "tiff",
+    b"\x93NUMPY": "npy",
+}
+
+
+@dataclass
+class ImageRecord:
+    """One field of view or cell crop as a reader sees it.
+
+    Attributes
+    ----------
+    path : Path
+        The file (or, for a grouped record, the folder / ``{folder}/{id}`` prefix) it came from.
+    format : str
+        Reader that produced it: ``"hpa-display-rgb"``, ``"hpa-composite-rgb"``, ``"hpa-channel"``,
+        ``"hpa-fov"``, ``"celldiff-sample"``, ``"png"``, ``"jpeg"``, ``"tiff"``, ``"ome-tiff"``,
+        ``"micromanager-tiff"``, ``"landmark-stack"`` or ``"cytoself-npy"``.
+    channels : dict of str to ndarray
+        Canonical channel name -> ``(H, W)`` array, source dtype kept.
+    pixel_size_nm : float or None
+        Pixel size in nanometres when the file states it.
+    metadata : dict
+        Reader-specific facts (source dtype, axes, how channels were identified, z-slices projected, ...).
+    """
+
+    path: Path
+    format: str
+    channels: dict[str, np.ndarray]
+    pixel_size_nm: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the channels (all channels share it)."""
+        first = next(iter(self.channels.values()))
+        return tuple(first.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Source dtype of the first channel."""
+        return next(iter(self.channels.values())).dtype
+
+    def stack(self, order: Sequence[str]) -> np.ndarray:
+        """Return the named channels as a ``(C, H, W)`` array; missing channels are zeros."""
+        planes = [self.channels.get(name, np.zeros(self.shape, self.dtype)) for name in order]
+        return np.stack(planes, axis=0)
+
+
+# ---------------------------------------------------------------- helpers shared by the readers
+
+
+def check_file(path: str | Path, expected: str = "an image file") -> Path:
+    """Return ``path`` as a Path; ``InputError`` if it is missing, a directory, or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected {expected}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    return path
+
+
+def sniff_format(path: Path) -> str:
+    """Return ``"png"``, ``"jpeg"``, ``"tiff"`` or ``"npy"`` from the file's first bytes, else ``InputError``."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    for signature, kind in _SIGNATURES.items():
+        if head.startswith(signature):
+            return kind
+    raise InputError(f"{path}: not an image file (no PNG, JPEG, TIFF or NPY signature)")
+
+
+def name_hint(path: Path) -> str | None:
+    """Canonical channel named by a file's stem (``ER.png``) or its last ``_`` token (``cell1_dapi.tif``)."""
+    stem = path.name.split(".")[0]
+    for candidate in (stem, stem.rsplit("_", 1)[-1]):
+        try:
+            return ch.canonical_channel(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def name_channels(path: Path, n_channels: int, channel_order: Sequence[str] | None) -> list[str] | None:
+    """Validate and canonicalise a user ``channel_order`` against the number of channels found."""
+    if channel_order is None:
+        return None
+    names = []
+    for name in channel_order:
+        try:
+            names.append(ch.canonical_channel(name))
+        except ValueError as err:
+            raise InputError(f"{path}: channel_order: {err}") from None
+    if len(names) != n_channels:
+        raise InputError(
+            f"{path}: wrong channel count: the file has {n_channels} channel(s) but channel_order names "
+            f"{len(names)} ({', '.join(names)})"
+        )
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: channel_order names a channel twice ({', '.join(names)})")
+    return names
+
+
+def value_range(array: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of an array as floats, ignoring NaN (``(nan, nan)`` when all values are NaN)."""
+    array = np.asarray(array)
+    if array.size == 0 or (array.dtype.kind == "f" and np.isnan(array).all()):
+        return (float("nan"), float("nan"))
+    return (float(np.nanmin(array)), float(np.nanmax(array)))
+
+
+# ---------------------------------------------------------------- display colours
+
+
+def display_colour(rgb: np.ndarray, lossy: bool = False) -> str | None:
+    """Classify an HPA display-colour RGB image by which planes carry signal.
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (H, W, 3)
+        Integer RGB image.
+    lossy : bool
+        The image was JPEG-compressed: planes are compared with a tolerance of 4 % of the dtype range
+        (99.9th percentile for "empty", mean absolute difference for "equal") instead of exactly.
+
+    Returns
+    -------
+    str or None
+        ``"grey"``, ``"red"``, ``"green"``, ``"blue"``, ``"yellow"``, or ``None`` for a mix of colours.
+    """
+    red, green, blue = (rgb[..., i].astype(np.float32) for i in range(3))
+    top = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
+    tol = 0.04 * top if lossy else 0.0
+
+    def empty(plane: np.ndarray) -> bool:
+        return float(np.percentile(plane, 99.9) if lossy else plane.max()) <= tol
+
+    def equal(a: np.ndarray, b: np.ndarray) -> bool:
+        diff = np.abs(a - b)
+        return float(diff.mean() if lossy else diff.max()) <= tol
+
+    if equal(red, green) and equal(green, blue):
+        return "grey"
+    if empty(green) and empty(blue):
+        return "red"
+    if empty(red) and empty(blue):
+        return "green"
+    if empty(red) and empty(green):
+        return "blue"
+    if empty(blue) and equal(red, green):
+        return "yellow"
+    return None
+
+
+_COLOUR_PLANE = {"red": 0, "green": 1, "blue": 2, "yellow": 0, "grey": 0}
+
+
+def _rgb_record(path: Path, rgb: np.ndarray, kind: str, channel_order: Sequence[str] | None) -> ImageRecord:
+    """Name the channels of an RGB image: display colour (one stain) or composite (rules 3 and 4)."""
+    meta: dict[str, Any] = {"source_shape": list(rgb.shape), "source_dtype": str(rgb.dtype), "file_format": kind}
+    if channel_order is not None:
+        names = name_channels(path, 3, channel_order)
+        meta["channel_source"] = "channel_order"
+        return ImageRecord(path, kind, {n: rgb[..., i] for i, n in enumerate(names)}, metadata=meta)
+    colour = display_colour(rgb, lossy=kind == "jpeg")
+    if colour is None:
+        meta["channel_source"] = "hpa composite R,G,B"
+        planes = {HPA_COMPOSITE_ORDER[i]: rgb[..., i] for i in range(3)}
+        return ImageRecord(path, "hpa-composite-rgb", planes, metadata=meta)
+    hint = name_hint(path)
+    if colour == "grey":
+        channel = hint or ch.PROTEIN
+        meta["channel_source"] = "file name" if hint else "grey without a name hint -> protein"
+    else:
+        channel = HPA_COLOURS[colour]
+        if hint is not None and hint != channel:
+            raise InputError(
+                f"{path}: file name says '{hint}' but the display colour is {colour} ({channel}); "
+                "pass channel_order to override"
+            )
+        meta["channel_source"] = f"display colour {colour}"
+    meta["display_colour"] = colour
+    return ImageRecord(path, "hpa-display-rgb", {channel: rgb[..., _COLOUR_PLANE[colour]]}, metadata=meta)
+
+
+# ---------------------------------------------------------------- PNG / JPEG
+
+
+def decode_png_jpeg(path: Path, kind: str) -> np.ndarray:
+    """Decode a PNG or JPEG file to an array (``(H, W)`` or ``(H, W, S)``), keeping 8/16-bit depth."""
+    import imagecodecs
+
+    data = path.read_bytes()
+    try:
+        array = imagecodecs.png_decode(data) if kind == "png" else imagecodecs.jpeg8_decode(data)
+    except Exception:  # imagecodecs raises PngError / Jpeg8Error (RuntimeError) with codec-internal wording
+        raise InputError(f"{path}: truncated or corrupt {kind.upper()} file") from None
+    return np.asarray(array)
+
+
+def _flat_record(path: Path, array: np.ndarray, kind: str, channel_order: Sequence[str] | None) -> ImageRecord:
+    """Record for a decoded 2-D or ``(H, W, S)`` PNG / JPEG / TIFF plane set."""
+    meta: dict[str, Any] = {"source_shape": list(array.shape), "source_dtype": str(array.dtype), "file_format": kind}
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[-1] in (2, 4) and kind == "png":
+        # grey+alpha or RGBA: an alpha plane that is fully opaque carries nothing; anything else is refused
+        alpha = array[..., -1]
+        if int(alpha.min()) != int(np.iinfo(array.dtype).max):
+            raise InputError(f"{path}: image has a non-opaque alpha channel; save it without transparency")
+        array = array[..., :-1] if array.shape[-1] == 4 else array[..., 0]
+        meta["alpha"] = "dropped (opaque)"
+    if array.ndim == 2:
+        names = name_channels(path, 1, channel_order)
+        hint = name_hint(path)
+        channel = names[0] if names else (hint or ch.PROTEIN)
+        meta["channel_source"] = "channel_order" if names else ("file name" if hint else "grey without a name hint -> protein")
+        return ImageRecord(path, kind, {channel: array}, metadata=meta)
+    if array.ndim == 3 and array.shape[-1] == 3:
+        return _rgb_record(path, array, kind, channel_order)
+    raise InputError(f"{path}: unsupported image shape {tuple(array.shape)}; expected (H, W) or (H, W, 3)")
+
+
+# ---------------------------------------------------------------- HPA channel files
+
+
+def hpa_id_colour(path: Path) -> tuple[str, str] | None:
+    """``(id, colour)`` for an HPA channel file name ``{id}_{red,green,blue,yellow}.ext``, else None."""
+    match = _HPA_NAME.match(path.name.split(".")[0])
+    return (match["id"], match["colour"].lower()) if match else None
+
+
+def read_hpa_channel(path: str | Path) -> ImageRecord:
+    """Read one HPA channel file ``{id}_{red,green,blue,yellow}.{png,jpg,tif}`` (8- or 16-bit).
+
+    Returns an :class:`ImageRecord` with one channel: red -> microtubules, green -> protein, blue -> nucleus,
+    yellow -> ER. Files stored as RGB keep the plane of their colour (yellow: the red plane, equal to green).
+    """
+    path = check_file(path)
+    id_colour = hpa_id_colour(path)
+    if id_colour is None:
+        raise InputError(f"{path}: not an HPA channel file name ({{id}}_{{red,green,blue,yellow}}.ext)")
+    hpa_id, colour = id_colour
+    kind = sniff_format(path)
+    if kind == "tiff":
+        array = _tiff_plain_array(path)
+    elif kind in ("png", "jpeg"):
+        array = decode_png_jpeg(path, kind)
+    else:
+        raise InputError(f"{path}: HPA channel files must be PNG, JPEG or TIFF, got {kind.upper()}")
+    meta = {"hpa_id": hpa_id, "colour": colour, "source_shape": list(array.shape), "source_dtype": str(array.dtype)}
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        plane = array[..., _COLOUR_PLANE[colour]]
+    elif array.ndim == 2:
+        plane = array
+    else:
+        raise InputError(f"{path}: unsupported HPA channel image shape {tuple(array.shape)}; expected (H, W) or (H, W, 3)")
+    return ImageRecord(path, "hpa-channel", {HPA_COLOURS[colour]: plane}, metadata=meta)
+
+
+# ---------------------------------------------------------------- TIFF
+
+
+def _tiff_plain_array(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return np.asarray(tifffile.imread(path))
+    except Exception:
+        raise InputError(f"{path}: truncated or corrupt TIFF file") from None
+
+
+def _ome_root(tif: Any) -> Any:
+    """Parsed OME-XML root of an open TiffFile, or None."""
+    import xml.etree.ElementTree as ET
+
+    if not tif.is_ome or not tif.ome_metadata:
+        return None
+    try:
+        return ET.fromstring(tif.ome_metadata)
+    except ET.ParseError:
+        return None
+
+
+def _ome_channel_names(root: Any) -> list[str] | None:
+    """Channel ``Name`` attributes of the OME image, or None."""
+    if root is None:
+        return None
+    names = [el.get("Name") for el in root.iter() if el.tag.split("}")[-1] == "Channel"]
+    return names if names and all(names) else None
+
+
+def _ome_pixel_size_nm(root: Any) -> float | None:
+    """``PhysicalSizeX`` of the OME image in nm, or None."""
+    if root is None:
+        return None
+    for el in root.iter():
+        if el.tag.split("}")[-1] == "Pixels" and el.get("PhysicalSizeX"):
+            factor = {"nm": 1.0, "µm": 1e3, "um": 1e3, "mm": 1e6}.get(el.get("PhysicalSizeXUnit", "µm"))
+            return float(el.get("PhysicalSizeX")) * factor if factor else None
+    return None
+
+
+def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> ImageRecord:
+    """Read a TIFF / OME-TIFF, dispatching MicroManager stacks and float landmark stacks to their readers.
+
+    Parameters
+    ----------
+    path : path
+        TIFF file.
+    channel_order : sequence of str, optional
+        Names of the channels in file order (rule 1 of the module docstring).
+
+    Returns
+    -------
+    ImageRecord
+        ``format`` is ``"tiff"``, ``"ome-tiff"``, ``"micromanager-tiff"`` or ``"landmark-stack"``.
+    """
+    import tifffile
+
+    path = check_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_micromanager:
+                from locscope.io.opencell import has_micromanager_channels, read_micromanager_tiff
+
+                if has_micromanager_channels(tif):
+                    return read_micromanager_tiff(path, channel_order=channel_order)
+            series = tif.series[0]
+            axes = series.axes
+            array = series.asarray()
+            root = _ome_root(tif)
+            ome_names, pixel_size_nm = _ome_channel_names(root), _ome_pixel_size_nm(root)
+            is_ome = tif.is_ome
+    except InputError:
+        raise
+    except Exception:
+        raise InputError(f"{path}: truncated or corrupt TIFF file") from None
+    kind = "ome-tiff" if is_ome else "tiff"
+    meta: dict[str, Any] = {"axes": axes, "source_shape": list(array.shape), "source_dtype": str(array.dtype)}
+    array = _to_channel_first(path, array, axes, meta)
+    if array.ndim == 2:
+        return _named(path, kind, array[None], channel_order, ome_names, pixel_size_nm, meta)
+    n_channels = array.shape[0]
+    if channel_order is None and ome_names is None and array.dtype.kind == "f" and n_channels in (3, 4):
+        from locscope.io.landmarks import landmark_record
+
+        return landmark_record(path, np.moveaxis(array, 0, -1), channel_order=None, metadata=meta)
+    if channel_order is None and ome_names is None and n_channels == 3 and array.dtype.kind in "ui":
+        return _rgb_record(path, np.moveaxis(array, 0, -1), kind, None)
+    return _named(path, kind, array, channel_order, ome_names, pixel_size_nm, meta)
+
+
+def _to_channel_first(path: Path, array: np.ndarray, axes: str, meta: dict) -> np.ndarray:
+    """Reduce a TIFF series to ``(H, W)`` or ``(C, H, W)`` following rule 5 of the module docstring."""
+    axes = axes.upper()
+    if "T" in axes:
+        t = axes.index("T")
+        if array.shape[t] > 1:
+            raise InputError(f"{path}: time series with {array.shape[t]} time points; split it into one file per time point")
+        array, axes = np.take(array, 0, axis=t), axes.replace("T", "")
+    if "Z" in axes:
+        z = axes.index("Z")
+        meta["z_projected"] = int(array.shape[z])
+        array, axes = array.max(axis=z), axes.replace("Z", "")  # z max-projection, as OpenCell / cytoself do
+    # drop singleton axes other than Y and X
+    for i in reversed(range(len(axes))):
+        if axes[i] not in "YX" and array.shape[i] == 1:
+            array, axes = np.take(array, 0, axis=i), axes[:i] + axes[i + 1:]
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{path}: TIFF axes {axes!r} have no Y and X")
+    others = [i for i, a in enumerate(axes) if a not in "YX"]
+    if len(others) > 1:
+        raise InputError(
+            f"{path}: cannot find the channel axis among TIFF axes {axes!r} shape {tuple(array.shape)}; "
+            "save one image per channel or as (C, H, W)"
+        )
+    if not others:
+        return np.moveaxis(array, [axes.index("Y"), axes.index("X")], [0, 1])
+    meta["channel_axis"] = axes[others[0]]
+    order = [others[0], axes.index("Y"), axes.index("X")]
+    return np.transpose(array, order)
+
+
+def _named(path: Path, kind: str, array: np.ndarray, channel_order: Sequence[str] | None,
+           ome_names: list[str] | None, pixel_size_nm: float | None, meta: dict) -> ImageRecord:
+    """Name the planes of a ``(C, H, W)`` array from channel_order, OME names or the HPA composite default."""
+    n_channels = array.shape[0]
+    names = name_channels(path, n_channels, channel_order)
+    if names is not None:
+        meta["channel_source"] = "channel_order"
+    elif ome_names is not None and len(ome_names) == n_channels:
+        try:
+            names = [ch.canonical_channel(n) for n in ome_names]
+        except ValueError as err:
+            raise InputError(f"{path}: OME channel name not recognised ({err}); pass channel_order") from None
+        meta["channel_source"] = "OME channel names"
+    elif n_channels == 1:
+        names = [name_hint(path) or ch.PROTEIN]
+        meta["channel_source"] = "file name" if names[0] != ch.PROTEIN else "single plane -> protein"
+    elif n_channels in (3, 4) and array.dtype.kind in "ui":
+        names = list(HPA_COMPOSITE_ORDER[:n_channels])
+        meta["channel_source"] = "hpa composite R,G,B,Y"
+    else:
+        raise InputError(
+            f"{path}: {n_channels} channels of {array.dtype} and no channel names; pass channel_order "
+            f"(e.g. --channels microtubules,nucleus,er)"
+        )
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: channel names repeat ({', '.join(names)}); pass channel_order")
+    return ImageRecord(path, kind, {n: array[i] for i, n in enumerate(names)}, pixel_size_nm=pixel_size_nm, metadata=meta)
+
+
+# ---------------------------------------------------------------- dispatch and grouping
+
+
+def read_celldiff_sample(folder: str | Path) -> ImageRecord:
+    """Read a CELL-Diff sample folder holding any of ``nucleus.png``, ``ER.png``, ``microtubule.png``, ``protein.png``.
+
+    Each file is a display-colour (or grey) RGB PNG; the file name identifies the channel and a contradicting
+    colour is an error. Returns one record with ``format="celldiff-sample"``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.split(".")[0].lower() in CELLDIFF_FILE_NAMES
+                   and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no CELL-Diff sample files (nucleus.png, ER.png, microtubule.png, protein.png)")
+    return _merge(folder, "celldiff-sample", [read_image(p) for p in files])
+
+
+def read_image(path: str | Path, channel_order: Sequence[str] | None = None, layout: str | None = None, *,
+               index: int | None = None) -> ImageRecord:
+    """Read one image file (or CELL-Diff sample folder) into an :class:`ImageRecord`.
+
+    Parameters
+    ----------
+    path : path
+        PNG, JPEG, TIFF / OME-TIFF, cytoself ``.npy`` crop stack, or a CELL-Diff sample folder.
+    channel_order : sequence of str, optional
+        Channel names in file order; overrides every naming rule. Its length must match the file.
+    layout : {None, 'auto', 'hpa-channel', 'display-rgb', 'celldiff-sample', 'micromanager', 'landmark-stack',
+              'cytoself-npy', 'generic'}
+        Force a reader; ``None`` / ``'auto'`` pick it from the file signature, name and metadata.
+    index : int, optional
+        Crop index for ``.npy`` stacks holding more than one crop.
+
+    Returns
+    -------
+    ImageRecord
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or non-image file; wrong channel count; unidentifiable channels.
+
+    Examples
+    --------
+    >>> rec = read_image("hpa/1/ER.png")            # doctest: +SKIP
+    >>> rec.format, list(rec.channels)              # doctest: +SKIP
+    ('hpa-display-rgb', ['er'])
+    """
+    path = Path(path)
+    layout = layout or "auto"
+    if layout == "celldiff-sample" or (layout == "auto" and path.is_dir()):
+        return read_celldiff_sample(path)
+    path = check_file(path)
+    kind = sniff_format(path)
+    if layout == "auto":
+        if kind == "npy":
+            layout = "cytoself-npy"
+        elif hpa_id_colour(path) is not None and channel_order is None:
+            layout = "hpa-channel"
+        else:
+            layout = "generic"
+    if layout == "hpa-channel":
+        return read_hpa_channel(path)
+    if layout == "cytoself-npy":
+        from locscope.io.opencell import read_cytoself_record
+
+        return read_cytoself_record(path, index=index, channel_order=channel_order)
+    if layout == "micromanager":
+        from locscope.io.opencell import read_micromanager_tiff
+
+        return read_micromanager_tiff(path, channel_order=channel_order)
+    if layout == "landmark-stack":
+        from locscope.io.landmarks import read_landmark_stack
+
+        return read_landmark_stack(path, channel_order=channel_order)
+    if layout in ("generic", "display-rgb"):
+        if kind == "tiff":
+            return read_tiff(path, channel_order=channel_order)
+        if kind == "npy":
+            raise InputError(f"{path}: .npy files are read with layout='cytoself-npy'")
+        return _flat_record(path, decode_png_jpeg(path, kind), kind, channel_order)
+    raise InputError(
+        f"layout {layout!r} not recognised; accepted: auto, hpa-channel, display-rgb, celldiff-sample, "
+        "micromanager, landmark-stack, cytoself-npy, generic"
+    )
+
+
+def _group_key(path: Path) -> tuple[str, ...] | None:
+    """Key of the field of view a file belongs to (HPA quadruple / CELL-Diff folder), or None."""
+    if path.is_dir():
+        return None
+    id_colour = hpa_id_colour(path)
+    if id_colour is not None:
+        return ("hpa", str(path.parent.resolve()), id_colour[0])
+    if path.name.split(".")[0].lower() in CELLDIFF_FILE_NAMES and path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        return ("celldiff", str(path.parent.resolve()))
+    return None
+
+
+def read_images(paths: Iterable[str | Path], channel_order: Sequence[str] | None = None,
+                layout: str | None = None) -> list[ImageRecord]:
+    """Read many files, grouping the files of one field of view into one record.
+
+    HPA ``{id}_{red,green,blue,yellow}.*`` files sharing folder and id become one ``"hpa-fov"`` record;
+    CELL-Diff ``nucleus`` / ``ER`` / ``microtubule`` / ``protein`` files sharing a folder become one
+    ``"celldiff-sample"`` record; a multi-crop ``.npy`` becomes one record per crop; other files one record each.
+    Records keep the order in which their first file appears.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        Files and/or CELL-Diff sample folders.
+    channel_order, layout
+        Passed to :func:`read_image` for files that are not grouped.
+
+    Returns
+    -------
+    list of ImageRecord
+    """
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    order: list[tuple[str, ...] | Path] = []
+    for raw in paths:
+        path = Path(raw)
+        key = _group_key(path) if (layout in (None, "auto") and channel_order is None) else None
+        if key is None:
+            order.append(path)
+        else:
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(path)
+    records: list[ImageRecord] = []
+    for item in order:
+        if isinstance(item, Path):
+            if item.suffix.lower() == ".npy" and (layout in (None, "auto", "cytoself-npy")):
+                from locscope.io.opencell import read_cytoself_crops
+
+                records.extend(read_cytoself_crops(item, channel_order=channel_order).records())
+            else:
+                records.append(read_image(item, channel_order=channel_order, layout=layout))
+            continue
+        files = groups[item]
+        if item[0] == "hpa":
+            records.append(_merge(files[0].parent / item[2], "hpa-fov", [read_hpa_channel(p) for p in files]))
+        else:
+            records.append(_merge(files[0].parent, "celldiff-sample", [read_image(p) for p in files]))
+    return records
+
+
+def _merge(path: Path, kind: str, parts: list[ImageRecord]) -> ImageRecord:
+    """Combine single-channel records of one field of view; duplicate channels and shape mismatches are errors."""
+    merged: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for part in parts:
+        for name, plane in part.channels.items():
+            if name in merged:
+                raise InputError(f"{part.path}: channel '{name}' already read from {sources[name]} for the same field of view")
+            if merged and plane.shape != next(iter(merged.values())).shape:
+                first = next(iter(sources.values()))
+                raise InputError(f"{part.path}: shape {tuple(plane.shape)} differs from {first} "
+                                 f"{tuple(next(iter(merged.values())).shape)} in the same field of view")
+            merged[name] = plane
+            sources[name] = str(part.path)
+    pixel_sizes = {p.pixel_size_nm for p in parts if p.pixel_size_nm is not None}
+    meta = {"files": sources, "parts": [{"path": str(p.path), "format": p.format, **p.metadata} for p in parts]}
+    return ImageRecord(path, kind, merged, pixel_size_nm=pixel_sizes.pop() if len(pixel_sizes) == 1 else None, metadata=meta)
