@@ -1,0 +1,1 @@
+"""Neural network models, one model family per file (``celldiff``, ``celldiff_v2``, ``subcell``, ...)."""
