@@ -13,7 +13,7 @@ import yaml
 from locscope.errors import CheckpointError, InputError
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SUBCELL_CLASS_NAMES, SubCellConfig, SubCellModel, count_parameters, load_published,
-    map_published_classifier_keys, min_max_normalize, stack_channels,
+    map_published_classifier_keys, min_max_normalize,
 )
 from locscope.utils.checkpoint import save_pretrained
 
@@ -155,14 +155,6 @@ def test_channel_variants(variant):
     assert torch.all((out.probabilities > 0) & (out.probabilities < 1))
     with pytest.raises(ValueError, match=f"images must have shape \\(B, {n}, H, W\\)"):
         model(torch.rand(1, n + 1, 32, 32))
-
-
-def test_stack_channels_fills_missing_with_zeros():
-    planes = {"nucleus": np.ones((8, 8)), "protein": np.full((8, 8), 2.0)}
-    stacked = stack_channels(planes, "rybg")
-    assert stacked.shape == (1, 4, 8, 8)
-    assert stacked[0, :2].abs().sum() == 0 and stacked[0, 2].mean() == 1 and stacked[0, 3].mean() == 2
-    assert stack_channels(planes, "bg").shape == (1, 2, 8, 8)
 
 
 def test_min_max_normalize_constant_and_joint():

@@ -436,27 +436,8 @@ def load_published(config_path: str | Path, channels: str | None = None,
     return model.to(device).eval()
 
 
-def stack_channels(channel_images: Mapping[str, Any], channels: str = "rybg") -> torch.Tensor:
-    """Stack named ``(H, W)`` or ``(B, H, W)`` arrays in the variant's order; absent channels become zeros.
-
-    Returns a float32 ``(B, C, H, W)`` tensor (``B = 1`` for 2-D inputs).
-    """
-    names = CHANNEL_VARIANTS[channels]
-    present = [torch.as_tensor(channel_images[n], dtype=torch.float32) for n in names if n in channel_images]
-    if not present:
-        raise InputError(f"none of the channels {', '.join(names)} is present (got {', '.join(channel_images)})")
-    shape = present[0].shape
-    planes = [torch.as_tensor(channel_images[n], dtype=torch.float32) if n in channel_images else torch.zeros(shape)
-              for n in names]
-    for name, plane in zip(names, planes):
-        if plane.shape != shape:
-            raise InputError(f"channel {name!r} has shape {tuple(plane.shape)}, expected {tuple(shape)}")
-    stacked = torch.stack(planes, dim=-3)
-    return stacked.unsqueeze(0) if stacked.ndim == 3 else stacked
-
-
 __all__ = [
     "CHANNEL_VARIANTS", "SUBCELL_CLASS_NAMES", "GatedAttentionPooling", "SubCellConfig", "SubCellModel", "SubCellOutput",
     "build_classifier", "config_from_published", "count_parameters", "load_published", "map_published_classifier_keys",
-    "map_published_encoder_keys", "min_max_normalize", "stack_channels",
+    "map_published_encoder_keys", "min_max_normalize",
 ]

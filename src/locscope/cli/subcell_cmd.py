@@ -1,0 +1,78 @@
+"""``locscope embed``, ``locscope classify`` and ``locscope train subcell``: SubCell single-cell embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from locscope.cli.app import DeviceOption, app
+from locscope.errors import InputError
+
+ModelOption = typer.Option(None, "--model", help="Model directory (config.json + model.safetensors) or a published "
+                                                 "SubCell model_config.yaml; default: the bundled subcell-tiny.")
+ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-channel published model: rbg | ybg.")
+BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
+PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact).")
+
+
+@app.command("embed")
+def embed(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (embeddings.h5ad, result.csv, ...)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="SubCell path list: r_image,y_image,b_image,g_image,"
+                                                                 "output_prefix ('#' rows are comments)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="A locscope dataset store instead of a CSV."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only this split of the store: train | val | test."),
+    model: Optional[str] = ModelOption,
+    channels: Optional[str] = ChannelsOption,
+    batch_size: int = BatchOption,
+    precision: str = PrecisionOption,
+    save_npy: bool = typer.Option(False, "--save-npy", help="Also write {prefix}_embedding.npy / _probabilities.npy."),
+    save_attention: bool = typer.Option(False, "--save-attention", help="Also write {prefix}_attention_map.png."),
+    device: str = DeviceOption,
+) -> None:
+    """Embed single cells with SubCell: AnnData embeddings + per-class probabilities."""
+    from locscope.pipelines.embed import run_embed
+
+    result = run_embed(out, csv_path=csv_path, store_path=store, split=split, model=model, channels=channels,
+                       batch_size=batch_size, precision=precision, device=device, save_npy=save_npy,
+                       save_attention=save_attention)
+    typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")
+
+
+@app.command("classify")
+def classify(
+    images: List[Path] = typer.Argument(..., help="Multi-channel images (TIFF stacks, HPA RGB composites)."),
+    channel_order: Optional[str] = typer.Option(None, "--channel-order", help="Comma-separated channel names of the "
+                                                "files, e.g. microtubules,protein,nucleus,er (RGB default: "
+                                                "microtubules,protein,nucleus)."),
+    segment: bool = typer.Option(False, "--segment", help="Images are fields of view: segment and crop cells first."),
+    crop_size: int = typer.Option(512, "--crop-size", help="With --segment: crop side in pixels."),
+    output_size: Optional[int] = typer.Option(None, "--output-size", help="With --segment: resize crops to this side."),
+    top: int = typer.Option(3, "--top", help="Number of classes to print per cell."),
+    model: Optional[str] = ModelOption,
+    channels: Optional[str] = ChannelsOption,
+    batch_size: int = BatchOption,
+    precision: str = PrecisionOption,
+    device: str = DeviceOption,
+) -> None:
+    """Print the most probable localization classes of each cell (tab-separated: id, class (probability), ...)."""
+    from locscope.channels import canonical_channel
+    from locscope.pipelines.embed import cells_from_images, embed_cells, load_model, top_classes
+    from locscope.utils.device import resolve_device
+
+    order = None
+    if channel_order:
+        try:
+            order = [canonical_channel(name) for name in channel_order.split(",")]
+        except ValueError as err:
+            raise InputError(f"--channel-order: {err}") from None
+    subcell = load_model(model, device=resolve_device(device), channels=channels)
+    cells = cells_from_images(images, subcell.config.channels, channel_order=order, segment=segment,
+                              crop_size=crop_size, output_size=output_size)
+    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False)
+    if result.probabilities is None:
+        raise InputError(f"{model}: this model has no classifiers")
+    for cell_id, ranked in zip(result.ids, top_classes(result.probabilities, result.class_names, k=top)):
+        typer.echo("\t".join([cell_id, *(f"{name} ({p:.3f})" for name, p in ranked)]))

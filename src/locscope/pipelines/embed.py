@@ -1,0 +1,409 @@
+"""``locscope embed`` / ``locscope classify``: SubCell embeddings and localization probabilities for single cells.
+
+Inputs: SubCell's path-list CSV (``r_image,y_image,b_image,g_image,output_prefix``; ``#`` rows are comments; an empty
+path = channel absent, passed as zeros), a locscope dataset store, or multi-channel image files. Each cell is min-max
+normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
+and run under ``torch.inference_mode`` with optional bf16 autocast.
+
+Outputs (:func:`write_embedding_outputs`): ``embeddings.h5ad`` (AnnData: ``X`` = n x embedding_dim, ``obs`` indexed by
+cell id, ``obsm["probabilities"]`` = n x 31, class names in ``uns``), ``result.csv`` (top classes + one probability
+column per class), optionally ``{prefix}_embedding.npy`` / ``{prefix}_probabilities.npy`` per cell and
+``{prefix}_attention_map.png`` pooling-attention images.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
+from locscope.errors import InputError
+from locscope.models.subcell import CHANNEL_VARIANTS, SubCellModel, load_published, min_max_normalize
+from locscope.utils.atomic import atomic_path, write_text
+from locscope.utils.progress import track
+
+# SubCell's CSV columns -> channel names (HPA colours: red microtubules, yellow ER, blue DNA, green protein).
+CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "subcell-tiny"
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class CellInput:
+    """One single cell to embed: ``images`` ``(C, H, W)`` float32 raw intensities in the model's channel order."""
+
+    id: str
+    images: np.ndarray
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of n cells.
+
+    Attributes
+    ----------
+    ids : list of str
+        Cell ids (CSV ``output_prefix``, store item id, or file stem + cell label).
+    embeddings : numpy.ndarray
+        ``(n, embedding_dim)`` float32.
+    probabilities : numpy.ndarray or None
+        ``(n, num_classes)`` float32 ensemble-mean probabilities (None for an encoder without classifiers).
+    attention : list of numpy.ndarray
+        Per cell ``(heads, H // patch, W // patch)`` pooling attention.
+    class_names : tuple of str
+    """
+
+    ids: list[str]
+    embeddings: np.ndarray
+    probabilities: np.ndarray | None
+    attention: list[np.ndarray]
+    class_names: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------------------------------------ models
+def load_model(model: str | Path | None = None, device: str | torch.device = "cpu",
+               channels: str | None = None) -> SubCellModel:
+    """Load a SubCell model: the bundled tiny model (``None``), a locscope model directory, or a published YAML.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist or is neither a model directory nor a ``.yaml`` file.
+    """
+    path = Path(model) if model is not None else DEFAULT_MODEL_DIR
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        return load_published(path, channels=channels, device=device)
+    if not (path / "config.json").is_file():
+        what = "bundled default SubCell model" if model is None else "--model"
+        raise InputError(f"{path}: {what} not found (expected a directory with config.json + model.safetensors, "
+                         f"or a published model_config.yaml)")
+    return SubCellModel.from_pretrained(path, device=device)
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+def read_plane(path: str | Path) -> np.ndarray:
+    """Read one channel image as ``(H, W)`` float32; colour images (HPA display colours) are reduced by their maximum
+    over colours, so a red, yellow (R+G), blue or green image gives its own intensity."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    try:
+        if path.suffix.lower() in {".tif", ".tiff"}:
+            import tifffile
+
+            image = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                image = np.asarray(im)
+    except Exception as err:  # readers raise many types for corrupt files
+        raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+    image = np.squeeze(image)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        image = image[..., :3].max(axis=-1)
+    if image.ndim != 2:
+        raise InputError(f"{path}: expected a single-channel (H, W) image, got shape {image.shape}")
+    return image.astype(np.float32)
+
+
+def read_path_list(csv_path: str | Path) -> list[tuple[str, dict[str, Path]]]:
+    """Parse SubCell's path-list CSV into ``(output_prefix, {channel: path})`` rows.
+
+    Paths are resolved relative to the CSV's folder; rows starting with ``#`` are skipped; an empty cell means the
+    channel is absent.
+
+    Raises
+    ------
+    InputError
+        Missing file or header columns, a row without ``output_prefix`` or without any image, duplicate prefixes.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path}: path-list CSV not found")
+    lines = [line for line in csv_path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    reader = csv.DictReader(lines)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in ("output_prefix", *CSV_COLUMNS) if c not in header]
+    if missing:
+        raise InputError(f"{csv_path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+    rows: list[tuple[str, dict[str, Path]]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        prefix = row["output_prefix"]
+        if not prefix:
+            raise InputError(f"{csv_path}: data row {number - 1}: empty output_prefix")
+        if prefix in seen:
+            raise InputError(f"{csv_path}: data row {number - 1}: duplicate output_prefix {prefix!r}")
+        seen.add(prefix)
+        paths = {CSV_COLUMNS[c]: (csv_path.parent / row[c]) for c in CSV_COLUMNS if row[c]}
+        if not paths:
+            raise InputError(f"{csv_path}: data row {number - 1} ({prefix}): no image path given")
+        rows.append((prefix, paths))
+    if not rows:
+        raise InputError(f"{csv_path}: no data rows")
+    return rows
+
+
+def stack_cell(channel_images: dict[str, np.ndarray], channels: str, source: str) -> np.ndarray:
+    """Stack named ``(H, W)`` planes in the variant's order -> ``(C, H, W)`` float32; absent channels are zeros."""
+    names = CHANNEL_VARIANTS[channels]
+    shapes = {np.shape(im) for im in channel_images.values()}
+    if len(shapes) != 1:
+        raise InputError(f"{source}: channel images have different shapes "
+                         + ", ".join(f"{n} {np.shape(im)}" for n, im in channel_images.items()))
+    if not any(n in channel_images for n in names):
+        raise InputError(f"{source}: none of the model's channels ({', '.join(names)}) is given")
+    shape = shapes.pop()
+    return np.stack([np.asarray(channel_images[n], np.float32) if n in channel_images else np.zeros(shape, np.float32)
+                     for n in names])
+
+
+def cells_from_csv(csv_path: str | Path, channels: str) -> Iterator[CellInput]:
+    """Yield the cells listed in a SubCell path-list CSV (images read lazily, one row at a time)."""
+    for prefix, paths in read_path_list(csv_path):
+        planes = {name: read_plane(path) for name, path in paths.items()}
+        yield CellInput(prefix, stack_cell(planes, channels, f"{csv_path}: {prefix}"))
+
+
+def cells_from_store(store_path: str | Path, channels: str, split: str | None = None) -> Iterator[CellInput]:
+    """Yield the items of a locscope dataset store (optionally one split)."""
+    from locscope.data.store import Store
+
+    store = Store.open(store_path)
+    indices = range(len(store)) if split is None else store.split_indices(split)
+    for i in indices:
+        item = store[int(i)]
+        yield CellInput(str(item["id"]), stack_cell(item["images"], channels, f"{store_path}: item {item['id']}"))
+
+
+def read_stack(path: str | Path, channel_order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a multi-channel image file into ``{channel: (H, W) float32}``.
+
+    TIFF stacks may be ``(H, W, C)`` or ``(C, H, W)`` (the smaller axis, at most 8, is the channel axis); RGB(A) PNG /
+    JPEG files are HPA composites (red microtubules, green protein, blue nucleus) unless ``channel_order`` says otherwise.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, single-channel image, or a ``channel_order`` whose length does not match the channels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    try:
+        if path.suffix.lower() in {".tif", ".tiff"}:
+            import tifffile
+
+            array = np.squeeze(np.asarray(tifffile.imread(path)))
+            default = None
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("RGB"))
+            default = (MICROTUBULES, PROTEIN, NUCLEUS)
+    except Exception as err:  # readers raise many types for corrupt files
+        raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+    if array.ndim != 3:
+        raise InputError(f"{path}: expected a multi-channel image, got shape {array.shape}")
+    if array.shape[-1] <= 8 and array.shape[-1] <= array.shape[0]:
+        array = np.moveaxis(array, -1, 0)  # (H, W, C) -> (C, H, W)
+    elif array.shape[0] > 8:
+        raise InputError(f"{path}: cannot tell the channel axis of shape {array.shape} (at most 8 channels)")
+    order = tuple(channel_order) if channel_order else default
+    if order is None:
+        raise InputError(f"{path}: {array.shape[0]} channels; give their order with --channel-order "
+                         f"(e.g. microtubules,protein,nucleus,er)")
+    if len(order) != array.shape[0]:
+        raise InputError(f"{path}: {array.shape[0]} channels but --channel-order names {len(order)}")
+    return {name: plane.astype(np.float32) for name, plane in zip(order, array)}
+
+
+def cells_from_images(paths: Sequence[str | Path], channels: str, *, channel_order: Sequence[str] | None = None,
+                      segment: bool = False, crop_size: int = 512, output_size: int | None = None) -> Iterator[CellInput]:
+    """Yield cells from multi-channel image files: each file is one cell, or (``segment=True``) a field of view cut
+    into single-cell crops with :mod:`locscope.pipelines.segment` (ids ``{stem}_cell{label}``)."""
+    from locscope.pipelines.segment import crop_cells, segment_field
+
+    for path in paths:
+        planes = read_stack(path, channel_order)
+        stem = Path(path).stem
+        if not segment:
+            yield CellInput(stem, stack_cell(planes, channels, str(path)))
+            continue
+        for crop in crop_cells(planes, segment_field(planes), crop_size=crop_size, output_size=output_size):
+            yield CellInput(f"{stem}_cell{crop.label}", stack_cell(crop.images, channels, f"{path}: cell {crop.label}"))
+
+
+# --------------------------------------------------------------------------------------------------------- inference
+def _batches(cells: Iterable[CellInput], batch_size: int) -> Iterator[list[CellInput]]:
+    """Group consecutive cells of equal size into batches of at most ``batch_size``."""
+    batch: list[CellInput] = []
+    for cell in cells:
+        if batch and (len(batch) == batch_size or batch[0].images.shape != cell.images.shape):
+            yield batch
+            batch = []
+        batch.append(cell)
+    if batch:
+        yield batch
+
+
+def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: int = 16,
+                precision: Precision = "bf16", total: int | None = None, progress: bool = True) -> EmbeddingResult:
+    """Embed and classify cells with ``model`` in batches.
+
+    Parameters
+    ----------
+    model : SubCellModel
+        In eval mode, on its device.
+    cells : iterable of CellInput
+        Raw ``(C, H, W)`` cells; normalised here (per-cell joint min-max).
+    batch_size : int
+        Cells per forward pass.
+    precision : {'fp32', 'bf16'}
+        ``bf16`` runs under ``torch.autocast`` (CPU AMX / CUDA); outputs are returned as float32.
+    total : int, optional
+        Number of cells, for the progress bar.
+    progress : bool
+        Show a progress bar (stderr).
+
+    Returns
+    -------
+    EmbeddingResult
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1; got {batch_size}")
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"--precision {precision!r}: accepted values are fp32, bf16")
+    device = next(model.parameters()).device
+    ids: list[str] = []
+    embeddings, probabilities, attention = [], [], []
+    n_batches = None if total is None else -(-total // batch_size)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for batch in track(_batches(cells, batch_size), "Embedding cells", total=n_batches, enabled=progress):
+            images = min_max_normalize(torch.from_numpy(np.stack([c.images for c in batch])).to(device))
+            out = model(images)
+            ids += [c.id for c in batch]
+            embeddings.append(out.embedding.float().cpu().numpy())
+            if out.probabilities is not None:
+                probabilities.append(out.probabilities.float().cpu().numpy())
+            attention += list(out.pool_attention.float().cpu().numpy())
+    if not ids:
+        raise InputError("no cells to embed")
+    return EmbeddingResult(
+        ids=ids, embeddings=np.concatenate(embeddings), attention=attention,
+        probabilities=np.concatenate(probabilities) if probabilities else None,
+        class_names=tuple(model.config.class_names),
+    )
+
+
+def top_classes(probabilities: np.ndarray, class_names: Sequence[str], k: int = 3) -> list[list[tuple[str, float]]]:
+    """Per cell, the ``k`` most probable classes as ``(name, probability)``, most probable first."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[(class_names[j], float(p[j])) for j in row] for row, p in zip(order, probabilities)]
+
+
+# ----------------------------------------------------------------------------------------------------------- outputs
+def _attention_png(maps: np.ndarray) -> np.ndarray:
+    """``(heads, h, w)`` pooling weights -> ``(h, heads * w + gaps)`` uint8, each head scaled to its maximum."""
+    tiles = []
+    for head in maps:
+        scaled = head / head.max() if head.max() > 0 else head
+        tiles += [np.round(255 * scaled).astype(np.uint8), np.zeros((head.shape[0], 1), np.uint8)]
+    return np.concatenate(tiles[:-1], axis=1)
+
+
+def write_embedding_outputs(result: EmbeddingResult, out_dir: str | Path, *, save_npy: bool = False,
+                            save_attention: bool = False) -> list[Path]:
+    """Write ``embeddings.h5ad`` + ``result.csv`` (+ per-cell ``.npy`` / attention PNGs) atomically; return the paths."""
+    import anndata
+    import pandas as pd
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    obs = pd.DataFrame({"cell_id": result.ids}, index=pd.Index(result.ids, name="id"))
+    adata = anndata.AnnData(X=result.embeddings.astype(np.float32), obs=obs)
+    if result.probabilities is not None:
+        adata.obsm["probabilities"] = result.probabilities.astype(np.float32)
+    adata.uns["class_names"] = list(result.class_names)
+    written = [out_dir / "embeddings.h5ad"]
+    with atomic_path(written[0], suffix=".h5ad") as tmp:
+        adata.write_h5ad(tmp)
+
+    if result.probabilities is not None:
+        header = ["id", "top_class", "top_probability", "top_3_classes", *result.class_names]
+        lines = [",".join(_csv_field(h) for h in header)]
+        for cell_id, probs, top in zip(result.ids, result.probabilities, top_classes(result.probabilities,
+                                                                                     result.class_names)):
+            fields = [cell_id, top[0][0], f"{top[0][1]:.6f}", ";".join(name for name, _ in top),
+                      *(f"{p:.6f}" for p in probs)]
+            lines.append(",".join(_csv_field(f) for f in fields))
+        write_text(out_dir / "result.csv", "\n".join(lines) + "\n")
+        written.append(out_dir / "result.csv")
+
+    for i, cell_id in enumerate(result.ids):
+        stem = _safe_name(cell_id)
+        if save_npy:
+            pairs = [("embedding", result.embeddings[i])]
+            if result.probabilities is not None:
+                pairs.append(("probabilities", result.probabilities[i]))
+            for what, array in pairs:
+                path = out_dir / f"{stem}_{what}.npy"
+                with atomic_path(path, suffix=".npy") as tmp:
+                    with open(tmp, "wb") as handle:
+                        np.save(handle, array)
+                written.append(path)
+        if save_attention:
+            path = out_dir / f"{stem}_attention_map.png"
+            with atomic_path(path, suffix=".png") as tmp:
+                Image.fromarray(_attention_png(result.attention[i])).save(tmp, format="PNG")
+            written.append(path)
+    return written
+
+
+def _csv_field(text: str) -> str:
+    return f'"{text}"' if any(ch in text for ch in ',"\n') else text
+
+
+def _safe_name(cell_id: str) -> str:
+    """A file-name stem for a cell id (path separators replaced)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell_id) or "cell"
+
+
+def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
+              split: str | None = None, model: str | Path | None = None, channels: str | None = None,
+              batch_size: int = 16, precision: Precision = "bf16", device: str = "auto", save_npy: bool = False,
+              save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
+    """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
+    from locscope.utils.device import resolve_device
+
+    if (csv_path is None) == (store_path is None):
+        raise InputError("give exactly one input: --csv PATH_LIST or --store STORE")
+    subcell = load_model(model, device=resolve_device(device), channels=channels)
+    variant = subcell.config.channels
+    if csv_path is not None:
+        total = len(read_path_list(csv_path))
+        cells = cells_from_csv(csv_path, variant)
+    else:
+        cells = cells_from_store(store_path, variant, split)
+        total = None
+    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress)
+    write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
+    return result
+
+
+__all__ = [
+    "CSV_COLUMNS", "CellInput", "DEFAULT_MODEL_DIR", "EmbeddingResult", "cells_from_csv", "cells_from_images",
+    "cells_from_store", "embed_cells", "load_model", "read_path_list", "read_plane", "read_stack", "run_embed",
+    "stack_cell", "top_classes",
+    "write_embedding_outputs",
+]
