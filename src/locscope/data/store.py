@@ -94,7 +94,10 @@ def _item_record(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
         "labels": {str(k): [str(v) for v in ([vals] if isinstance(vals, str) else vals)] for k, vals in labels.items()},
         "provenance": dict(item.get("provenance") or {}),
         "split_group": item.get("split_group"),
+        "split": item.get("split"),
     }
+    if record["split"] is not None and record["split"] not in SPLIT_NAMES:
+        raise InputError(f"{_describe(index, item)}: split {record['split']!r}; accepted values are {', '.join(SPLIT_NAMES)}")
     try:
         json.dumps(record, default=_json_default)
     except TypeError as err:
@@ -166,7 +169,8 @@ def write_store(
     items : iterable of dict
         Each item: ``id`` (str), ``protein_id`` (str), ``sequence`` (str, may be empty), ``images`` {channel: (H, W)
         array}, optional ``masks`` {name: (H, W) bool}, ``labels`` {"level1": [...], ...}, ``provenance`` (dict),
-        ``split_group`` (str, items sharing it stay in one split). A sequence (``len`` + indexing) is resumed without
+        ``split_group`` (str, items sharing it stay in one split), optionally ``split`` ('train' | 'val' | 'test': when
+        every item has one, those splits are kept instead of drawn, e.g. on import). A sequence (``len`` + indexing) is resumed without
         re-reading finished items; any other iterable is re-iterated and its finished items skipped.
     channels : sequence of str
         Canonical channel names (``locscope.channels``) every item provides.
@@ -303,10 +307,30 @@ def _string_array(group: zarr.Group, name: str, values: list[str], chunk: int = 
         array[:] = np.asarray(values, dtype=object)
 
 
+def _given_splits(records: list[dict]) -> list[str] | None:
+    """The items' own ``split`` values when every item has one (e.g. imported data), checked for protein leaks."""
+    given = [r.get("split") for r in records]
+    if all(s is None for s in given):
+        return None
+    if any(s is None for s in given):
+        missing = next(i for i, s in enumerate(given) if s is None)
+        raise InputError(f"item {missing} ({records[missing]['id']!r}): no split, but other items have one; "
+                         f"give every item a split or none")
+    seen: dict[str, str] = {}
+    for record, split in zip(records, given):
+        first = seen.setdefault(record["protein_id"], split)
+        if first != split:
+            raise InputError(f"item {record['id']!r}: protein {record['protein_id']!r} is in both the {first!r} and "
+                             f"{split!r} splits; a protein must stay in one split")
+    return given  # type: ignore[return-value]
+
+
 def _finalize(work: Path, group: zarr.Group, records: list[dict], params: dict, attrs: dict) -> None:
     """Write per-item metadata, the split and the attributes, then the completion marker."""
     protein_ids = [r["protein_id"] for r in records]
-    splits = split_by_protein(protein_ids, params["split_fractions"], params["seed"], [r["split_group"] for r in records])
+    splits = _given_splits(records)
+    if splits is None:
+        splits = split_by_protein(protein_ids, params["split_fractions"], params["seed"], [r["split_group"] for r in records])
     _string_array(group, "ids", [r["id"] for r in records])
     _string_array(group, "protein_ids", protein_ids)
     meta = [json.dumps({"id": r["id"], "protein_id": r["protein_id"], "sequence": r["sequence"], "labels": r["labels"],
