@@ -203,7 +203,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        if "pickle" in str(err):
+        if "pickle" in str(err) or "Python objects" in str(err):
             raise InputError(f"{path}: holds Python objects (pickled); refusing to unpickle, save labels as CSV") from None
         raise InputError(f"{path}: truncated or corrupt NPY file") from None
     except Exception:
