@@ -193,3 +193,42 @@ def test_fresh_model_has_the_published_key_layout(state_dict):
         model = PublishedCellDiff(config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def test_fair_esm2_agrees_with_transformers_esm(published, golden):
+    """Our fair-esm-layout ESM2 equals transformers' EsmModel on the same weights, incl. ESM2's own <mask> (32)."""
+    from transformers import EsmConfig, EsmModel
+
+    esm = published[0].net.protein_sequence_embedding.model
+    config = EsmConfig(
+        vocab_size=33, hidden_size=320, num_hidden_layers=2, num_attention_heads=20, intermediate_size=1280,
+        position_embedding_type="rotary", token_dropout=True, mask_token_id=32, pad_token_id=1,
+        emb_layer_norm_before=False, layer_norm_eps=1e-5,
+    )
+    reference = EsmModel(config, add_pooling_layer=False).eval()
+    renames = {
+        "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
+        "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
+        "self_attn_layer_norm": "attention.LayerNorm", "fc1": "intermediate.dense", "fc2": "output.dense",
+        "final_layer_norm": "LayerNorm",
+    }
+    weights = {
+        "embeddings.word_embeddings.weight": esm.embed_tokens.weight,
+        "encoder.emb_layer_norm_after.weight": esm.emb_layer_norm_after.weight,
+        "encoder.emb_layer_norm_after.bias": esm.emb_layer_norm_after.bias,
+    }
+    for i, layer in enumerate(esm.layers):
+        for ours, theirs in renames.items():
+            module = layer.get_submodule(ours)
+            weights[f"encoder.layer.{i}.{theirs}.weight"] = module.weight
+            weights[f"encoder.layer.{i}.{theirs}.bias"] = module.bias
+    result = reference.load_state_dict(weights, strict=False)
+    assert not result.unexpected_keys
+    assert set(result.missing_keys) <= {"rotary_embeddings.inv_freq", "contact_head.regression.weight",
+                                        "contact_head.regression.bias", "embeddings.position_ids"}
+    tokens = torch.from_numpy(np.load(golden / "input_tokens.npy")).clone()
+    tokens[0, 3:6] = 32  # ESM2's <mask>: zeroed and rescaled by token dropout
+    with torch.no_grad():
+        ours = esm(tokens)
+        theirs = reference(input_ids=tokens, attention_mask=tokens.ne(1).long()).last_hidden_state
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=1e-5)
