@@ -76,3 +76,19 @@ def test_inspect_bad_file_exit_2_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {fasta}: record 'x' position 4: invalid residue 'J' (accepted: 20 standard amino acids + X B Z U O)"]
+
+
+def test_inspect_celldiff_lmdb(tmp_path, shared_data):
+    from locscope.io import read_image
+    from locscope.io.celldiff_lmdb import write_celldiff_lmdb
+
+    sample = read_image(shared_data / "celldiff_samples" / "hpa" / "nls")
+    items = [{"id": f"c{i}", "protein_id": f"P{i}", "sequence": "MPKKKRKV" * (i + 1), "images": dict(sample.channels),
+              "labels": {}, "split": "train" if i else "test", "provenance": {}} for i in range(3)]
+    write_celldiff_lmdb(tmp_path / "db", items, progress=False)
+    (summary,) = _json(str(tmp_path / "db"))
+    assert summary["kind"] == "lmdb" and summary["n_items"] == 3
+    assert summary["splits"] == {"test": 1, "train": 2}
+    assert (summary["min_sequence_length"], summary["max_sequence_length"]) == (8, 24)
+    nucleus = [c for c in summary["channels"] if c["name"] == "nucleus"][0]
+    assert nucleus["shape"] == [256, 256] and nucleus["max"] == 255.0

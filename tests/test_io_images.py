@@ -220,3 +220,34 @@ def test_truncated_tiff_and_duplicate_channel(tmp_path, rng):
         read_images([tmp_path / "9_red.png", tmp_path / "9_red.tif"])
     assert str(err.value) == (f"{tmp_path / '9_red.tif'}: channel 'microtubules' already read from "
                               f"{tmp_path / '9_red.png'} for the same field of view")
+
+
+def test_display_colour_survives_jpeg(shared_data, tmp_path):
+    """Re-encoded as JPEG (colour bleeds between planes), every CELL-Diff sample keeps its channel."""
+    import imagecodecs
+
+    for png in sorted((shared_data / "celldiff_samples" / "hpa").glob("*/*.png")):
+        rgb = imagecodecs.png_decode(png.read_bytes())
+        jpeg = tmp_path / png.parent.name / (png.stem + ".jpg")
+        jpeg.parent.mkdir(exist_ok=True)
+        jpeg.write_bytes(imagecodecs.jpeg8_encode(rgb, level=75))
+        lossless, lossy = read_image(png), read_image(jpeg)
+        assert lossy.format == "hpa-display-rgb" and list(lossy.channels) == list(lossless.channels), png
+        assert lossy.metadata["display_colour"] == lossless.metadata["display_colour"], png
+
+
+def test_sixteen_bit_display_rgb_and_rgba(tmp_path, rng):
+    rgb = np.zeros((12, 10, 3), np.uint16)
+    rgb[..., 0] = rng.integers(1, 65535, (12, 10))
+    rec = read_image(_png(tmp_path / "tub.png", rgb))
+    assert list(rec.channels) == ["microtubules"] and rec.dtype == np.uint16
+    np.testing.assert_array_equal(rec.channels["microtubules"], rgb[..., 0])
+    rgba = np.zeros((12, 10, 4), np.uint8)
+    rgba[..., 2] = rng.integers(1, 255, (12, 10))
+    rgba[..., 3] = 255
+    assert list(read_image(_png(tmp_path / "n.png", rgba)).channels) == ["nucleus"]
+    rgba[0, 0, 3] = 10
+    path = _png(tmp_path / "t.png", rgba)
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: image has a non-opaque alpha channel; save it without transparency"

@@ -19,7 +19,7 @@ _SHOWN_RECORDS = 10
 
 @app.command("inspect")
 def inspect_command(
-    paths: List[Path] = typer.Argument(..., help="Image files / CELL-Diff folders, FASTA / CSV / TSV sequence files, label tables."),
+    paths: List[Path] = typer.Argument(..., help="Image files / CELL-Diff folders, FASTA / CSV / TSV sequence files, label tables, CELL-Diff LMDB dirs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Longest accepted sequence."),
     truncate: bool = typer.Option(False, "--truncate", help="Cut longer sequences instead of failing."),
@@ -35,7 +35,8 @@ def inspect_command(
         return
     console = Console()
     for summary in summaries:
-        {"image": _print_image, "sequences": _print_sequences, "labels": _print_labels}[summary["kind"]](console, summary)
+        printers = {"image": _print_image, "sequences": _print_sequences, "labels": _print_labels, "lmdb": _print_lmdb}
+        printers[summary["kind"]](console, summary)
 
 
 def _fmt(value: float) -> str:
@@ -91,4 +92,16 @@ def _print_labels(console: Console, s: dict[str, Any]) -> None:
     table.add_column("proteins")
     for name, count in s["level1_counts"].items():
         table.add_row(name, str(count))
+    console.print(table)
+
+
+def _print_lmdb(console: Console, s: dict[str, Any]) -> None:
+    splits = ", ".join(f"{name} {count}" for name, count in s["splits"].items())
+    console.print(f"[bold]{s['path']}[/bold]  {s['format']}  {s['n_items']} items ({splits}), sequence length "
+                  f"{s['min_sequence_length']}-{s['max_sequence_length']}; first item:", soft_wrap=True, highlight=False)
+    table = Table(show_edge=False)
+    for column in ("channel", "dtype", "shape", "min", "max"):
+        table.add_column(column)
+    for c in s["channels"]:
+        table.add_row(c["name"], c["dtype"], " x ".join(map(str, c["shape"])), _fmt(c["min"]), _fmt(c["max"]))
     console.print(table)

@@ -175,8 +175,10 @@ def display_colour(rgb: np.ndarray, lossy: bool = False) -> str | None:
     rgb : ndarray, shape (H, W, 3)
         Integer RGB image.
     lossy : bool
-        The image was JPEG-compressed: planes are compared with a tolerance of 4 % of the dtype range
-        (99.9th percentile for "empty", mean absolute difference for "equal") instead of exactly.
+        The image was JPEG-compressed. Lossless images are compared exactly (a plane is empty when all zero,
+        two planes equal when identical); JPEG bleeds colour between planes (chroma subsampling puts ~16 % of a
+        yellow image's mean into blue), so there a plane is empty when its mean is at most 25 % of the brightest
+        plane's mean and two planes are equal when their mean absolute difference is at most 15 % of that mean.
 
     Returns
     -------
@@ -184,15 +186,21 @@ def display_colour(rgb: np.ndarray, lossy: bool = False) -> str | None:
         ``"grey"``, ``"red"``, ``"green"``, ``"blue"``, ``"yellow"``, or ``None`` for a mix of colours.
     """
     red, green, blue = (rgb[..., i].astype(np.float32) for i in range(3))
-    top = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
-    tol = 0.04 * top if lossy else 0.0
+    if lossy:
+        brightest = max(float(red.mean()), float(green.mean()), float(blue.mean()))
 
-    def empty(plane: np.ndarray) -> bool:
-        return float(np.percentile(plane, 99.9) if lossy else plane.max()) <= tol
+        def empty(plane: np.ndarray) -> bool:
+            return float(plane.mean()) <= 0.25 * brightest
 
-    def equal(a: np.ndarray, b: np.ndarray) -> bool:
-        diff = np.abs(a - b)
-        return float(diff.mean() if lossy else diff.max()) <= tol
+        def equal(a: np.ndarray, b: np.ndarray) -> bool:
+            return float(np.abs(a - b).mean()) <= 0.15 * brightest
+    else:
+
+        def empty(plane: np.ndarray) -> bool:
+            return not plane.any()
+
+        def equal(a: np.ndarray, b: np.ndarray) -> bool:
+            return bool(np.array_equal(a, b))
 
     if equal(red, green) and equal(green, blue):
         return "grey"

@@ -72,6 +72,26 @@ def summarize_labels(path: Path, records: list[LabelRecord]) -> dict[str, Any]:
             "n_without_level1": sum(not r.level1 for r in records), "level1_counts": dict(counts.most_common())}
 
 
+def summarize_lmdb(path: Path) -> dict[str, Any]:
+    """Items, splits, channels and sequence lengths of a CELL-Diff LMDB directory (first item decoded)."""
+    from locscope.io.celldiff_lmdb import CellDiffLMDB
+
+    db = CellDiffLMDB(path)
+    if len(db) == 0:
+        raise InputError(f"{path}: CELL-Diff LMDB lists no keys")
+    first = db[0]
+    lengths = [len(str(db.raw(key).get("protein_seq") or "")) for key in db.keys]
+    shapes = {name: list(image.shape) for name, image in first["images"].items()}
+    return {
+        "kind": "lmdb", "path": str(path), "format": "celldiff-lmdb", "n_items": len(db),
+        "splits": dict(Counter(db.key_split.values())),
+        "channels": [{"name": name, "dtype": str(image.dtype), "shape": shapes[name],
+                      "min": value_range(image)[0], "max": value_range(image)[1]}
+                     for name, image in first["images"].items()],
+        "min_sequence_length": min(lengths), "max_sequence_length": max(lengths),
+    }
+
+
 def _table_kind(path: Path) -> str:
     with open(path, encoding="utf-8", errors="replace") as handle:
         header = handle.readline().lower()
@@ -90,7 +110,7 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
     ----------
     paths : sequence of path
         Image files / CELL-Diff folders (grouped into fields of view), FASTA / CSV / TSV sequence files,
-        label tables.
+        label tables, CELL-Diff LMDB directories.
     max_length, truncate
         Sequence validation (see :func:`locscope.io.sequences.read_sequences`).
     channel_order, layout
@@ -99,7 +119,8 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
     Returns
     -------
     list of dict
-        One dict per image record, sequence file or label table, in input order (``kind`` says which).
+        One dict per image record, sequence file, label table or LMDB, in input order (``kind`` says which:
+        ``"image"``, ``"sequences"``, ``"labels"``, ``"lmdb"``).
     """
     if not paths:
         raise InputError("no paths given")
@@ -114,6 +135,8 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
             out.append((position, [summarize_sequences(path, records, max_length)]))
         elif path.is_file() and suffix in TABLE_SUFFIXES:
             out.append((position, [summarize_labels(path, read_label_table(path))]))
+        elif path.is_dir() and (path / "data.mdb").is_file():
+            out.append((position, [summarize_lmdb(path)]))
         else:
             first_image = position if first_image is None else first_image
             image_paths.append(path)
