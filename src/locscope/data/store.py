@@ -510,3 +510,31 @@ class Store:
             known = ", ".join(self.mask_names) or "none"
             raise InputError(f"{self.path}: unknown mask {name!r}; store masks: {known}")
         return self._masks[name]
+
+
+def store_summary(store: Store) -> dict[str, Any]:
+    """What ``locscope dataset info`` prints: shape, channels, splits, proteins, label counts, attrs (JSON-able).
+
+    Reads the per-item metadata (not the images) once.
+    """
+    label_counts: dict[str, dict[str, int]] = {}
+    proteins_per_split: dict[str, set[str]] = {name: set() for name in SPLIT_NAMES}
+    with_sequence = 0
+    meta = store._meta[:] if len(store) else []
+    for text in meta:
+        record = json.loads(str(text))
+        proteins_per_split[record["split"]].add(record["protein_id"])
+        with_sequence += bool(record["sequence"])
+        for level, names in record["labels"].items():
+            for name in names:
+                counts = label_counts.setdefault(level, {})
+                counts[name] = counts.get(name, 0) + 1
+    return {
+        "path": str(store.path), "n_items": len(store), "channels": list(store.channels),
+        "mask_names": list(store.mask_names), "image_shape": list(store.image_shape), "image_dtype": store.image_dtype,
+        "n_proteins": len(set().union(*proteins_per_split.values())), "items_with_sequence": with_sequence,
+        "splits": {name: {"items": int(len(store.split_indices(name))), "proteins": len(proteins_per_split[name])}
+                   for name in SPLIT_NAMES},
+        "labels": {level: dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) for level, counts in label_counts.items()},
+        "attrs": store.attrs, "created_utc": store.info.get("created_utc"), "locscope_version": store.info.get("locscope_version"),
+    }
