@@ -147,6 +147,7 @@ def sample_points(rng: np.random.Generator, weight: np.ndarray, n: int) -> np.nd
     total = flat.sum()
     if n <= 0 or total <= 0:
         return np.zeros((0, 2))
-    idx = rng.choice(flat.size, size=n, p=flat / total)
+    cumulative = np.cumsum(flat)
+    idx = np.minimum(np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right"), flat.size - 1)
     pts = np.stack(np.unravel_index(idx, weight.shape), axis=-1).astype(np.float64)
     return pts + rng.uniform(-0.45, 0.45, size=pts.shape)

@@ -1,7 +1,8 @@
 """The microscope: optical blur, uneven illumination, background, Poisson (shot) and Gaussian (read) noise.
 
 Applied to a clean image whose full intensity is 1: ``clip(Poisson(photons * (illum * blur(x) + bg)) / photons
-+ N(0, read_noise), 0, 1)``. The illumination field is shared by all channels of one image (same optical path).
++ N(0, read_noise), 0, 1)``, the Poisson term drawn with its normal approximation (same mean and variance; every
+pixel holds at least ``photons * background`` = 9 counts at the defaults). The illumination field is shared by all channels of one image (same optical path).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def apply_optics(image: np.ndarray, cfg: SimulatorConfig, rng: np.random.Generat
         img *= illumination
     img += cfg.background
     if cfg.photons > 0:
-        img = rng.poisson(np.clip(img, 0, None) * cfg.photons).astype(np.float32) / np.float32(cfg.photons)
+        # shot noise: Poisson(photons * x) / photons. The background alone gives photons * background >= 9 counts at
+        # the defaults, where the normal approximation with the same mean and variance is close and ~5x faster.
+        signal = np.clip(img, 0, None)
+        img = signal + np.sqrt(signal / np.float32(cfg.photons)) * rng.standard_normal(img.shape, dtype=np.float32)
     if cfg.read_noise > 0:
         img += rng.normal(0.0, cfg.read_noise, size=img.shape).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32)

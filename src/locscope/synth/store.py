@@ -91,36 +91,53 @@ def _proteins(sequences: Any) -> list[tuple[str, str, dict[str, float] | None, d
     return out
 
 
+def _make_item(i: int, n_proteins: int, cfg: SimulatorConfig, proteins: list | None, seed: int, image_dtype: str,
+               cells_per_protein: int, fractions: np.ndarray, length: int) -> dict[str, Any]:
+    """Item ``i`` of a simulated store; depends only on its arguments (so workers can build items in any order)."""
+    item_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+    p = i // max(cells_per_protein, 1)
+    if proteins is None:
+        # the same protein for all its cells: its sequence and split follow from the protein seed
+        protein_seed = int(np.random.SeedSequence([seed, p, 7]).generate_state(1)[0])
+        rng = np.random.default_rng(protein_seed)
+        split = SPLIT_NAMES[int(rng.choice(3, p=fractions / fractions.sum()))]
+        motif_split = "train" if split == "train" else "heldout"
+        targets = grammar_targets()
+        target = targets[int(rng.integers(len(targets)))]
+        sequence, _ = random_protein(target, rng, length=length, split=motif_split)  # type: ignore[arg-type]
+        sim = simulate_cell(cfg, sequence=sequence, seed=item_seed, provenance={"motif_split": motif_split})
+        return cell_item(sim, f"sim-{seed}-{i:07d}", f"synth-{seed}-{p:07d}", image_dtype, split)
+    protein_id, sequence, compartments, provenance = proteins[p % n_proteins]
+    sim = simulate_cell(cfg, sequence=sequence, compartments=compartments, seed=item_seed, provenance=provenance)
+    return cell_item(sim, f"{protein_id}-{i:07d}", protein_id, image_dtype)
+
+
+def _make_item_star(args: tuple) -> dict[str, Any]:
+    return _make_item(*args)
+
+
 def simulate_items(n: int, cfg: SimulatorConfig, sequences: Any = None, seed: int = 0, *, image_dtype: str = "uint16",
                    cells_per_protein: int = 1, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                   length: int = 200) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` store items (see :func:`simulate_store`); item ``i`` is simulated with seed ``(seed, i)``."""
+                   length: int = 200, workers: int = 1) -> Iterator[dict[str, Any]]:
+    """Yield ``n`` store items in order (see :func:`simulate_store`); item ``i`` depends only on ``(seed, i)``, so
+    ``workers > 1`` processes give bitwise the same items."""
     proteins = _proteins(sequences) if sequences is not None else None
     fractions = np.asarray(split_fractions, dtype=np.float64)
-    for i in range(n):
-        item_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        p = i // max(cells_per_protein, 1)
-        if proteins is None:
-            protein_seed = int(np.random.SeedSequence([seed, p, 7]).generate_state(1)[0])
-            split = SPLIT_NAMES[int(np.random.default_rng(protein_seed).choice(3, p=fractions / fractions.sum()))]
-            # the same protein for all its cells: regenerate its sequence from the protein seed
-            rng = np.random.default_rng(protein_seed)
-            targets = grammar_targets()
-            target = targets[int(rng.integers(len(targets)))]
-            sequence, _ = random_protein(target, rng, length=length, split="train" if split == "train" else "heldout")
-            sim = simulate_cell(cfg, sequence=sequence, seed=item_seed, provenance={
-                "motif_split": "train" if split == "train" else "heldout"})
-            yield cell_item(sim, f"sim-{seed}-{i:07d}", f"synth-{seed}-{p:07d}", image_dtype, split)
-        else:
-            protein_id, sequence, compartments, provenance = proteins[p % len(proteins)]
-            sim = simulate_cell(cfg, sequence=sequence, compartments=compartments, seed=item_seed,
-                                provenance=provenance)
-            yield cell_item(sim, f"{protein_id}-{i:07d}", protein_id, image_dtype)
+    args = ((i, len(proteins or ()), cfg, proteins, seed, image_dtype, cells_per_protein, fractions, length)
+            for i in range(n))
+    if workers <= 1:
+        for a in args:
+            yield _make_item(*a)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+        yield from pool.imap(_make_item_star, args, chunksize=4)
 
 
 def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequences: Any = None, seed: int = 0, *,
                    image_dtype: str = "uint16", cells_per_protein: int = 1,
-                   split_fractions: Sequence[float] = (0.8, 0.1, 0.1), length: int = 200,
+                   split_fractions: Sequence[float] = (0.8, 0.1, 0.1), length: int = 200, workers: int = 1,
                    progress: bool = True) -> Store:
     """Simulate ``n`` cells into a store at ``path`` (atomic; an interrupted build resumes).
 
@@ -144,6 +161,8 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
         Train / val / test fractions (by protein).
     length : int
         Length of grammar proteins.
+    workers : int
+        Processes simulating in parallel (the output does not depend on it).
     progress : bool
 
     Returns
@@ -161,7 +180,7 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
         ("grammar" if sequences is None else f"{len(sequences)} given proteins"),
     }
     items = simulate_items(n, cfg, sequences, seed, image_dtype=image_dtype, cells_per_protein=cells_per_protein,
-                           split_fractions=split_fractions, length=length)
+                           split_fractions=split_fractions, length=length, workers=workers)
     return write_store(path, items, channels=channels, image_shape=(cfg.size, cfg.size), image_dtype=image_dtype,
                        mask_names=COMPARTMENTS, attrs=attrs, n_items=n, split_fractions=split_fractions, seed=seed,
                        progress=progress)

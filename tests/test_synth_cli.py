@@ -1,0 +1,66 @@
+"""``locscope simulate`` and ``locscope demo``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from locscope.cli import main
+
+
+def run(args: list[str]) -> int:
+    """Run the CLI like the console script; return its exit code."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code or 0
+
+
+def test_simulate_command_writes_a_store(tmp_path, capsys):
+    from locscope.data.store import Store
+
+    assert run(["simulate", "--n", "5", "--size", "32", "--out", str(tmp_path / "s"), "--seed", "4", "--mode", "field"]) == 0
+    store = Store.open(tmp_path / "s")
+    assert len(store) == 5 and store.image_shape == (32, 32)
+    assert store.attrs["simulator"]["mode"] == "field"
+    assert "wrote 5 cells" in capsys.readouterr().out
+
+
+def test_simulate_command_label_faithful(tmp_path, shared_data):
+    from locscope.data.store import Store
+
+    table = shared_data / "localization_sequences" / "opencell_raw.csv"
+    assert run(["simulate", "--n", "4", "--size", "32", "--out", str(tmp_path / "s"), "--sequences", str(table),
+                "--cells-per-protein", "2", "--cell-painting"]) == 0
+    store = Store.open(tmp_path / "s")
+    assert {"dna", "rna", "agp", "mito"} <= set(store.channels)
+    first, second = store[0], store[1]
+    assert first["protein_id"] == second["protein_id"] and first["sequence"] == second["sequence"]
+    assert first["provenance"]["source"] == "annotation"
+    assert set(first["labels"]["level1"]) == set(first["provenance"]["annotated_level1"]) - {"plastid"}
+    assert not np.array_equal(first["images"]["nucleus"], second["images"]["nucleus"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n", "0"], "--n 0"),
+    (["--mode", "tissue"], "--mode"),
+    (["--sequences", "/no/such/file.csv"], "not found"),
+    (["--size", "4"], "size"),
+])
+def test_simulate_command_rejects_bad_options(tmp_path, capsys, args, message):
+    assert run(["simulate", "--out", str(tmp_path / "s"), "--n", "2", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_demo_writes_report(tmp_path):
+    assert run(["demo", "--out", str(tmp_path / "demo"), "--size", "64"]) == 0
+    payload = json.loads((tmp_path / "demo" / "results.json").read_text())
+    calls = {r["name"]: set(r["compartments"]) for r in payload["examples"]}
+    assert calls["NLS-EGFP"] == {"nucleoplasm"} and calls["mito-EGFP"] == {"mitochondria"}
+    assert calls["ss-EGFP-KDEL"] == {"endoplasmic-reticulum"} and calls["EGFP-CAAX"] == {"plasma-membrane"}
+    assert calls["EGFP"] == {"cytosol"} and calls["anchor-EGFP"] == {"golgi-apparatus"}
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
+    assert "NLS-EGFP" in (tmp_path / "demo" / "report.html").read_text()
