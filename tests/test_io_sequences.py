@@ -98,3 +98,14 @@ def test_bad_sequence_inputs(tmp_path):
     table.write_text("id,name\nx1,MKV\n")
     assert _error(table) == (f"{table}: no sequence column (looked for sequence, seq, protein_seq, aa_sequence, "
                              "protein_sequence; columns: id, name)")
+
+
+def test_deeploc_labels_map_to_level1(shared_data):
+    from locscope.data.ontology import map_terms
+
+    assert parse_deeploc_header("P1 Hemoglobin-S") is None  # not a DeepLoc class: an ordinary header
+    records = read_sequences(shared_data / "deeploc1" / "deeploc_our_val_set.fasta", truncate=True)
+    level1 = [map_terms(r.labels, "deeploc") for r in records]
+    assert level1[0] == ["plasma-membrane"]
+    assert sum(not classes for classes in level1) == 243  # Extracellular proteins have no intracellular class
+    assert sum(classes == ["cytosol", "nucleoplasm"] for classes in level1) == 23

@@ -87,3 +87,33 @@ def test_opencell_raw_levels_match_ontology(shared_data):
         level1 = row["level1"].split(";")
         assert set(row["level2"].split(";")) == {onto.to_level2(c) for c in level1}, row["target_name"]
         assert set(row["level3"].split(";")) == {onto.to_level3(c) for c in level1}, row["target_name"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("SUBCELLULAR LOCATION: Cytoplasm, cytoskeleton, microtubule organizing center, centrosome "
+         "{ECO:0000269|PubMed:1}. Nucleus.", ["centrosome", "nucleoplasm"]),
+        ("[Isoform 1]: Cell membrane; Single-pass type I membrane protein. Note=Moves to the Golgi.", ["plasma-membrane"]),
+        ("Nucleus, nucleolus. Cytoplasm, cytosol.", ["nucleoli", "cytosol"]),
+        ("Mitochondrion matrix. Mitochondrion inner membrane; Peripheral membrane protein; Matrix side.", ["mitochondria"]),
+        ("Secreted.", []),
+    ],
+)
+def test_parse_uniprot_location(text, expected):
+    assert onto.parse_uniprot_location(text) == expected
+
+
+def test_parse_uniprot_location_unknown():
+    with pytest.raises(InputError) as err:
+        onto.parse_uniprot_location("Nucleus. Warp core.")
+    assert str(err.value) == "UniProt location 'Warp core' not in the ontology"
+
+
+def test_deeploc_classes_follow_uniprot_terms():
+    for deeploc, level1 in onto.DEEPLOC_TO_LEVEL1.items():
+        if deeploc == "Extracellular":
+            assert level1 == ""
+            continue
+        uniprot_term = deeploc.replace(".", " ").split("/")[0]  # "Cell.membrane" -> "Cell membrane"
+        assert onto.from_uniprot(uniprot_term) == level1, deeploc

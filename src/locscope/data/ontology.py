@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from locscope.errors import InputError
@@ -296,6 +297,67 @@ def from_uniprot(term: str) -> str | None:
     return _lookup(UNIPROT_TO_LEVEL1, _UNIPROT_LOWER, term, "UniProt")
 
 
+# DeepLoc 1.0's ten classes (as written in its FASTA headers) -> level 1. Not part of the seq2loc YAML: each is the
+# UniProt term of the same name mapped through UNIPROT_TO_LEVEL1 (Lysosome/Vacuole -> "Lysosome"); "Extracellular"
+# (secreted) has no intracellular class.
+DEEPLOC_TO_LEVEL1: dict[str, str] = {
+    "Nucleus": "nucleoplasm", "Cytoplasm": "cytosol", "Extracellular": "", "Mitochondrion": "mitochondria",
+    "Cell.membrane": "plasma-membrane", "Endoplasmic.reticulum": "endoplasmic-reticulum", "Plastid": "plastid",
+    "Golgi.apparatus": "golgi-apparatus", "Lysosome/Vacuole": "lysosomes", "Peroxisome": "peroxisomes",
+}
+_DEEPLOC_LOWER = {k.lower(): v for k, v in DEEPLOC_TO_LEVEL1.items()}
+
+
+def from_deeploc(term: str) -> str | None:
+    """Level-1 class of a DeepLoc 1.0 class (``"Cell.membrane"`` -> ``"plasma-membrane"``; ``"Extracellular"`` -> None)."""
+    return _lookup(DEEPLOC_TO_LEVEL1, _DEEPLOC_LOWER, term, "DeepLoc")
+
+
+# Membrane topology and orientation words UniProt appends to locations; they say nothing about the compartment.
+_UNIPROT_TOPOLOGY = re.compile(
+    r"^(single-pass|multi-pass|peripheral|lipid-anchor|gpi-anchor|cytoplasmic side|extracellular side|lumenal side|"
+    r"matrix side|intermembrane side|nucleoplasmic side|note=)",
+    re.IGNORECASE,
+)
+
+
+def parse_uniprot_location(text: str) -> list[str]:
+    """Level-1 classes of a UniProt "Subcellular location [CC]" text.
+
+    Evidence tags (``{ECO:...}``), the ``SUBCELLULAR LOCATION:`` prefix, isoform prefixes, notes and membrane
+    topology words are removed; entries are split on ``.`` and ``;``. UniProt writes locations from general to
+    specific (``Cytoplasm, cytoskeleton, microtubule organizing center``): the most specific part the ontology
+    knows wins. Unknown entries raise :class:`~locscope.errors.InputError`.
+
+    Examples
+    --------
+    >>> parse_uniprot_location("SUBCELLULAR LOCATION: Nucleus, nucleolus {ECO:0000269}. Cytoplasm, cytosol.")
+    ['nucleoli', 'cytosol']
+    >>> parse_uniprot_location("Mitochondrion inner membrane; Multi-pass membrane protein.")
+    ['mitochondria']
+    """
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"SUBCELLULAR LOCATION:\s*", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"\[[^\]]*\]:\s*", "", text)  # "[Isoform 2]: Nucleus."
+    text = text.split("Note=")[0]
+    out: list[str] = []
+    for entry in re.split(r"[.;]", text):
+        entry = entry.strip()
+        if not entry or _UNIPROT_TOPOLOGY.match(entry):
+            continue
+        parts = [p.strip() for p in entry.split(",") if p.strip()]
+        # candidates from most to least specific: "microtubule organizing center", "Cytoplasm, cytoskeleton, ...",
+        # "cytoskeleton", ..., "Cytoplasm"
+        candidates = [parts[i] for i in reversed(range(1, len(parts)))] + [entry] + parts[:1]
+        found = next((c for c in candidates if c.lower() in _UNIPROT_LOWER), None)
+        if found is None:
+            raise InputError(f"UniProt location {entry!r} not in the ontology")
+        level1 = _UNIPROT_LOWER[found.lower()]
+        if level1 and level1 not in out:
+            out.append(level1)
+    return out
+
+
 def map_terms(terms: Iterable[str], source: str) -> list[str]:
     """Level-1 classes of several terms of one vocabulary, unmapped ones dropped, duplicates removed, order kept.
 
@@ -303,7 +365,7 @@ def map_terms(terms: Iterable[str], source: str) -> list[str]:
     ----------
     terms : iterable of str
         Source terms, e.g. ``["Nucleoplasm", "Cytosol"]``.
-    source : {'hpa', 'opencell', 'uniprot', 'level1'}
+    source : {'hpa', 'opencell', 'uniprot', 'deeploc', 'level1'}
         Vocabulary of the terms.
     """
     if source == "hpa":
@@ -312,10 +374,12 @@ def map_terms(terms: Iterable[str], source: str) -> list[str]:
         convert = from_opencell
     elif source == "uniprot":
         convert = from_uniprot
+    elif source == "deeploc":
+        convert = from_deeploc
     elif source == "level1":
         convert = _check_level1
     else:
-        raise InputError(f"vocabulary {source!r} not recognised; accepted: hpa, opencell, uniprot, level1")
+        raise InputError(f"vocabulary {source!r} not recognised; accepted: hpa, opencell, uniprot, deeploc, level1")
     out: list[str] = []
     for term in terms:
         level1 = convert(term)

@@ -34,6 +34,9 @@ SEQUENCE_COLUMNS = ("sequence", "seq", "protein_seq", "aa_sequence", "protein_se
 ID_COLUMNS = ("id", "uniprot_id", "protein_id", "accession", "target_name", "name", "gene")
 # DeepLoc 1.0 headers: ">Q9H400 Cell.membrane-M test" -> id, location(s), membrane flag M/S/U, optional "test".
 _DEEPLOC = re.compile(r"^(?P<id>\S+)\s+(?P<loc>[A-Za-z./]+(?:-[A-Za-z./]+)*)-(?P<flag>[MSU])(?:\s+(?P<test>test))?\s*$")
+# DeepLoc 1.0's ten classes; a header only counts as DeepLoc when every location is one of them.
+DEEPLOC_CLASSES = ("Nucleus", "Cytoplasm", "Extracellular", "Mitochondrion", "Cell.membrane", "Endoplasmic.reticulum",
+                   "Plastid", "Golgi.apparatus", "Lysosome/Vacuole", "Peroxisome")
 
 
 @dataclass
@@ -138,10 +141,12 @@ def parse_deeploc_header(header: str) -> dict[str, Any] | None:
     """Parse a DeepLoc 1.0 FASTA header (without ``>``), or return None if it is not one.
 
     ``"Q9H400 Cell.membrane-M test"`` -> ``{"id": "Q9H400", "labels": ["Cell.membrane"], "membrane": True,
-    "test": True}``; dual locations (``Cytoplasm-Nucleus-U``) give two labels.
+    "test": True}``; dual locations (``Cytoplasm-Nucleus-U``) give two labels. Locations must be DeepLoc classes
+    (:data:`DEEPLOC_CLASSES`; ``locscope.data.ontology.from_deeploc`` maps them to level 1), so an ordinary header
+    such as ``"P1 Hemoglobin-S"`` is not mistaken for one.
     """
     match = _DEEPLOC.match(header.strip())
-    if match is None:
+    if match is None or not all(label in DEEPLOC_CLASSES for label in match["loc"].split("-")):
         return None
     return {
         "id": match["id"],
