@@ -213,3 +213,24 @@ def test_changed_build_restarts(tmp_path: Path) -> None:
     # Different parameters (no masks): the leftovers are discarded and the build starts over.
     store = write_store(out, items, channels=["protein", "nucleus"], image_shape=SHAPE, progress=False)
     assert len(store) == 4 and store.mask_names == ()
+
+
+def test_direct_chunk_reads_match_zarr(tmp_path: Path, monkeypatch) -> None:
+    items = make_items(70)  # > 64 items: the metadata spans two chunks
+    write_store(tmp_path / "s", items, channels=["protein", "nucleus"], image_shape=SHAPE,
+                mask_names=["nucleoplasm", "cytosol"], progress=False)
+    direct = Store.open(tmp_path / "s")
+    assert direct._direct is not None  # the fast path is in use for the layout write_store produces
+    monkeypatch.setenv("LOCSCOPE_STORE_DIRECT", "0")
+    via_zarr = Store.open(tmp_path / "s")
+    assert via_zarr._direct is None
+    for i in (0, 63, 64, 69):
+        a, b = direct[i], via_zarr[i]
+        assert a["id"] == b["id"] == f"cell{i}" and a["sequence"] == b["sequence"] and a["split"] == b["split"]
+        for name in ("protein", "nucleus"):
+            assert a["images"][name].dtype == b["images"][name].dtype == np.uint16
+            np.testing.assert_array_equal(a["images"][name], b["images"][name])
+        for name in ("nucleoplasm", "cytosol"):  # the all-False cytosol chunks were never written
+            assert a["masks"][name].dtype == bool
+            np.testing.assert_array_equal(a["masks"][name], b["masks"][name])
+        a["images"]["protein"][0, 0] = 1  # results are writable copies, not views of a cache
