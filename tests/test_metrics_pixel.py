@@ -36,6 +36,17 @@ def test_pcc_linear_and_anticorrelated():
     assert pcc(x, y) == pytest.approx(np.corrcoef(x.ravel(), y.ravel())[0, 1])
 
 
+def test_ssim_matches_torchmetrics(rng):
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    real = rng.random((2, 40, 33))
+    generated = np.clip(real + rng.normal(scale=0.2, size=real.shape), 0, 1)
+    expected = structural_similarity_index_measure(torch.from_numpy(generated[:, None]), torch.from_numpy(real[:, None]),
+                                                   data_range=1.0, reduction="none").numpy()
+    np.testing.assert_allclose(ssim(real, generated, data_range=1.0), expected, rtol=1e-9)
+
+
 def test_ssim_matches_gaussian_reference_and_declared_range():
     rng = np.random.default_rng(3)
     real = rng.random((48, 48))

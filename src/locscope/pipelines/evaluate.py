@@ -1,0 +1,404 @@
+"""``locscope evaluate``: score generated images against their real counterparts and write a report.
+
+Both sides are a folder of images or a locscope store. Items are paired by id (a CELL-Diff sample folder's path, an
+HPA ``{id}``, a file's path without suffix, or a store's item id). For every pair the pipeline computes the image metrics
+of ``shared/design/metrics.md`` on each shared channel (SSIM, PSNR, PCC, MSE, MAE) and, on the protein channel, IoU,
+MSF, CELL-E 2's metrics and (for simulator stores) the metrics against the true compartment masks. Features of
+CELL-Diff's FID images are streamed into running statistics for FID-O / FID-T and kept (one small vector per item) for
+the nearest-neighbour and classification metrics. The report folder gets ``metrics.json``, ``items.csv``,
+``report.html`` and its pictures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from locscope.channels import NUCLEUS, PROTEIN
+from locscope.errors import InputError
+from locscope.metrics.celle2 import nucleus_proportion, pdf_mae
+from locscope.metrics.feature_networks import FeatureNetwork, load_feature_network
+from locscope.metrics.features import classification_agreement, cluster_score, knn_accuracy, nn_match
+from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance_from_stats
+from locscope.metrics.pixel import pixel_metrics
+from locscope.metrics.resolution import msf
+from locscope.metrics.threshold import mask_iou, threshold_mask
+from locscope.metrics.truth import localization_fidelity
+from locscope.utils.atomic import atomic_path
+from locscope.utils.progress import track
+
+log = logging.getLogger(__name__)
+
+DATA_RANGE = 1.0  # every image is scaled to [0, 1] before scoring (see `to_unit_range`)
+FEATURE_BATCH = 16
+# Published values, for the report's comparison column (shared/design/metrics.md).
+PUBLISHED = {
+    "iou": "CELL-Diff HPA 0.6228",
+    "msf_generated_nm": "CELL-Diff HPA 642.03 nm",
+    "fid_o": "CELL-Diff 23.35 (InceptionV3)",
+    "fid_t": "CELL-Diff 33.56 (InceptionV3)",
+    "nucleus_proportion_abs_error": "CELL-E 2 OpenCell 0.0170",
+    "binary_pixel_mae": "CELL-E 2 OpenCell 0.3449",
+    "pdf_mae": "CELL-E 2 OpenCell 0.3487",
+    "ssim_protein": "CELL-E 2 OpenCell 0.1881",
+    "classification_accuracy": "proteoscope 0.747-0.782 (generated)",
+}
+
+
+# ------------------------------------------------------------------------------------------------ sources
+@dataclass
+class SourceItem:
+    """One item of a source: channel images scaled to [0, 1], plus labels and masks when a store has them."""
+
+    id: str
+    channels: dict[str, np.ndarray]
+    labels: list[str] = field(default_factory=list)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ImageSource:
+    """A folder of images or a store, indexed by item id; items are read one at a time (bounded memory)."""
+
+    path: Path
+    kind: str
+    ids: list[str]
+    pixel_size_nm: float | None
+    read: Callable[[str], SourceItem] = field(repr=False)
+
+
+def to_unit_range(image: np.ndarray, where: str) -> np.ndarray:
+    """Scale an image to [0, 1]: integers by their dtype's maximum, floats in [-1, 1] from [-1, 1], floats in
+    [0, 1] as they are.
+
+    Raises
+    ------
+    InputError
+        For floats outside [-1, 1] or non-finite values (their range is not declared).
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool:
+        return arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.float64) / np.iinfo(arr.dtype).max
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{where}: image contains NaN or infinite values")
+    low, high = arr.min(), arr.max()
+    if low >= 0 and high <= 1:
+        return arr
+    if low >= -1 and high <= 1:
+        return (arr + 1) / 2
+    raise InputError(f"{where}: float image with values in [{low:.3g}, {high:.3g}]; expected [0, 1] or [-1, 1] "
+                     f"(save integer images, or rescale)")
+
+
+def _index_folder(root: Path) -> dict[str, list[Path]]:
+    """Item id -> files (or the sample folder) for every image under ``root``."""
+    from locscope.io.images import CELLDIFF_FILE_NAMES, IMAGE_SUFFIXES, hpa_id_colour
+
+    items: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        rel = folder.relative_to(root).as_posix()
+        files = [folder / n for n in sorted(filenames) if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".")]
+        sample_files = [p for p in files if p.name.split(".")[0].lower() in CELLDIFF_FILE_NAMES and p.suffix != ".npy"]
+        if sample_files:
+            items[rel if rel != "." else root.name] = [folder]  # a CELL-Diff sample folder is one item
+        for path in files:
+            if path in sample_files:
+                continue
+            hpa = hpa_id_colour(path)
+            stem = hpa[0] if hpa else path.name.split(".")[0]
+            items.setdefault(stem if rel == "." else f"{rel}/{stem}", []).append(path)
+    return items
+
+
+def _folder_source(root: Path) -> ImageSource:
+    from locscope.io import read_image, read_images
+
+    index = _index_folder(root)
+    if not index:
+        raise InputError(f"{root}: no images found (PNG, JPEG, TIFF or .npy files, or CELL-Diff sample folders)")
+
+    def read(item_id: str) -> SourceItem:
+        paths = index[item_id]
+        records = [read_image(paths[0])] if paths[0].is_dir() else read_images(paths)
+        if len(records) != 1:
+            raise InputError(f"{root}: item {item_id!r} holds {len(records)} images; expected one per id")
+        channels = {c: to_unit_range(a, f"{records[0].path} channel {c!r}") for c, a in records[0].channels.items()}
+        return SourceItem(item_id, channels)
+
+    first = index[next(iter(index))][0]
+    pixel_size = None if first.is_dir() else read_image(first).pixel_size_nm  # as the files state it, if they do
+    return ImageSource(root, "folder", list(index), pixel_size, read)
+
+
+def _store_source(root: Path) -> ImageSource:
+    from locscope.data.store import Store
+
+    store = Store.open(root)
+    position = {item_id: i for i, item_id in enumerate(store.ids)}
+
+    def read(item_id: str) -> SourceItem:
+        item = store[position[item_id]]
+        channels = {c: to_unit_range(a, f"{root} item {item_id!r} channel {c!r}") for c, a in item["images"].items()}
+        labels = list(item.get("labels", {}).get("level1", []))
+        return SourceItem(item_id, channels, labels, {k: np.asarray(v, bool) for k, v in item["masks"].items()})
+
+    pixel_size = store.attrs.get("pixel_size_nm") if isinstance(store.attrs, dict) else None
+    return ImageSource(root, "store", list(store.ids), pixel_size, read)
+
+
+def open_source(path: str | Path) -> ImageSource:
+    """Open a folder of images or a locscope store (a folder holding ``zarr.json``).
+
+    Raises
+    ------
+    InputError
+        If the path is missing, empty, or an unreadable store.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    if path.is_dir() and (path / "zarr.json").exists():
+        return _store_source(path)
+    if path.is_dir():
+        return _folder_source(path)
+    raise InputError(f"{path}: expected a folder of images or a locscope store")
+
+
+# ------------------------------------------------------------------------------------------------ per item
+def item_metrics(real: SourceItem, generated: SourceItem, pixel_size_nm: float | None) -> dict[str, float]:
+    """Every per-item metric for one pair (NaN where a metric does not apply).
+
+    Pixel metrics on each channel both items have (``ssim_<channel>`` ...), on [0, 1] images (data range 1);
+    IoU, MSF, CELL-E 2 and ground-truth metrics on the protein channel.
+    """
+    from locscope.data.transforms import segment_nuclei
+
+    row: dict[str, float] = {}
+    for channel in sorted(set(real.channels) & set(generated.channels)):
+        a, b = real.channels[channel], generated.channels[channel]
+        if a.shape != b.shape:
+            raise InputError(f"item {real.id!r} channel {channel!r}: real {a.shape} and generated {b.shape} differ")
+        if min(a.shape) >= 11:
+            row.update({f"{name}_{channel}": float(v) for name, v in pixel_metrics(a, b, DATA_RANGE).items()})
+    if PROTEIN not in real.channels or PROTEIN not in generated.channels:
+        return row
+    r, g = real.channels[PROTEIN], generated.channels[PROTEIN]
+    real_mask, gen_mask = threshold_mask(r, "lower_median"), threshold_mask(g, "quantile")
+    row["iou"] = float(mask_iou(real_mask, gen_mask))
+    unit = "nm" if pixel_size_nm else "px"
+    if r.shape[0] == r.shape[1]:
+        row[f"msf_real_{unit}"] = msf(r, pixel_size_nm or 1.0).resolution_nm
+        row[f"msf_generated_{unit}"] = msf(g, pixel_size_nm or 1.0).resolution_nm
+    row["binary_pixel_mae"] = float(np.abs(gen_mask.astype(float) - real_mask).mean())
+    row["pdf_mae"] = float(pdf_mae(r, g))
+    if NUCLEUS in real.channels:
+        nucleus = segment_nuclei(real.channels[NUCLEUS]) > 0
+        if nucleus.any():
+            p_real, p_gen = float(nucleus_proportion(real_mask, nucleus)), float(nucleus_proportion(gen_mask, nucleus))
+            row.update(nucleus_proportion_real=p_real, nucleus_proportion_generated=p_gen,
+                       nucleus_proportion_abs_error=abs(p_gen - p_real))
+    truth = [real.masks[c] for c in real.labels if c in real.masks]
+    if truth:
+        true_mask = np.logical_or.reduce(truth)
+        row["iou_vs_truth"] = float(mask_iou(gen_mask, true_mask))
+        row["localization_fidelity"] = float(localization_fidelity(g, true_mask))
+    return row
+
+
+def _fid_images(item: SourceItem, nucleus: np.ndarray, is_real: bool) -> dict[str, np.ndarray]:
+    method = "lower_median" if is_real else "quantile"  # CELL-Diff's convention per side
+    protein = item.channels[PROTEIN]
+    return {
+        "fid_o": fid_rgb(protein, nucleus, "image")[0],
+        "fid_t": fid_rgb(protein, nucleus, "mask128", threshold_method=method)[0],
+        "fid_t_255": fid_rgb(protein, nucleus, "mask255", threshold_method=method)[0],
+    }
+
+
+class _FeatureCollector:
+    """Batches FID images through the feature network into running statistics (+ the FID-O feature vectors)."""
+
+    def __init__(self, network: FeatureNetwork) -> None:
+        self.network = network
+        self.stats = {(side, kind): FeatureStats() for side in ("real", "generated")
+                      for kind in ("fid_o", "fid_t", "fid_t_255")}
+        self.pending: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in self.stats}
+        self.vectors: dict[str, list[np.ndarray]] = {"real": [], "generated": []}
+
+    def add(self, side: str, images: dict[str, np.ndarray]) -> None:
+        for kind, rgb in images.items():
+            self.pending[(side, kind)].append(rgb)
+            if len(self.pending[(side, kind)]) >= FEATURE_BATCH:
+                self._flush((side, kind))
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        if not self.pending[key]:
+            return
+        feats = self.network.features(np.stack(self.pending[key]))
+        self.stats[key].update(feats)
+        if key[1] == "fid_o":
+            self.vectors[key[0]].extend(feats.astype(np.float32))
+        self.pending[key] = []
+
+    def finish(self) -> None:
+        for key in self.stats:
+            self._flush(key)
+
+
+# ------------------------------------------------------------------------------------------------ the verb
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` measured (also written to ``metrics.json`` / ``items.csv``)."""
+
+    summary: dict[str, Any]
+    set_metrics: dict[str, float | None]
+    per_metric: dict[str, dict[str, float | int | None]]
+    rows: list[dict[str, Any]]
+    confusion: dict[str, Any] | None
+    out_dir: Path
+
+
+def _describe(values: list[float]) -> dict[str, float | int | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    stat = (lambda f: float(f(finite)) if finite.size else None)
+    return {"mean": stat(np.mean), "std": stat(np.std), "median": stat(np.median), "min": stat(np.min),
+            "max": stat(np.max), "n": int(finite.size), "n_not_finite": int(arr.size - finite.size)}
+
+
+def _set_metrics(collector: _FeatureCollector, ids: list[str], labels: list[str | None], seed: int
+                 ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
+    out: dict[str, float | None] = {}
+    for kind in ("fid_o", "fid_t", "fid_t_255"):
+        real, gen = collector.stats[("real", kind)], collector.stats[("generated", kind)]
+        out[kind] = frechet_distance_from_stats(real, gen) if real.count >= 2 and gen.count >= 2 else None
+    real_f, gen_f = np.asarray(collector.vectors["real"]), np.asarray(collector.vectors["generated"])
+    if len(ids) < 2:
+        return out, None
+    # guided-I2I: is a generated image's nearest real image (cosine) its own counterpart (label = item id)?
+    out["nn_match_top1"] = float(nn_match(gen_f, real_f, ids, ids, k=1).mean())
+    out["nn_match_top5"] = float(nn_match(gen_f, real_f, ids, ids, k=min(5, len(ids))).mean())
+    confusion = None
+    known = [i for i, label in enumerate(labels) if label is not None]
+    classes = sorted({labels[i] for i in known})
+    if len(classes) >= 2 and len(known) >= 4:
+        lab = [labels[i] for i in known]
+        out["knn_accuracy"] = knn_accuracy(gen_f[known], real_f[known], lab, lab, k=min(5, len(known)))
+        agreement = classification_agreement(real_f[known], lab, gen_f[known], lab, seed=seed)
+        out["classification_accuracy"] = agreement.accuracy
+        from sklearn.decomposition import PCA
+
+        both = PCA(n_components=2, random_state=seed).fit(real_f[known])
+        out["cluster_score_real"] = cluster_score(both.transform(real_f[known]), lab)
+        out["cluster_score_generated"] = cluster_score(both.transform(gen_f[known]), lab)
+        confusion = {"classes": agreement.classes, "matrix": agreement.confusion.tolist()}
+    return out, confusion
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").exists())):
+        raise InputError(f"{out_dir}: exists and is not an earlier evaluation report; choose a new --out folder")
+
+
+def evaluate(
+    real: str | Path,
+    generated: str | Path,
+    out_dir: str | Path,
+    *,
+    pixel_size_nm: float | None = None,
+    features: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    max_pictures: int = 12,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score ``generated`` against ``real`` (folders or stores), pairing items by id; write a report folder.
+
+    Parameters
+    ----------
+    real, generated : path
+        Folder of images (CELL-Diff sample folders, HPA channel files, PNG/TIFF/npy images) or a locscope store.
+    out_dir : path
+        Report folder (written atomically): ``metrics.json``, ``items.csv``, ``report.html``, ``pictures/``.
+    pixel_size_nm : float, optional
+        Pixel size for MSF (HPA 320, OpenCell 206); default: the store's or the files' own, else MSF is in pixels.
+    features : path, optional
+        Local pytorch-fid InceptionV3 weights (``pt_inception-2015-12-05-*.pth``); default: locscope's image encoder,
+        else the handcrafted fallback (the report names the network).
+    device : {'auto', 'cpu', 'cuda'}
+    seed : int
+        Seed of the classifier used for classification agreement.
+    max_pictures : int
+        Number of pairs shown as pictures in the report.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    InputError
+        Missing sources, no common ids, mismatched shapes, an existing non-report ``out_dir``.
+    """
+    from locscope.pipelines.evaluate_report import item_pictures, write_report
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    real_src, gen_src = open_source(real), open_source(generated)
+    gen_ids = set(gen_src.ids)
+    ids = [i for i in real_src.ids if i in gen_ids]
+    if not ids:
+        raise InputError(f"no item ids in common between {real_src.path} (e.g. {real_src.ids[:3]}) and "
+                         f"{gen_src.path} (e.g. {gen_src.ids[:3]})")
+    pixel_size_nm = pixel_size_nm or real_src.pixel_size_nm or gen_src.pixel_size_nm
+    network = load_feature_network(features, device)
+    collector = _FeatureCollector(network)
+    rows, labels, pictures = [], [], []
+    with atomic_path(out_dir) as tmp:
+        (tmp / "pictures").mkdir(parents=True)
+        for n, item_id in enumerate(track(ids, "Evaluating", enabled=progress)):
+            r, g = real_src.read(item_id), gen_src.read(item_id)
+            rows.append({"id": item_id, **item_metrics(r, g, pixel_size_nm)})
+            labels.append(r.labels[0] if r.labels else None)
+            if PROTEIN in r.channels and PROTEIN in g.channels:
+                nucleus = r.channels.get(NUCLEUS, np.zeros_like(r.channels[PROTEIN]))
+                collector.add("real", _fid_images(r, nucleus, True))
+                collector.add("generated", _fid_images(g, g.channels.get(NUCLEUS, nucleus), False))
+                if n < max_pictures:
+                    pictures.append(item_pictures(r, g, tmp / "pictures", n))
+        collector.finish()
+        measured = [row["id"] for row in rows if "iou" in row]
+        set_metrics, confusion = _set_metrics(collector, measured, [lab for lab, row in zip(labels, rows) if "iou" in row], seed)
+        names = sorted({k for row in rows for k in row if k != "id"})
+        per_metric = {name: _describe([row[name] for row in rows if name in row]) for name in names}
+        summary = {
+            "real": str(real_src.path), "generated": str(gen_src.path), "real_kind": real_src.kind,
+            "generated_kind": gen_src.kind, "n_pairs": len(ids), "n_real_only": len(real_src.ids) - len(ids),
+            "n_generated_only": len(gen_ids - set(ids)), "feature_network": network.name,
+            "feature_dim": network.feature_dim, "pixel_size_nm": pixel_size_nm, "data_range": DATA_RANGE,
+            "seed": seed,
+            "conventions": {
+                "scaling": "integer images / dtype max, [-1, 1] floats -> (x + 1) / 2; metrics on [0, 1], data range 1",
+                "iou": "real > torch.median (lower middle), generated > torch.quantile(0.5) (interpolated)",
+                "msf": "total intensity 1000, |fftshift(FFT2)|^2 / N^2, floor-distance radial sum, first bin < 1e-3",
+                "fid_t": "published: G = median-threshold mask stored as 0/128; fid_t_255 stores it as 0/255",
+                "nucleus_mask": "Otsu + watershed segmentation of the real nucleus channel",
+                "nn_match": "label = item id: is the nearest real image (cosine) the generated image's own pair",
+            },
+        }
+        result = EvaluationResult(summary, set_metrics, per_metric, rows, confusion, out_dir)
+        write_report(result, tmp, pictures, PUBLISHED)
+    return dataclasses.replace(result, out_dir=out_dir)
