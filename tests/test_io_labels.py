@@ -78,3 +78,21 @@ def test_bad_label_tables(tmp_path):
     assert _error(read_label_table, other) == (
         f"{other}: not a recognised label table (expected HPA 'Main location', OpenCell 'annotation_grade' or "
         "seq2loc 'level1' columns)")
+
+
+def test_cytoself_organelle_markers(shared_data, tmp_path):
+    from collections import Counter
+
+    from locscope.io.labels import read_organelle_markers
+
+    path = shared_data / LABELS / "cytoself_Supplementary_Table_1_literature-curated_organelle_ground-truth.xlsx"
+    records = read_organelle_markers(path)
+    assert len(records) == 2412
+    assert (records[0].name, records[0].terms, records[0].level1) == ("ACTN1", ["actin-binding_protein"], ["actin-filaments"])
+    counts = Counter(c for r in records for c in r.level1)
+    assert counts["nucleoplasm"] == 504 and counts["endoplasmic-reticulum"] == 348
+    assert counts["cytosol"] == 456 + 83 + 82 + 15  # cytosol + stress granule + ribosome + p-body
+    assert sum(not r.level1 for r in records) == 44  # ERGIC
+    assert read_label_table(path)[0].source == "cytoself-markers"
+    (tmp_path / "bad.xlsx").write_text("not a workbook")
+    assert _error(read_organelle_markers, tmp_path / "bad.xlsx") == f"{tmp_path / 'bad.xlsx'}: not a readable XLSX workbook"

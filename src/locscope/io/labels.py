@@ -11,6 +11,7 @@ level1 / level2 / level3 / subcell labels of the store contract.
   ``from_opencell``.
 - seq2loc tables (``level1``, ``level2``, ``level3`` columns, ``;``-separated): the names are checked against the
   ontology and level 2 / 3 must follow from level 1.
+- cytoself's literature-curated organelle markers (XLSX): 16 organelle names -> level 1 (:data:`MARKER_TO_LEVEL1`).
 """
 
 from __future__ import annotations
@@ -156,6 +157,52 @@ def read_opencell_targets(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
+# cytoself's literature-curated organelle markers (sheet "organelle_markers") -> level 1. Each follows the UniProt
+# term of the same compartment in the ontology (stress granule, P-body -> cytosol; nuclear pore complex ->
+# nuclear-membrane; ERGIC unmapped); "ribosome" has no UniProt term there and is taken as cytosol.
+MARKER_TO_LEVEL1: dict[str, str] = {
+    "nucleus": "nucleoplasm", "cytosol": "cytosol", "mitochondria": "mitochondria", "ER": "endoplasmic-reticulum",
+    "plasma membrane": "plasma-membrane", "stress granule": "cytosol", "ribosome": "cytosol",
+    "centrosome": "centrosome", "lysosome": "lysosomes", "ERGIC": "", "Golgi": "golgi-apparatus",
+    "peroxisome": "peroxisomes", "actin-binding_protein": "actin-filaments", "nuclear_pore": "nuclear-membrane",
+    "early_endosome": "endosomes", "p-body": "cytosol",
+}
+
+
+def read_organelle_markers(path: str | Path, sheet: str = "organelle_markers") -> list[LabelRecord]:
+    """Read cytoself's literature-curated organelle markers (XLSX: gene_name_canonical, organelle, source, Note).
+
+    Returns
+    -------
+    list of LabelRecord
+        One per row (``id`` = ``name`` = gene), ``terms`` = [organelle], ``level1`` from :data:`MARKER_TO_LEVEL1`,
+        ``extra`` = source and note (confidence).
+    """
+    import pandas as pd
+
+    path = check_file(path, expected="an XLSX table")
+    try:
+        workbook = pd.ExcelFile(path, engine="openpyxl")
+    except Exception:  # zipfile.BadZipFile, KeyError, ValueError: whatever openpyxl meets in a non-workbook
+        raise InputError(f"{path}: not a readable XLSX workbook") from None
+    if sheet not in workbook.sheet_names:
+        raise InputError(f"{path}: no sheet {sheet!r} (sheets: {', '.join(workbook.sheet_names)})")
+    table = workbook.parse(sheet, dtype=str)
+    missing = [c for c in ("gene_name_canonical", "organelle") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: sheet {sheet!r} lacks column(s) {', '.join(missing)}")
+    records = []
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        organelle = str(row.organelle).strip()
+        if organelle not in MARKER_TO_LEVEL1:
+            raise InputError(f"{path}: sheet {sheet!r} row {line}: organelle {organelle!r} not in the ontology")
+        level1 = [MARKER_TO_LEVEL1[organelle]] if MARKER_TO_LEVEL1[organelle] else []
+        extra = {"source": getattr(row, "source", None), "note": getattr(row, "Note", None)}
+        records.append(LabelRecord(row.gene_name_canonical, row.gene_name_canonical, [organelle], level1, "cytoself-markers",
+                                   extra))
+    return records
+
+
 def read_level_table(path: str | Path, id_column: str | None = None) -> list[LabelRecord]:
     """Read a seq2loc-style CSV with ``level1``, ``level2``, ``level3`` columns (``;``-separated classes).
 
@@ -197,9 +244,12 @@ def read_level_table(path: str | Path, id_column: str | None = None) -> list[Lab
 def read_label_table(path: str | Path) -> list[LabelRecord]:
     """Read any supported label table, recognised by its header.
 
-    HPA TSV (``Main location``), OpenCell flat annotations (``annotation_grade``), seq2loc level tables (``level1``).
+    HPA TSV (``Main location``), OpenCell flat annotations (``annotation_grade``), seq2loc level tables (``level1``),
+    cytoself organelle-marker workbooks (``.xlsx``).
     """
     path = check_file(path, expected="a label table")
+    if path.suffix.lower() == ".xlsx":
+        return read_organelle_markers(path)
     with open(path, encoding="utf-8", errors="replace") as handle:
         header = handle.readline()
     if "Main location" in header:

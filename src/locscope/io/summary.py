@@ -25,6 +25,7 @@ from locscope.io.sequences import (
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+WORKBOOK_SUFFIXES = (".xlsx",)
 
 
 def summarize_image(record: ImageRecord) -> dict[str, Any]:
@@ -133,7 +134,7 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
         if path.is_file() and (suffix in FASTA_SUFFIXES or (suffix in TABLE_SUFFIXES and _table_kind(path) == "sequences")):
             records = read_sequences(path, max_length=max_length, truncate=truncate)
             out.append((position, [summarize_sequences(path, records, max_length)]))
-        elif path.is_file() and suffix in TABLE_SUFFIXES:
+        elif path.is_file() and suffix in TABLE_SUFFIXES + WORKBOOK_SUFFIXES:
             out.append((position, [summarize_labels(path, read_label_table(path))]))
         elif path.is_dir() and (path / "data.mdb").is_file():
             out.append((position, [summarize_lmdb(path)]))
