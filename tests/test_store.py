@@ -234,3 +234,18 @@ def test_direct_chunk_reads_match_zarr(tmp_path: Path, monkeypatch) -> None:
             assert a["masks"][name].dtype == bool
             np.testing.assert_array_equal(a["masks"][name], b["masks"][name])
         a["images"]["protein"][0, 0] = 1  # results are writable copies, not views of a cache
+
+
+def test_given_splits_are_kept_and_the_rest_drawn(tmp_path: Path) -> None:
+    items = make_items(12, n_proteins=6)
+    items[0]["split"] = "test"  # protein P0: items 0 and 6; item 6 has no split and follows its protein
+    items[1]["split"] = "val"
+    store = write_store(tmp_path / "s", items, channels=["protein", "nucleus"], image_shape=SHAPE,
+                        mask_names=["nucleoplasm", "cytosol"], progress=False)
+    assert [store[i]["split"] for i in (0, 6, 1, 7)] == ["test", "test", "val", "val"]
+    assert {store[i]["split"] for i in range(12)} <= {"train", "val", "test"}
+    bad = make_items(2, n_proteins=1)
+    bad[0]["split"], bad[1]["split"] = "train", "test"
+    with pytest.raises(InputError, match=r"^item 'cell1': protein 'P0' is in both the 'train' and 'test' splits"):
+        write_store(tmp_path / "b", bad, channels=["protein", "nucleus"], image_shape=SHAPE,
+                    mask_names=["nucleoplasm", "cytosol"], progress=False)

@@ -169,8 +169,8 @@ def write_store(
     items : iterable of dict
         Each item: ``id`` (str), ``protein_id`` (str), ``sequence`` (str, may be empty), ``images`` {channel: (H, W)
         array}, optional ``masks`` {name: (H, W) bool}, ``labels`` {"level1": [...], ...}, ``provenance`` (dict),
-        ``split_group`` (str, items sharing it stay in one split), optionally ``split`` ('train' | 'val' | 'test': when
-        every item has one, those splits are kept instead of drawn, e.g. on import). A sequence (``len`` + indexing) is resumed without
+        ``split_group`` (str, items sharing it stay in one split), optionally ``split`` ('train' | 'val' | 'test': kept
+        as given, e.g. on import; items without one follow their protein's given split or are drawn by protein). A sequence (``len`` + indexing) is resumed without
         re-reading finished items; any other iterable is re-iterated and its finished items skipped.
     channels : sequence of str
         Canonical channel names (``locscope.channels``) every item provides.
@@ -307,30 +307,35 @@ def _string_array(group: zarr.Group, name: str, values: list[str], chunk: int = 
         array[:] = np.asarray(values, dtype=object)
 
 
-def _given_splits(records: list[dict]) -> list[str] | None:
-    """The items' own ``split`` values when every item has one (e.g. imported data), checked for protein leaks."""
-    given = [r.get("split") for r in records]
-    if all(s is None for s in given):
-        return None
-    if any(s is None for s in given):
-        missing = next(i for i, s in enumerate(given) if s is None)
-        raise InputError(f"item {missing} ({records[missing]['id']!r}): no split, but other items have one; "
-                         f"give every item a split or none")
-    seen: dict[str, str] = {}
-    for record, split in zip(records, given):
-        first = seen.setdefault(record["protein_id"], split)
+def _assign_splits(records: list[dict], fractions: Sequence[float], seed: int) -> list[str]:
+    """Split of every item: its own ``split`` when given (e.g. imported data), else drawn by protein.
+
+    Items without a split whose protein already has one (from another item) join it; the rest are split by protein
+    with ``fractions`` and ``seed``. A protein given two different splits is an error.
+    """
+    fixed: dict[str, str] = {}
+    for record in records:
+        split = record.get("split")
+        if split is None:
+            continue
+        first = fixed.setdefault(record["protein_id"], split)
         if first != split:
             raise InputError(f"item {record['id']!r}: protein {record['protein_id']!r} is in both the {first!r} and "
                              f"{split!r} splits; a protein must stay in one split")
-    return given  # type: ignore[return-value]
+    splits = [record.get("split") or fixed.get(record["protein_id"]) for record in records]
+    free = [i for i, split in enumerate(splits) if split is None]
+    if free:
+        drawn = split_by_protein([records[i]["protein_id"] for i in free], fractions, seed,
+                                 [records[i]["split_group"] for i in free])
+        for i, split in zip(free, drawn):
+            splits[i] = str(split)
+    return splits  # type: ignore[return-value]
 
 
 def _finalize(work: Path, group: zarr.Group, records: list[dict], params: dict, attrs: dict) -> None:
     """Write per-item metadata, the split and the attributes, then the completion marker."""
     protein_ids = [r["protein_id"] for r in records]
-    splits = _given_splits(records)
-    if splits is None:
-        splits = split_by_protein(protein_ids, params["split_fractions"], params["seed"], [r["split_group"] for r in records])
+    splits = _assign_splits(records, params["split_fractions"], params["seed"])
     _string_array(group, "ids", [r["id"] for r in records])
     _string_array(group, "protein_ids", protein_ids)
     meta = [json.dumps({"id": r["id"], "protein_id": r["protein_id"], "sequence": r["sequence"], "labels": r["labels"],
