@@ -249,3 +249,11 @@ def test_given_splits_are_kept_and_the_rest_drawn(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^item 'cell1': protein 'P0' is in both the 'train' and 'test' splits"):
         write_store(tmp_path / "b", bad, channels=["protein", "nucleus"], image_shape=SHAPE,
                     mask_names=["nucleoplasm", "cytosol"], progress=False)
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    items = make_items(3)
+    items[2]["id"] = "cell0"
+    with pytest.raises(InputError, match=r"^item 2 \('cell0'\): duplicate id \(item 0 has it too\)$"):
+        write_store(tmp_path / "s", items, channels=["protein", "nucleus"], image_shape=SHAPE,
+                    mask_names=["nucleoplasm", "cytosol"], progress=False)

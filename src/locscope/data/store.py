@@ -170,8 +170,9 @@ def write_store(
         Each item: ``id`` (str), ``protein_id`` (str), ``sequence`` (str, may be empty), ``images`` {channel: (H, W)
         array}, optional ``masks`` {name: (H, W) bool}, ``labels`` {"level1": [...], ...}, ``provenance`` (dict),
         ``split_group`` (str, items sharing it stay in one split), optionally ``split`` ('train' | 'val' | 'test': kept
-        as given, e.g. on import; items without one follow their protein's given split or are drawn by protein). A sequence (``len`` + indexing) is resumed without
-        re-reading finished items; any other iterable is re-iterated and its finished items skipped.
+        as given, e.g. on import; items without one follow their protein's given split or are drawn by protein).
+        Ids must be unique. A sequence (``len`` + indexing) is resumed without re-reading finished items; any other
+        iterable is re-iterated and its finished items skipped.
     channels : sequence of str
         Canonical channel names (``locscope.channels``) every item provides.
     image_shape : (H, W)
@@ -251,6 +252,7 @@ def write_store(
     jsonl = work / "items.jsonl"
     records = _read_finished_records(jsonl)
     done = len(records)
+    seen_ids = {r["id"]: i for i, r in enumerate(records)}
     dtype = np.dtype(image_dtype)
     if hasattr(items, "__getitem__") and hasattr(items, "__len__"):
         pending: Iterable[tuple[int, Mapping[str, Any]]] = ((i, items[i]) for i in range(done, len(items)))  # type: ignore[index]
@@ -267,6 +269,9 @@ def write_store(
                 raise InputError(f"{_describe(index, item)}: unknown channel {extra[0]!r}; store channels: {', '.join(channels)}")
             masks = item.get("masks") or {}
             record = _item_record(index, item)
+            if record["id"] in seen_ids:
+                raise InputError(f"{_describe(index, item)}: duplicate id (item {seen_ids[record['id']]} has it too)")
+            seen_ids[record["id"]] = index
             checked = {}
             for channel in channels:
                 if channel not in images:
