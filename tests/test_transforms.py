@@ -155,3 +155,15 @@ def test_nuclear_distance_map_exact() -> None:
     assert (T.nuclear_distance_map(np.zeros((3, 3), bool)) == -1).all()
     with pytest.raises(InputError, match=r"normalize 'max': accepted values are 'per-nucleus', 'global', 'none'"):
         T.nuclear_distance_map(mask, normalize="max")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sample, low, high", [("hpa/1", 6, 8), ("opencell/1", 10, 14)])
+def test_segment_real_nuclei(shared_data, sample: str, low: int, high: int) -> None:
+    from locscope.io import read_image
+
+    nucleus = read_image(shared_data / "celldiff_samples" / sample / "nucleus.png").channels["nucleus"]
+    labels = T.segment_nuclei(nucleus, sigma=2, min_area=100, min_distance=10)
+    assert low <= labels.max() <= high  # 6 whole or cut HPA nuclei; ~11 crowded OpenCell nuclei, touching ones split
+    assert nucleus[labels > 0].mean() > 5 * nucleus[labels == 0].mean()
+    distance = T.nuclear_distance_map(labels)
+    assert distance.min() == -1.0 and distance.max() == 1.0 and ((distance > 0) == (labels > 0)).all()
