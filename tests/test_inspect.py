@@ -92,3 +92,26 @@ def test_inspect_celldiff_lmdb(tmp_path, shared_data):
     assert (summary["min_sequence_length"], summary["max_sequence_length"]) == (8, 24)
     nucleus = [c for c in summary["channels"] if c["name"] == "nucleus"][0]
     assert nucleus["shape"] == [256, 256] and nucleus["max"] == 255.0
+
+
+def test_inspect_crop_stack_and_plain_folder(tmp_path, rng):
+    import imagecodecs
+    import numpy as np
+
+    crops = rng.integers(0, 1000, (4, 100, 100, 2), dtype=np.uint16)
+    np.save(tmp_path / "crops.npy", crops)
+    (summary,) = _json(str(tmp_path / "crops.npy"))
+    assert summary["kind"] == "crops" and summary["shape"] == [4, 100, 100, 2]
+    assert [c["name"] for c in summary["channels"]] == ["protein", "nucleus"]
+    assert summary["channels"][1]["max"] == float(crops[..., 1].max())
+    table = runner.invoke(app, ["inspect", str(tmp_path / "crops.npy")])
+    assert table.exit_code == 0 and "4 x 100 x 100 x 2 crops" in table.stdout
+    # a folder of HPA channel files is expanded and grouped into fields of view
+    folder = tmp_path / "hpa"
+    folder.mkdir()
+    for fov in ("10_A1_1", "10_A1_2"):
+        for colour in ("red", "green", "blue", "yellow"):
+            (folder / f"{fov}_{colour}.png").write_bytes(imagecodecs.png_encode(rng.integers(0, 255, (8, 8), dtype=np.uint8)))
+    summaries = _json(str(folder))
+    assert [s["format"] for s in summaries] == ["hpa-fov", "hpa-fov"]
+    assert [c["name"] for c in summaries[0]["channels"]] == ["nucleus", "protein", "microtubules", "er"]  # file order

@@ -35,7 +35,8 @@ def inspect_command(
         return
     console = Console()
     for summary in summaries:
-        printers = {"image": _print_image, "sequences": _print_sequences, "labels": _print_labels, "lmdb": _print_lmdb}
+        printers = {"image": _print_image, "crops": _print_crops, "sequences": _print_sequences, "labels": _print_labels,
+                    "lmdb": _print_lmdb}
         printers[summary["kind"]](console, summary)
 
 
@@ -53,14 +54,28 @@ def _print_image(console: Console, s: dict[str, Any]) -> None:
     if "index" in s:
         title += f"  crop {s['index']} of {s['n_crops']}"
     console.print(title, soft_wrap=True, highlight=False)
-    table = Table(show_edge=False)
-    for column in ("channel", "dtype", "min", "max", "mean", "from"):
-        table.add_column(column)
     files = s.get("files", {})
     identified = s.get("identified_by", {})
-    for c in s["channels"]:
-        source = files.get(c["name"]) or identified.get(c["name"]) or s.get("channel_source", "")
-        table.add_row(c["name"], c["dtype"], _fmt(c["min"]), _fmt(c["max"]), _fmt(c["mean"]), source)
+    sources = {c["name"]: files.get(c["name"]) or identified.get(c["name"]) or s.get("channel_source", "")
+               for c in s["channels"]}
+    _channel_table(console, s["channels"], sources)
+
+
+def _print_crops(console: Console, s: dict[str, Any]) -> None:
+    shape = " x ".join(map(str, s["shape"]))
+    extra = f", extra arrays {', '.join(s['extra_arrays'])}" if s["extra_arrays"] else ""
+    console.print(f"[bold]{s['path']}[/bold]  {s['format']}  {shape} crops, {s['n_labels']} label rows{extra}",
+                  soft_wrap=True, highlight=False)
+    _channel_table(console, s["channels"])
+
+
+def _channel_table(console: Console, channels: list[dict[str, Any]], sources: dict[str, str] | None = None) -> None:
+    table = Table(show_edge=False)
+    for column in ("channel", "dtype", "min", "max", "mean") + (("from",) if sources is not None else ()):
+        table.add_column(column)
+    for c in channels:
+        row = [c["name"], c["dtype"], _fmt(c["min"]), _fmt(c["max"]), _fmt(c["mean"])]
+        table.add_row(*row, *([sources.get(c["name"], "")] if sources is not None else []))
     console.print(table)
 
 

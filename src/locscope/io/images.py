@@ -582,6 +582,7 @@ def read_images(paths: Iterable[str | Path], channel_order: Sequence[str] | None
     HPA ``{id}_{red,green,blue,yellow}.*`` files sharing folder and id become one ``"hpa-fov"`` record;
     CELL-Diff ``nucleus`` / ``ER`` / ``microtubule`` / ``protein`` files sharing a folder become one
     ``"celldiff-sample"`` record; a multi-crop ``.npy`` becomes one record per crop; other files one record each.
+    A folder is a CELL-Diff sample when it holds such files, otherwise its image files are read (not recursively).
     Records keep the order in which their first file appears.
 
     Parameters
@@ -597,8 +598,7 @@ def read_images(paths: Iterable[str | Path], channel_order: Sequence[str] | None
     """
     groups: dict[tuple[str, ...], list[Path]] = {}
     order: list[tuple[str, ...] | Path] = []
-    for raw in paths:
-        path = Path(raw)
+    for path in _expand_folders(paths):
         key = _group_key(path) if (layout in (None, "auto") and channel_order is None) else None
         if key is None:
             order.append(path)
@@ -623,6 +623,21 @@ def read_images(paths: Iterable[str | Path], channel_order: Sequence[str] | None
         else:
             records.append(_merge(files[0].parent, "celldiff-sample", [read_image(p) for p in files]))
     return records
+
+
+def _expand_folders(paths: Iterable[str | Path]) -> list[Path]:
+    """Paths with every folder that is not a CELL-Diff sample folder replaced by its image files (sorted)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir() and not any(p.name.split(".")[0].lower() in CELLDIFF_FILE_NAMES for p in path.iterdir()):
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
+        else:
+            out.append(path)
+    return out
 
 
 def _merge(path: Path, kind: str, parts: list[ImageRecord]) -> ImageRecord:

@@ -73,6 +73,21 @@ def summarize_labels(path: Path, records: list[LabelRecord]) -> dict[str, Any]:
             "n_without_level1": sum(not r.level1 for r in records), "level1_counts": dict(counts.most_common())}
 
 
+def summarize_crops(path: Path, channel_order: Sequence[str] | None = None) -> dict[str, Any]:
+    """Shape, channels, dtype and value range (over all crops) of a cytoself ``.npy`` crop set."""
+    from locscope.io.opencell import read_cytoself_crops
+
+    stack = read_cytoself_crops(path, channel_order=channel_order)
+    channels = []
+    for i, name in enumerate(stack.channels):
+        low, high = value_range(stack.images[..., i])
+        channels.append({"name": name, "dtype": str(stack.images.dtype), "min": low, "max": high,
+                         "mean": float(np.mean(stack.images[..., i], dtype=np.float64))})
+    return {"kind": "crops", "path": str(path), "format": "cytoself-npy", "shape": list(stack.images.shape),
+            "channels": channels, "n_labels": len(stack.labels) if stack.labels is not None else 0,
+            "extra_arrays": sorted(stack.extra)}
+
+
 def summarize_lmdb(path: Path) -> dict[str, Any]:
     """Items, splits, channels and sequence lengths of a CELL-Diff LMDB directory (first item decoded)."""
     from locscope.io.celldiff_lmdb import CellDiffLMDB
@@ -121,7 +136,7 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
     -------
     list of dict
         One dict per image record, sequence file, label table or LMDB, in input order (``kind`` says which:
-        ``"image"``, ``"sequences"``, ``"labels"``, ``"lmdb"``).
+        ``"image"``, ``"crops"``, ``"sequences"``, ``"labels"``, ``"lmdb"``).
     """
     if not paths:
         raise InputError("no paths given")
@@ -138,6 +153,8 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
             out.append((position, [summarize_labels(path, read_label_table(path))]))
         elif path.is_dir() and (path / "data.mdb").is_file():
             out.append((position, [summarize_lmdb(path)]))
+        elif path.is_file() and suffix == ".npy" and layout in (None, "auto", "cytoself-npy"):
+            out.append((position, [summarize_crops(path, channel_order)]))
         else:
             first_image = position if first_image is None else first_image
             image_paths.append(path)
