@@ -196,7 +196,7 @@ def build_compartments(frame: CellFrame, rng: np.random.Generator,
     out["cytosol"] = (cyto.copy(), thickness * _texture(rng, frame, 0.6, 0.1))
     perinuclear = np.exp(-frame.radial / 0.35) * cyto
 
-    ridge_noise = smooth_noise(rng, shape, max(frame.um(0.3), 0.75))
+    ridge_noise = smooth_noise(rng, shape, max(frame.um(0.22), 0.75))
     ridge = np.exp(-(ridge_noise / 0.45) ** 2)
     er_density = ridge * (0.3 + 0.7 * np.exp(-frame.radial / 0.45))
     er = cyto & (er_density > 0.42)
@@ -281,7 +281,8 @@ def build_compartments(frame: CellFrame, rng: np.random.Generator,
 def microtubule_network(frame: CellFrame, rng: np.random.Generator, disrupted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Microtubules radiating from the centrosome (or short scattered fragments when ``disrupted``)."""
     shape = frame.shape
-    n = int(rng.integers(28, 48))
+    # about one microtubule per pixel of cell radius: a dense aster at 256 px, distinguishable filaments at 32 px
+    n = int(np.clip(frame.cell_radius * rng.uniform(0.9, 1.3), 16, 160))
     if disrupted:  # nocodazole-like: short fragments scattered through the cytoplasm, no aster
         starts = sample_points(rng, frame.cytoplasm.astype(np.float32), n)
         steps = max(2, int(frame.um(1.0) / 0.6))
@@ -290,7 +291,9 @@ def microtubule_network(frame: CellFrame, rng: np.random.Generator, disrupted: b
         starts = np.repeat(frame.centrosome[None, :], n, axis=0) + rng.normal(0.0, 0.5, (n, 2))
         steps = int(2.2 * frame.cell_radius / 0.6) + 1
         headings = rng.uniform(0, 2 * np.pi, n)
-    paths = random_walks(rng, starts, headings, steps, 0.6, turn_sd=0.06)
-    # microtubules pass over the nucleus in 2-D projections only faintly; they stay within the cell
+    bend = rng.normal(0.0, 0.4 / max(frame.cell_radius, 4.0), len(starts))
+    paths = random_walks(rng, starts, headings, steps, 0.6, turn_sd=0.07, drift=bend)
     keep = clip_paths(paths, frame.cell)
-    return _filaments(paths, keep, frame, frame.cell, rng.uniform(0.5, 1.0, len(paths)))
+    mask, pattern = _filaments(paths, keep, frame, frame.cell, rng.uniform(0.4, 1.0, len(paths)))
+    # in a 2-D projection microtubules run over and under the nucleus, out of focus: faint there
+    return mask, np.where(frame.nucleus, 0.3 * pattern, pattern).astype(np.float32)

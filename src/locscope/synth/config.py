@@ -72,7 +72,7 @@ class SimulatorConfig:
     brightfield: bool = False
     cell_painting: bool = False
     perturbation: str | None = None
-    blur_nm: float = 220.0
+    blur_nm: float = 160.0
     background: float = 0.03
     illumination: float = 0.15
     photons: float = 300.0

@@ -60,6 +60,7 @@ never saw (``split="heldout"``). :func:`variant_split` tells which side a string
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -395,6 +396,7 @@ def grammar_targets() -> list[tuple[str, ...]]:
     return list(RECIPES)
 
 
+@functools.lru_cache(maxsize=None)
 def motif_variants(name: str, split: Split = "any") -> tuple[str, ...]:
     """The variant strings of motif ``name`` on the given side of the train / held-out split."""
     if name not in VARIANTS:

@@ -22,8 +22,8 @@ def nucleus_stain(frame: CellFrame, comps: Compartments, rng: np.random.Generato
     """DNA stain of one cell, float32 window-shaped, peak about 1 (``condensed``: uniformly bright, little texture)."""
     nuc = frame.nucleus
     coarse = smooth_noise(rng, frame.shape, max(frame.um(0.8), 0.7))
-    fine = smooth_noise(rng, frame.shape, max(frame.um(0.25), 0.5))
-    texture = 0.75 + 0.12 * coarse + 0.1 * np.clip(fine, 0, None)
+    fine = smooth_noise(rng, frame.shape, max(frame.um(0.15), 0.5))
+    texture = 0.7 + 0.12 * coarse + 0.18 * np.clip(fine, -1, None)
     if condensed:
         texture = 0.95 + 0.05 * fine
     edge = np.exp(-frame.nucleus_depth / max(frame.um(1.0), 1.0))  # chromatin is denser under the lamina
