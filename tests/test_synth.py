@@ -170,3 +170,43 @@ def test_simulate_store_writes_a_readable_store(tmp_path):
     # bitwise reproducible
     other = simulate_store(tmp_path / "sim2", 12, cfg, seed=3, progress=False)
     assert np.array_equal(store.image_array("protein")[:], other.image_array("protein")[:])
+
+
+def test_fields_have_touching_and_border_cut_cells():
+    touching = border_cut = 0
+    for seed in range(4):
+        cell = render_cell(SimulatorConfig(size=128, mode="field", cells_per_field=(4, 6)), seed=seed)
+        inst = cell.instances
+        # two different cells side by side (no background between them)
+        horizontal = (inst[:, 1:] > 0) & (inst[:, :-1] > 0) & (inst[:, 1:] != inst[:, :-1])
+        vertical = (inst[1:, :] > 0) & (inst[:-1, :] > 0) & (inst[1:, :] != inst[:-1, :])
+        touching += int(horizontal.any() or vertical.any())
+        edge = np.concatenate([inst[0], inst[-1], inst[:, 0], inst[:, -1]])
+        border_cut += int((edge > 0).any())
+        # plasma membrane outlines each cell, also along a shared border
+        if horizontal.any():
+            assert cell.masks["plasma-membrane"][:, 1:][horizontal].mean() > 0.9
+    assert touching >= 3 and border_cut >= 3
+
+
+def test_cell_painting_perturbations_change_their_structures():
+    from scipy import ndimage
+
+    def stats(perturbation):
+        cfg = SimulatorConfig(size=128, cell_painting=True, perturbation=perturbation, optics=False)
+        mito_len, mt_near = [], []
+        for seed in range(3):
+            cell = render_cell(cfg, seed=seed)
+            labels, n = ndimage.label(cell.masks["mitochondria"])
+            mito_len.append(cell.masks["mitochondria"].sum() / max(n, 1))
+            # an aster is one connected network; fragments are many separate pieces
+            mt_labels, _ = ndimage.label(cell.masks["microtubules"], structure=np.ones((3, 3)))
+            sizes = np.bincount(mt_labels.ravel())[1:]
+            mt_near.append(sizes.max() / sizes.sum())
+            assert cell.perturbation == perturbation
+            assert set(cell.images) >= {"dna", "rna", "er", "agp", "mito"}
+        return np.mean(mito_len), np.mean(mt_near)
+
+    control, fragmented, disrupted = stats("control"), stats("fragmented-mitochondria"), stats("disrupted-microtubules")
+    assert fragmented[0] < 0.6 * control[0]     # shorter mitochondrial pieces
+    assert control[1] > 0.9 and disrupted[1] < 0.5 * control[1]     # no aster around the centrosome
