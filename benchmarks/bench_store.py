@@ -147,15 +147,16 @@ def worker(kind: str, path: str, n_items: int, reads: int, seed: int) -> dict:
     for i in indices[:20]:  # warm-up: imports, first file handles
         get(i)
     warm = max(1, reads // 10)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in indices[:warm]:
         get(i)
     rss_early = vm_rss_mb()
     for i in indices[warm:]:
         get(i)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {
         "reader": kind, "reads": reads, "seconds": seconds, "samples_per_s": reads / seconds,
+        "cpu_ms_per_sample": 1000 * cpu_seconds / reads, "load_average_1min": os.getloadavg()[0],
         "peak_rss_mb": vm_hwm_mb(),
         "rss_start_mb": rss_start, "rss_after_10pct_mb": rss_early, "rss_end_mb": vm_rss_mb(),
         "rss_growth_mb": vm_rss_mb() - rss_early,
@@ -188,11 +189,14 @@ def main() -> None:
                                   "--seed", str(args.seed), "--worker", kind, str(path)],
                                  check=True, capture_output=True, text=True)
             results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{'reader':<24}{'samples/s':>12}{'peak RSS MB':>14}{'RSS growth MB':>16}")
+        print(f"{'reader':<24}{'samples/s':>12}{'CPU ms/sample':>15}{'peak RSS MB':>14}{'RSS growth MB':>16}{'load':>7}")
         names = {"store": "locscope store (zarr)", "lmdb": "CELL-Diff LMDB + PNG"}
         for kind, r in results.items():
-            print(f"{names[kind]:<24}{r['samples_per_s']:>12.1f}{r['peak_rss_mb']:>14.1f}{r['rss_growth_mb']:>16.1f}")
-        print(f"speed-up: {results['store']['samples_per_s'] / results['lmdb']['samples_per_s']:.2f}x")
+            print(f"{names[kind]:<24}{r['samples_per_s']:>12.1f}{r['cpu_ms_per_sample']:>15.2f}{r['peak_rss_mb']:>14.1f}"
+                  f"{r['rss_growth_mb']:>16.1f}{r['load_average_1min']:>7.1f}")
+        store, lmdb_ = results["store"], results["lmdb"]
+        print(f"speed-up: {store['samples_per_s'] / lmdb_['samples_per_s']:.2f}x wall-clock, "
+              f"{lmdb_['cpu_ms_per_sample'] / store['cpu_ms_per_sample']:.2f}x CPU time per sample")
         print(json.dumps(results))
     finally:
         if args.workdir is None:
