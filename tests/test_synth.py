@@ -210,3 +210,13 @@ def test_cell_painting_perturbations_change_their_structures():
     control, fragmented, disrupted = stats("control"), stats("fragmented-mitochondria"), stats("disrupted-microtubules")
     assert fragmented[0] < 0.6 * control[0]     # shorter mitochondrial pieces
     assert control[1] > 0.9 and disrupted[1] < 0.5 * control[1]     # no aster around the centrosome
+
+
+def test_crop_neighbours_surround_the_centred_cell():
+    cell = render_cell(SimulatorConfig(size=96, neighbours=True), seed=2)
+    assert cell.n_cells >= 3
+    assert cell.instances[48, 48] == 1  # the centred cell
+    edge = np.concatenate([cell.instances[0], cell.instances[-1], cell.instances[:, 0], cell.instances[:, -1]])
+    assert set(np.unique(edge)) - {0, 1}  # neighbours are cut by the border
+    for k in np.unique(cell.instances)[1:]:  # every visible cell has microtubules, even with its centrosome outside
+        assert (cell.masks["microtubules"] & (cell.instances == k)).sum() > 5

@@ -21,6 +21,7 @@ def simulate_command(
         "cells) or a FASTA/CSV of sequences (placed by the motif grammar). Default: grammar-written proteins."),
     seed: int = SeedOption,
     mode: str = typer.Option("crop", "--mode", help="crop (one cell) | field (several touching, border-cut cells)."),
+    neighbours: bool = typer.Option(False, "--neighbours", help="Crop mode: add neighbouring cells cut by the border."),
     cell_painting: bool = typer.Option(False, "--cell-painting", help="Also render dna, rna, er, agp, mito."),
     brightfield: bool = typer.Option(False, "--brightfield", help="Also render a brightfield channel."),
     perturbation: Optional[str] = typer.Option(
@@ -43,7 +44,7 @@ def simulate_command(
     if sequences is not None and not sequences.is_file():
         raise InputError(f"--sequences {sequences}: file not found")
     cfg = SimulatorConfig(size=size, mode=mode, pixel_size_nm=pixel_size_nm, brightfield=brightfield,  # type: ignore[arg-type]
-                          cell_painting=cell_painting, perturbation=perturbation, optics=not no_optics)
+                          neighbours=neighbours, cell_painting=cell_painting, perturbation=perturbation, optics=not no_optics)
     store = simulate_store(out, n, cfg, sequences=sequences, seed=seed, cells_per_protein=cells_per_protein,
                            image_dtype="float32" if float32 else "uint16", workers=workers)
     counts = {split: len(store.split_indices(split)) for split in ("train", "val", "test")}

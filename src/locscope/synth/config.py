@@ -37,6 +37,9 @@ class SimulatorConfig:
         Fraction of a crop's side the mean cell spans (crop mode with ``pixel_size_nm=None``).
     cells_per_field : tuple of int
         Inclusive range of cell numbers in a field (field mode).
+    neighbours : bool
+        Crop mode: also draw 2-4 neighbouring cells around the centred one, touching it and cut by the border, as in
+        HPA single-cell crops (their compartments are in the masks too; the protein is expressed in all cells).
     landmarks : tuple of str
         Landmark channels to render, a subset of ``('nucleus', 'er', 'microtubules')``.
     brightfield : bool
@@ -68,6 +71,7 @@ class SimulatorConfig:
     cell_diameter_um: float = 28.0
     cell_fill: float = 0.8
     cells_per_field: tuple[int, int] = (3, 6)
+    neighbours: bool = False
     landmarks: tuple[str, ...] = LANDMARKS
     brightfield: bool = False
     cell_painting: bool = False

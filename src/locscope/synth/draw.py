@@ -121,13 +121,19 @@ def random_walks(rng: np.random.Generator, starts: np.ndarray, headings: np.ndar
 
 
 def clip_paths(paths: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Keep each path's points up to where it first leaves ``region`` (bool ``(H, W)``); returns a bool ``(F, n_steps)``."""
+    """Keep each path's points from where it first enters ``region`` (bool ``(H, W)``) until it first leaves it.
+
+    Paths starting inside keep their start; paths starting outside (e.g. at the centrosome of a cell cut by the image
+    border) are kept from their entry point. Returns a bool ``(F, n_steps)``.
+    """
     h, w = region.shape
     rows = np.rint(paths[..., 0]).astype(np.int64)
     cols = np.rint(paths[..., 1]).astype(np.int64)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     inside[inside] = region[rows[inside], cols[inside]]
-    return np.cumprod(inside, axis=1).astype(bool)
+    started = np.cumsum(inside, axis=1) > 0
+    exited = np.cumsum(started & ~inside, axis=1) > 0
+    return inside & ~exited
 
 
 def rasterize(points: np.ndarray, weights: np.ndarray | float, shape: tuple[int, int]) -> np.ndarray:

@@ -98,7 +98,16 @@ def layout_cells(cfg: SimulatorConfig, rng: np.random.Generator, radius_scale: f
     if cfg.mode == "crop":
         centre = np.array([size / 2 - 0.5, size / 2 - 0.5]) + rng.normal(0.0, 0.03 * size, size=2)
         r = radius * float(np.exp(rng.normal(0.0, 0.08)))
-        return [random_cell(rng, centre, r, nucleus_ratio)]
+        shapes = [random_cell(rng, centre, r, nucleus_ratio)]
+        if cfg.neighbours:
+            n_neighbours = int(rng.integers(2, 5))
+            angles = rng.uniform(0, 2 * np.pi) + np.arange(n_neighbours) * 2 * np.pi / n_neighbours \
+                + rng.normal(0.0, 0.3, n_neighbours)
+            for angle in angles:
+                distance = r * rng.uniform(1.7, 2.1)
+                c = centre + distance * np.array([np.cos(angle), np.sin(angle)])
+                shapes.append(random_cell(rng, c, radius * float(np.exp(rng.normal(0.0, 0.12))), nucleus_ratio))
+        return shapes
     n = int(rng.integers(cfg.cells_per_field[0], cfg.cells_per_field[1] + 1))
     centres: list[np.ndarray] = []
     for _ in range(n * 30):
