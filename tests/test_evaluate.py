@@ -94,7 +94,8 @@ def test_store_with_truth_masks_and_labels(tmp_path):
     result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", progress=False)
     assert result.summary["pixel_size_nm"] == 100.0
     assert result.per_metric["localization_fidelity"]["mean"] > 0.5
-    assert 0 < result.per_metric["iou_vs_truth"]["mean"] <= 1
+    assert result.per_metric["iou_vs_truth"]["mean"] == pytest.approx(0.5)   # median mask: 512 px vs 256 true px
+    assert result.per_metric["iou_vs_truth_otsu"]["mean"] > 0.9
     assert result.set_metrics["classification_accuracy"] == 1.0
     assert result.confusion["classes"] == ["cytosol", "nucleoplasm"]
     assert (tmp_path / "report" / "confusion.png").exists()

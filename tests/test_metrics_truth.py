@@ -21,6 +21,9 @@ def test_truth_metrics_hand_computed():
     nuclear = np.zeros((4, 4))
     nuclear[:2, :2] = 1.0      # quantile 0 -> mask = nucleus (4 px) vs truth (12 px)
     assert iou_vs_truth(nuclear, truth) == pytest.approx(4 / 12)
+    textured = nuclear + 0.01 * np.arange(16).reshape(4, 4)   # no ties: the median keeps 8 of 16 pixels
+    assert iou_vs_truth(textured, masks["nucleoplasm"]) == pytest.approx(4 / 8)
+    assert iou_vs_truth(textured, masks["nucleoplasm"], method="otsu") == 1.0   # Otsu is not capped at 2 f
     assert np.isnan(localization_fidelity(np.zeros((4, 4)), truth))
     with pytest.raises(ValueError, match="no mask"):
         true_protein_mask(masks, ["mitochondria"])

@@ -29,7 +29,7 @@ from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance_from_st
 from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
 from locscope.metrics.threshold import mask_iou, threshold_mask
-from locscope.metrics.truth import localization_fidelity
+from locscope.metrics.truth import iou_vs_truth, localization_fidelity
 from locscope.utils.atomic import atomic_path
 from locscope.utils.progress import track
 
@@ -212,6 +212,7 @@ def item_metrics(real: SourceItem, generated: SourceItem, pixel_size_nm: float |
     if truth:
         true_mask = np.logical_or.reduce(truth)
         row["iou_vs_truth"] = float(mask_iou(gen_mask, true_mask))
+        row["iou_vs_truth_otsu"] = float(iou_vs_truth(g, true_mask, method="otsu"))
         row["localization_fidelity"] = float(localization_fidelity(g, true_mask))
     return row
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HISTOGRAM_METRICS = (
     "iou", "ssim_protein", "pcc_protein", "psnr_protein", "mae_protein", "msf_generated_nm", "msf_generated_px",
-    "nucleus_proportion_abs_error", "binary_pixel_mae", "pdf_mae", "iou_vs_truth", "localization_fidelity",
+    "nucleus_proportion_abs_error", "binary_pixel_mae", "pdf_mae", "iou_vs_truth", "iou_vs_truth_otsu",
+    "localization_fidelity",
 )
 PICTURE_COLUMNS = (
     ("real", "real protein"),
@@ -111,13 +112,13 @@ def _confusion_png(confusion: dict[str, Any], path: Path) -> None:
     im = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("predicted (classifier trained on real features)")
+    ax.set_xlabel("predicted")
     ax.set_ylabel("true compartment")
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="black" if v < matrix.max() / 2 else "white")
+    ax.set_title("classifier trained on real features", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
