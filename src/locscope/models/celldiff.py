@@ -1,0 +1,520 @@
+"""CELL-Diff: a unified diffusion model over protein sequences and microscopy images (seed 000).
+
+Architecture (the seed's pixel-space first release), read top to bottom:
+
+1. Inputs: the noisy protein image ``x_t`` ``(B, 1, H, W)`` concatenated with the landmark images ``(B, n_landmarks, H, W)``
+   (nucleus, ER, microtubules; any subset: a missing landmark is replaced by a learned placeholder image).
+2. The protein sequence goes through a protein encoder (:mod:`locscope.encoders.protein`): per-residue embeddings, pooled
+   into at most ``max_sequence_tokens`` segment tokens.
+3. Three down groups (``layers_per_group`` residual blocks, each optionally followed by a cross-attention block whose
+   keys/values are the image's own patch tokens concatenated with the sequence tokens), each ending in a stride-2 conv.
+4. At the bottleneck a patchify (``patch_size``) turns the feature map into image tokens; an encoder-only transformer of
+   adaLN-Zero blocks (DiT, Peebles & Xie 2023) processes image tokens + sequence tokens conditioned on the time step.
+5. Three up groups mirror the down path (skip connections from each down group) back to full resolution.
+6. Heads: the image head predicts ``v`` (v-parameterisation); the sequence head predicts masked residues from the
+   per-residue embeddings plus the transformer's output for their segment token; the auxiliary compartment head
+   classifies the pooled sequence embedding alone (a direct sequence -> localization predictor).
+
+Additions of the CPU recipe (``shared/design/cpu-training.md``), which made the sequence actually steer the image: the
+pooled sequence embedding (mean + max + global sequence features -> MLP) is ADDED to the time embedding (conditioning every
+residual block and every adaLN block), and an auxiliary compartment-classification loss trains that pooled embedding. For
+classifier-free guidance a dropped sequence is replaced by a learned null token and a learned null pooled vector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from locscope.channels import ER, MICROTUBULES, NUCLEUS
+from locscope.encoders.protein import (
+    MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding, build_protein_encoder,
+)
+from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+
+LEVEL3_CLASSES: tuple[str, ...] = (
+    "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
+)
+
+
+@dataclass
+class CellDiffConfig:
+    """Hyper-parameters of :class:`CellDiff` (saved as ``config.json`` beside the weights).
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square images in pixels.
+    landmark_channels : tuple of str
+        Landmark channel names, in input order.
+    channels : tuple of int
+        ``(stem, group1, group2, group3)`` widths: the stem works at ``channels[0]``; down group ``i`` maps
+        ``channels[i] -> channels[i + 1]`` at resolution ``image_size / 2**i``; the bottleneck has ``channels[3]``.
+    layers_per_group : int
+        Residual (+ cross-attention) blocks per group (seed: 2).
+    attention_groups : tuple of bool
+        Per group (down ``i`` and its mirrored up group), whether cross-attention blocks follow the residual blocks.
+    attention_grid : int
+        Side of the patch grid used as the image's keys/values in cross-attention (``H_i / attention_grid`` patch).
+    attention_heads : int
+        Heads of the cross-attention blocks.
+    patch_size : int
+        Patchify at the bottleneck (seed: 8).
+    transformer_width, transformer_layers, transformer_heads : int
+        The adaLN-Zero transformer (seed: 24 layers, 8 heads).
+    protein_encoder : {'builtin', 'esm2'}
+        Sequence encoder; ``sequence_dim`` is its width (ESM2: the checkpoint's hidden size).
+    sequence_dim, sequence_layers : int
+        Built-in encoder width and conv blocks.
+    esm_path : str or None
+        Local ESM2 directory (``protein_encoder='esm2'``).
+    esm_finetune : bool
+        Fine-tune ESM2 instead of freezing it.
+    max_sequence_length : int
+        Longer sequences keep both termini (middle cropped) (seed: 2048).
+    max_sequence_tokens : int
+        Residue embeddings are mean-pooled into at most this many contiguous segments before they enter attention.
+    compartment_classes : tuple of str
+        Classes of the auxiliary compartment head (default: the 7 level-3 classes).
+    num_train_timesteps : int
+        Diffusion steps T (seed: 1000).
+    """
+
+    image_size: int = 256
+    landmark_channels: tuple[str, ...] = (NUCLEUS, ER, MICROTUBULES)
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    layers_per_group: int = 2
+    attention_groups: tuple[bool, ...] = (True, True, True)
+    attention_grid: int = 16
+    attention_heads: int = 8
+    patch_size: int = 8
+    transformer_width: int = 1024
+    transformer_layers: int = 24
+    transformer_heads: int = 8
+    protein_encoder: str = "builtin"
+    sequence_dim: int = 640
+    sequence_layers: int = 6
+    esm_path: str | None = None
+    esm_finetune: bool = False
+    max_sequence_length: int = 2048
+    max_sequence_tokens: int = 2048
+    compartment_classes: tuple[str, ...] = LEVEL3_CLASSES
+    num_train_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != 4:
+            raise ValueError(f"channels={self.channels}: expected 4 widths (stem + three groups)")
+        if len(self.attention_groups) != 3:
+            raise ValueError(f"attention_groups={self.attention_groups}: expected 3 booleans")
+        bottleneck = self.image_size // 8
+        if self.image_size % 8 or bottleneck % self.patch_size:
+            raise ValueError(f"image_size={self.image_size}, patch_size={self.patch_size}: image_size / 8 must be a "
+                             "multiple of patch_size")
+        if not self.landmark_channels:
+            raise ValueError("landmark_channels is empty: at least one landmark channel is needed")
+
+
+def celldiff_base_config(**overrides) -> CellDiffConfig:
+    """The seed configuration: 256x256, channels 64 -> 512, patch 8 at the 32x32 bottleneck (16 tokens), 24 adaLN-Zero
+    blocks with 8 heads, 640-d sequence embedding (ESM2-150M-sized), sequences up to 2,048 residues."""
+    return dataclasses.replace(CellDiffConfig(), **overrides)
+
+
+def celldiff_tiny_config(**overrides) -> CellDiffConfig:
+    """The CPU default: 32x32 images, cross-attention only at the lowest U-Net resolution, a 4-layer transformer."""
+    tiny = CellDiffConfig(
+        image_size=32, channels=(16, 32, 48, 64), layers_per_group=1, attention_groups=(False, False, True),
+        attention_grid=4, attention_heads=4, patch_size=1, transformer_width=96, transformer_layers=3,
+        transformer_heads=4, sequence_dim=64, sequence_layers=3, max_sequence_length=320, max_sequence_tokens=40,
+    )
+    return dataclasses.replace(tiny, **overrides)
+
+
+CONFIGS = {"celldiff-base": celldiff_base_config, "celldiff-tiny": celldiff_tiny_config}
+
+
+def config_by_name(name: str, **overrides) -> CellDiffConfig:
+    """``'celldiff-base'`` or ``'celldiff-tiny'`` (with field overrides); ValueError names the accepted values."""
+    if name not in CONFIGS:
+        raise ValueError(f"config {name!r}: accepted names are {', '.join(CONFIGS)}")
+    return CONFIGS[name](**overrides)
+
+
+@dataclass
+class SequenceContext:
+    """The encoded sequence, computed once per sequence and reused at every denoising step.
+
+    Attributes
+    ----------
+    tokens : torch.Tensor
+        ``(B, S, transformer_width)`` segment tokens (after projection).
+    token_mask : torch.Tensor
+        ``(B, S)`` bool, real segments.
+    pooled : torch.Tensor
+        ``(B, transformer_width)`` pooled embedding added to the time embedding (the null vector where dropped).
+    compartment_logits : torch.Tensor
+        ``(B, n_classes)`` auxiliary head on the (never dropped) pooled sequence embedding.
+    residues : torch.Tensor
+        ``(B, L, sequence_dim)`` per-residue encoder output.
+    segment : torch.Tensor
+        ``(B, L)`` long, the segment token of each residue.
+    """
+
+    tokens: torch.Tensor
+    token_mask: torch.Tensor
+    pooled: torch.Tensor
+    compartment_logits: torch.Tensor
+    residues: torch.Tensor
+    segment: torch.Tensor
+
+    def repeat(self, times: int) -> "SequenceContext":
+        """Repeat each row ``times`` times (K samples per sequence), batch order ``[s0, s0, ..., s1, ...]``."""
+        return SequenceContext(*(t.repeat_interleave(times, dim=0) for t in dataclasses.astuple(self)))
+
+    @staticmethod
+    def concat(first: "SequenceContext", second: "SequenceContext") -> "SequenceContext":
+        """Concatenate along the batch (for one guided network call over [conditional, unconditional]); pads S."""
+        parts = []
+        for a, b in zip(dataclasses.astuple(first), dataclasses.astuple(second)):
+            if a.ndim >= 2 and a.shape[1] != b.shape[1]:
+                width = max(a.shape[1], b.shape[1])
+                a = F.pad(a, (0, 0) * (a.ndim - 2) + (0, width - a.shape[1]))
+                b = F.pad(b, (0, 0) * (b.ndim - 2) + (0, width - b.shape[1]))
+            parts.append(torch.cat([a, b], 0))
+        return SequenceContext(*parts)
+
+
+@dataclass
+class CellDiffOutput:
+    """Output of :meth:`CellDiff.forward`.
+
+    Attributes
+    ----------
+    image : torch.Tensor
+        ``(B, 1, H, W)`` v-prediction for the protein image.
+    residue_logits : torch.Tensor
+        ``(B, L, len(VOCAB))`` masked-residue logits (padding and mask tokens suppressed to -inf-like values).
+    compartment_logits : torch.Tensor
+        ``(B, n_classes)`` auxiliary compartment logits from the sequence alone.
+    """
+
+    image: torch.Tensor
+    residue_logits: torch.Tensor
+    compartment_logits: torch.Tensor
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (integer or fractional) timesteps ``(B,)`` -> ``(B, dim)``."""
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(max_period)) * torch.arange(half, device=timesteps.device) / half)
+    angles = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pixel queries attend to keys/values = the feature map's own patch tokens + the sequence tokens.
+
+    ``x`` ``(B, C, H, W)``; the image keys are ``adaptive_avg_pool2d(x, grid)`` (``grid**2`` tokens) so the cost stays
+    ``H * W * (grid**2 + S)`` at any resolution.
+    """
+
+    def __init__(self, channels: int, context_dim: int, heads: int, grid: int) -> None:
+        super().__init__()
+        from diffusers.models.attention_processor import Attention
+
+        self.grid = grid
+        self.norm = nn.GroupNorm(min(32, channels // 4), channels, eps=1e-6)
+        self.sequence_proj = nn.Linear(context_dim, channels)
+        self.attention = Attention(query_dim=channels, heads=heads, dim_head=max(channels // heads, 8), out_bias=True)
+        nn.init.zeros_(self.attention.to_out[0].weight)  # start as identity (zero residual)
+        nn.init.zeros_(self.attention.to_out[0].bias)
+
+    def forward(self, x: torch.Tensor, sequence: torch.Tensor, sequence_mask: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.norm(x)
+        queries = h.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        patches = F.adaptive_avg_pool2d(h, min(self.grid, height)).flatten(2).transpose(1, 2)  # (B, g*g, C)
+        context = torch.cat([patches, self.sequence_proj(sequence)], dim=1)  # (B, g*g + S, C)
+        keep = torch.cat([torch.ones(batch, patches.shape[1], dtype=torch.bool, device=x.device), sequence_mask], 1)
+        bias = torch.zeros(keep.shape, dtype=queries.dtype, device=x.device).masked_fill(~keep, float("-inf"))
+        # diffusers' Attention takes an additive mask (B, 1, keys) broadcast over queries and heads
+        out = self.attention(queries, encoder_hidden_states=context, attention_mask=bias[:, None, :])
+        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class AdaLNZeroBlock(nn.Module):
+    """DiT block: LayerNorm modulated by the conditioning (shift, scale, gate; gates start at zero) -> MHSA, -> MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.modulation[1].weight)  # adaLN-Zero: every block starts as the identity
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, N, width)``, ``condition`` ``(B, width)``, ``padding`` ``(B, N)`` bool (True = ignore)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)[:, None].chunk(6, dim=-1)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        h = self.attention(h, h, h, key_padding_mask=padding, need_weights=False)[0]
+        x = x + gate1 * h
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+class CellDiff(nn.Module):
+    """The CELL-Diff network (see the module docstring); build from a :class:`CellDiffConfig`.
+
+    Examples
+    --------
+    >>> model = CellDiff(celldiff_tiny_config(image_size=16, channels=(8, 8, 16, 16), transformer_width=32,
+    ...                                       transformer_layers=1, sequence_dim=16, sequence_layers=1))
+    >>> tokens = model.tokenize(["MPKKKRKV", "MLSRAVCG"])[0]
+    >>> out = model(torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.randn(2, 3, 16, 16), tokens)
+    >>> out.image.shape, out.residue_logits.shape, out.compartment_logits.shape
+    (torch.Size([2, 1, 16, 16]), torch.Size([2, 8, 23]), torch.Size([2, 7]))
+    """
+
+    mask_token_id = MASK_ID
+    pad_token_id = PAD_ID
+    vocab = VOCAB
+
+    def __init__(self, config: CellDiffConfig) -> None:
+        super().__init__()
+        from diffusers.models.resnet import ResnetBlock2D
+
+        self.config = config
+        c = config.channels
+        n_landmarks = len(config.landmark_channels)
+        width = config.transformer_width
+        time_dim = 4 * c[0]
+
+        # --- sequence path -------------------------------------------------------------------------------------
+        self.protein_encoder = build_protein_encoder(
+            config.protein_encoder, dim=config.sequence_dim, num_layers=config.sequence_layers,
+            esm_path=config.esm_path, esm_finetune=config.esm_finetune,
+        )
+        seq_dim = self.protein_encoder.dim
+        self.sequence_in = nn.Sequential(nn.LayerNorm(seq_dim), nn.Linear(seq_dim, width))
+        self.features_in = nn.Sequential(nn.Linear(NUM_SEQUENCE_FEATURES, width), nn.SiLU())
+        # pooled = MLP(mean, max, global features) -> the recipe's sequence summary added to the time embedding
+        self.pool_mlp = nn.Sequential(nn.Linear(3 * width, width), nn.SiLU(), nn.Linear(width, width))
+        self.compartment_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
+                                              nn.Linear(width, len(config.compartment_classes)))
+        self.null_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.null_pooled = nn.Parameter(torch.zeros(1, width))
+        self.sequence_type = nn.Parameter(torch.zeros(1, 1, width))
+        self.image_type = nn.Parameter(torch.zeros(1, 1, width))
+
+        # --- time + landmarks ----------------------------------------------------------------------------------
+        self.time_mlp = nn.Sequential(nn.Linear(c[0], time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.pooled_to_time = nn.Linear(width, time_dim)
+        self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.image_size, config.image_size))
+        self.stem = nn.Conv2d(1 + n_landmarks, c[0], 3, padding=1)
+
+        def res(cin: int, cout: int) -> nn.Module:
+            return ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=time_dim,
+                                 groups=min(32, cin // 4), groups_out=min(32, cout // 4))
+
+        def attn(ch: int) -> nn.Module:
+            return CrossAttentionBlock(ch, width, config.attention_heads, config.attention_grid)
+
+        # --- down path: group i at resolution image_size / 2**i, channels c[i] -> c[i+1] ------------------------
+        self.down_res = nn.ModuleList()
+        self.down_attn = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for i in range(3):
+            self.down_res.append(nn.ModuleList(res(c[i] if j == 0 else c[i + 1], c[i + 1])
+                                               for j in range(config.layers_per_group)))
+            self.down_attn.append(nn.ModuleList(attn(c[i + 1]) if config.attention_groups[i] else nn.Identity()
+                                                for _ in range(config.layers_per_group)))
+            self.downsample.append(nn.Conv2d(c[i + 1], c[i + 1], 3, stride=2, padding=1))
+
+        # --- bottleneck transformer over patch tokens + sequence tokens ----------------------------------------
+        p = config.patch_size
+        grid = config.image_size // 8 // p
+        self.patchify = nn.Conv2d(c[3], width, p, stride=p)
+        self.image_positions = nn.Parameter(torch.zeros(1, grid * grid, width))
+        nn.init.normal_(self.image_positions, std=0.02)
+        self.condition_in = nn.Linear(time_dim, width)
+        self.blocks = nn.ModuleList(AdaLNZeroBlock(width, config.transformer_heads) for _ in range(config.transformer_layers))
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.unpatchify = nn.ConvTranspose2d(width, c[3], p, stride=p)
+
+        # --- up path: mirror, concatenating the down group's output -------------------------------------------
+        self.upsample = nn.ModuleList()
+        self.up_res = nn.ModuleList()
+        self.up_attn = nn.ModuleList()
+        for i in reversed(range(3)):
+            self.upsample.append(nn.ConvTranspose2d(c[i + 1], c[i + 1], 4, stride=2, padding=1))
+            self.up_res.append(nn.ModuleList(res(2 * c[i + 1] if j == 0 else c[i], c[i])
+                                             for j in range(config.layers_per_group)))
+            self.up_attn.append(nn.ModuleList(attn(c[i]) if config.attention_groups[i] else nn.Identity()
+                                              for _ in range(config.layers_per_group)))
+        self.out_norm = nn.GroupNorm(min(32, c[0] // 4), c[0], eps=1e-6)
+        self.out_conv = nn.Conv2d(c[0], 1, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+        # --- masked-residue head -------------------------------------------------------------------------------
+        self.residue_from_segment = nn.Linear(width, seq_dim)
+        self.sequence_head = nn.Sequential(nn.LayerNorm(seq_dim), nn.Linear(seq_dim, seq_dim), nn.GELU(),
+                                           nn.Linear(seq_dim, len(VOCAB)))
+        not_residue = torch.ones(len(VOCAB), dtype=torch.bool)
+        not_residue[list(RESIDUE_IDS)] = False
+        self.register_buffer("not_residue", not_residue, persistent=False)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def tokenize(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequences -> ``(tokens (B, L), lengths (B,))`` with this model's maximum length (termini kept)."""
+        from locscope.encoders.protein import tokenize
+
+        return tokenize(sequences, self.config.max_sequence_length)
+
+    def _segments(self, encoding: ProteinEncoding) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean-pool residues into <= ``max_sequence_tokens`` contiguous segments: ``(B, S, D)``, ``(B, S)``, ``(B, L)``."""
+        residues, mask = encoding.residues, encoding.mask
+        batch, length, dim = residues.shape
+        lengths = mask.sum(1).clamp(min=1)
+        segments = min(self.config.max_sequence_tokens, length)
+        positions = torch.arange(length, device=residues.device)[None].expand(batch, length)
+        scaled = torch.div(positions * segments, lengths[:, None], rounding_mode="floor")
+        segment = torch.where(lengths[:, None] <= segments, positions, scaled).clamp(max=segments - 1)
+        segment = segment.masked_fill(~mask, 0)
+        weights = mask.to(residues.dtype)
+        sums = residues.new_zeros(batch, segments, dim).scatter_add_(1, segment[..., None].expand(-1, -1, dim),
+                                                                     residues * weights[..., None])
+        counts = residues.new_zeros(batch, segments).scatter_add_(1, segment, weights)
+        return sums / counts.clamp(min=1)[..., None], counts > 0, segment
+
+    def encode_sequence(self, tokens: torch.Tensor, drop_sequence: torch.Tensor | None = None) -> SequenceContext:
+        """Encode ``tokens`` ``(B, L)`` once; rows with ``drop_sequence`` ``(B,)`` True get the null condition."""
+        encoding = self.protein_encoder(tokens)
+        segment_tokens, segment_mask, segment = self._segments(encoding)
+        tokens_w = self.sequence_in(segment_tokens)  # (B, S, width)
+        m = segment_mask[..., None].to(tokens_w.dtype)
+        mean = (tokens_w * m).sum(1) / m.sum(1).clamp(min=1)
+        maximum = tokens_w.masked_fill(~segment_mask[..., None], -1e4).max(1).values
+        pooled = self.pool_mlp(torch.cat([mean, maximum, self.features_in(encoding.features.to(tokens_w.dtype))], 1))
+        compartment_logits = self.compartment_head(pooled)
+        tokens_w = tokens_w + self.sequence_type
+        if drop_sequence is not None and bool(drop_sequence.any()):
+            drop = drop_sequence.to(tokens_w.device)
+            null = self.null_token.expand(tokens_w.shape[0], 1, -1)
+            tokens_w = torch.where(drop[:, None, None], torch.cat([null, torch.zeros_like(tokens_w[:, 1:])], 1), tokens_w)
+            first_only = torch.zeros_like(segment_mask)
+            first_only[:, 0] = True
+            segment_mask = torch.where(drop[:, None], first_only, segment_mask)
+            pooled = torch.where(drop[:, None], self.null_pooled.expand_as(pooled), pooled)
+        return SequenceContext(tokens_w, segment_mask, pooled, compartment_logits, encoding.residues, segment)
+
+    def null_context(self, batch: int, device: torch.device | str = "cpu") -> SequenceContext:
+        """The unconditional (sequence dropped) context for classifier-free guidance."""
+        tokens = torch.full((batch, 1), RESIDUE_IDS[1], dtype=torch.long, device=device)
+        return self.encode_sequence(tokens, drop_sequence=torch.ones(batch, dtype=torch.bool, device=device))
+
+    def prepare_landmarks(self, landmarks: torch.Tensor, landmark_present: torch.Tensor | None) -> torch.Tensor:
+        """Replace absent landmark channels (``landmark_present`` ``(B, n)`` False) by the learned placeholder."""
+        if landmark_present is None:
+            return landmarks
+        placeholder = self.landmark_placeholder.to(landmarks.dtype).expand_as(landmarks)
+        return torch.where(landmark_present[:, :, None, None].to(landmarks.device), landmarks, placeholder)
+
+    def denoise(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor,
+                context: SequenceContext, landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``."""
+        cfg = self.config
+        temb = self.time_mlp(timestep_embedding(timesteps, cfg.channels[0])) + self.pooled_to_time(context.pooled)
+        h = self.stem(torch.cat([noisy_image, self.prepare_landmarks(landmarks, landmark_present)], dim=1))
+        seq, seq_mask = context.tokens, context.token_mask
+        skips = []
+        for res_blocks, attn_blocks, down in zip(self.down_res, self.down_attn, self.downsample):
+            for res_block, attn_block in zip(res_blocks, attn_blocks):
+                h = res_block(h, temb)
+                h = attn_block(h, seq, seq_mask) if isinstance(attn_block, CrossAttentionBlock) else h
+            skips.append(h)
+            h = down(h)
+
+        # bottleneck: (B, C, h, w) -> (B, N, width) image tokens, joined with the S sequence tokens
+        image_tokens = self.patchify(h)
+        grid = image_tokens.shape[-1]
+        image_tokens = image_tokens.flatten(2).transpose(1, 2) + self.image_positions + self.image_type  # (B, N, width)
+        tokens = torch.cat([image_tokens, seq], dim=1)  # (B, N + S, width)
+        padding = torch.cat([torch.zeros_like(image_tokens[..., 0], dtype=torch.bool), ~seq_mask], dim=1)
+        condition = self.condition_in(temb)
+        for block in self.blocks:
+            tokens = block(tokens, condition, padding)
+        shift, scale = self.final_modulation(condition)[:, None].chunk(2, dim=-1)
+        tokens = self.final_norm(tokens) * (1 + scale) + shift
+        n = image_tokens.shape[1]
+        h = h + self.unpatchify(tokens[:, :n].transpose(1, 2).reshape(h.shape[0], -1, grid, grid))
+
+        for up, res_blocks, attn_blocks in zip(self.upsample, self.up_res, self.up_attn):
+            h = torch.cat([up(h), skips.pop()], dim=1)
+            for res_block, attn_block in zip(res_blocks, attn_blocks):
+                h = res_block(h, temb)
+                h = attn_block(h, seq, seq_mask) if isinstance(attn_block, CrossAttentionBlock) else h
+        return self.out_conv(F.silu(self.out_norm(h))), tokens[:, n:]
+
+    def residue_logits(self, context: SequenceContext, sequence_out: torch.Tensor) -> torch.Tensor:
+        """Masked-residue logits ``(B, L, V)`` from the residue embeddings + their segment's transformer output."""
+        dim = sequence_out.shape[-1]
+        per_residue = sequence_out.gather(1, context.segment[..., None].expand(-1, -1, dim))  # (B, L, width)
+        logits = self.sequence_head(context.residues + self.residue_from_segment(per_residue))
+        return logits.masked_fill(self.not_residue, -1e4)
+
+    def forward(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor, tokens: torch.Tensor,
+                landmark_present: torch.Tensor | None = None, drop_sequence: torch.Tensor | None = None) -> CellDiffOutput:
+        """One network evaluation.
+
+        Parameters
+        ----------
+        noisy_image : torch.Tensor
+            ``(B, 1, H, W)`` noisy protein image ``x_t`` in the [-1, 1] image scale (the clean image for the sequence task).
+        timesteps : torch.Tensor
+            ``(B,)`` diffusion steps in ``[0, num_train_timesteps)``.
+        landmarks : torch.Tensor
+            ``(B, n_landmarks, H, W)`` in [-1, 1], ordered as ``config.landmark_channels``.
+        tokens : torch.Tensor
+            ``(B, L)`` residue tokens (``PAD_ID`` padding, ``MASK_ID`` at masked residues).
+        landmark_present : torch.Tensor, optional
+            ``(B, n_landmarks)`` bool; absent channels use the learned placeholder.
+        drop_sequence : torch.Tensor, optional
+            ``(B,)`` bool; dropped rows are conditioned on the null sequence (classifier-free guidance).
+        """
+        context = self.encode_sequence(tokens, drop_sequence)
+        image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present)
+        return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits)
+
+    @torch.no_grad()
+    def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Auxiliary head probabilities ``(B, n_classes)`` from the sequence alone (softmax; classes in the config)."""
+        return self.encode_sequence(tokens).compartment_logits.float().softmax(-1)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` atomically."""
+        return save_pretrained(self, self.config, directory, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "CellDiff":
+        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (CheckpointError lists bad keys)."""
+        config = read_config(directory, CellDiffConfig)
+        model = cls(config)
+        load_weights_into(model, directory)
+        return model.to(map_location).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,116 @@
+"""The CELL-Diff network: shapes, conditioning paths, strict checkpoints, configs and the base parameter count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from locscope.errors import CheckpointError
+from locscope.models.celldiff import (
+    CellDiff, CellDiffConfig, celldiff_base_config, celldiff_tiny_config, config_by_name, count_parameters,
+)
+
+
+def small_config(**overrides) -> CellDiffConfig:
+    base = dict(image_size=16, channels=(8, 8, 16, 16), transformer_width=32, transformer_layers=1, sequence_dim=16,
+                sequence_layers=1, attention_groups=(False, True, True), attention_grid=2)
+    return celldiff_tiny_config(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def model() -> CellDiff:
+    torch.manual_seed(0)
+    net = CellDiff(small_config()).eval()
+    with torch.no_grad():  # leave the zero-initialised output layers non-zero so outputs depend on inputs
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return net
+
+
+def inputs(batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 1, 16, 16, generator=g), torch.randint(0, 1000, (batch,), generator=g), \
+        torch.randn(batch, 3, 16, 16, generator=g)
+
+
+def test_forward_shapes(model):
+    x, t, lm = inputs()
+    tokens, _ = model.tokenize(["MPKKKRKVEDA", "MLSRAVCG"])
+    out = model(x, t, lm, tokens)
+    assert out.image.shape == (2, 1, 16, 16)
+    assert out.residue_logits.shape == (2, 11, len(model.vocab))
+    assert out.compartment_logits.shape == (2, 7)
+    # the sequence head never proposes padding or the mask token
+    assert out.residue_logits[..., model.pad_token_id].max() < -1e3
+    assert out.residue_logits[..., model.mask_token_id].max() < -1e3
+
+
+def test_batch_independence_and_padding(model):
+    x, t, lm = inputs()
+    tokens, _ = model.tokenize(["MPKKKRKVEDA", "MLSRAVCG"])
+    both = model(x, t, lm, tokens).image
+    single = model(x[1:], t[1:], lm[1:], model.tokenize(["MLSRAVCG"])[0]).image
+    assert torch.allclose(both[1:], single, atol=1e-5)
+
+
+def test_sequence_landmarks_and_dropout_change_the_prediction(model):
+    x, t, lm = inputs(1)
+    a = model(x, t, lm, model.tokenize(["MPKKKRKVEDA"])[0]).image
+    b = model(x, t, lm, model.tokenize(["MLSRLLAVVLG"])[0]).image
+    assert (a - b).abs().max() > 1e-4
+    dropped = model(x, t, lm, model.tokenize(["MPKKKRKVEDA"])[0], drop_sequence=torch.tensor([True])).image
+    dropped2 = model(x, t, lm, model.tokenize(["MLSRLLAVVLG"])[0], drop_sequence=torch.tensor([True])).image
+    assert torch.allclose(dropped, dropped2, atol=1e-6)  # the null condition ignores the sequence
+    absent = model(x, t, lm, model.tokenize(["MPKKKRKVEDA"])[0], landmark_present=torch.tensor([[True, False, False]]))
+    absent2 = model(x, t, lm * 5, model.tokenize(["MPKKKRKVEDA"])[0],
+                    landmark_present=torch.tensor([[True, False, False]]))
+    assert not torch.allclose(absent.image, a)
+    # an absent channel's values are ignored (placeholder), the present nucleus is not
+    lm2 = lm.clone()
+    lm2[:, 1:] = 7.0
+    absent3 = model(x, t, lm2, model.tokenize(["MPKKKRKVEDA"])[0], landmark_present=torch.tensor([[True, False, False]]))
+    assert torch.allclose(absent.image, absent3.image, atol=1e-6)
+    assert not torch.allclose(absent.image, absent2.image)
+
+
+def test_long_sequences_are_pooled_into_segments(model):
+    x, t, lm = inputs(1)
+    seq = "M" + "ACDEFGHIKLMNPQRSTVWY" * 30
+    tokens, _ = model.tokenize([seq])
+    assert tokens.shape[1] == model.config.max_sequence_length  # termini kept, middle cropped
+    context = model.encode_sequence(tokens)
+    assert context.tokens.shape[1] == model.config.max_sequence_tokens
+    out = model(x, t, lm, tokens)
+    assert out.residue_logits.shape[1] == model.config.max_sequence_length
+
+
+def test_save_and_load_strict(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    loaded = CellDiff.from_pretrained(tmp_path / "m")
+    x, t, lm = inputs()
+    tokens, _ = model.tokenize(["MPKKKRKVEDA", "MLSRAVCG"])
+    assert torch.equal(model(x, t, lm, tokens).image, loaded(x, t, lm, tokens).image)
+    # a checkpoint of another architecture is refused, naming keys
+    other = CellDiff(small_config(transformer_layers=2))
+    other.save_pretrained(tmp_path / "other")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "other" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unexpected keys: blocks.1"):
+        CellDiff.from_pretrained(tmp_path / "other")
+
+
+def test_config_validation_and_names():
+    assert config_by_name("celldiff-tiny").image_size == 32
+    with pytest.raises(ValueError, match="accepted names are celldiff-base, celldiff-tiny"):
+        config_by_name("celldiff-huge")
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        CellDiffConfig(image_size=64, patch_size=16)
+
+
+def test_celldiff_base_parameter_count():
+    with torch.device("meta"):  # count without allocating 2 GB
+        base = CellDiff(celldiff_base_config())
+    assert count_parameters(base) == 572_682_591
+    assert base.config.image_size == 256 and base.config.patch_size == 8 and base.config.transformer_layers == 24
