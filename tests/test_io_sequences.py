@@ -109,3 +109,20 @@ def test_deeploc_labels_map_to_level1(shared_data):
     assert level1[0] == ["plasma-membrane"]
     assert sum(not classes for classes in level1) == 243  # Extracellular proteins have no intracellular class
     assert sum(classes == ["cytosol", "nucleoplasm"] for classes in level1) == 23
+
+
+def test_gzip_fasta_and_table(tmp_path, shared_data):
+    import gzip
+
+    source = shared_data / "deeploc1" / "deeploc_our_val_set.fasta"
+    packed = tmp_path / "deeploc.fasta.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    records = read_sequences(packed, truncate=True)
+    plain = read_sequences(source, truncate=True)
+    assert [(r.id, r.sequence, r.labels) for r in records] == [(r.id, r.sequence, r.labels) for r in plain]
+    table = tmp_path / "s.tsv.gz"
+    table.write_bytes(gzip.compress(b"id\tsequence\nA\tMKV\n"))
+    assert read_sequences(table)[0].sequence == "MKV"
+    cut = tmp_path / "cut.fasta.gz"
+    cut.write_bytes(packed.read_bytes()[:20])
+    assert _error(cut) == f"{cut}: truncated or corrupt gzip file"

@@ -24,6 +24,7 @@ from typing import Any
 from locscope.data import ontology
 from locscope.errors import InputError
 from locscope.io.images import check_file
+from locscope.io.sequences import open_text
 
 
 @dataclass
@@ -65,7 +66,7 @@ def _split(value: str | None) -> list[str]:
 
 def _rows(path: str | Path, delimiter: str, required: tuple[str, ...]) -> tuple[Path, list[dict[str, str]]]:
     path = check_file(path, expected="a label table")
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = reader.fieldnames or []
         missing = [c for c in required if c not in columns]
@@ -250,7 +251,7 @@ def read_label_table(path: str | Path) -> list[LabelRecord]:
     path = check_file(path, expected="a label table")
     if path.suffix.lower() == ".xlsx":
         return read_organelle_markers(path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path) as handle:
         header = handle.readline()
     if "Main location" in header:
         return read_hpa_locations(path)

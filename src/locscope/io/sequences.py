@@ -16,10 +16,12 @@ Validation (:func:`validate_sequence`), applied to every record read:
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from locscope.errors import InputError
 from locscope.io.images import check_file
@@ -30,6 +32,7 @@ ALLOWED = frozenset(STANDARD_AMINO_ACIDS + EXTENDED_AMINO_ACIDS)
 # For vocabularies of 20 letters: ambiguity codes -> their commonest reading, rare residues -> their closest.
 EXTENDED_TO_STANDARD: dict[str, str] = {"B": "D", "Z": "E", "U": "C", "O": "K"}
 DEFAULT_MAX_LENGTH = 2048
+FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 SEQUENCE_COLUMNS = ("sequence", "seq", "protein_seq", "aa_sequence", "protein_sequence")
 ID_COLUMNS = ("id", "uniprot_id", "protein_id", "accession", "target_name", "name", "gene")
 # DeepLoc 1.0 headers: ">Q9H400 Cell.membrane-M test" -> id, location(s), membrane flag M/S/U, optional "test".
@@ -175,7 +178,7 @@ def read_fasta(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH, tr
             return
         records.append(_fasta_record(path, header, "".join(chunks), header_line, max_length, truncate))
 
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if line.startswith(">"):
@@ -219,10 +222,10 @@ def read_sequence_table(path: str | Path, max_length: int | None = DEFAULT_MAX_L
         ``labels`` / ``label`` when not given. Labels are ``;``-separated.
     """
     path = _check_text_file(path)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         first = handle.readline()
         handle.seek(0)
-        delimiter = "\t" if (path.suffix.lower() in (".tsv", ".tab") or first.count("\t") > first.count(",")) else ","
+        delimiter = "\t" if (base_suffix(path) in (".tsv", ".tab") or first.count("\t") > first.count(",")) else ","
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = reader.fieldnames or []
         seq_col = _column(path, columns, sequence_column, SEQUENCE_COLUMNS, "sequence", required=True)
@@ -259,13 +262,38 @@ def _column(path: Path, columns: list[str], given: str | None, candidates: tuple
     return None
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_text(path: Path, newline: str | None = None) -> IO[str]:
+    """Open a (possibly gzip-compressed) text file; undecodable bytes become U+FFFD and fail validation.
+
+    Compressed files are decompressed whole (sequence and label files are small), so a truncated archive is
+    reported here, as one ``InputError``, rather than half-way through reading.
+    """
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == _GZIP_MAGIC
+    if not compressed:
+        return open(path, encoding="utf-8", errors="replace", newline=newline)
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError):
+        raise InputError(f"{path}: truncated or corrupt gzip file") from None
+    return io.StringIO(data.decode("utf-8", errors="replace"), newline=newline)
+
+
 def _check_text_file(path: str | Path) -> Path:
     path = check_file(path, expected="a sequence file")
-    with open(path, "rb") as handle:
+    with open_text(path) as handle:
         head = handle.read(4096)
-    if b"\x00" in head:
+    if "\x00" in head:
         raise InputError(f"{path}: binary file, expected FASTA or CSV/TSV text")
     return path
+
+
+def base_suffix(path: Path) -> str:
+    """Extension without a trailing ``.gz`` (``x.fasta.gz`` -> ``.fasta``)."""
+    return Path(path.stem).suffix.lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
 
 
 def _check_unique(path: Path, records: list[SequenceRecord]) -> None:
@@ -284,7 +312,7 @@ def read_sequences(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH
     ----------
     path : path
         ``.fasta`` / ``.fa`` / ``.faa`` (or any file whose first non-blank line starts with ``>``), ``.csv``,
-        ``.tsv``.
+        ``.tsv``; each may be gzip-compressed (``.fasta.gz``).
     max_length : int or None
         Longest accepted sequence (default 2048); ``None`` disables the check.
     truncate : bool
@@ -303,10 +331,10 @@ def read_sequences(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH
     ('Q9Y4C2', ['Cell.membrane'], True)
     """
     path = _check_text_file(path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path) as handle:
         first = next((line for line in handle if line.strip()), "")
-    if first.startswith(">") or path.suffix.lower() in (".fasta", ".fa", ".faa", ".fas"):
+    if first.startswith(">") or base_suffix(path) in FASTA_SUFFIXES:
         return read_fasta(path, max_length, truncate)
-    if path.suffix.lower() in (".csv", ".tsv", ".tab", ".txt"):
+    if base_suffix(path) in (".csv", ".tsv", ".tab", ".txt"):
         return read_sequence_table(path, max_length, truncate, **table_options)
     raise InputError(f"{path}: not a FASTA or CSV/TSV sequence file (first line does not start with '>')")

@@ -18,12 +18,14 @@ from locscope.io.images import ImageRecord, read_images, value_range
 from locscope.io.labels import LabelRecord, read_label_table
 from locscope.io.sequences import (
     DEFAULT_MAX_LENGTH,
+    FASTA_SUFFIXES,
     SEQUENCE_COLUMNS,
     SequenceRecord,
+    base_suffix,
+    open_text,
     read_sequences,
 )
 
-FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 WORKBOOK_SUFFIXES = (".xlsx",)
 
@@ -56,7 +58,7 @@ def summarize_sequences(path: Path, records: list[SequenceRecord], max_length: i
     """Record count, lengths and labels of a validated sequence file."""
     lengths = [len(r) for r in records]
     return {
-        "kind": "sequences", "path": str(path), "format": "fasta" if path.suffix.lower() in FASTA_SUFFIXES else "table",
+        "kind": "sequences", "path": str(path), "format": "fasta" if base_suffix(path) in FASTA_SUFFIXES else "table",
         "n_records": len(records), "min_length": min(lengths), "max_length": max(lengths),
         "median_length": float(statistics.median(lengths)), "length_limit": max_length,
         "n_truncated": sum(r.truncated for r in records),
@@ -109,7 +111,7 @@ def summarize_lmdb(path: Path) -> dict[str, Any]:
 
 
 def _table_kind(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path) as handle:
         header = handle.readline().lower()
     separator = "\t" if header.count("\t") > header.count(",") else ","
     columns = [c.strip().strip('"') for c in header.strip().split(separator)]
@@ -145,7 +147,7 @@ def inspect_paths(paths: Sequence[str | Path], *, max_length: int | None = DEFAU
     first_image = None
     for position, raw in enumerate(paths):
         path = Path(raw)
-        suffix = path.suffix.lower()
+        suffix = base_suffix(path)
         if path.is_file() and (suffix in FASTA_SUFFIXES or (suffix in TABLE_SUFFIXES and _table_kind(path) == "sequences")):
             records = read_sequences(path, max_length=max_length, truncate=truncate)
             out.append((position, [summarize_sequences(path, records, max_length)]))
