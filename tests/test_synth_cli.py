@@ -20,9 +20,11 @@ def run(args: list[str]) -> int:
 def test_simulate_command_writes_a_store(tmp_path, capsys):
     from locscope.data.store import Store
 
-    assert run(["simulate", "--n", "5", "--size", "32", "--out", str(tmp_path / "s"), "--seed", "4", "--mode", "field"]) == 0
+    assert run(["simulate", "--n", "5", "--size", "32", "--out", str(tmp_path / "s"), "--seed", "4", "--mode", "field",
+                "--masks", "nucleoplasm,mitochondria"]) == 0
     store = Store.open(tmp_path / "s")
     assert len(store) == 5 and store.image_shape == (32, 32)
+    assert tuple(store.mask_names) == ("nucleoplasm", "mitochondria")
     assert store.attrs["simulator"]["mode"] == "field"
     assert "wrote 5 cells" in capsys.readouterr().out
 
@@ -47,6 +49,7 @@ def test_simulate_command_label_faithful(tmp_path, shared_data):
     (["--mode", "tissue"], "--mode"),
     (["--sequences", "/no/such/file.csv"], "not found"),
     (["--size", "4"], "size"),
+    (["--masks", "nucleoplasm,golgi"], "golgi"),
 ])
 def test_simulate_command_rejects_bad_options(tmp_path, capsys, args, message):
     assert run(["simulate", "--out", str(tmp_path / "s"), "--n", "2", *args]) == 2

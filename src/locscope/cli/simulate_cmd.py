@@ -33,9 +33,11 @@ def simulate_command(
     no_optics: bool = typer.Option(False, "--no-optics", help="Clean images: no blur, illumination or noise."),
     float32: bool = typer.Option(False, "--float32", help="Store float32 images instead of uint16."),
     workers: int = typer.Option(1, "--workers", help="Parallel processes (output does not depend on it)."),
+    masks: str = typer.Option("all", "--masks", help="Compartment masks to store: all | none | a comma list "
+                              "(fewer masks write faster)."),
 ) -> None:
     """Simulate cells (landmarks + protein + a mask per compartment + labels + provenance) into a store."""
-    from locscope.synth import SimulatorConfig, simulate_store
+    from locscope.synth import COMPARTMENTS, SimulatorConfig, simulate_store
 
     if n < 1:
         raise InputError(f"--n {n}: expected at least 1")
@@ -45,8 +47,13 @@ def simulate_command(
         raise InputError(f"--sequences {sequences}: file not found")
     cfg = SimulatorConfig(size=size, mode=mode, pixel_size_nm=pixel_size_nm, brightfield=brightfield,  # type: ignore[arg-type]
                           neighbours=neighbours, cell_painting=cell_painting, perturbation=perturbation, optics=not no_optics)
+    mask_names = COMPARTMENTS if masks == "all" else () if masks == "none" else \
+        tuple(m.strip() for m in masks.split(",") if m.strip())
+    unknown = [m for m in mask_names if m not in COMPARTMENTS]
+    if unknown:
+        raise InputError(f"--masks: unknown compartment(s) {', '.join(unknown)}; known: {', '.join(COMPARTMENTS)}")
     store = simulate_store(out, n, cfg, sequences=sequences, seed=seed, cells_per_protein=cells_per_protein,
-                           image_dtype="float32" if float32 else "uint16", workers=workers)
+                           image_dtype="float32" if float32 else "uint16", workers=workers, mask_names=mask_names)
     counts = {split: len(store.split_indices(split)) for split in ("train", "val", "test")}
     typer.echo(f"wrote {len(store)} cells ({size}x{size}, {cfg.resolved_pixel_size_nm:.0f} nm/px, channels "
                f"{', '.join(store.channels)}) to {out}; splits {counts}")

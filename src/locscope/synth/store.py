@@ -45,14 +45,14 @@ def _to_dtype(image: np.ndarray, image_dtype: str) -> np.ndarray:
 
 
 def cell_item(sim: SimulatedCell, item_id: str, protein_id: str, image_dtype: str = "uint16",
-              split: str | None = None) -> dict[str, Any]:
-    """One store item (the dict of the store contract) from a simulated cell."""
+              split: str | None = None, mask_names: Sequence[str] = COMPARTMENTS) -> dict[str, Any]:
+    """One store item (the dict of the store contract) from a simulated cell, with the masks ``mask_names``."""
     provenance = {**sim.provenance, "compartments": sim.compartments, "motifs": [list(m) for m in sim.motifs],
                   "seed": sim.cell.seed, "perturbation": sim.cell.perturbation, "n_cells": sim.cell.n_cells}
     item = {
         "id": item_id, "protein_id": protein_id, "sequence": sim.sequence or "",
         "images": {name: _to_dtype(img, image_dtype) for name, img in sim.images.items()},
-        "masks": dict(sim.cell.masks), "labels": sim.labels, "provenance": provenance,
+        "masks": {name: sim.cell.masks[name] for name in mask_names}, "labels": sim.labels, "provenance": provenance,
     }
     if split is not None:
         item["split"] = split
@@ -92,7 +92,8 @@ def _proteins(sequences: Any) -> list[tuple[str, str, dict[str, float] | None, d
 
 
 def _make_item(i: int, n_proteins: int, cfg: SimulatorConfig, proteins: list | None, seed: int, image_dtype: str,
-               cells_per_protein: int, fractions: np.ndarray, length: int) -> dict[str, Any]:
+               cells_per_protein: int, fractions: np.ndarray, length: int,
+               mask_names: Sequence[str] = COMPARTMENTS) -> dict[str, Any]:
     """Item ``i`` of a simulated store; depends only on its arguments (so workers can build items in any order)."""
     item_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
     p = i // max(cells_per_protein, 1)
@@ -106,10 +107,10 @@ def _make_item(i: int, n_proteins: int, cfg: SimulatorConfig, proteins: list | N
         target = targets[int(rng.integers(len(targets)))]
         sequence, _ = random_protein(target, rng, length=length, split=motif_split)  # type: ignore[arg-type]
         sim = simulate_cell(cfg, sequence=sequence, seed=item_seed, provenance={"motif_split": motif_split})
-        return cell_item(sim, f"sim-{seed}-{i:07d}", f"synth-{seed}-{p:07d}", image_dtype, split)
+        return cell_item(sim, f"sim-{seed}-{i:07d}", f"synth-{seed}-{p:07d}", image_dtype, split, mask_names)
     protein_id, sequence, compartments, provenance = proteins[p % n_proteins]
     sim = simulate_cell(cfg, sequence=sequence, compartments=compartments, seed=item_seed, provenance=provenance)
-    return cell_item(sim, f"{protein_id}-{i:07d}", protein_id, image_dtype)
+    return cell_item(sim, f"{protein_id}-{i:07d}", protein_id, image_dtype, None, mask_names)
 
 
 def _make_item_star(args: tuple) -> dict[str, Any]:
@@ -118,13 +119,14 @@ def _make_item_star(args: tuple) -> dict[str, Any]:
 
 def simulate_items(n: int, cfg: SimulatorConfig, sequences: Any = None, seed: int = 0, *, image_dtype: str = "uint16",
                    cells_per_protein: int = 1, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                   length: int = 200, workers: int = 1) -> Iterator[dict[str, Any]]:
+                   length: int = 200, workers: int = 1,
+                   mask_names: Sequence[str] = COMPARTMENTS) -> Iterator[dict[str, Any]]:
     """Yield ``n`` store items in order (see :func:`simulate_store`); item ``i`` depends only on ``(seed, i)``, so
     ``workers > 1`` processes give bitwise the same items."""
     proteins = _proteins(sequences) if sequences is not None else None
     fractions = np.asarray(split_fractions, dtype=np.float64)
-    args = ((i, len(proteins or ()), cfg, proteins, seed, image_dtype, cells_per_protein, fractions, length)
-            for i in range(n))
+    args = ((i, len(proteins or ()), cfg, proteins, seed, image_dtype, cells_per_protein, fractions, length,
+             tuple(mask_names)) for i in range(n))
     if workers <= 1:
         for a in args:
             yield _make_item(*a)
@@ -138,7 +140,7 @@ def simulate_items(n: int, cfg: SimulatorConfig, sequences: Any = None, seed: in
 def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequences: Any = None, seed: int = 0, *,
                    image_dtype: str = "uint16", cells_per_protein: int = 1,
                    split_fractions: Sequence[float] = (0.8, 0.1, 0.1), length: int = 200, workers: int = 1,
-                   progress: bool = True) -> Store:
+                   mask_names: Sequence[str] = COMPARTMENTS, progress: bool = True) -> Store:
     """Simulate ``n`` cells into a store at ``path`` (atomic; an interrupted build resumes).
 
     Parameters
@@ -163,6 +165,9 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
         Length of grammar proteins.
     workers : int
         Processes simulating in parallel (the output does not depend on it).
+    mask_names : sequence of str
+        Compartment masks to store (default all of :data:`~locscope.synth.compartments.COMPARTMENTS`; each mask is
+        one more chunk write per item, so a training store may keep only the ones it scores).
     progress : bool
 
     Returns
@@ -171,6 +176,9 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
     """
     if n < 1:
         raise InputError(f"simulate_store: n={n}; expected at least 1 item")
+    unknown = [m for m in mask_names if m not in COMPARTMENTS]
+    if unknown:
+        raise InputError(f"simulate_store: unknown mask(s) {unknown}; known: {', '.join(COMPARTMENTS)}")
     channels = ("protein",) + cfg.channels
     attrs = {
         "generator": "locscope.synth", "locscope_version": __version__, "simulator": cfg.to_dict(),
@@ -180,7 +188,7 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
         ("grammar" if sequences is None else f"{len(sequences)} given proteins"),
     }
     items = simulate_items(n, cfg, sequences, seed, image_dtype=image_dtype, cells_per_protein=cells_per_protein,
-                           split_fractions=split_fractions, length=length, workers=workers)
+                           split_fractions=split_fractions, length=length, workers=workers, mask_names=mask_names)
     return write_store(path, items, channels=channels, image_shape=(cfg.size, cfg.size), image_dtype=image_dtype,
-                       mask_names=COMPARTMENTS, attrs=attrs, n_items=n, split_fractions=split_fractions, seed=seed,
+                       mask_names=tuple(mask_names), attrs=attrs, n_items=n, split_fractions=split_fractions, seed=seed,
                        progress=progress)
