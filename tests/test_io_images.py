@@ -251,3 +251,19 @@ def test_sixteen_bit_display_rgb_and_rgba(tmp_path, rng):
     with pytest.raises(InputError) as err:
         read_image(path)
     assert str(err.value) == f"{path}: image has a non-opaque alpha channel; save it without transparency"
+
+
+def test_imagej_hyperstack_pixel_size(tmp_path, rng):
+    import tifffile
+
+    zcyx = rng.integers(0, 4000, (3, 2, 20, 30), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "hyper.tif", zcyx, imagej=True, resolution=(1 / 0.1625, 1 / 0.1625),
+                     metadata={"axes": "ZCYX", "unit": "um"})
+    rec = read_image(tmp_path / "hyper.tif", channel_order=["nucleus", "protein"])
+    assert rec.pixel_size_nm == pytest.approx(162.5)
+    assert rec.metadata["z_projected"] == 3 and rec.metadata["channel_axis"] == "C"
+    np.testing.assert_array_equal(rec.channels["nucleus"], zcyx[:, 0].max(axis=0))
+    with pytest.raises(InputError) as err:
+        read_image(tmp_path / "hyper.tif")
+    assert str(err.value) == (f"{tmp_path / 'hyper.tif'}: 2 channels of uint16 and no channel names; pass channel_order "
+                              "(e.g. --channels microtubules,nucleus,er)")

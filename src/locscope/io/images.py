@@ -364,6 +364,17 @@ def _ome_pixel_size_nm(root: Any) -> float | None:
     return None
 
 
+def _imagej_pixel_size_nm(tif: Any) -> float | None:
+    """Pixel size of an ImageJ TIFF from ``XResolution`` (pixels per unit) and the ImageJ ``unit``, or None."""
+    meta = tif.imagej_metadata or {}
+    factor = {"nm": 1.0, "micron": 1e3, "µm": 1e3, "um": 1e3, "\\u00B5m": 1e3, "mm": 1e6}.get(str(meta.get("unit", "")))
+    tag = tif.pages[0].tags.get("XResolution")
+    if factor is None or tag is None:
+        return None
+    numerator, denominator = tag.value
+    return factor * denominator / numerator if numerator else None
+
+
 def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> ImageRecord:
     """Read a TIFF / OME-TIFF, dispatching MicroManager stacks and float landmark stacks to their readers.
 
@@ -394,6 +405,8 @@ def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> I
             array = series.asarray()
             root = _ome_root(tif)
             ome_names, pixel_size_nm = _ome_channel_names(root), _ome_pixel_size_nm(root)
+            if pixel_size_nm is None:
+                pixel_size_nm = _imagej_pixel_size_nm(tif)
             is_ome = tif.is_ome
     except InputError:
         raise
