@@ -1,0 +1,398 @@
+"""``locscope generate``: protein localization images from sequences and cell landmarks with a CELL-Diff model.
+
+The loop, per batch of sequences: tokenize -> :func:`locscope.diffusion.celldiff_sampler.sample_protein_images`
+(``K`` samples each, DDIM or DPM-Solver++, classifier-free guidance) -> write, per sequence, the samples (PNG + 16-bit
+TIFF), the landmark composite, the mean image, the per-pixel probability map (fraction of the K samples in which a
+pixel is above its image's Otsu threshold: CELL-E 2's "PDF"), compartment fractions (when the landmarks come with the
+simulator's compartment masks) and the sequence-only compartment probabilities of the model's auxiliary head; then
+``summary.json``, ``summary.csv`` and ``report.html`` for the whole run.
+
+Landmarks of any size are resized to the model's resolution (area averaging) and scaled to [0, 1] by their dtype
+range (floats in [-1, 1], e.g. ProtiCelli stacks, are mapped to [0, 1]); a warning names a pixel size that differs
+from the model's training data.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from locscope.errors import InputError
+from locscope.utils.atomic import atomic_path, write_json, write_text
+
+log = logging.getLogger(__name__)
+BUNDLED_MODELS = {"celldiff-tiny": "assets/models/celldiff-tiny"}
+MASKS_FILE = "compartment_masks.npz"
+
+
+def bundled_path(relative: str) -> Path:
+    """Path of a file shipped in ``locscope/assets``."""
+    return Path(__file__).resolve().parents[1] / relative
+
+
+def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
+    """A CELL-Diff model from a bundled name (``'celldiff-tiny'``, default) or a model directory, in eval mode.
+
+    Raises
+    ------
+    InputError
+        If no ``config.json`` + ``model.safetensors`` are found.
+    """
+    from locscope.models.celldiff import CellDiff
+
+    name = str(model or "celldiff-tiny")
+    directory = bundled_path(BUNDLED_MODELS[name]) if name in BUNDLED_MODELS else Path(name)
+    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
+        raise InputError(f"--model {name}: no CELL-Diff model at {directory} (expected config.json + model.safetensors;"
+                         f" bundled names: {', '.join(BUNDLED_MODELS)})")
+    return CellDiff.from_pretrained(directory, map_location=device)
+
+
+@dataclass
+class LandmarkCell:
+    """Landmarks prepared for a model.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        ``(n_landmarks, S, S)`` float32 in [0, 1] at the model's resolution, in the model's landmark order.
+    present : np.ndarray
+        ``(n_landmarks,)`` bool; absent channels are filled by the model's learned placeholder.
+    masks : dict of str to np.ndarray
+        Simulator compartment masks ``(S, S)`` bool by level-1 name (empty for real images).
+    source : str
+    """
+
+    images: np.ndarray
+    present: np.ndarray
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+
+
+def unit_range(image: np.ndarray) -> np.ndarray:
+    """Integer images by their dtype range, floats in [-1, 1] (min < 0) mapped to [0, 1], other floats clipped."""
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.iinfo(image.dtype).max
+    image = image.astype(np.float32)
+    if image.min() < 0:
+        image = (image + 1.0) / 2.0
+    return np.clip(image, 0.0, 1.0)
+
+
+def _resize(image: np.ndarray, size: int, mode: str = "area") -> np.ndarray:
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    mode = mode if image.shape[0] >= size else "bilinear"
+    return torch.nn.functional.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
+
+
+def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: int,
+                   model_pixel_size_nm: float | None = None) -> LandmarkCell:
+    """Read landmark files (any reader format) into a :class:`LandmarkCell` for a model.
+
+    A ``compartment_masks.npz`` beside the files (written with the bundled simulator examples) supplies the
+    simulator's compartment masks.
+
+    Raises
+    ------
+    InputError
+        If no file holds any of the model's landmark channels.
+    """
+    from locscope.io import read_images
+
+    if not paths:
+        raise InputError("--landmarks: give at least one landmark image (nucleus, er, microtubules)")
+    records = read_images([Path(p) for p in paths])
+    found: dict[str, np.ndarray] = {}
+    pixel_size = None
+    for record in records:
+        for name, image in record.channels.items():
+            if name in channels and name not in found:
+                found[name] = image
+                pixel_size = pixel_size or record.pixel_size_nm
+    if not found:
+        names = ", ".join(sorted({n for r in records for n in r.channels}))
+        raise InputError(f"--landmarks {paths[0]}: none of the model's landmark channels ({', '.join(channels)}) "
+                         f"found; the files hold: {names or 'nothing'}")
+    if len(records) > 1 and len(found) < len(records):
+        log.warning("--landmarks: %d records read; using the first image of each landmark channel", len(records))
+    shapes = {image.shape for image in found.values()}
+    if len(shapes) > 1:
+        raise InputError(f"--landmarks: landmark images differ in shape {sorted(shapes)}")
+    if pixel_size and model_pixel_size_nm:
+        scaled = pixel_size * next(iter(shapes))[0] / size
+        if abs(scaled - model_pixel_size_nm) / model_pixel_size_nm > 0.25:
+            log.warning("landmarks: %.0f nm per model pixel after resizing vs %.0f nm in the model's training data",
+                        scaled, model_pixel_size_nm)
+    images = np.zeros((len(channels), size, size), np.float32)
+    present = np.zeros(len(channels), bool)
+    for i, name in enumerate(channels):
+        if name in found:
+            images[i] = _resize(unit_range(found[name]), size)
+            present[i] = True
+    masks: dict[str, np.ndarray] = {}
+    mask_file = Path(paths[0]).parent / MASKS_FILE if Path(paths[0]).is_file() else Path(paths[0]) / MASKS_FILE
+    if mask_file.is_file():
+        with np.load(mask_file, allow_pickle=False) as data:
+            masks = {name: _resize(data[name].astype(np.float32), size, "area") >= 0.5 for name in data.files}
+    return LandmarkCell(images, present, masks, source=", ".join(str(p) for p in paths))
+
+
+def compartment_fractions(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of a protein image's intensity in each level-3 class under simulator masks.
+
+    Each pixel is assigned to the most specific level-1 compartment covering it (the smallest mask), the intensity
+    above the image's 5th percentile (background) is summed per compartment and the level-1 sums are pooled into
+    level-3 classes; shares sum to 1 over the cell (pixels outside every mask are ignored).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(H, W)`` non-negative intensities.
+    masks : dict of str to np.ndarray
+        Level-1 compartment name -> ``(H, W)`` bool.
+
+    Returns
+    -------
+    dict of str to float
+        Level-3 class -> share in [0, 1].
+    """
+    from locscope.data import ontology
+
+    names = [n for n in masks if masks[n].any()]
+    if not names:
+        return {}
+    areas = np.array([masks[n].sum() for n in names], dtype=np.float64)
+    stack = np.stack([masks[n] for n in names])  # (M, H, W)
+    cost = np.where(stack, areas[:, None, None], np.inf)
+    owner = cost.argmin(0)
+    inside = stack.any(0)
+    signal = np.clip(image.astype(np.float64) - np.percentile(image, 5), 0, None) * inside
+    sums = np.bincount(owner.ravel(), weights=signal.ravel(), minlength=len(names))
+    total = sums.sum()
+    shares: dict[str, float] = {}
+    for name, value in zip(names, sums):
+        level3 = ontology.to_level3(name)
+        shares[level3] = shares.get(level3, 0.0) + (float(value / total) if total > 0 else 0.0)
+    return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+
+
+def probability_map(images: np.ndarray) -> np.ndarray:
+    """Per-pixel probability ``(H, W)`` that the protein is there: the fraction of ``images`` ``(K, H, W)`` in which
+    the pixel is above that image's Otsu threshold."""
+    from skimage.filters import threshold_otsu
+
+    binary = [image > threshold_otsu(image) if image.max() > image.min() else np.zeros_like(image, bool)
+              for image in images]
+    return np.mean(binary, axis=0).astype(np.float32)
+
+
+@dataclass
+class GenerateResult:
+    """What :func:`generate` wrote: per-sequence summaries and the report path."""
+
+    out_dir: Path
+    report: Path
+    sequences: list[dict]
+    network_evaluations: int
+    seconds_per_image: float
+
+
+def _png(path: Path, image: np.ndarray, scale: int = 4) -> None:
+    """Write a [0, 1] grey ``(H, W)`` or RGB ``(H, W, 3)`` image as an 8-bit PNG, upscaled ``scale`` x (nearest)."""
+    from PIL import Image
+
+    array = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    array = np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), np.uint8))
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _tiff(path: Path, image: np.ndarray) -> None:
+    import tifffile
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, (np.clip(image, 0, 1) * 65535).round().astype(np.uint16), photometric="minisblack")
+
+
+def _safe_name(name: str, used: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "sequence"
+    candidate, k = base, 1
+    while candidate in used:
+        k += 1
+        candidate = f"{base}_{k}"
+    used.add(candidate)
+    return candidate
+
+
+def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
+             model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
+             guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
+             progress: bool = True) -> GenerateResult:
+    """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
+
+    Parameters
+    ----------
+    sequences : sequence of (str, str)
+        ``(id, amino-acid sequence)`` pairs.
+    landmarks : sequence of path
+        Landmark image files (nucleus / ER / microtubules; any subset, any reader format).
+    out_dir : path
+        Output directory (one sub-folder per sequence, plus ``report.html``, ``summary.json``, ``summary.csv``).
+    model : str or path, optional
+        Bundled name (``'celldiff-tiny'``) or model directory.
+    sampler : {'ddim', 'dpmsolver'}
+    steps : int, optional
+        Denoising steps (default 100 for DDIM, 10 for DPM-Solver++).
+    guidance : float
+        Classifier-free guidance scale (1 = none).
+    samples : int
+        Images per sequence (K >= 1).
+    seed : int
+        Seeds the initial noise; the same seed gives the same images.
+    device : {'auto', 'cpu', 'cuda'}
+    batch_size : int
+        Sequences per sampler batch (each contributes K images).
+
+    Raises
+    ------
+    InputError
+        On bad options, unreadable landmarks, or invalid sequences.
+    """
+    import time
+
+    from locscope.diffusion.celldiff_sampler import sample_protein_images
+    from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
+    from locscope.encoders.protein import tokenize
+    from locscope.training.celldiff_module import landmark_composite
+    from locscope.utils.device import resolve_device
+    from locscope.utils.progress import track
+
+    if sampler not in SAMPLERS:
+        raise InputError(f"--sampler {sampler!r}: accepted values are {', '.join(SAMPLERS)}")
+    if samples < 1:
+        raise InputError(f"--samples {samples}: must be >= 1")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps {steps}: must be >= 1")
+    if guidance < 0:
+        raise InputError(f"--guidance {guidance}: must be >= 0")
+    if not sequences:
+        raise InputError("no sequences given (--sequence or --fasta)")
+    for name, seq in sequences:
+        try:
+            tokenize([seq])
+        except InputError as err:
+            raise InputError(f"sequence {name!r}: {err}") from None
+    torch_device = resolve_device(device)
+    net = load_celldiff(model, torch_device)
+    cfg = net.config
+    cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    composite = landmark_composite(cell.images, cfg.landmark_channels)
+    _png(out / "landmarks.png", composite)
+    lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
+    present = torch.from_numpy(cell.present).to(torch_device)
+    steps = steps or DEFAULT_STEPS[sampler]
+    results, used_names, nfe_total, n_images = [], set(), 0, 0
+    started = time.perf_counter()
+    batches = [sequences[i:i + batch_size] for i in range(0, len(sequences), batch_size)]
+    for b, batch in enumerate(track(batches, "generating", enabled=progress)):
+        tokens, _ = tokenize([s for _, s in batch], cfg.max_sequence_length)
+        generator = torch.Generator(device=torch_device).manual_seed(seed + b)
+        with torch.no_grad():
+            images, nfe = sample_protein_images(
+                net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
+                present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
+                guidance=guidance, generator=generator)
+            head = net.predict_compartments(tokens.to(torch_device)).cpu().numpy()
+        nfe_total = nfe
+        n_images += images.shape[0]
+        images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
+                                                                          cfg.image_size)
+        for (name, seq), stack, head_probs in zip(batch, images, head):
+            folder = out / _safe_name(name, used_names)
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, image in enumerate(stack):
+                _png(folder / f"sample_{k}.png", image)
+                _tiff(folder / f"sample_{k}.tif", image)
+            mean = stack.mean(0)
+            _png(folder / "mean.png", mean)
+            _tiff(folder / "mean.tif", mean)
+            prob = probability_map(stack)
+            _png(folder / "probability.png", prob)
+            _tiff(folder / "probability.tif", prob)
+            _png(folder / "landmarks.png", composite)
+            overlay = composite * 0.6
+            overlay[..., 1] = np.maximum(overlay[..., 1], mean / max(mean.max(), 1e-6))
+            _png(folder / "overlay.png", overlay)
+            fractions = {}
+            if cell.masks:
+                per_sample = [compartment_fractions(image, cell.masks) for image in stack]
+                keys = sorted({k for f in per_sample for k in f})
+                fractions = {k: float(np.mean([f.get(k, 0.0) for f in per_sample])) for k in keys}
+                fractions = dict(sorted(fractions.items(), key=lambda kv: -kv[1]))
+            entry = {"id": name, "folder": folder.name, "length": len(seq), "samples": samples,
+                     "compartment_fractions": fractions,
+                     "top_compartment_image": next(iter(fractions), None),
+                     "head_probabilities": {c: float(p) for c, p in zip(cfg.compartment_classes, head_probs)},
+                     "top_compartment_head": cfg.compartment_classes[int(np.argmax(head_probs))]}
+            write_json(folder / "result.json", entry)
+            results.append(entry)
+    seconds = time.perf_counter() - started
+    run = {"model": str(model or "celldiff-tiny"), "sampler": sampler, "steps": steps, "guidance": guidance,
+           "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
+           [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
+           "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
+    write_json(out / "summary.json", run)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "top_compartment_image", "top_compartment_head", *[f"image_{c}" for c in
+                     cfg.compartment_classes], *[f"head_{c}" for c in cfg.compartment_classes]])
+    for e in results:
+        writer.writerow([e["id"], e["top_compartment_image"] or "", e["top_compartment_head"],
+                         *[f"{e['compartment_fractions'].get(c, 0.0):.4f}" if e["compartment_fractions"] else ""
+                           for c in cfg.compartment_classes],
+                         *[f"{e['head_probabilities'][c]:.4f}" for c in cfg.compartment_classes]])
+    write_text(out / "summary.csv", buffer.getvalue())
+    report = out / "report.html"
+    write_text(report, _report_html(run, samples))
+    return GenerateResult(out, report, results, nfe_total, run["seconds_per_image"])
+
+
+def _report_html(run: dict, samples: int) -> str:
+    esc = html.escape
+    rows = []
+    for e in run["sequences"]:
+        imgs = "".join(f'<img src="{esc(e["folder"])}/sample_{k}.png" title="sample {k}">' for k in range(samples))
+        fractions = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["compartment_fractions"].items())[:3]) or "n/a"
+        head = ", ".join(f"{esc(k)} {v:.0%}" for k, v in sorted(e["head_probabilities"].items(),
+                                                                 key=lambda kv: -kv[1])[:3])
+        rows.append(
+            f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
+            f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{imgs}</td>'
+            f'<td><img src="{esc(e["folder"])}/mean.png"></td><td><img src="{esc(e["folder"])}/probability.png"></td>'
+            f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{fractions}</td><td>{head}</td></tr>')
+    settings = (f"model {esc(run['model'])}, sampler {esc(run['sampler'])} ({run['steps']} steps, "
+                f"{run['network_evaluations_per_image']} network evaluations per image), guidance {run['guidance']}, "
+                f"{samples} samples, seed {run['seed']}, {run['seconds_per_image']:.3f} s/image; landmarks "
+                f"{esc(run['landmarks'])} (present: {esc(', '.join(run['landmark_channels_present']))})")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope generate</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}td{{padding:4px;vertical-align:top;border-bottom:1px solid #ddd}}
+img{{image-rendering:pixelated;width:96px;margin:1px}}</style></head><body>
+<h1>Generated localization images</h1><p>{settings}</p>
+<p>Landmarks: microtubules red, ER green, nucleus blue. Probability map: fraction of samples in which a pixel is
+above its image's Otsu threshold. Overlay: mean protein image (green) over the landmarks. Image fractions: share of
+the protein's intensity per level-3 class under the simulator's compartment masks (only for simulator landmarks).
+Head: the model's sequence-only compartment probabilities.</p>
+<table><tr><th>sequence</th><th>landmarks</th><th>samples</th><th>mean</th><th>probability</th><th>overlay</th>
+<th>image fractions</th><th>head</th></tr>{''.join(rows)}</table></body></html>
+"""
