@@ -30,7 +30,7 @@ def _sample_folder(shared_data, root, swap_opencell=False):
 
 def test_identical_folders_score_perfectly(shared_data, tmp_path):
     real = _sample_folder(shared_data, tmp_path / "real")
-    result = evaluate(real, real, tmp_path / "report", pixel_size_nm=320, progress=False, max_pictures=2)
+    result = evaluate(real, real, tmp_path / "report", pixel_size_nm=320, progress=False, max_pictures=2)  # auto network
     assert result.summary["n_pairs"] == 3
     for name in ("iou", "ssim_protein", "pcc_protein"):
         assert result.per_metric[name]["mean"] == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def test_identical_folders_score_perfectly(shared_data, tmp_path):
 def test_swapped_proteins_reproduce_golden_iou(shared_data, shared_golden, tmp_path):
     real = _sample_folder(shared_data, tmp_path / "real")
     generated = _sample_folder(shared_data, tmp_path / "generated", swap_opencell=True)
-    result = evaluate(real, generated, tmp_path / "report", progress=False, max_pictures=0)
+    result = evaluate(real, generated, tmp_path / "report", features="handcrafted", progress=False, max_pictures=0)
     expected = json.loads((shared_golden / "metrics" / "expected.json").read_text())
     by_id = {row["id"]: row for row in result.rows}
     assert by_id["opencell/nls"]["iou"] == pytest.approx(expected["iou_opencell_nls_vs_nes_protein"], abs=1e-7)
@@ -91,7 +91,8 @@ def test_store_with_truth_masks_and_labels(tmp_path):
     write_store(tmp_path / "real", _store_items(rng, 0.05), **kwargs)
     write_store(tmp_path / "gen", _store_items(rng, 0.1), **kwargs)
     assert open_source(tmp_path / "real").kind == "store"
-    result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", progress=False)
+    result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", features="handcrafted", progress=False)
+    assert result.summary["feature_network"] == "handcrafted-v1"
     assert result.summary["pixel_size_nm"] == 100.0
     assert result.per_metric["localization_fidelity"]["mean"] > 0.5
     assert result.per_metric["iou_vs_truth"]["mean"] == pytest.approx(0.5)   # median mask: 512 px vs 256 true px

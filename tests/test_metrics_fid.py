@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 
 from locscope.errors import CheckpointError, InputError
-from locscope.metrics.feature_networks import HandcraftedFeatureNetwork, InceptionFeatureNetwork, load_feature_network
+from locscope.metrics.feature_networks import EncoderFeatureNetwork, HandcraftedFeatureNetwork, InceptionFeatureNetwork, load_feature_network
 from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance, frechet_distance_from_stats, to_uint8
 from locscope.metrics.inception import FIDInceptionV3, load_fid_inception
 
@@ -98,6 +98,27 @@ def test_inception_loads_published_layout(tmp_path):
     assert feats.shape == (2, 2048)
     np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-6)
     assert load_feature_network(path, device="cpu").feature_dim == 2048
+    assert load_feature_network("handcrafted").name == "handcrafted-v1"
+    auto = load_feature_network(None)
+    assert auto.name == "handcrafted-v1" or auto.name.startswith("locscope-image-encoder:")
+
+
+def test_encoder_feature_network_maps_fid_channels():
+    class Recorder:
+        name, feature_dim, channels = "fake", 3, ("microtubules", "er", "nucleus", "protein")
+
+        def embed(self, images):
+            self.seen = images
+            return images.mean(dim=(2, 3))[:, 1:]  # (B, 3)
+
+    encoder = Recorder()
+    rgb = np.zeros((2, 3, 4, 4), np.uint8)
+    rgb[:, 1] = 255   # protein
+    rgb[:, 2] = 51    # nucleus
+    feats = EncoderFeatureNetwork(encoder).features(rgb)
+    assert EncoderFeatureNetwork(encoder).name == "locscope-image-encoder:fake"
+    np.testing.assert_allclose(feats, [[0.0, 0.2, 1.0]] * 2, rtol=1e-6)
+    assert encoder.seen[:, 0].abs().sum() == 0
 
 
 def test_inception_rejects_bad_files(tmp_path):

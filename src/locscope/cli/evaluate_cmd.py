@@ -17,8 +17,11 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, items.csv, report.html)."),
     pixel_size: Optional[float] = typer.Option(
         None, "--pixel-size", help="Pixel size in nm for MSF (HPA 320, OpenCell 206); default: from the data."),
-    features: Optional[Path] = typer.Option(
-        None, "--features", help="Local InceptionV3 weights (pytorch-fid pt_inception-2015-12-05-*.pth) for FID."),
+    features: Optional[str] = typer.Option(
+        None, "--features",
+        help="Feature network for FID and k-NN: a local InceptionV3 weights file (pytorch-fid "
+             "pt_inception-2015-12-05-*.pth), 'encoder' (locscope's image encoder) or 'handcrafted'; "
+             "default: the encoder when available, else handcrafted."),
     max_pictures: int = typer.Option(12, "--max-pictures", help="Pairs shown as pictures in the report."),
     seed: int = SeedOption,
     device: str = DeviceOption,

@@ -107,34 +107,44 @@ class HandcraftedFeatureNetwork:
         return np.log10(profile + 1e-12)
 
 
-def load_feature_network(weights_path: str | Path | None = None, device: str = "auto") -> FeatureNetwork:
-    """Pick the feature network: Inception from ``weights_path``, else locscope's image encoder, else handcrafted.
+def load_feature_network(features: str | Path | None = None, device: str = "auto") -> FeatureNetwork:
+    """Pick the feature network.
 
     Parameters
     ----------
-    weights_path : path, optional
-        A local pytorch-fid ``pt_inception-2015-12-05-*.pth`` file (or the same tensors as safetensors).
+    features : {None, 'encoder', 'handcrafted'} or path
+        ``None`` (auto): locscope's image encoder when it loads, else ``handcrafted-v1`` (with a logged warning).
+        ``'encoder'``: the image encoder, an error when unavailable. ``'handcrafted'``: the weight-free descriptor.
+        A path: a local pytorch-fid ``pt_inception-2015-12-05-*.pth`` file (or the same tensors as safetensors) for
+        InceptionV3 pool3.
     device : {'auto', 'cpu', 'cuda'}
 
     Returns
     -------
     FeatureNetwork
-        Its ``name`` says which network was used; a warning is logged when the handcrafted fallback is chosen.
+        Its ``name`` says which network was used.
 
     Raises
     ------
     InputError
-        If ``weights_path`` is given but missing or unreadable.
+        If a weights file is missing or unreadable, or ``'encoder'`` is requested and unavailable.
     """
-    if weights_path is not None:
-        return InceptionFeatureNetwork(weights_path, device)
+    keyword = str(features).lower() if features is not None and not Path(features).exists() else None
+    if keyword in ("handcrafted", "handcrafted-v1"):
+        return HandcraftedFeatureNetwork()
+    if features is not None and keyword != "encoder":
+        return InceptionFeatureNetwork(features, device)
     try:
         from locscope.encoders.image import load_default_image_encoder
     except ImportError:
+        if keyword == "encoder":
+            raise InputError("--features encoder: locscope.encoders.image is not available in this installation") from None
         log.warning("locscope.encoders.image is not available; using the handcrafted-v1 feature network")
         return HandcraftedFeatureNetwork()
     try:
         return EncoderFeatureNetwork(load_default_image_encoder(device=str(resolve_device(device))))
     except InputError as err:
+        if keyword == "encoder":
+            raise
         log.warning("default image encoder unavailable (%s); using the handcrafted-v1 feature network", err)
         return HandcraftedFeatureNetwork()

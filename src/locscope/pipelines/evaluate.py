@@ -334,9 +334,10 @@ def evaluate(
         Report folder (written atomically): ``metrics.json``, ``items.csv``, ``report.html``, ``pictures/``.
     pixel_size_nm : float, optional
         Pixel size for MSF (HPA 320, OpenCell 206); default: the store's or the files' own, else MSF is in pixels.
-    features : path, optional
-        Local pytorch-fid InceptionV3 weights (``pt_inception-2015-12-05-*.pth``); default: locscope's image encoder,
-        else the handcrafted fallback (the report names the network).
+    features : {None, 'encoder', 'handcrafted'} or path
+        Feature network (:func:`locscope.metrics.feature_networks.load_feature_network`): a local pytorch-fid
+        InceptionV3 file, locscope's image encoder or the handcrafted descriptor; default: the encoder when it loads,
+        else handcrafted (the report names the network).
     device : {'auto', 'cpu', 'cuda'}
     seed : int
         Seed of the classifier used for classification agreement.
