@@ -44,6 +44,8 @@ CELLDIFF_FILE_NAMES: dict[str, str] = {
     "nucleus": ch.NUCLEUS, "er": ch.ER, "microtubule": ch.MICROTUBULES, "microtubules": ch.MICROTUBULES,
     "protein": ch.PROTEIN,
 }
+LAYOUTS: tuple[str, ...] = ("auto", "hpa-channel", "display-rgb", "celldiff-sample", "micromanager", "landmark-stack",
+                            "cytoself-npy", "generic")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 _HPA_NAME = re.compile(r"^(?P<id>.+)_(?P<colour>red|green|blue|yellow)$", re.IGNORECASE)
 _SIGNATURES = {
@@ -539,6 +541,8 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
     """
     path = Path(path)
     layout = layout or "auto"
+    if layout not in LAYOUTS:
+        raise InputError(f"layout {layout!r} not recognised; accepted: {', '.join(LAYOUTS)}")
     if layout == "celldiff-sample" or (layout == "auto" and path.is_dir()):
         return read_celldiff_sample(path)
     path = check_file(path)
@@ -570,10 +574,7 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
         if kind == "npy":
             raise InputError(f"{path}: .npy files are read with layout='cytoself-npy'")
         return _flat_record(path, decode_png_jpeg(path, kind), kind, channel_order)
-    raise InputError(
-        f"layout {layout!r} not recognised; accepted: auto, hpa-channel, display-rgb, celldiff-sample, "
-        "micromanager, landmark-stack, cytoself-npy, generic"
-    )
+    raise AssertionError(f"unhandled layout {layout!r}")  # LAYOUTS and the branches above list the same names
 
 
 def _group_key(path: Path) -> tuple[str, ...] | None:

@@ -200,6 +200,9 @@ class CropStack:
 
 def _load_npy(path: Path) -> np.ndarray:
     path = check_file(path)
+    with open(path, "rb") as handle:
+        if not handle.read(6) == b"\x93NUMPY":  # np.load would otherwise try to unpickle it
+            raise InputError(f"{path}: not an NPY file (no NUMPY signature)")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
