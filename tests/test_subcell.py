@@ -173,6 +173,9 @@ def test_config_validation():
         SubCellConfig(channels="rgb")
     assert SubCellConfig().class_names == SUBCELL_CLASS_NAMES and len(SUBCELL_CLASS_NAMES) == 31
     assert SUBCELL_CLASS_NAMES[0] == "Actin filaments" and SUBCELL_CLASS_NAMES[-1] == "Negative"
+    from locscope.data.ontology import SUBCELL_CLASSES
+
+    assert tuple(SUBCELL_CLASSES) == SUBCELL_CLASS_NAMES  # the ontology and the model agree
 
 
 def test_vit_b16_full_config_parameter_count():
