@@ -2,7 +2,8 @@
 
 Usage: ``.venv/bin/python benchmarks/bench_metrics.py [--shared ../shared]``. Prints the IoU / MSF conventions on the
 real protein images (the numbers in docs/metrics.md), then evaluates a folder of the real samples against a
-"generated" copy (HPA protein flipped left-right, OpenCell NLS/NES proteins swapped) and times it.
+"generated" copy (HPA protein flipped left-right, OpenCell NLS/NES proteins swapped) with the image-encoder and the
+handcrafted features, and times it.
 """
 
 from __future__ import annotations
@@ -55,17 +56,18 @@ def main() -> None:
         Image.fromarray(np.ascontiguousarray(flipped)).save(tmp / "generated" / "hpa" / "nls" / "protein.png")
         shutil.copy(samples / "opencell" / "nes" / "protein.png", tmp / "generated" / "opencell" / "nls" / "protein.png")
         shutil.copy(samples / "opencell" / "nls" / "protein.png", tmp / "generated" / "opencell" / "nes" / "protein.png")
-        start = time.perf_counter()
-        result = evaluate(tmp / "real", tmp / "generated", tmp / "report", progress=False)
-        seconds = time.perf_counter() - start
-    print(f"locscope evaluate, 3 pairs ({result.summary['feature_network']}): {seconds:.1f} s")
-    for name in ("iou", "ssim_protein", "pcc_protein", "psnr_protein", "nucleus_proportion_abs_error",
-                 "binary_pixel_mae", "pdf_mae"):
-        d = result.per_metric[name]
-        print(f"  {name:30s} mean {d['mean']:.4f}  std {d['std']:.4f}")
-    for name, value in result.set_metrics.items():
-        print(f"  {name:30s} {value:.4f}")
-
+        for features in ("encoder", "handcrafted"):
+            start = time.perf_counter()
+            result = evaluate(tmp / "real", tmp / "generated", tmp / f"report_{features}", features=features,
+                              progress=False)
+            seconds = time.perf_counter() - start
+            print(f"locscope evaluate, 3 pairs ({result.summary['feature_network']}): {seconds:.1f} s")
+            for name in ("iou", "ssim_protein", "pcc_protein", "psnr_protein", "nucleus_proportion_abs_error",
+                         "binary_pixel_mae", "pdf_mae"):
+                d = result.per_metric[name]
+                print(f"  {name:30s} mean {d['mean']:.4f}  std {d['std']:.4f}")
+            for name, value in result.set_metrics.items():
+                print(f"  {name:30s} {value:.4f}")
 
 if __name__ == "__main__":
     main()

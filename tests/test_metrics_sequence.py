@@ -35,3 +35,27 @@ def test_hand_computed_ap_and_targets():
     perfect = multilabel_scores(targets, targets.astype(float))
     assert perfect["exact_match"] == 1.0 and perfect["macro_f1"] == pytest.approx(3 / 7)
     assert perfect["n_classes_without_positives"] == 4 and perfect["macro_ap"] == 1.0
+
+
+def test_hierarchical_scores_map_level1_up_the_ontology():
+    from locscope.data.ontology import LEVEL1, LEVEL3
+
+    from locscope.metrics.sequence import coarsen_scores, hierarchical_scores
+
+    scores = np.zeros((2, len(LEVEL1)))
+    scores[0, LEVEL1.index("nucleoplasm")] = 0.9
+    scores[0, LEVEL1.index("nuclear-speckles")] = 0.4
+    scores[1, LEVEL1.index("golgi-apparatus")] = 0.7
+    scores[1, LEVEL1.index("cytosol")] = 0.2
+    coarse, classes = coarsen_scores(scores, "level3")
+    assert classes == list(LEVEL3)
+    assert coarse[0, LEVEL3.index("nucleus")] == 0.9          # max over the nucleus members
+    assert coarse[1, LEVEL3.index("endomembrane-system")] == 0.7
+    result = hierarchical_scores([["nuclear-speckles"], ["endoplasmic-reticulum", "cytosol"]], scores)
+    level3 = result["level3"]
+    assert "plastid" not in level3["classes"] and len(level3["classes"]) == 7
+    assert level3["exact_match"] == 0.5              # item 2 misses cytosol (0.2 < 0.5)
+    assert level3["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))
+    # level 2 separates golgi (predicted) from ER (true): TP nucleus, FP golgi, FN ER + cytosol
+    assert result["level2"]["exact_match"] == 0.5
+    assert result["level2"]["micro_f1"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 2))

@@ -20,13 +20,19 @@ from locscope.metrics.features import (
 from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance, frechet_distance_from_stats, to_uint8
 from locscope.metrics.pixel import mae, mse, pcc, pixel_metrics, psnr, ssim
 from locscope.metrics.resolution import PIXEL_SIZE_NM, MSFResult, msf, msf_resolution_nm, power_spectrum, radial_sum
-from locscope.metrics.sequence import average_precision, multilabel_scores, multilabel_targets
+from locscope.metrics.sequence import (
+    average_precision,
+    coarsen_scores,
+    hierarchical_scores,
+    multilabel_scores,
+    multilabel_targets,
+)
 from locscope.metrics.threshold import iou, mask_iou, median_threshold, threshold_mask
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
 
 __all__ = [
     "FeatureStats", "MSFResult", "PIXEL_SIZE_NM", "average_precision", "binary_pixel_mae", "classification_agreement",
-    "cluster_score", "cosine_similarity", "fid_rgb", "frechet_distance", "frechet_distance_from_stats", "iou",
+    "cluster_score", "coarsen_scores", "hierarchical_scores", "cosine_similarity", "fid_rgb", "frechet_distance", "frechet_distance_from_stats", "iou",
     "iou_vs_truth", "knn_accuracy", "knn_predict", "localization_fidelity", "mae", "mask_iou", "median_threshold",
     "mse", "msf", "msf_resolution_nm", "multilabel_scores", "multilabel_targets", "nn_match", "nucleus_proportion",
     "nucleus_proportion_error", "pcc", "pdf_mae", "pixel_metrics", "power_spectrum", "psnr", "radial_sum", "ssim",

@@ -2,7 +2,8 @@
 
 Use them at level 3 (nucleus, cytosol, endomembrane-system, plasma-membrane, mitochondria, nucleoli, cytoskeleton)
 and level 2 of the localization ontology. Published level-3 macro-AP on the HOU test set: LAProtT5 0.682,
-DeepLoc2-ProtT5 0.669; a random predictor's macro-F1 is 0.186.
+DeepLoc2-ProtT5 0.669; a random predictor's macro-F1 is 0.186. :func:`hierarchical_scores` maps level-1 predictions
+to both levels.
 """
 
 from __future__ import annotations
@@ -99,3 +100,71 @@ def multilabel_scores(y_true: Any, y_score: Any, threshold: float = 0.5) -> dict
         "exact_match": float(np.mean(np.all(pred == truth, axis=1))),
         "n_classes_without_positives": int(len(per_class_ap) - len(valid)),
     }
+
+
+def coarsen_scores(level1_scores: Any, level: str, classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Scores over level-1 classes -> scores over level-2 or level-3 classes (max over each coarse class's members).
+
+    Parameters
+    ----------
+    level1_scores : array_like, shape (N, len(classes))
+    level : {'level2', 'level3'}
+    classes : sequence of str, optional
+        Level-1 class of each column (default ``locscope.data.ontology.LEVEL1``).
+
+    Returns
+    -------
+    scores : ndarray, shape (N, C_level)
+    coarse_classes : list of str
+        Column names, in the ontology's order (``LEVEL2`` / ``LEVEL3``).
+    """
+    from locscope.data import ontology
+
+    if level == "level2":
+        mapping, order = ontology.to_level2, ontology.LEVEL2
+    elif level == "level3":
+        mapping, order = ontology.to_level3, ontology.LEVEL3
+    else:
+        raise ValueError(f"level={level!r}: accepted values are 'level2', 'level3'")
+    classes = list(ontology.LEVEL1 if classes is None else classes)
+    scores = to_numpy(level1_scores)
+    if scores.ndim != 2 or scores.shape[1] != len(classes):
+        raise ValueError(f"level1_scores must have shape (N, {len(classes)}), got {scores.shape}")
+    coarse = np.full((scores.shape[0], len(order)), -np.inf)
+    for j, name in enumerate(classes):
+        k = order.index(mapping(name))
+        coarse[:, k] = np.maximum(coarse[:, k], scores[:, j])
+    return np.where(np.isfinite(coarse), coarse, 0.0), list(order)
+
+
+def hierarchical_scores(
+    true_level1: Sequence[Sequence[str]],
+    level1_scores: Any,
+    *,
+    classes: Sequence[str] | None = None,
+    levels: Sequence[str] = ("level3", "level2"),
+    exclude: Sequence[str] = ("plastid",),
+    threshold: float = 0.5,
+) -> dict[str, dict[str, float]]:
+    """seq2loc's evaluation of level-1 predictions at the coarser levels: :func:`multilabel_scores` per level.
+
+    True level-1 label lists and predicted level-1 scores are both mapped up the ontology (a coarse class is true when
+    any of its members is; its score is the maximum of its members' scores). ``exclude`` drops classes absent from the
+    benchmark (plastid: seq2loc's level 3 has 7 human classes).
+
+    Returns
+    -------
+    dict
+        ``{'level3': {...}, 'level2': {...}}`` with the keys of :func:`multilabel_scores` plus ``classes``.
+    """
+    from locscope.data import ontology
+
+    out: dict[str, dict[str, float]] = {}
+    for level in levels:
+        scores, coarse = coarsen_scores(level1_scores, level, classes)
+        mapping = ontology.to_level2 if level == "level2" else ontology.to_level3
+        truth = multilabel_targets([[mapping(c) for c in labels] for labels in true_level1], coarse)
+        keep = [j for j, c in enumerate(coarse) if c not in exclude]
+        out[level] = {**multilabel_scores(truth[:, keep], scores[:, keep], threshold),
+                      "classes": [coarse[j] for j in keep]}
+    return out

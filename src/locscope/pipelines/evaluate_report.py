@@ -144,7 +144,7 @@ def _write_csv(result: "EvaluationResult", path: Path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
     writer.writeheader()
     for row in result.rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
     path.write_text(buffer.getvalue())
 
 
