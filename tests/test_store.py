@@ -257,3 +257,25 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^item 2 \('cell0'\): duplicate id \(item 0 has it too\)$"):
         write_store(tmp_path / "s", items, channels=["protein", "nucleus"], image_shape=SHAPE,
                     mask_names=["nucleoplasm", "cytosol"], progress=False)
+
+
+def test_mask_views_and_format_check(tmp_path: Path) -> None:
+    items = make_items(5)
+    store = write_store(tmp_path / "s", items, channels=["protein", "nucleus"], image_shape=SHAPE,
+                        mask_names=["nucleoplasm", "cytosol"], progress=False)
+    view = store.mask_array("nucleoplasm")
+    assert view.shape == (5, *SHAPE) and len(view) == 5 and view.dtype == bool
+    np.testing.assert_array_equal(view[3], items[3]["masks"]["nucleoplasm"])
+    np.testing.assert_array_equal(view[1:3, 2:5], np.stack([it["masks"]["nucleoplasm"][2:5] for it in items[1:3]]))
+    np.testing.assert_array_equal(np.asarray(view), np.stack([it["masks"]["nucleoplasm"] for it in items]))
+    assert not np.asarray(store.mask_array("cytosol")).any()
+    with pytest.raises(InputError, match=r"unknown mask 'golgi'; store masks: nucleoplasm, cytosol"):
+        store.mask_array("golgi")
+    with pytest.raises(InputError, match=r"unknown channel 'er'; store channels: protein, nucleus"):
+        store.image_array("er")
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "s"), mode="r+")
+    group.attrs["locscope_store"] = {**group.attrs["locscope_store"], "format_version": 1}
+    with pytest.raises(InputError, match=r"version 1 is not supported \(this locscope reads version 2\); rebuild"):
+        Store.open(tmp_path / "s")

@@ -6,7 +6,8 @@ Layout of a store directory ``STORE/``::
                               split settings) and "attrs" (the caller's attrs: generator settings, provenance, pixel_size_nm)
     images/<channel>          (N, H, W) array per canonical channel, source dtype kept (uint8 / uint16 / float32),
                               one item per chunk so a random item costs one small read per channel
-    masks/<name>              (N, H, W) bool, one item per chunk
+    masks                     (N, M, H, W) bool: all M masks of an item in one chunk (one file instead of M; the
+                              simulator stores 21 compartment masks per cell), names in "locscope_store"
     ids, protein_ids          (N,) variable-length UTF-8 strings (listing without reading items)
     meta                      (N,) JSON strings: id, protein_id, sequence, labels, split and provenance of each item
     split                     (N,) int8 codes into ("train", "val", "test")
@@ -41,7 +42,7 @@ from locscope.errors import InputError
 from locscope.utils.progress import track
 
 FORMAT = "locscope-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: masks packed in one (N, M, H, W) array (1 had one array per mask)
 COMPLETE_MARKER = "COMPLETE"
 _LIST_CHUNK = 4096  # items per chunk of the id lists
 _META_CHUNK = 64  # items per chunk of the per-item JSON (read with every item: keep decoding cheap)
@@ -241,13 +242,16 @@ def write_store(
         for channel in channels:
             group.create_array(f"images/{channel}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
                                dtype=image_dtype, fill_value=0)
-        for name in mask_names:
-            group.create_array(f"masks/{name}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
-                               dtype=bool, fill_value=False)
+        if mask_names:
+            shape = (len(mask_names), *image_shape)
+            group.create_array("masks", shape=(capacity, *shape), chunks=(1, *shape), dtype=bool, fill_value=False)
         build_json.write_text(json.dumps(params, indent=2) + "\n")  # last: its presence means the arrays exist
     group = zarr.open_group(str(work), mode="r+")
     image_arrays = {c: group[f"images/{c}"] for c in channels}
-    mask_arrays = {m: group[f"masks/{m}"] for m in mask_names}
+    mask_array = group["masks"] if mask_names else None
+    image_writers = {c: _direct_writer(work, a) for c, a in image_arrays.items()}
+    mask_writer = _direct_writer(work, mask_array) if mask_array is not None else None
+    resizable = [*image_arrays.values(), *([mask_array] if mask_array is not None else [])]
 
     jsonl = work / "items.jsonl"
     records = _read_finished_records(jsonl)
@@ -282,13 +286,13 @@ def write_store(
                 if name not in masks:
                     raise InputError(f"{_describe(index, item)}: missing mask {name!r}")
                 checked_masks[name] = _check_image(index, item, name, masks[name], image_shape, dtype, kind="mask")
-            for array in (*image_arrays.values(), *mask_arrays.values()):
+            for array in resizable:
                 if array.shape[0] <= index:
-                    array.resize((max(index + 1, 2 * array.shape[0]), *image_shape))
+                    array.resize((max(index + 1, 2 * array.shape[0]), *array.shape[1:]))
             for channel, image in checked.items():
-                image_arrays[channel][index] = image
-            for name, mask in checked_masks.items():
-                mask_arrays[name][index] = mask
+                image_writers[channel](index, image)
+            if mask_writer is not None:
+                mask_writer(index, np.stack([checked_masks[name] for name in mask_names]))
             # The line is appended only after the item's chunks are written: a line means a finished item.
             log.write((json.dumps(record, default=_json_default) + "\n").encode())
             log.flush()
@@ -297,9 +301,9 @@ def write_store(
     n = len(records)
     if n_items is not None and n != n_items:
         raise InputError(f"{path}: expected {n_items} items, got {n}")
-    for array in (*image_arrays.values(), *mask_arrays.values()):
+    for array in resizable:
         if array.shape[0] != n:
-            array.resize((n, *image_shape))
+            array.resize((n, *array.shape[1:]))
     _finalize(work, group, records, params, attrs)
     _swap_into_place(work, path)
     return Store.open(path)
@@ -383,17 +387,18 @@ def _swap_into_place(work: Path, path: Path) -> None:
         os.replace(work, path)
 
 
-def _direct_reader(root: Path, array: zarr.Array) -> Callable[[int], Any] | None:
-    """A reader of element ``i`` along axis 0 that opens the chunk file itself, or None if ``array`` is not simple.
+def _simple_layout(array: zarr.Array) -> tuple[str, Any, tuple[int, ...]] | None:
+    """``(kind, zstd codec or None, chunk shape)`` when ``array`` has the layout :func:`write_store` creates, else None.
 
-    zarr 3 routes every read through its asyncio event loop and thread pool, about 0.5 ms per call: more than the
-    read and decompression of a 256 x 256 chunk. For the layout :func:`write_store` writes (a local directory,
-    regular chunks, the default ``c/i/j/k`` chunk keys, little-endian bytes + optional zstd, or variable-length
-    UTF-8 + zstd, no sharding) the chunk file is read and decoded here with the same numcodecs codecs zarr uses;
-    anything else returns None and reads go through zarr.
+    zarr 3 routes every read and write through its asyncio event loop and thread pool, about 0.5 ms per read and
+    several ms per write: more than reading or compressing a 256 x 256 chunk. For the layout written here (a local
+    directory, regular chunks, the default ``c/i/j/k`` chunk keys, little-endian bytes + optional zstd, or
+    variable-length UTF-8 + zstd, no sharding) locscope reads and writes the chunk files itself with the same
+    numcodecs codecs zarr uses (``kind`` is ``"image"`` for ``(N, ...)`` arrays with one item per chunk, ``"strings"``
+    for 1-d string arrays); anything else goes through zarr.
     """
     try:
-        from numcodecs import VLenUTF8, Zstd
+        from numcodecs import Zstd
         from zarr.codecs import BytesCodec, ZstdCodec
         from zarr.codecs.vlen_utf8 import VLenUTF8Codec
         from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
@@ -408,34 +413,78 @@ def _direct_reader(root: Path, array: zarr.Array) -> Callable[[int], Any] | None
     first, rest = codecs[0], codecs[1:]
     if len(rest) > 1 or any(not isinstance(c, ZstdCodec) for c in rest):
         return None
-    decompress = Zstd().decode if rest else bytes
+    zstd = Zstd(level=rest[0].level, checksum=rest[0].checksum) if rest else None
     chunk = tuple(meta.chunk_grid.chunk_shape)
-    if isinstance(first, BytesCodec) and array.ndim == 3 and chunk == (1, *array.shape[1:]):
+    if isinstance(first, BytesCodec) and array.ndim >= 3 and chunk == (1, *array.shape[1:]):
+        if first.endian is not None and first.endian.value != "little":
+            return None
+        return "image", zstd, chunk
+    if isinstance(first, VLenUTF8Codec) and array.ndim == 1:
+        return "strings", zstd, chunk
+    return None
+
+
+def _direct_reader(root: Path, array: zarr.Array) -> Callable[[int], Any] | None:
+    """A reader of element ``i`` along axis 0 that decodes the chunk file itself (see :func:`_simple_layout`)."""
+    layout = _simple_layout(array)
+    if layout is None:
+        return None
+    kind, zstd, chunk = layout
+    decompress = zstd.decode if zstd is not None else bytes
+    prefix = os.path.join(root, array.path, "c", "")
+    if kind == "image":
+        suffix = "/0" * (array.ndim - 1)  # chunk key c/i/0/0[/0]
         dtype = np.dtype(array.dtype).newbyteorder("<")
-        fill = np.full(array.shape[1:], meta.fill_value, dtype=array.dtype)
-        prefix = os.path.join(root, array.path, "c", "")
+        fill = np.full(array.shape[1:], array.metadata.fill_value, dtype=array.dtype)
 
         def read_image(i: int) -> np.ndarray:
             try:
-                with open(f"{prefix}{i}/0/0", "rb") as handle:
+                with open(prefix + str(i) + suffix, "rb") as handle:
                     data = handle.read()
             except FileNotFoundError:  # never written: all fill value (zarr skips empty chunks)
                 return fill.copy()
             return np.frombuffer(decompress(data), dtype=dtype).reshape(chunk[1:]).astype(array.dtype, copy=True)
 
         return read_image
-    if isinstance(first, VLenUTF8Codec) and array.ndim == 1:
-        per_chunk = chunk[0]
-        prefix = os.path.join(root, array.path, "c", "")
-        strings = VLenUTF8()
+    from numcodecs import VLenUTF8
 
-        def read_string(i: int) -> str:
-            with open(f"{prefix}{i // per_chunk}", "rb") as handle:
-                data = handle.read()
-            return str(strings.decode(decompress(data))[i % per_chunk])
+    per_chunk, strings = chunk[0], VLenUTF8()
 
-        return read_string
-    return None
+    def read_string(i: int) -> str:
+        with open(f"{prefix}{i // per_chunk}", "rb") as handle:
+            data = handle.read()
+        return str(strings.decode(decompress(data))[i % per_chunk])
+
+    return read_string
+
+
+def _direct_writer(root: Path, array: zarr.Array) -> Callable[[int, np.ndarray], None]:
+    """``write(i, image)`` storing item ``i`` of an ``(N, ...)`` array: the chunk file written directly when the
+    layout is simple (see :func:`_simple_layout`), else through zarr. Like zarr, an all-fill-value chunk is not stored."""
+    layout = _simple_layout(array) if os.environ.get("LOCSCOPE_STORE_DIRECT", "1") != "0" else None
+    if layout is None or layout[0] != "image":
+        def write_via_zarr(i: int, image: np.ndarray) -> None:
+            array[i] = image
+
+        return write_via_zarr
+    _, zstd, _ = layout
+    compress = zstd.encode if zstd is not None else bytes
+    dtype = np.dtype(array.dtype).newbyteorder("<")
+    fill = array.metadata.fill_value
+    prefix = os.path.join(root, array.path, "c", "")
+
+    suffix = "/0" * (array.ndim - 2)
+
+    def write_direct(i: int, image: np.ndarray) -> None:
+        folder = prefix + str(i) + suffix  # chunk key c/i/0/0[/0]: folder + "/0"
+        if not (image == fill).all():
+            os.makedirs(folder, exist_ok=True)
+            with open(folder + "/0", "wb") as handle:
+                handle.write(compress(np.ascontiguousarray(image, dtype=dtype).tobytes()))
+        elif os.path.exists(folder + "/0"):  # a resumed build overwriting an earlier attempt
+            os.remove(folder + "/0")
+
+    return write_direct
 
 
 def _direct_readers(root: Path, arrays: list[zarr.Array]) -> list[Callable[[int], Any]] | None:
@@ -444,6 +493,30 @@ def _direct_readers(root: Path, arrays: list[zarr.Array]) -> list[Callable[[int]
         return None
     readers = [_direct_reader(root, a) for a in arrays]
     return readers if all(r is not None for r in readers) else None  # type: ignore[return-value]
+
+
+class _MaskView:
+    """Lazy ``(N, H, W)`` view of one mask of the packed ``(N, M, H, W)`` mask array: ``view[i]``, ``view[a:b]``,
+    ``view[i, rows, cols]`` and ``numpy.asarray(view)`` read only what they need."""
+
+    def __init__(self, packed: zarr.Array, index: int):
+        self._packed, self._index = packed, index
+        self.shape = (packed.shape[0], *packed.shape[2:])
+        self.dtype = np.dtype(bool)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            raise IndexError("mask views take up to 3 int / slice indices, not Ellipsis")
+        return self._packed[(key[0], self._index, *key[1:])]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 class Store:
@@ -465,13 +538,13 @@ class Store:
         self.info: dict[str, Any] = info
         self.attrs: dict[str, Any] = dict(group.attrs.get("attrs", {}))
         self._images = {c: group[f"images/{c}"] for c in self.channels}
-        self._masks = {m: group[f"masks/{m}"] for m in self.mask_names}
+        self._packed_masks = group["masks"] if self.mask_names else None
         self._ids = group["ids"]
         self._protein_ids = group["protein_ids"]
         self._meta = group["meta"]
         self._n = int(info["n_items"])
         self._id_cache: list[str] | None = None
-        self._direct = _direct_readers(path, [*self._images.values(), *self._masks.values(), self._meta])
+        self._direct = _direct_readers(path, self._item_arrays())
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Store":
@@ -497,8 +570,9 @@ class Store:
             info = group.attrs["locscope_store"]
         except Exception as err:  # zarr raises several error types for unreadable metadata
             raise InputError(f"{path}: not a readable locscope store ({type(err).__name__}: {err})") from None
-        if info.get("format") != FORMAT or info.get("format_version", 0) > FORMAT_VERSION:
-            raise InputError(f"{path}: unsupported store format {info.get('format')!r} version {info.get('format_version')}")
+        if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"{path}: store format {info.get('format')!r} version {info.get('format_version')} is not "
+                             f"supported (this locscope reads version {FORMAT_VERSION}); rebuild the store")
         return cls(path, group)
 
     def __len__(self) -> int:
@@ -533,9 +607,14 @@ class Store:
             raise IndexError(f"item {i} out of range for a store of {self._n} items")
         return i % self._n
 
+    def _item_arrays(self) -> list[zarr.Array]:
+        """The arrays one item is read from: the channels, the packed masks (if any), the metadata JSON."""
+        masks = [self._packed_masks] if self._packed_masks is not None else []
+        return [*self._images.values(), *masks, self._meta]
+
     def _read_chunks(self, i: int) -> list[Any]:
         """Images, masks and the metadata JSON of item ``i``."""
-        arrays = [*self._images.values(), *self._masks.values(), self._meta]
+        arrays = self._item_arrays()
         if self._direct is not None:
             return [read(i) for read in self._direct]
         try:
@@ -557,7 +636,7 @@ class Store:
             "protein_id": meta["protein_id"],
             "sequence": meta["sequence"],
             "images": dict(zip(self.channels, arrays[: len(self.channels)])),
-            "masks": dict(zip(self.mask_names, arrays[len(self.channels):])),
+            "masks": dict(zip(self.mask_names, arrays[len(self.channels)])) if self.mask_names else {},
             "labels": meta["labels"],
             "split": meta["split"],
             "provenance": meta["provenance"],
@@ -580,12 +659,12 @@ class Store:
             raise InputError(f"{self.path}: unknown channel {channel!r}; store channels: {', '.join(self.channels)}")
         return self._images[channel]
 
-    def mask_array(self, name: str) -> zarr.Array:
-        """The lazy ``(N, H, W)`` boolean zarr array of mask ``name``."""
-        if name not in self._masks:
+    def mask_array(self, name: str) -> "_MaskView":
+        """The lazy ``(N, H, W)`` boolean array of mask ``name`` (slicing reads only the chunks it touches)."""
+        if name not in self.mask_names:
             known = ", ".join(self.mask_names) or "none"
             raise InputError(f"{self.path}: unknown mask {name!r}; store masks: {known}")
-        return self._masks[name]
+        return _MaskView(self._packed_masks, self.mask_names.index(name))
 
 
 def store_summary(store: Store) -> dict[str, Any]:
