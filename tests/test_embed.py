@@ -93,7 +93,7 @@ def test_embed_cli_writes_outputs(tiny_model_dir, tmp_path, rng):
     csv_path = write_cells(tmp_path, rng)
     out = tmp_path / "out"
     run_cli(["embed", "--csv", str(csv_path), "-o", str(out), "--model", str(tiny_model_dir), "--batch-size", "2",
-          "--precision", "fp32", "--save-npy", "--save-attention", "--device", "cpu"])
+          "--precision", "fp32", "--image-size", "0", "--save-npy", "--save-attention", "--device", "cpu"])
     adata = anndata.read_h5ad(out / "embeddings.h5ad")
     assert adata.shape == (3, 64)
     assert list(adata.obs_names) == ["plate1/cell0", "plate1/cell1", "plate1/cell2"]
@@ -160,6 +160,28 @@ def test_classify_cli_segments_a_real_field(tiny_model_dir, shared_data, capsys)
     assert fields[0] == "cell_9_cell1" and len(fields) == 3
     name, prob = fields[1].rsplit(" (", 1)
     assert name in SUBCELL_CLASS_NAMES and 0 < float(prob.rstrip(")")) < 1
+
+
+def test_classify_with_the_bundled_model(shared_data, capsys):
+    """Default model (subcell-tiny, trained at 64 x 64): crops are resized to its training size automatically."""
+    field = shared_data / "proticelli_landmarks" / "RELA_A-431" / "cell_9.tiff"
+    run_cli(["classify", str(field), "--channel-order", "microtubules,protein,nucleus,er", "--segment",
+             "--output-size", "128", "--precision", "fp32", "--device", "cpu"])
+    fields = capsys.readouterr().out.strip().split("\t")
+    assert fields[0] == "cell_9_cell1" and len(fields) == 4
+    probabilities = [float(f.rsplit(" (", 1)[1].rstrip(")")) for f in fields[1:]]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_image_size_resolution(tiny_model_dir):
+    from locscope.pipelines.embed import resolve_image_size
+
+    model = SubCellModel.from_pretrained(tiny_model_dir)
+    assert resolve_image_size(tiny_model_dir, model, None) == 32
+    assert resolve_image_size("x/model_config.yaml", model, None) is None
+    assert resolve_image_size(None, model, 0) is None and resolve_image_size(None, model, 48) == 48
+    with pytest.raises(InputError, match="--image-size must be 0"):
+        resolve_image_size(None, model, -1)
 
 
 def test_read_stack_and_user_errors(tmp_path, tiny_model_dir, capsys):

@@ -16,6 +16,8 @@ ModelOption = typer.Option(None, "--model", help="Model directory (config.json +
 ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-channel published model: rbg | ybg.")
 BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
 PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact).")
+ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the training "
+                                                         "size of locscope models, unchanged for published YAML models.")
 
 
 @app.command("embed")
@@ -29,6 +31,7 @@ def embed(
     channels: Optional[str] = ChannelsOption,
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
+    image_size: Optional[int] = ImageSizeOption,
     save_npy: bool = typer.Option(False, "--save-npy", help="Also write {prefix}_embedding.npy / _probabilities.npy."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write {prefix}_attention_map.png."),
     device: str = DeviceOption,
@@ -37,7 +40,8 @@ def embed(
     from locscope.pipelines.embed import run_embed
 
     result = run_embed(out, csv_path=csv_path, store_path=store, split=split, model=model, channels=channels,
-                       batch_size=batch_size, precision=precision, device=device, save_npy=save_npy,
+                       batch_size=batch_size, precision=precision, image_size=image_size, device=device,
+                       save_npy=save_npy,
                        save_attention=save_attention)
     typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")
 
@@ -56,11 +60,12 @@ def classify(
     channels: Optional[str] = ChannelsOption,
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
+    image_size: Optional[int] = ImageSizeOption,
     device: str = DeviceOption,
 ) -> None:
     """Print the most probable localization classes of each cell (tab-separated: id, class (probability), ...)."""
     from locscope.channels import canonical_channel
-    from locscope.pipelines.embed import cells_from_images, embed_cells, load_model, top_classes
+    from locscope.pipelines.embed import cells_from_images, embed_cells, load_model, resolve_image_size, top_classes
     from locscope.utils.device import resolve_device
 
     order = None
@@ -72,7 +77,8 @@ def classify(
     subcell = load_model(model, device=resolve_device(device), channels=channels)
     cells = cells_from_images(images, subcell.config.channels, channel_order=order, segment=segment,
                               crop_size=crop_size, output_size=output_size)
-    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False)
+    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False,
+                         image_size=resolve_image_size(model, subcell, image_size))
     if result.probabilities is None:
         raise InputError(f"{model}: this model has no classifiers")
     for cell_id, ranked in zip(result.ids, top_classes(result.probabilities, result.class_names, k=top)):

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
@@ -84,6 +85,19 @@ def load_model(model: str | Path | None = None, device: str | torch.device = "cp
         raise InputError(f"{path}: {what} not found (expected a directory with config.json + model.safetensors, "
                          f"or a published model_config.yaml)")
     return SubCellModel.from_pretrained(path, device=device)
+
+
+def resolve_image_size(model: str | Path | None, subcell: SubCellModel, image_size: int | None) -> int | None:
+    """The cell size to feed: ``image_size`` when given (0 = keep sizes); otherwise locscope models (the bundled one,
+    model directories) see their training size and published YAML models get the cells as they are (SubCell's CLI
+    does not resize: it expects 448 x 448 crops)."""
+    if image_size is not None:
+        if image_size < 0:
+            raise InputError(f"--image-size must be 0 (keep) or positive; got {image_size}")
+        return image_size or None
+    if model is not None and Path(model).suffix.lower() in {".yaml", ".yml"}:
+        return None
+    return subcell.config.image_size
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -257,7 +271,8 @@ def _batches(cells: Iterable[CellInput], batch_size: int) -> Iterator[list[CellI
 
 
 def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: int = 16,
-                precision: Precision = "bf16", total: int | None = None, progress: bool = True) -> EmbeddingResult:
+                precision: Precision = "bf16", image_size: int | None = None, total: int | None = None,
+                progress: bool = True) -> EmbeddingResult:
     """Embed and classify cells with ``model`` in batches.
 
     Parameters
@@ -270,6 +285,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         Cells per forward pass.
     precision : {'fp32', 'bf16'}
         ``bf16`` runs under ``torch.autocast`` (CPU AMX / CUDA); outputs are returned as float32.
+    image_size : int, optional
+        Resize every cell to ``image_size x image_size`` (bilinear, anti-aliased) before normalising; None keeps sizes.
     total : int, optional
         Number of cells, for the progress bar.
     progress : bool
@@ -289,7 +306,11 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     n_batches = None if total is None else -(-total // batch_size)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for batch in track(_batches(cells, batch_size), "Embedding cells", total=n_batches, enabled=progress):
-            images = min_max_normalize(torch.from_numpy(np.stack([c.images for c in batch])).to(device))
+            images = torch.from_numpy(np.stack([c.images for c in batch])).to(device)
+            if image_size and tuple(images.shape[-2:]) != (image_size, image_size):
+                images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                                       antialias=True)
+            images = min_max_normalize(images)
             out = model(images)
             ids += [c.id for c in batch]
             embeddings.append(out.embedding.float().cpu().numpy())
@@ -381,8 +402,8 @@ def _safe_name(cell_id: str) -> str:
 
 def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
               split: str | None = None, model: str | Path | None = None, channels: str | None = None,
-              batch_size: int = 16, precision: Precision = "bf16", device: str = "auto", save_npy: bool = False,
-              save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
+              batch_size: int = 16, precision: Precision = "bf16", image_size: int | None = None, device: str = "auto",
+              save_npy: bool = False, save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
     """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
     from locscope.utils.device import resolve_device
 
@@ -396,7 +417,8 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
     else:
         cells = cells_from_store(store_path, variant, split)
         total = None
-    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress)
+    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress,
+                         image_size=resolve_image_size(model, subcell, image_size))
     write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
     return result
 
