@@ -1,0 +1,136 @@
+"""``locscope design``, ``locscope localize`` and ``locscope explain``: from images back to sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.errors import InputError
+
+ModelOption = typer.Option(None, "--model", help="CELL-Diff model directory or bundled name (default: celldiff-tiny).")
+MethodOption = typer.Option("combined", "--method", help="image (K generated images read off the simulator's "
+                            "compartments) | head (the model's sequence-only compartment head) | combined (mean).")
+SamplesOption = typer.Option(4, "--samples", help="Generated images (standard simulator cells) per sequence, K.")
+SamplerOption = typer.Option("dpmsolver", "--sampler", help="Image sampler: dpmsolver | ddim.")
+StepsOption = typer.Option(10, "--steps", help="Image denoising steps.")
+GuidanceOption = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale.")
+BatchOption = typer.Option(16, "--batch-size", help="Sequences per network batch.")
+
+
+@app.command("design")
+def design_command(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (candidates.fasta, candidates.csv, report.html)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Protein image whose localization to design for."),
+    landmarks: Optional[List[Path]] = typer.Option(None, "--landmarks", help="Landmark image files of the same cell "
+                                                   "(nucleus / ER / microtubules); repeat the option per file."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target compartment instead of an image, e.g. "
+                                         "nucleus, mitochondria, plasma-membrane, nucleoplasm."),
+    length: Optional[int] = typer.Option(None, "--length", help="Design a whole sequence of L residues."),
+    template: Optional[str] = typer.Option(None, "--template", help="Template with <mask:N> spans to infill, e.g. "
+                                           "'MVSKGEE...<mask:15>'."),
+    terminus: Optional[str] = typer.Option(None, "--terminus", help="Design a new N or C terminus of the template."),
+    terminus_length: int = typer.Option(15, "--terminus-length", help="Residues of the designed terminus."),
+    candidates: int = typer.Option(32, "--candidates", help="Candidates to sample and score."),
+    decoder: str = typer.Option("parallel", "--decoder", help="parallel (MaskGIT cosine schedule, <= --passes) | "
+                                "one-per-pass (CELL-Diff's reference, one residue per forward pass)."),
+    passes: int = typer.Option(16, "--passes", help="Forward passes of the parallel decoder."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Residue sampling temperature."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely residues."),
+    score_samples: int = typer.Option(2, "--score-samples", help="Generated images per candidate for scoring."),
+    top: int = typer.Option(8, "--top", help="Candidates shown in report.html."),
+    sampler: str = SamplerOption,
+    steps: int = StepsOption,
+    guidance: float = GuidanceOption,
+    batch_size: int = typer.Option(32, "--batch-size", help="Candidates decoded / scored per batch."),
+    model: Optional[str] = ModelOption,
+    seed: int = SeedOption,
+    device: str = DeviceOption,
+) -> None:
+    """Design sequences (or infill a template) whose generated localization matches an image or a compartment."""
+    from locscope.pipelines.design import design
+
+    result = design(out, model=model, image=image, landmarks=landmarks or (), target=target, length=length,
+                    template=template, terminus=terminus, terminus_length=terminus_length, candidates=candidates,
+                    decoder=decoder, passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
+                    top=top, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size, seed=seed,
+                    device=device)
+    best = result.candidates[0]
+    typer.echo(f"{len(result.candidates)} candidates ({result.decoder}, {result.passes_per_candidate:.0f} passes) -> "
+               f"{out}/candidates.fasta; best score {best.score:.3f}: {best.sequence}")
+
+
+@app.command("localize")
+def localize_command(
+    sequence: Optional[str] = typer.Option(None, "--sequence", help="One protein sequence."),
+    fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Predictions CSV (default: print to stdout)."),
+    method: str = MethodOption,
+    samples: int = SamplesOption,
+    head_weight: float = typer.Option(0.5, "--head-weight", help="Weight of the compartment head in 'combined'."),
+    sampler: str = SamplerOption,
+    steps: int = StepsOption,
+    guidance: float = GuidanceOption,
+    batch_size: int = BatchOption,
+    model: Optional[str] = ModelOption,
+    seed: int = SeedOption,
+    device: str = DeviceOption,
+) -> None:
+    """Level-3 and level-2 localization probabilities and the top class of each protein."""
+    from locscope.pipelines.localize import localize
+
+    if (sequence is None) == (fasta is None):
+        raise InputError("localize: give exactly one of --sequence SEQ or --fasta FILE")
+    if sequence is not None:
+        from locscope.encoders.protein import encode_sequence
+
+        sequence = "".join(sequence.split())
+        if "<" in sequence:
+            raise InputError("--sequence: localize needs a complete sequence (no <mask>)")
+        encode_sequence(sequence)
+        ids, sequences = ["sequence"], [sequence]
+    else:
+        from locscope.io.sequences import read_sequences
+
+        records = read_sequences(fasta)
+        if not records:
+            raise InputError(f"{fasta}: no sequences")
+        ids, sequences = [r.id for r in records], [r.sequence for r in records]
+    prediction, text = localize(sequences, ids, out, model=model, method=method, samples=samples,
+                                head_weight=head_weight, sampler=sampler, steps=steps, guidance=guidance,
+                                batch_size=batch_size, seed=seed, device=device, progress=True)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"{len(ids)} proteins -> {out}")
+
+
+@app.command("explain")
+def explain_command(
+    sequence: str = typer.Option(..., "--sequence", help="The protein sequence to explain."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (track.png, report.html, explain.json)."),
+    window: int = typer.Option(7, "--window", help="Residues mutated to alanine together (1 = single residues)."),
+    stride: int = typer.Option(2, "--stride", help="Residues between window starts."),
+    target: Optional[str] = typer.Option(None, "--target", help="Level-3 class to explain (default: the top class)."),
+    model: Optional[str] = ModelOption,
+    method: str = MethodOption,
+    samples: int = SamplesOption,
+    seed: int = SeedOption,
+    sampler: str = SamplerOption,
+    steps: int = StepsOption,
+    guidance: float = GuidanceOption,
+    batch_size: int = BatchOption,
+    device: str = DeviceOption,
+) -> None:
+    """In-silico mutagenesis: which residues drive the predicted localization."""
+    from locscope.pipelines.explain import explain
+
+    scan, segments = explain(sequence, out, model=model, method=method, samples=samples, window=window, stride=stride,
+                             target=target, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size,
+                             seed=seed, device=device)
+    typer.echo(f"predicted {scan.compartment} ({scan.wild_type[scan.target]:.2f})")
+    for segment in segments:
+        typer.echo("  " + segment.describe(scan.compartment))
+    typer.echo(f"report -> {out}/report.html")

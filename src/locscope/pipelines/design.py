@@ -1,0 +1,400 @@
+"""``locscope design``: propose protein sequences (or infill parts of one) that give a localization image.
+
+The procedure is CELL-E 2's NLS design on CELL-Diff's sequence head:
+
+1. Conditioning image: a protein image + landmark files (``image`` / ``landmarks``), or, for a compartment ``target``,
+   standard simulator cells with a protein placed in that compartment (candidate ``i`` uses cell ``i mod n_cells``).
+2. Candidates: a template of fixed residues and ``<mask:N>`` spans (or ``length`` masks, or a masked N-/C-terminal
+   stretch added to a reporter) is filled by the masked-residue head, ``candidates`` at once in batches, with the
+   parallel confidence-based decoder (<= 16 passes) or CELL-Diff's one-residue-per-pass reference
+   (:mod:`locscope.diffusion.masked_decoding`).
+3. Scores: with a ``target``, each candidate's image is generated in ``score_samples`` standard simulator cells and
+   the target compartment's share is read off the simulator's compartment patterns
+   (:class:`locscope.pipelines.localize.LocalizationPredictor`, ``method='image'``); with an image only, the score is
+   the mean Pearson correlation between the candidate's images generated on the given landmarks and the given image.
+4. Rank; write ``candidates.fasta`` (scores in the headers), ``candidates.csv``, ``summary.json`` and ``report.html``
+   with each top candidate's generated image.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from locscope.errors import InputError
+from locscope.pipelines.localize import (
+    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, generate_in_cells, level_probabilities, load_model,
+    resolve_compartment, standard_cells,
+)
+
+MAX_DESIGN_LENGTH = 2048
+DECODERS: tuple[str, ...] = ("parallel", "one-per-pass")
+#: Level-1 compartment whose image stands for a level-3 / level-2 target when no image is given.
+TARGET_IMAGE_COMPARTMENT = {
+    "nucleus": "nucleoplasm", "cytosol": "cytosol", "endomembrane-system": "endoplasmic-reticulum",
+    "plasma-membrane": "plasma-membrane", "mitochondria": "mitochondria", "nucleoli": "nucleoli",
+    "cytoskeleton": "microtubules", "vesicles": "vesicles", "golgi-apparatus": "golgi-apparatus",
+    "endoplasmic-reticulum": "endoplasmic-reticulum",
+}
+
+
+@dataclass
+class Candidate:
+    """One designed sequence with its scores."""
+
+    rank: int
+    sequence: str
+    score: float
+    level3: dict[str, float]
+    top_level3: str
+    grammar_call: str
+    grammar_compartments: dict[str, float]
+    image: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class DesignResult:
+    """Ranked candidates and decoding statistics."""
+
+    candidates: list[Candidate]
+    template: str
+    target: str | None
+    decoder: str
+    passes_per_candidate: float
+    decode_seconds_per_candidate: float
+    score_seconds_per_candidate: float
+    score_method: str
+
+
+# ----------------------------------------------------------------------------------------------- templates
+def build_template(template: str | None = None, length: int | None = None, terminus: str | None = None,
+                   terminus_length: int = 15) -> list[int]:
+    """Token ids of the design template.
+
+    Parameters
+    ----------
+    template : str, optional
+        Residues with ``<mask>`` / ``<mask:N>`` spans to design, e.g. ``"MVSKGEE<mask:15>"``.
+    length : int, optional
+        Design a whole sequence of this many residues (used when ``template`` is absent).
+    terminus : {'N', 'C'}, optional
+        Add ``terminus_length`` masked residues before (``N``) or after (``C``) the template.
+    terminus_length : int
+
+    Raises
+    ------
+    InputError
+        No template and no length; a length of 0 or more than 2048; a template with nothing to design; a bad residue.
+    """
+    from locscope.encoders.protein import MASK_ID, encode_sequence
+
+    if template is None:
+        if length is None:
+            raise InputError("design: give --length L, --template SEQ or --image/--target with --length")
+        if not 1 <= length <= MAX_DESIGN_LENGTH:
+            raise InputError(f"--length {length}: must be between 1 and {MAX_DESIGN_LENGTH}")
+        ids = [MASK_ID] * length
+    else:
+        try:
+            ids = encode_sequence(template)
+        except InputError as error:
+            raise InputError(f"--template: {error}") from None
+    if terminus is not None:
+        if terminus not in ("N", "C"):
+            raise InputError(f"--terminus {terminus!r}: accepted values are N, C")
+        if terminus_length < 1:
+            raise InputError(f"--terminus-length {terminus_length}: must be >= 1")
+        ids = [MASK_ID] * terminus_length + ids if terminus == "N" else ids + [MASK_ID] * terminus_length
+    if MASK_ID not in ids:
+        raise InputError("--template has no <mask> or <mask:N> span and no --terminus: nothing to design")
+    if not 1 <= len(ids) <= MAX_DESIGN_LENGTH:
+        raise InputError(f"design length {len(ids)}: must be between 1 and {MAX_DESIGN_LENGTH}")
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------- conditioning
+def read_conditioning(image: str | Path, landmarks: Sequence[str | Path], landmark_channels: Sequence[str],
+                      size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a protein image and landmark files at the model's resolution.
+
+    Returns
+    -------
+    protein : np.ndarray
+        ``(size, size)`` in [0, 1].
+    landmarks : np.ndarray
+        ``(n_landmarks, size, size)`` in [0, 1] (zeros where absent).
+    present : np.ndarray
+        ``(n_landmarks,)`` bool.
+
+    Raises
+    ------
+    InputError
+        If the image has no protein channel or no landmark file gives a model landmark channel.
+    """
+    import torch.nn.functional as F
+
+    from locscope.io import read_image
+    from locscope.pipelines.generate import read_landmarks, unit_range
+
+    channels = read_image(image).channels
+    protein = channels.get("protein", next(iter(channels.values())) if len(channels) == 1 else None)
+    if protein is None:
+        raise InputError(f"{image}: no protein channel among {', '.join(channels)}")
+    tensor = torch.from_numpy(unit_range(np.asarray(protein)))[None, None]
+    mode = "area" if tensor.shape[-1] >= size else "bilinear"
+    protein = F.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
+    cell = read_landmarks(list(landmarks), landmark_channels, size)
+    return protein, cell.images, cell.present
+
+
+def target_conditioning(model, target: str, n_cells: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Standard simulator cells with a protein placed in ``target``: ``(n, H, W)`` images, ``(n, n_landmarks, H, W)``
+    landmarks (both in [0, 1]) and the cells."""
+    from locscope.synth import place_protein
+
+    level, name = resolve_compartment(target)
+    compartment = TARGET_IMAGE_COMPARTMENT.get(name, name)
+    cells = standard_cells(model.config.image_size, model.config.landmark_channels, n_cells)
+    images = np.stack([place_protein(c.cell, {compartment: 1.0}, seed=k) for k, c in enumerate(cells)])
+    return images, np.stack([c.landmarks for c in cells]), cells
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+def decode_candidates(model, template: list[int], protein: np.ndarray, landmarks: np.ndarray,
+                      present: np.ndarray | None, candidates: int, decoder: str = "parallel", passes: int = 16,
+                      temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32, seed: int = 0,
+                      progress: bool = False) -> tuple[list[str], int]:
+    """Fill the template's masks ``candidates`` times.
+
+    Parameters
+    ----------
+    protein : np.ndarray
+        ``(n, H, W)`` conditioning protein images in [0, 1]; candidate ``i`` uses image ``i mod n``.
+    landmarks : np.ndarray
+        ``(n, n_landmarks, H, W)`` in [0, 1].
+    present : np.ndarray, optional
+        ``(n_landmarks,)`` bool.
+
+    Returns
+    -------
+    sequences : list of str
+    passes : int
+        Forward passes summed over the batches.
+    """
+    from locscope.diffusion.masked_decoding import cell_diff_logits_fn, decode_one_per_pass, decode_parallel
+    from locscope.encoders.protein import MASK_ID, decode_tokens
+    from locscope.utils.progress import track
+
+    if decoder not in DECODERS:
+        raise InputError(f"--decoder {decoder!r}: accepted values are {', '.join(DECODERS)}")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sequences, total_passes = [], 0
+    starts = range(0, candidates, batch_size)
+    for start in track(starts, f"designing ({decoder})", enabled=progress and len(starts) > 1):
+        rows = np.arange(start, min(start + batch_size, candidates)) % len(protein)
+        image = torch.from_numpy(protein[rows] * 2.0 - 1.0)[:, None].float().to(device)
+        marks = torch.from_numpy(landmarks[rows] * 2.0 - 1.0).float().to(device)
+        mask_present = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
+        logits_fn = cell_diff_logits_fn(model, image, marks, mask_present)
+        tokens = torch.tensor([template] * len(rows), dtype=torch.long, device=device)
+        if decoder == "parallel":
+            result = decode_parallel(logits_fn, tokens, MASK_ID, passes=passes, temperature=temperature, top_k=top_k,
+                                     generator=generator)
+        else:
+            result = decode_one_per_pass(logits_fn, tokens, MASK_ID, temperature=temperature, top_k=top_k,
+                                         generator=generator)
+        total_passes += result.passes
+        sequences.extend(decode_tokens(row) for row in result.tokens.cpu())
+    return sequences, total_passes
+
+
+def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray, landmarks: np.ndarray,
+                            samples: int = 2, seed: int = 0, batch_size: int = 16, **generation) -> tuple[np.ndarray, np.ndarray]:
+    """Mean Pearson correlation between each sequence's images generated on ``landmarks`` ``(n_landmarks, H, W)``
+    and ``protein`` ``(H, W)``; returns ``(scores (N,), first images (N, H, W))``."""
+    device = next(model.parameters()).device
+    size = model.config.image_size
+    noise = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    marks = torch.from_numpy(np.repeat(landmarks[None] * 2.0 - 1.0, samples, 0)).float().to(device)
+    reference = protein.ravel() - protein.mean()
+    scores, firsts = [], []
+    for start in range(0, len(sequences), batch_size):
+        tokens = model.tokenize(list(sequences[start:start + batch_size]))[0]
+        images = generate_in_cells(model, tokens, marks, noise, **generation).cpu().numpy()  # (b, K, H, W)
+        flat = images.reshape(*images.shape[:2], -1)
+        flat = flat - flat.mean(-1, keepdims=True)
+        corr = flat @ reference / (np.linalg.norm(flat, axis=-1) * np.linalg.norm(reference) + 1e-12)
+        scores.append(corr.mean(1))
+        firsts.append(images[:, 0])
+    return np.concatenate(scores), np.concatenate(firsts)
+
+
+# ----------------------------------------------------------------------------------------------- the pipeline
+def design(out: str | Path, *, model: str | Path | None = None, image: str | Path | None = None,
+           landmarks: Sequence[str | Path] = (), target: str | None = None, length: int | None = None,
+           template: str | None = None, terminus: str | None = None, terminus_length: int = 15,
+           candidates: int = 32, decoder: str = "parallel", passes: int = 16, temperature: float = 1.0,
+           top_k: int | None = None, score_samples: int = 2, top: int = 8, sampler: str = "dpmsolver",
+           steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
+           device: str = "auto", progress: bool = True) -> DesignResult:
+    """Design sequences (see the module docstring) and write the outputs into ``out``.
+
+    Raises
+    ------
+    InputError
+        Bad template/length/terminus, unknown target compartment, image without landmarks, neither image nor target.
+    """
+    from locscope.utils.device import resolve_device
+    from locscope.utils.seeding import seed_everything
+
+    if target is not None:
+        resolve_compartment(target)  # fail fast on an unknown name, before loading anything
+    if image is None and target is None:
+        raise InputError("design: give --image PROTEIN_IMAGE --landmarks FILES, or --target COMPARTMENT")
+    if image is not None and not landmarks:
+        raise InputError("design: --image needs --landmarks (nucleus / ER / microtubule images of the same cell)")
+    if candidates < 1:
+        raise InputError(f"--candidates {candidates}: must be >= 1")
+    ids = build_template(template, length, terminus, terminus_length)
+    seed_everything(seed)
+    net = load_model(model, resolve_device(device))
+    cfg = net.config
+
+    if image is not None:
+        protein, marks, present = read_conditioning(image, landmarks, cfg.landmark_channels, cfg.image_size)
+        protein, marks = protein[None], marks[None]
+    else:
+        protein, marks, _ = target_conditioning(net, target, n_cells=4)
+        present = None
+
+    start = time.perf_counter()
+    sequences, total_passes = decode_candidates(net, ids, protein, marks, present, candidates, decoder, passes,
+                                                temperature, top_k, batch_size, seed, progress)
+    decode_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    generation = dict(sampler=sampler, steps=steps, guidance=guidance)
+    predictor = LocalizationPredictor(net, "image", score_samples, batch_size=batch_size, seed=seed, **generation)
+    localization = predictor.predict(sequences, progress=progress, keep_images=True)
+    if target is not None:
+        level, name = resolve_compartment(target)
+        if level == "level1":
+            from locscope.synth import COMPARTMENTS
+
+            scores = localization.level1[:, COMPARTMENTS.index(name)]
+        else:
+            probs, classes = (localization.level3, LEVEL3_CLASSES) if level == "level3" else (localization.level2,
+                                                                                             LEVEL2_CLASSES)
+            scores = probs[:, classes.index(name)]
+        shown = localization.images[:, 0]
+        score_method = f"{name} share of the generated images in {score_samples} standard simulator cells"
+    else:
+        scores, shown = image_similarity_scores(net, sequences, protein[0], marks[0], score_samples, seed, batch_size,
+                                                **generation)
+        score_method = f"mean Pearson correlation with the given image over {score_samples} generated images"
+    score_seconds = time.perf_counter() - start
+
+    ranked = _rank(sequences, scores, localization, shown)
+    n_design = max(1, len(ranked))
+    result = DesignResult(ranked, _template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
+                          decode_seconds / n_design, score_seconds / n_design, score_method)
+    write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top)
+    return result
+
+
+def _template_text(ids: list[int]) -> str:
+    from locscope.encoders.protein import decode_tokens
+
+    return decode_tokens(ids)
+
+
+def _rank(sequences: list[str], scores: np.ndarray, localization, shown: np.ndarray) -> list[Candidate]:
+    from locscope.synth.grammar import localize_sequence
+
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    out = []
+    for rank, i in enumerate(order, start=1):
+        call = localize_sequence(sequences[i])
+        out.append(Candidate(rank, sequences[i], float(scores[i]),
+                             {c: round(float(p), 4) for c, p in zip(LEVEL3_CLASSES, localization.level3[i])},
+                             LEVEL3_CLASSES[int(np.argmax(localization.level3[i]))], call.rule,
+                             {k: float(v) for k, v in call.compartments.items()}, shown[i]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def protein_png(array: np.ndarray, nucleus: np.ndarray | None = None) -> bytes:
+    """A protein image (green) over a nucleus landmark (blue) as PNG bytes, upscaled for viewing."""
+    from PIL import Image
+
+    rgb = np.zeros((*array.shape, 3), np.float32)
+    rgb[..., 1] = array / max(float(array.max()), 1e-6)
+    if nucleus is not None:
+        rgb[..., 2] = 0.6 * nucleus / max(float(nucleus.max()), 1e-6)
+    image = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    scale = max(1, 160 // array.shape[0])
+    image = image.resize((array.shape[1] * scale, array.shape[0] * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_design_outputs(out: str | Path, result: DesignResult, protein: np.ndarray, landmarks: np.ndarray,
+                         landmark_channels: Sequence[str], top: int = 8) -> None:
+    """``candidates.fasta``, ``candidates.csv``, ``summary.json`` and ``report.html`` (all atomic) in ``out``."""
+    import csv
+
+    from locscope.utils.atomic import write_json, write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fasta = "".join(
+        f">design_{c.rank:04d} score={c.score:.4f} top_level3={c.top_level3} grammar={c.grammar_call}\n{c.sequence}\n"
+        for c in result.candidates)
+    write_text(out / "candidates.fasta", fasta)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["rank", "id", "score", "top_level3", "grammar_rule", "sequence"] + [f"p3_{c}" for c in LEVEL3_CLASSES])
+    for c in result.candidates:
+        writer.writerow([c.rank, f"design_{c.rank:04d}", f"{c.score:.4f}", c.top_level3, c.grammar_call, c.sequence]
+                        + [c.level3[k] for k in LEVEL3_CLASSES])
+    write_text(out / "candidates.csv", buffer.getvalue())
+    summary = {k: v for k, v in asdict(result).items() if k != "candidates"}
+    summary["candidates"] = [{k: v for k, v in asdict(c).items() if k != "image"} for c in result.candidates]
+    write_json(out / "summary.json", summary)
+    nucleus = landmarks[list(landmark_channels).index("nucleus")] if "nucleus" in landmark_channels else None
+    write_text(out / "report.html", _report_html(result, protein, nucleus, top))
+
+
+def _img_tag(png: bytes, title: str) -> str:
+    return f'<img title="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _report_html(result: DesignResult, protein: np.ndarray, nucleus: np.ndarray | None, top: int) -> str:
+    rows = []
+    for c in result.candidates[:top]:
+        image = _img_tag(protein_png(c.image, None), "generated") if c.image is not None else ""
+        probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.level3.items(), key=lambda kv: -kv[1])[:3])
+        rows.append(f"<tr><td>{c.rank}</td><td>{c.score:.3f}</td><td>{image}</td><td><code>{html.escape(c.sequence)}"
+                    f"</code></td><td>{html.escape(probs)}</td><td>{html.escape(c.grammar_call)}</td></tr>")
+    target = html.escape(result.target or "the given image")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope design</title>
+<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px 8px;vertical-align:middle}} code{{word-break:break-all;
+font-size:11px}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}} img{{image-rendering:pixelated}}</style>
+</head><body><h1>Designed sequences for {target}</h1>
+<p>Template <code>{html.escape(result.template)}</code>; decoder <b>{result.decoder}</b>
+({result.passes_per_candidate:.1f} forward passes per batch, {result.decode_seconds_per_candidate * 1000:.1f} ms per candidate
+to decode, {result.score_seconds_per_candidate * 1000:.1f} ms to score). Score: {html.escape(result.score_method)}.</p>
+<p>Conditioning image: {_img_tag(protein_png(protein, nucleus), "conditioning image")}</p>
+<table><tr><th>rank</th><th>score</th><th>generated image</th><th>sequence</th><th>level-3 (image)</th>
+<th>simulator grammar</th></tr>{''.join(rows)}</table></body></html>
+"""

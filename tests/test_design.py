@@ -1,0 +1,80 @@
+"""``locscope design``: templates, bad input, target- and image-conditioned design with a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from locscope.encoders.protein import MASK_ID, VOCAB
+from locscope.pipelines.design import build_template
+from test_design_support import cli_run, tiny_model_dir
+
+
+def test_build_template():
+    ids = build_template("MVSK<mask:3>EE")
+    assert [VOCAB[i] if i != MASK_ID else "?" for i in ids] == list("MVSK???EE")
+    assert build_template(length=5) == [MASK_ID] * 5
+    assert build_template("MVSK", terminus="C", terminus_length=4)[-4:] == [MASK_ID] * 4
+    assert build_template("MVSK", terminus="N", terminus_length=2)[:3] == [MASK_ID, MASK_ID, VOCAB.index("M")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "nucleus", "--template", "MVSKGEELF"], "no <mask>"),
+    (["--target", "nucleus", "--length", "0"], "--length 0"),
+    (["--target", "nucleus", "--length", "2049"], "--length 2049"),
+    (["--target", "nucleous", "--length", "10"], "unknown compartment 'nucleous'"),
+    (["--target", "nucleus", "--template", "MVS1<mask:4>"], "position 4"),
+    (["--target", "nucleus", "--template", "MV<mask:3>", "--terminus", "X"], "--terminus 'X'"),
+    (["--length", "10"], "--image PROTEIN_IMAGE"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, args, message):
+    assert cli_run(["design", "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_target_design_infills_the_template_and_ranks(tmp_path):
+    model = tiny_model_dir(tmp_path)
+    out = tmp_path / "design"
+    template = "MVSKGEELFTG<mask:6>"
+    assert cli_run(["design", "--out", str(out), "--model", str(model), "--target", "nucleus", "--template", template,
+                    "--candidates", "5", "--batch-size", "3", "--score-samples", "1", "--steps", "2", "--seed", "3"]) == 0
+    rows = list(csv.DictReader((out / "candidates.csv").open()))
+    assert len(rows) == 5
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert scores[0] == pytest.approx(float(rows[0]["p3_nucleus"]), abs=1e-3)
+    for row in rows:
+        assert row["sequence"].startswith("MVSKGEELFTG") and len(row["sequence"]) == 17
+        assert set(row["sequence"]) <= set("ACDEFGHIKLMNPQRSTVWY")
+    fasta = (out / "candidates.fasta").read_text()
+    assert fasta.count(">design_") == 5 and "score=" in fasta
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["decoder"] == "parallel" and summary["passes_per_candidate"] == 6.0
+    assert (out / "report.html").read_text().count("<img") >= 6
+    again = tmp_path / "again"
+    assert cli_run(["design", "--out", str(again), "--model", str(model), "--target", "nucleus", "--template", template,
+                    "--candidates", "5", "--batch-size", "3", "--score-samples", "1", "--steps", "2", "--seed", "3"]) == 0
+    assert (again / "candidates.fasta").read_text() == fasta
+
+
+def test_image_design_with_the_reference_decoder(tmp_path):
+    model = tiny_model_dir(tmp_path)
+    rng = np.random.default_rng(0)
+    files = []
+    for name in ("protein", "nucleus", "ER"):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).save(path)
+        files.append(path)
+    out = tmp_path / "design"
+    assert cli_run(["design", "--out", str(out), "--model", str(model), "--image", str(files[0]), "--landmarks",
+                    str(files[1]), "--landmarks", str(files[2]), "--length", "7", "--candidates", "2",
+                    "--decoder", "one-per-pass", "--score-samples", "1", "--steps", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passes_per_candidate"] == 7.0 and "Pearson" in summary["score_method"]
+    assert all(len(c["sequence"]) == 7 and -1 <= c["score"] <= 1 for c in summary["candidates"])

@@ -1,0 +1,72 @@
+"""``locscope localize``: unmixing compartments off simulator cells, the predictor, the CSV and the CLI."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from locscope.pipelines.localize import (
+    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, level_probabilities, resolve_compartment, standard_cells,
+    unmix_compartments,
+)
+from locscope.synth import COMPARTMENTS, place_protein
+from test_design_support import cli_run, tiny_celldiff, tiny_model_dir  # noqa: F401  (fixture)
+
+
+def test_unmixing_recovers_known_level3_fractions():
+    cells = standard_cells(32, ("nucleus", "er", "microtubules"), 3)
+    cases = [{"nucleoplasm": 1.0}, {"mitochondria": 0.6, "cytosol": 0.4}, {"plasma-membrane": 0.5, "nucleoli": 0.5}]
+    for k, (cell, fractions) in enumerate(zip(cells, cases)):
+        image = place_protein(cell.cell, fractions, seed=k)
+        shares = unmix_compartments(image, cell)
+        assert shares.shape == (len(COMPARTMENTS),) and np.isclose(shares.sum(), 1.0)
+        level3, level2 = level_probabilities(shares)
+        truth, _ = level_probabilities(np.array([fractions.get(c, 0.0) for c in COMPARTMENTS]))
+        assert 0.5 * np.abs(level3 - truth).sum() < 0.1, (fractions, level3.round(2))
+        assert np.isclose(level2.sum(), 1.0)
+
+
+def test_resolve_compartment():
+    assert resolve_compartment("Nucleus") == ("level3", "nucleus")
+    assert resolve_compartment("golgi apparatus") == ("level2", "golgi-apparatus")
+    assert resolve_compartment("nucleoplasm") == ("level1", "nucleoplasm")
+    with pytest.raises(Exception, match="unknown compartment 'nucleous'"):
+        resolve_compartment("nucleous")
+
+
+def test_predictor_is_batch_independent_and_normalised(tiny_celldiff):
+    predictor = LocalizationPredictor(tiny_celldiff, "combined", samples=2, steps=2, batch_size=2, seed=0)
+    seqs = ["MPKKKRKVEDAAAGLSS", "MLSRAVCGTSRQLAPVLGYLGSRQKHSLPD", "MGCINSKRKDNLNDDGVDCALLKKL"]
+    both = predictor.predict(seqs, keep_images=True)
+    alone = predictor.predict(seqs[1:2])
+    assert np.allclose(both.level3[1], alone.level3[0], atol=1e-5)
+    assert np.allclose(both.level3.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(np.nansum(both.level2, 1), 1.0, atol=1e-5)
+    assert both.images.shape == (3, 2, 16, 16) and both.images.min() >= 0 and both.images.max() <= 1
+    head = LocalizationPredictor(tiny_celldiff, "head").predict(seqs)
+    assert np.allclose(head.level3.sum(1), 1.0, atol=1e-5) and head.images is None
+    assert np.isnan(head.level2[:, LEVEL2_CLASSES.index("golgi-apparatus")]).all()
+    image = LocalizationPredictor(tiny_celldiff, "image", samples=2, steps=2, seed=0).predict(seqs)
+    assert np.allclose(both.level3, 0.5 * head.level3 + 0.5 * image.level3, atol=1e-5)
+
+
+def test_localize_cli_fasta_and_errors(tmp_path, capsys):
+    model = tiny_model_dir(tmp_path)
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">nls\nMPKKKRKVEDAAAGLSS\n>mito\nMLSRAVCGTSRQLAPVLGYLGSRQ\n")
+    out = tmp_path / "preds.csv"
+    assert cli_run(["localize", "--fasta", str(fasta), "--out", str(out), "--model", str(model), "--samples", "1",
+                    "--steps", "2"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["id"] for r in rows] == ["nls", "mito"]
+    assert rows[0]["top_level3"] in LEVEL3_CLASSES
+    assert abs(sum(float(rows[0][f"p3_{c}"]) for c in LEVEL3_CLASSES) - 1.0) < 1e-3
+    capsys.readouterr()
+    for args, message in [(["--sequence", "MPKK1RKV"], "position 5"), ([], "exactly one of"),
+                          (["--sequence", "MPKKRKV", "--method", "magic"], "method='magic'")]:
+        assert cli_run(["localize", *args, "--model", str(model)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert cli_run(["localize", "--sequence", "MPKKRKV", "--model", str(tmp_path / "nope")]) == 2
+    assert "no CELL-Diff model" in capsys.readouterr().err
