@@ -151,3 +151,21 @@ def test_manifest_errors(tmp_path: Path, shared_data: Path, capsys) -> None:
     bad.write_text("protein_id,nucleus,level1\nP1,a.png,nucleus-ish\n")
     with pytest.raises(InputError, match=r"row 1 \(line 2\) column 'level1': level-1 class 'nucleus-ish' not recognised"):
         parse_manifest(bad)
+
+
+def test_fixed_manifest_restarts_the_interrupted_build(tmp_path: Path, shared_data: Path) -> None:
+    samples = shared_data / "celldiff_samples" / "opencell"
+    manifest = tmp_path / "m.csv"
+    rows = [f"P{i},MKV,{samples / str(i) / 'nucleus.png'}" for i in range(1, 5)]
+    rows[2] = "P3,MKV,missing.png"
+    manifest.write_text("protein_id,sequence,nucleus\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"row 3 \(line 4\) column 'nucleus': file not found"):
+        build_store_from_manifest(manifest, tmp_path / "s", progress=False)
+    assert (partial_path(tmp_path / "s") / "items.jsonl").read_text().count("\n") == 2
+    rows[0] = f"P1,MKV,{samples / '5' / 'nucleus.png'}"  # an edited earlier row must not be taken from the old build
+    rows[2] = f"P3,MKV,{samples / '3' / 'nucleus.png'}"
+    manifest.write_text("protein_id,sequence,nucleus\n" + "\n".join(rows) + "\n")
+    store = build_store_from_manifest(manifest, tmp_path / "s", progress=False)
+    assert len(store) == 4 and store.attrs["manifest_sha256"]
+    np.testing.assert_array_equal(store[0]["images"]["nucleus"],
+                                  read_image(samples / "5" / "nucleus.png").channels["nucleus"])

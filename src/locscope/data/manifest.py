@@ -23,6 +23,7 @@ YAML manifest: the same fields per item under ``items:`` (``images:`` maps chann
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,7 +350,12 @@ def build_store_from_manifest(
     shape = next(iter(first["images"].values())).shape
     if image_dtype == "auto":
         image_dtype = _store_dtype(first["images"])
-    attrs = {"manifest": str(Path(manifest).resolve()), "source": "locscope dataset build"}
+    # The manifest's hash is part of the build parameters: an edited manifest restarts an interrupted build instead of
+    # resuming it with items read from the old rows.
+    attrs = {"manifest": str(Path(manifest).resolve()), "source": "locscope dataset build",
+             "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest()}
+    if sequence_file is not None:
+        attrs["sequences"] = str(Path(sequence_file).resolve())
     if settings["pixel_size_nm"] is not None:
         attrs["pixel_size_nm"] = float(settings["pixel_size_nm"])
     return write_store(out, items, channels=channels, image_shape=shape, image_dtype=image_dtype, attrs=attrs,
