@@ -71,6 +71,25 @@ def test_swapped_proteins_reproduce_golden_iou(shared_data, shared_golden, tmp_p
     assert "msf_real_px" in by_id["hpa/nls"]    # no pixel size in PNGs: MSF in pixels
 
 
+def test_generate_output_layout_pairs_with_real_folders(shared_data, tmp_path):
+    import tifffile
+    from PIL import Image
+
+    real = _sample_folder(shared_data, tmp_path / "real")
+    protein = np.asarray(Image.open(real / "opencell" / "nls" / "protein.png").convert("L"))
+    out = tmp_path / "generated" / "opencell" / "nls"      # what `locscope generate` writes per sequence
+    out.mkdir(parents=True)
+    tifffile.imwrite(out / "sample_0.tif", protein.astype(np.uint16) * 257)          # exact 16-bit copy
+    Image.fromarray(np.kron(protein, np.ones((4, 4), np.uint8))).save(out / "sample_0.png")   # upscaled preview
+    Image.fromarray(255 - protein).save(out / "mean.png")
+    Image.fromarray(protein).save(out / "landmarks.png")
+    assert list(open_source(tmp_path / "generated").ids) == ["opencell/nls"]
+    result = evaluate(real, tmp_path / "generated", tmp_path / "report", features="handcrafted", progress=False,
+                      max_pictures=1)
+    assert result.summary["n_pairs"] == 1 and result.summary["n_real_only"] == 2
+    assert result.rows[0]["iou"] == 1.0 and result.rows[0]["mae_protein"] == pytest.approx(0.0, abs=1e-12)
+
+
 def _store_items(rng, noise):
     classes = {"nucleoplasm": (slice(8, 24), slice(8, 24)), "cytosol": (slice(0, 32), slice(0, 8))}
     items = []

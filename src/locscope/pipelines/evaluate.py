@@ -99,8 +99,18 @@ def to_unit_range(image: np.ndarray, where: str) -> np.ndarray:
                      f"(save integer images, or rescale)")
 
 
+GENERATED_SAMPLE = "sample_0"  # `locscope generate` writes {name}/sample_{k}, mean, probability, landmarks, overlay
+SUFFIX_PREFERENCE = (".tif", ".tiff", ".npy", ".png", ".jpg", ".jpeg")  # same stem twice: keep the lossless one
+
+
 def _index_folder(root: Path) -> dict[str, list[Path]]:
-    """Item id -> files (or the sample folder) for every image under ``root``."""
+    """Item id -> files (or the sample folder) for every image under ``root``.
+
+    A CELL-Diff sample folder (``nucleus.png``, ``protein.png`` ...) is one item named by its path; so is a
+    ``locscope generate`` output folder (its first sample, ``sample_0``, is the generated image; the 16-bit TIFF is
+    preferred over the upscaled PNG). HPA ``{id}_{colour}`` files group into one item ``{id}``; any other image is
+    an item named by its path without suffix. When one stem exists with several suffixes, the lossless one is read.
+    """
     from locscope.io.images import CELLDIFF_FILE_NAMES, IMAGE_SUFFIXES, hpa_id_colour
 
     items: dict[str, list[Path]] = {}
@@ -108,10 +118,19 @@ def _index_folder(root: Path) -> dict[str, list[Path]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
         rel = folder.relative_to(root).as_posix()
-        files = [folder / n for n in sorted(filenames) if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".")]
+        folder_id = rel if rel != "." else root.name
+        by_stem: dict[str, Path] = {}
+        for name in sorted(filenames, key=lambda n: SUFFIX_PREFERENCE.index(Path(n).suffix.lower())
+                           if Path(n).suffix.lower() in SUFFIX_PREFERENCE else len(SUFFIX_PREFERENCE)):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                by_stem.setdefault(name.split(".")[0], folder / name)
+        if GENERATED_SAMPLE in by_stem:
+            items[folder_id] = [by_stem[GENERATED_SAMPLE]]
+            continue
+        files = sorted(by_stem.values())
         sample_files = [p for p in files if p.name.split(".")[0].lower() in CELLDIFF_FILE_NAMES and p.suffix != ".npy"]
         if sample_files:
-            items[rel if rel != "." else root.name] = [folder]  # a CELL-Diff sample folder is one item
+            items[folder_id] = [folder]  # a CELL-Diff sample folder is one item
         for path in files:
             if path in sample_files:
                 continue
