@@ -70,3 +70,29 @@ def test_localize_cli_fasta_and_errors(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert cli_run(["localize", "--sequence", "MPKKRKV", "--model", str(tmp_path / "nope")]) == 2
     assert "no CELL-Diff model" in capsys.readouterr().err
+
+
+def test_localize_and_design_with_a_tiny_esm2_model(tmp_path):
+    """The ESM2 code path: a CELL-Diff whose protein encoder is a (tiny, random) local ESM2 checkpoint."""
+    import torch
+    from transformers import EsmConfig, EsmModel
+
+    from locscope.encoders.protein import MASK_ID
+    from locscope.models.celldiff import CellDiff, celldiff_tiny_config
+    from locscope.pipelines.design import decode_candidates
+
+    torch.manual_seed(0)
+    esm = EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                    max_position_embeddings=64, pad_token_id=1, mask_token_id=32, position_embedding_type="rotary",
+                    token_dropout=False)
+    EsmModel(esm, add_pooling_layer=False).save_pretrained(tmp_path / "esm")
+    config = celldiff_tiny_config(image_size=16, channels=(8, 8, 16, 16), transformer_width=32, transformer_layers=1,
+                                  transformer_heads=2, attention_heads=2, protein_encoder="esm2",
+                                  esm_path=str(tmp_path / "esm"))
+    model = CellDiff(config).eval()
+    prediction = LocalizationPredictor(model, "combined", samples=1, steps=2).predict(["MPKKKRKVEDA", "MLSRAVCGTSRQ"])
+    assert prediction.level3.shape == (2, 7) and np.allclose(prediction.level3.sum(1), 1.0, atol=1e-5)
+    cells = standard_cells(16, config.landmark_channels, 1)
+    sequences, passes = decode_candidates(model, [MASK_ID] * 10, np.zeros((1, 16, 16), np.float32),
+                                          cells[0].landmarks[None], None, candidates=2, passes=4)
+    assert passes == 4 and all(len(s) == 10 and "<" not in s for s in sequences)
