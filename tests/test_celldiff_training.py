@@ -1,0 +1,178 @@
+"""CELL-Diff training: the CLI run, exact resume after a SIGKILL, the loss pieces and 2-process DDP on CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from locscope.cli import main
+from locscope.training.celldiff_data import EpochSampler
+from locscope.training.celldiff_module import (
+    CellDiffTrainConfig, derangement, learning_rate_at, read_train_config, step_generator,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"image_size": 16, "channels": [8, 8, 16, 16], "transformer_width": 32, "transformer_layers": 1,
+        "sequence_dim": 16, "sequence_layers": 1, "attention_grid": 2}
+
+
+def make_store(path: Path, n: int = 24) -> Path:
+    from locscope.data.store import write_store
+
+    rng = np.random.default_rng(0)
+    classes, items = ["nucleus", "cytosol", "mitochondria"], []
+    for i in range(n):
+        c = i % 3
+        protein = rng.random((16, 16)).astype(np.float32) * 0.2
+        protein[4:12, 4:12] += 0.8 * (c == 0)
+        protein[:, :4] += 0.8 * (c == 1)
+        protein[::4, ::4] += 0.8 * (c == 2)
+        sequence = ("MPKKKRKV", "MAAAGSGS", "MLSRAVRR")[c] + "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 20))
+        items.append({"id": f"c{i}", "protein_id": f"p{i // 2}", "sequence": sequence, "provenance": {},
+                      "labels": {"level3": [classes[c]]},
+                      "images": {"protein": np.clip(protein, 0, 1), **{ch: rng.random((16, 16)).astype(np.float32)
+                                                                      for ch in ("nucleus", "er", "microtubules")}}})
+    write_store(path, items, channels=("protein", "nucleus", "er", "microtubules"), image_shape=(16, 16),
+                image_dtype="float32", progress=False)
+    return path
+
+
+def write_config(path: Path, **extra) -> Path:
+    config = {"model": "celldiff-tiny", "model_overrides": TINY, "batch_size": 4, "max_steps": 4,
+              "steps_per_epoch": 2, "warmup_steps": 2, "val_items": 4, "val_steps": 2, "log_every_steps": 1,
+              "torch_threads": 1, **extra}
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("store") / "cells")
+
+
+def test_cli_training_writes_a_loadable_model(store, tmp_path):
+    from locscope.models.celldiff import CellDiff
+
+    config = write_config(tmp_path / "train.json")
+    main_args = ["train", "celldiff", "--data", str(store), "--config", str(config), "--out", str(tmp_path / "run")]
+    try:
+        main(main_args)
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    run = tmp_path / "run"
+    model = CellDiff.from_pretrained(run / "model")
+    assert model.config.image_size == 16
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [line for line in lines if "loss" in line]
+    assert [line["step"] for line in losses] == [1, 2, 3, 4]
+    assert all(np.isfinite(line["loss"]) and line["loss"] > 0 for line in losses)
+    gates = [line for line in lines if "val_pcc_true" in line]
+    assert len(gates) == 2 and all(-1 <= g["val_pcc_true"] <= 1 for g in gates)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["step"] == 4 and state["epoch"] == 2
+    # a second run into the same directory without --resume is refused
+    with pytest.raises(SystemExit) as exit_:
+        main(main_args)
+    assert exit_.value.code == 2
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import lightning as L
+    from locscope.training.celldiff_module import read_train_config, train_celldiff
+
+    class Kill(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, index):
+            if module.step == int(sys.argv[4]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    resume = sys.argv[3] == "1"
+    train_celldiff(sys.argv[1], sys.argv[2], None if resume else read_train_config(sys.argv[5]), resume=resume,
+                   progress=False, callbacks=[Kill()])
+""")
+
+
+def test_killed_training_resumes_exactly(store, tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    config = write_config(tmp_path / "train.json", val_every_epochs=100)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def launch(run: str, resume: bool, kill_at: int) -> int:
+        result = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / run), "1" if resume else "0",
+                                 str(kill_at), str(config)], env=env, capture_output=True, timeout=300)
+        assert result.returncode in (0, -9), result.stderr.decode()[-3000:]
+        return result.returncode
+
+    assert launch("straight", False, -1) == 0
+    assert launch("killed", False, 3) == -9  # killed after the step-2 checkpoint, during step 3
+    assert json.loads((tmp_path / "killed" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+    assert launch("killed", True, -1) == 0
+    for name in ("online", "optimizer", "model"):
+        a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    def losses(run: str) -> list[float]:
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert losses("straight") == losses("killed")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(store, tmp_path):
+    config = write_config(tmp_path / "train.json", accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true",
+                          val_every_epochs=100)
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        from locscope.training.celldiff_module import read_train_config, train_celldiff
+        if __name__ == "__main__":
+            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r}, read_train_config({str(config)!r}), progress=False)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": "29517"}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=400, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"distributed_backend=gloo" in result.stderr or b"gloo" in result.stderr + result.stdout
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["step"] == 4
+    rates = [json.loads(line)["examples_per_s"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "examples_per_s" in line]
+    assert len(rates) == 4  # only rank 0 logs
+
+
+def test_schedule_sampler_and_generators():
+    config = CellDiffTrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=110, final_lr_fraction=0.0)
+    assert learning_rate_at(0, config) == pytest.approx(0.1)
+    assert learning_rate_at(9, config) == pytest.approx(1.0)
+    assert learning_rate_at(60, config) == pytest.approx(0.5)
+    assert learning_rate_at(110, config) == pytest.approx(0.0)
+    a = torch.randn(3, generator=step_generator(0, 5, 0))
+    assert torch.equal(a, torch.randn(3, generator=step_generator(0, 5, 0)))
+    assert not torch.equal(a, torch.randn(3, generator=step_generator(0, 5, 1)))
+    shuffled = derangement(10, 0)
+    assert sorted(shuffled.tolist()) == list(range(10)) and not (shuffled == np.arange(10)).any()
+    labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    sampler = EpochSampler(labels, batch_size=2, steps_per_epoch=3, seed=0, repair_probability=1.0)
+    pairs = list(sampler)
+    assert len(pairs) == 6 and all((labels[i] == labels[j]).all() for i, j in pairs)  # re-paired within a class
+    sampler.set_epoch(1)
+    assert list(sampler) != pairs and list(EpochSampler(labels, 2, 3, 0, 1.0)) == pairs
+
+
+def test_train_config_errors(tmp_path):
+    from locscope.errors import InputError
+
+    (tmp_path / "bad.yaml").write_text("batch_size: 4\nlearning_rat: 0.1\n")
+    with pytest.raises(InputError, match="unknown training options: learning_rat"):
+        read_train_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("image_loss: l1\n")
+    with pytest.raises(InputError, match="image_loss='l1'"):
+        read_train_config(tmp_path / "bad2.yaml")
