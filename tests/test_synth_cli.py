@@ -59,7 +59,7 @@ def test_simulate_command_rejects_bad_options(tmp_path, capsys, args, message):
 
 
 def test_demo_writes_report(tmp_path):
-    assert run(["demo", "--out", str(tmp_path / "demo"), "--size", "64"]) == 0
+    assert run(["demo", "--simulator", "--out", str(tmp_path / "demo"), "--size", "64"]) == 0
     payload = json.loads((tmp_path / "demo" / "results.json").read_text())
     calls = {r["name"]: set(r["compartments"]) for r in payload["examples"]}
     assert calls["NLS-EGFP"] == {"nucleoplasm"} and calls["mito-EGFP"] == {"mitochondria"}
