@@ -191,7 +191,7 @@ def track_png(scan: Mutagenesis, segments: list[Segment]) -> bytes:
                     fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel(f"drop of p({scan.compartment})")
-    ax.set_title(f"Glycine-window scan (window {scan.window}): residues driving {scan.compartment} localization")
+    ax.set_title(f"glycine-window scan (window {scan.window}): {scan.compartment}", fontsize=10)
     centres = scan.starts + 1 + (scan.window - 1) / 2
     for j in np.argsort(-scan.wild_type)[:3]:
         axes[1].plot(centres, scan.mutant_probabilities[:, j], lw=1, label=scan.classes[j])
