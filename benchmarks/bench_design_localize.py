@@ -32,7 +32,8 @@ from locscope.metrics.sequence import multilabel_scores, multilabel_targets
 from locscope.pipelines.baselines import CompositionBaseline, MajorityBaseline
 from locscope.pipelines.design import decode_candidates, image_similarity_scores
 from locscope.pipelines.explain import mutagenesis_scan
-from locscope.pipelines.localize import LEVEL3_CLASSES, LocalizationPredictor, level_probabilities, load_model
+from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.localize import LEVEL3_CLASSES, LocalizationPredictor, level_probabilities
 from locscope.synth import COMPARTMENTS, SimulatorConfig, render_cell, place_protein
 from locscope.synth.grammar import localize_sequence, random_protein
 from locscope.synth.labelled import read_annotated_proteins
@@ -214,7 +215,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model, "cpu")
+    model = load_celldiff(args.model, "cpu")
     results = {"model": str(args.model or "celldiff-tiny"), "args": {k: str(v) for k, v in vars(args).items()}}
     if "localize" in args.parts:
         print("localize (held-out OpenCell proteins, level 3):", flush=True)

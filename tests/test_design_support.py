@@ -32,7 +32,7 @@ def tiny_celldiff() -> CellDiff:
 
 
 def test_tiny_model_round_trips(tmp_path):
-    from locscope.pipelines.localize import load_model
+    from locscope.pipelines.generate import load_celldiff as load_model
 
     loaded = load_model(tiny_model_dir(tmp_path))
     original = tiny_model()

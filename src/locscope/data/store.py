@@ -39,6 +39,7 @@ from locscope import __version__
 from locscope.channels import ALL_CHANNELS
 from locscope.data.splits import SPLIT_NAMES, split_by_protein
 from locscope.errors import InputError
+from locscope.utils.atomic import replace_directory
 from locscope.utils.progress import track
 
 FORMAT = "locscope-store"
@@ -305,7 +306,7 @@ def write_store(
         if array.shape[0] != n:
             array.resize((n, *array.shape[1:]))
     _finalize(work, group, records, params, attrs)
-    _swap_into_place(work, path)
+    replace_directory(work, path)  # a previous complete store is replaced, never half-removed
     return Store.open(path)
 
 
@@ -372,19 +373,6 @@ def _finalize(work: Path, group: zarr.Group, records: list[dict], params: dict, 
     (work / "items.jsonl").unlink()
     (work / "build.json").unlink()
     (work / COMPLETE_MARKER).write_text(json.dumps({"n_items": len(records)}) + "\n")
-
-
-def _swap_into_place(work: Path, path: Path) -> None:
-    """Rename the finished build to ``path``; a previous complete store there is replaced (never half-removed)."""
-    if path.exists():
-        backup = path.with_name(f".{path.name}.old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        os.replace(path, backup)
-        os.replace(work, path)
-        shutil.rmtree(backup)
-    else:
-        os.replace(work, path)
 
 
 def _simple_layout(array: zarr.Array) -> tuple[str, Any, tuple[int, ...]] | None:

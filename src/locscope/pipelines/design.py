@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from locscope.errors import InputError
+from locscope.pipelines.generate import load_celldiff
 from locscope.pipelines.localize import (
-    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, generate_in_cells, level_probabilities, load_model,
+    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, generate_in_cells,
     resolve_compartment, standard_cells,
 )
 
@@ -266,7 +267,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         raise InputError(f"--candidates {candidates}: must be >= 1")
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
-    net = load_model(model, resolve_device(device))
+    net = load_celldiff(model, resolve_device(device))
     cfg = net.config
 
     if image is not None:

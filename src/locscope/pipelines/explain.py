@@ -214,7 +214,8 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     ``explain.json`` and ``report.html`` (atomic) into ``out``."""
     from locscope.encoders.protein import encode_sequence
     from locscope.pipelines.design import protein_png
-    from locscope.pipelines.localize import LocalizationPredictor, load_model, resolve_compartment
+    from locscope.pipelines.generate import load_celldiff
+    from locscope.pipelines.localize import LocalizationPredictor, resolve_compartment
     from locscope.utils.atomic import write_bytes, write_json, write_text
     from locscope.utils.device import resolve_device
     from locscope.utils.seeding import seed_everything
@@ -228,7 +229,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
         if level != "level3":
             raise InputError(f"--target {target!r}: explain works on the level-3 classes: {', '.join(LEVEL3_CLASSES)}")
     seed_everything(seed)
-    net = load_model(model, resolve_device(device))
+    net = load_celldiff(model, resolve_device(device))
     predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
                                       batch_size=batch_size, seed=seed)
     scorer = _progress_scorer(predictor, progress)

@@ -34,6 +34,7 @@ import torch
 
 from locscope.data import ontology
 from locscope.errors import InputError
+from locscope.pipelines.generate import load_celldiff
 from locscope.utils.progress import track
 
 Method = Literal["image", "head", "combined"]
@@ -42,13 +43,6 @@ LEVEL3_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL3 if c != "plas
 LEVEL2_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL2 if c != "plastid")
 ENDOMEMBRANE_LEVEL2: tuple[str, ...] = ("endoplasmic-reticulum", "golgi-apparatus", "vesicles")
 STANDARD_CELL_SEED = 7000
-
-
-def load_model(model: str | Path | None = None, device: str | torch.device = "cpu"):
-    """A CELL-Diff model by bundled name or directory (:func:`locscope.pipelines.generate.load_celldiff`)."""
-    from locscope.pipelines.generate import load_celldiff
-
-    return load_celldiff(model, device)
 
 
 # ------------------------------------------------------------------------------------------------ standard cells
@@ -244,7 +238,7 @@ class LocalizationPredictor:
 
     Examples
     --------
-    >>> predictor = LocalizationPredictor(load_model(), method="combined", samples=4)  # doctest: +SKIP
+    >>> predictor = LocalizationPredictor(load_celldiff(), method="combined", samples=4)  # doctest: +SKIP
     >>> predictor.predict(["MPKKKRKV..."]).top()  # doctest: +SKIP
     ['nucleus']
     """
@@ -355,7 +349,7 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     from locscope.utils.seeding import seed_everything
 
     seed_everything(seed)
-    net = load_model(model, resolve_device(device))
+    net = load_celldiff(model, resolve_device(device))
     predictor = LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed)
     prediction = predictor.predict(list(sequences), progress=progress)
     text = predictions_csv(ids, prediction, method)

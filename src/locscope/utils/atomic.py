@@ -30,12 +30,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and tmp.is_dir():
-            backup = target.with_name(f".{target.name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup)
+            replace_directory(tmp, target)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -44,6 +39,21 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def replace_directory(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename directory ``source`` to ``target``; an existing ``target`` is moved aside first and removed only after
+    the new one is in place, so ``target`` is never half-removed."""
+    source, target = Path(source), Path(target)
+    if not target.exists():
+        os.replace(source, target)
+        return
+    backup = target.with_name(f".{target.name}.old")
+    if backup.exists():
+        shutil.rmtree(backup)
+    os.replace(target, backup)
+    os.replace(source, target)
+    shutil.rmtree(backup)
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> None:
