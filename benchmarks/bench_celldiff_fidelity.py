@@ -8,7 +8,10 @@ Synthetic: grammar proteins with HELD-OUT motif variants (random backgrounds, ne
 cells; each protein's image is generated with its true sequence and, on the same cell and noise, with another
 protein's sequence (a derangement). Scores against the simulator's exact truth: IoU of the median-thresholded image
 with the true protein mask (``locscope.metrics.truth.iou_vs_truth``), localization fidelity (share of intensity inside
-the true compartments) and the level-3 class with the largest share under the masks (right compartment).
+the true compartments) and the right level-3 compartment, read two ways: the class with the largest share under the
+masks (each pixel to its smallest covering mask) and, more exactly, the class with the largest share after unmixing
+the image into the cell's rendered compartment patterns (non-negative least squares, ``localize.unmix_compartments``).
+Models with the compartment bottleneck are also run on the TRUE compartment fractions ("oracle": the image path alone).
 Real: the OpenCell proteins of the test split (split by protein with the training store's seed, never trained on) in
 label-faithful simulator cells; a prediction is correct when the top level-3 class of the generated image (or of the
 auxiliary sequence head) is among the protein's annotated level-3 classes.
@@ -29,6 +32,7 @@ from locscope.diffusion.celldiff_sampler import sample_protein_images
 from locscope.encoders.protein import tokenize
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
 from locscope.pipelines.generate import compartment_fractions, load_celldiff
+from locscope.pipelines.localize import LEVEL3_CLASSES, compartment_basis, level_probabilities, unmix_compartments
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement
@@ -36,7 +40,7 @@ from locscope.training.celldiff_module import derangement
 OPENCELL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "localization_sequences" / "opencell_raw.csv"
 
 
-def generate(model, cells, sequences, args, seed, sampler=None, steps=None):
+def generate(model, cells, sequences, args, seed, sampler=None, steps=None, fractions=None):
     """Generated images (N, H, W) in [0, 1] for cells[i] with sequences[i], in batches; same noise per index."""
     out, nfe = [], 0
     for start in range(0, len(cells), args.batch):
@@ -45,8 +49,10 @@ def generate(model, cells, sequences, args, seed, sampler=None, steps=None):
                                                for c in chunk]).astype(np.float32) * 2 - 1)
         tokens, _ = tokenize(sequences[start:start + args.batch], model.config.max_sequence_length)
         g = torch.Generator().manual_seed(seed + start)
+        given = None if fractions is None else torch.from_numpy(fractions[start:start + args.batch]).float()
         images, nfe = sample_protein_images(model, landmarks, tokens, sampler=sampler or args.sampler,
-                                            steps=steps or args.steps, guidance=args.guidance, generator=g)
+                                            steps=steps or args.steps, guidance=args.guidance, generator=g,
+                                            fractions=given)
         out.append((images[:, 0].numpy() + 1) / 2)
     return np.concatenate(out), nfe
 
@@ -54,6 +60,31 @@ def generate(model, cells, sequences, args, seed, sampler=None, steps=None):
 def top_level3(image, masks):
     shares = compartment_fractions(image, masks)
     return next(iter(shares), None)
+
+
+def top_level3_unmixed(image, basis):
+    level3, _ = level_probabilities(unmix_compartments(image, basis))
+    return LEVEL3_CLASSES[int(np.argmax(level3))]
+
+
+def fraction_vectors(model, cells):
+    """True compartment fractions of simulated cells as ``(N, n_fraction_classes)`` (bottleneck models)."""
+    classes = model.config.fraction_classes
+    out = np.zeros((len(cells), len(classes)), np.float32)
+    for i, c in enumerate(cells):
+        for name, value in c.compartments.items():
+            if name in classes:
+                out[i, classes.index(name)] = value
+    return out
+
+
+def scores(images, cells, bases, true_masks, true_level3):
+    return {"iou": float(np.nanmean(iou_vs_truth(images, true_masks))),
+            "fidelity": float(np.nanmean(localization_fidelity(images, true_masks))),
+            "right_compartment": float(np.mean([top_level3(im, c.cell.masks) == t
+                                                for im, c, t in zip(images, cells, true_level3)])),
+            "right_compartment_unmixed": float(np.mean([top_level3_unmixed(im, b) == t
+                                                        for im, b, t in zip(images, bases, true_level3)]))}
 
 
 def synthetic(model, args):
@@ -69,21 +100,20 @@ def synthetic(model, args):
     shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
     true_masks = np.stack([true_protein_mask(c.cell.masks, list(c.compartments)) for c in cells])
     true_top = [max(c.compartments, key=c.compartments.get) for c in cells]
+    true_level3 = [ontology.to_level3(t) for t in true_top]
+    bases = [compartment_basis(c.cell, cfg) for c in cells]
     results = {}
     t0 = time.perf_counter()
-    for name, seqs in (("true", sequences), ("shuffled", shuffled)):
-        images, nfe = generate(model, cells, seqs, args, seed=7)
-        right = [top_level3(im, c.cell.masks) == ontology.to_level3(t) for im, c, t in zip(images, cells, true_top)]
-        # "follows the sequence": with a shuffled sequence, lands where the sequence's own protein would go
-        results[name] = {"iou": float(np.nanmean(iou_vs_truth(images, true_masks))),
-                         "fidelity": float(np.nanmean(localization_fidelity(images, true_masks))),
-                         "right_compartment": float(np.mean(right))}
+    runs = [("true", sequences, None), ("shuffled", shuffled, None)]
+    if model.config.fraction_classes:
+        runs.append(("oracle_fractions", sequences, fraction_vectors(model, cells)))
+    for name, seqs, fractions in runs:
+        images, nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
+        results[name] = scores(images, cells, bases, true_masks, true_level3)
     real_images = np.stack([c.protein for c in cells])
-    results["real_simulated_images"] = {
-        "iou": float(np.nanmean(iou_vs_truth(real_images, true_masks, method="lower_median"))),
-        "fidelity": float(np.nanmean(localization_fidelity(real_images, true_masks))),
-        "right_compartment": float(np.mean([top_level3(im, c.cell.masks) == ontology.to_level3(t)
-                                            for im, c, t in zip(real_images, cells, true_top)]))}
+    results["real_simulated_images"] = scores(real_images, cells, bases, true_masks, true_level3)
+    results["real_simulated_images"]["iou"] = float(np.nanmean(iou_vs_truth(real_images, true_masks,
+                                                                            method="lower_median")))
     head = model.predict_compartments(tokenize(sequences, model.config.max_sequence_length)[0]).numpy()
     classes = model.config.compartment_classes
     results["head_accuracy"] = float(np.mean([ontology.to_level3(t) == classes[int(np.argmax(h))]
@@ -114,12 +144,14 @@ def real(model, args):
              for i, p in enumerate(test)]
     images, _ = generate(model, cells, [p.sequence for p in test], args, seed=11)
     image_top = [top_level3(im, c.cell.masks) for im, c in zip(images, cells)]
+    image_top_unmixed = [top_level3_unmixed(im, compartment_basis(c.cell, cfg)) for im, c in zip(images, cells)]
     head = model.predict_compartments(tokenize([p.sequence for p in test], model.config.max_sequence_length)[0]).numpy()
     head_top = [model.config.compartment_classes[int(np.argmax(h))] for h in head]
     truth = [label3(p) for p in test]
     return {"n_test_proteins": len(test), "n_train_proteins": len(train), "majority_class": majority,
             "majority_accuracy": float(np.mean([majority in t for t in truth])),
             "image_accuracy": float(np.mean([top in t for top, t in zip(image_top, truth)])),
+            "image_accuracy_unmixed": float(np.mean([top in t for top, t in zip(image_top_unmixed, truth)])),
             "head_accuracy": float(np.mean([top in t for top, t in zip(head_top, truth)]))}
 
 

@@ -114,3 +114,42 @@ def test_celldiff_base_parameter_count():
         base = CellDiff(celldiff_base_config())
     assert count_parameters(base) == 572_682_591
     assert base.config.image_size == 256 and base.config.patch_size == 8 and base.config.transformer_layers == 24
+
+
+def test_compartment_bottleneck_conditions_the_image_path():
+    torch.manual_seed(0)
+    net = CellDiff(small_config(fraction_classes=("nucleoplasm", "cytosol", "mitochondria"))).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    x, t, lm = inputs(2)
+    tokens, _ = net.tokenize(["MPKKKRKVEDA", "MPKKKRKVEDA"])
+    nucleus, cytosol = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).chunk(2)
+    with torch.no_grad():
+        predicted = net(x, t, lm, tokens)
+        forced = net(x, t, lm, tokens, fractions=torch.cat([nucleus, cytosol]), use_fractions=torch.tensor([True, False]))
+        other = net(x, t, lm, tokens, fractions=torch.cat([cytosol, cytosol]))
+    assert predicted.fraction_logits.shape == (2, 3)
+    # row 0 forced to a given distribution changes; row 1 keeps the head's prediction
+    assert not torch.allclose(forced.image[0], predicted.image[0], atol=1e-6)
+    assert torch.allclose(forced.image[1], predicted.image[1], atol=1e-6)
+    assert not torch.allclose(other.image[0], forced.image[0], atol=1e-6)
+    # the head's distribution is what the image path sees by default; a dropped sequence sees zeros
+    context = net.encode_sequence(tokens, drop_sequence=torch.tensor([False, True]))
+    assert torch.allclose(context.condition[0], predicted.fraction_logits[0].softmax(-1), atol=1e-6)
+    assert torch.all(context.condition[1] == 0)
+    assert torch.allclose(net.predict_fractions(tokens).sum(1), torch.ones(2))
+
+
+def test_models_without_the_bottleneck_refuse_fractions(model):
+    from locscope.diffusion.celldiff_sampler import sample_protein_images
+
+    seed_like = CellDiff(small_config(fraction_classes=(), resnet_time_norm="default")).eval()
+    assert seed_like.encode_sequence(seed_like.tokenize(["MPK"])[0]).condition.shape == (1, 0)
+    with pytest.raises(ValueError, match="fraction head"):
+        seed_like.predict_fractions(seed_like.tokenize(["MPK"])[0])
+    with pytest.raises(ValueError, match="bottleneck"):
+        sample_protein_images(seed_like, torch.zeros(1, 3, 16, 16), seed_like.tokenize(["MPK"])[0], steps=2,
+                              fractions=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="resnet_time_norm"):
+        small_config(resnet_time_norm="film")

@@ -37,7 +37,8 @@ def make_store(path: Path, n: int = 24) -> Path:
         protein[:, :4] += 0.8 * (c == 1)
         protein[::4, ::4] += 0.8 * (c == 2)
         sequence = ("MPKKKRKV", "MAAAGSGS", "MLSRAVRR")[c] + "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 20))
-        items.append({"id": f"c{i}", "protein_id": f"p{i // 2}", "sequence": sequence, "provenance": {},
+        items.append({"id": f"c{i}", "protein_id": f"p{i // 2}", "sequence": sequence,
+                      "provenance": {"compartments": {("nucleoplasm", "cytosol", "mitochondria")[c]: 1.0}},
                       "labels": {"level3": [classes[c]]},
                       "images": {"protein": np.clip(protein, 0, 1), **{ch: rng.random((16, 16)).astype(np.float32)
                                                                       for ch in ("nucleus", "er", "microtubules")}}})
@@ -176,3 +177,27 @@ def test_train_config_errors(tmp_path):
     (tmp_path / "bad2.yaml").write_text("image_loss: l1\n")
     with pytest.raises(InputError, match="image_loss='l1'"):
         read_train_config(tmp_path / "bad2.yaml")
+
+
+def test_split_reads_true_fractions_and_the_loss_trains_the_fraction_head(store):
+    from locscope.data.store import Store
+    from locscope.training.celldiff_data import load_split
+    from locscope.training.celldiff_data import PairedDataset, collate
+    from locscope.training.celldiff_module import CellDiffModule
+
+    classes = ("nucleoplasm", "cytosol", "mitochondria")
+    config = CellDiffTrainConfig(model_overrides={**TINY, "fraction_classes": classes}, batch_size=4)
+    split = load_split(Store.open(store), "train", ("nucleus", "er", "microtubules"),
+                       config.model_config().compartment_classes, 16, 64, fraction_classes=classes)
+    assert split.fractions.shape == (len(split), 3)
+    assert np.allclose(split.fractions.sum(1), 1.0)
+    for row, item_id in enumerate(split.ids):
+        assert split.fractions[row, int(item_id[1:]) % 3] == 1.0
+    module = CellDiffModule(config.model_config(), config, "unused")
+    batch = collate([PairedDataset(split)[(i, i)] for i in range(4)])
+    losses = module.compute_losses(batch, step_generator(0, 0, 0))
+    assert set(losses) == {"loss", "image_loss", "sequence_loss", "compartment_loss", "fraction_loss"}
+    assert abs(float(losses["fraction_loss"]) - np.log(3)) < 0.5  # untrained head: near uniform over 3 classes
+    losses["loss"].backward()
+    assert module.model.fraction_head[-1].weight.grad.abs().sum() > 0
+    assert module.model.fractions_to_time[0].weight.grad.abs().sum() > 0

@@ -22,6 +22,7 @@ def sample_protein_images(
     model, landmarks: torch.Tensor, tokens: torch.Tensor, landmark_present: torch.Tensor | None = None,
     samples: int = 1, sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
     generator: torch.Generator | None = None, autocast: bool = False, progress: bool = False,
+    fractions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Generate ``samples`` protein images per (landmarks, sequence) row.
 
@@ -46,6 +47,9 @@ def sample_protein_images(
         Seeds the initial noise.
     autocast : bool
         Run the network under bf16 autocast.
+    fractions : torch.Tensor, optional
+        ``(B, n_fraction_classes)`` compartment distributions to condition on instead of the fraction head's prediction
+        (models with the compartment bottleneck only): "this sequence's cell, with the protein placed here".
 
     Returns
     -------
@@ -56,7 +60,10 @@ def sample_protein_images(
     """
     device = landmarks.device
     batch = landmarks.shape[0]
-    context = model.encode_sequence(tokens.to(device)).repeat(samples)
+    if fractions is not None and not model.config.fraction_classes:
+        raise ValueError("fractions given, but this model has no compartment bottleneck (config.fraction_classes)")
+    context = model.encode_sequence(tokens.to(device), fractions=None if fractions is None else fractions.to(device))
+    context = context.repeat(samples)
     landmarks = landmarks.repeat_interleave(samples, dim=0)
     present = landmark_present.to(device).repeat_interleave(samples, dim=0) if landmark_present is not None else None
     guided = guidance != 1.0

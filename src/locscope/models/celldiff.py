@@ -81,6 +81,14 @@ class CellDiffConfig:
         Residue embeddings are mean-pooled into at most this many contiguous segments before they enter attention.
     compartment_classes : tuple of str
         Classes of the auxiliary compartment head (default: the 7 level-3 classes).
+    fraction_classes : tuple of str
+        Compartment-bottleneck conditioning (empty = off, the seed's design). When set (e.g. the simulator's 21 level-1
+        compartments), a fraction head predicts the protein's distribution over these compartments from the pooled
+        sequence embedding, and that distribution (the true one, teacher-forced, for part of the training samples) is
+        projected into the time embedding. The image path then only has to learn a low-dimensional, always-informative
+        condition; the sequence -> compartment mapping is learned by the head.
+    resnet_time_norm : {'default', 'scale_shift'}
+        How residual blocks take the time (+ condition) embedding: added (``'default'``) or as FiLM scale and shift.
     num_train_timesteps : int
         Diffusion steps T (seed: 1000).
     """
@@ -104,6 +112,8 @@ class CellDiffConfig:
     max_sequence_length: int = 2048
     max_sequence_tokens: int = 2048
     compartment_classes: tuple[str, ...] = LEVEL3_CLASSES
+    fraction_classes: tuple[str, ...] = ()
+    resnet_time_norm: str = "default"
     num_train_timesteps: int = 1000
 
     def __post_init__(self) -> None:
@@ -117,6 +127,8 @@ class CellDiffConfig:
                              "multiple of patch_size")
         if not self.landmark_channels:
             raise ValueError("landmark_channels is empty: at least one landmark channel is needed")
+        if self.resnet_time_norm not in ("default", "scale_shift"):
+            raise ValueError(f"resnet_time_norm={self.resnet_time_norm!r}: accepted values are default, scale_shift")
 
 
 def celldiff_base_config(**overrides) -> CellDiffConfig:
@@ -126,11 +138,15 @@ def celldiff_base_config(**overrides) -> CellDiffConfig:
 
 
 def celldiff_tiny_config(**overrides) -> CellDiffConfig:
-    """The CPU default: 32x32 images, cross-attention only at the lowest U-Net resolution, a 4-layer transformer."""
+    """The CPU default: 32x32 images, cross-attention only at the lowest U-Net resolution, a 3-layer transformer, and the
+    compartment bottleneck over the simulator's 21 level-1 compartments with FiLM residual blocks."""
+    from locscope.synth.compartments import COMPARTMENTS
+
     tiny = CellDiffConfig(
         image_size=32, channels=(16, 32, 48, 64), layers_per_group=1, attention_groups=(False, False, True),
         attention_grid=4, attention_heads=4, patch_size=1, transformer_width=96, transformer_layers=3,
         transformer_heads=4, sequence_dim=64, sequence_layers=3, max_sequence_length=320, max_sequence_tokens=40,
+        fraction_classes=tuple(COMPARTMENTS), resnet_time_norm="scale_shift",
     )
     return dataclasses.replace(tiny, **overrides)
 
@@ -163,6 +179,10 @@ class SequenceContext:
         ``(B, L, sequence_dim)`` per-residue encoder output.
     segment : torch.Tensor
         ``(B, L)`` long, the segment token of each residue.
+    fraction_logits : torch.Tensor
+        ``(B, n_fraction_classes)`` the fraction head (width 0 when ``fraction_classes`` is empty).
+    condition : torch.Tensor
+        ``(B, n_fraction_classes)`` the compartment distribution the image path is conditioned on (zeros where dropped).
     """
 
     tokens: torch.Tensor
@@ -171,6 +191,8 @@ class SequenceContext:
     compartment_logits: torch.Tensor
     residues: torch.Tensor
     segment: torch.Tensor
+    fraction_logits: torch.Tensor
+    condition: torch.Tensor
 
     def repeat(self, times: int) -> "SequenceContext":
         """Repeat each row ``times`` times (K samples per sequence), batch order ``[s0, s0, ..., s1, ...]``."""
@@ -201,11 +223,14 @@ class CellDiffOutput:
         ``(B, L, len(VOCAB))`` masked-residue logits (padding and mask tokens suppressed to -inf-like values).
     compartment_logits : torch.Tensor
         ``(B, n_classes)`` auxiliary compartment logits from the sequence alone.
+    fraction_logits : torch.Tensor
+        ``(B, n_fraction_classes)`` fraction-head logits (width 0 when the bottleneck is off).
     """
 
     image: torch.Tensor
     residue_logits: torch.Tensor
     compartment_logits: torch.Tensor
+    fraction_logits: torch.Tensor
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -310,6 +335,10 @@ class CellDiff(nn.Module):
         self.pool_mlp = nn.Sequential(nn.Linear(3 * width, width), nn.SiLU(), nn.Linear(width, width))
         self.compartment_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
                                               nn.Linear(width, len(config.compartment_classes)))
+        n_fractions = len(config.fraction_classes)
+        if n_fractions:
+            self.fraction_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
+                                               nn.Linear(width, n_fractions))
         self.null_token = nn.Parameter(torch.zeros(1, 1, width))
         self.null_pooled = nn.Parameter(torch.zeros(1, width))
         self.sequence_type = nn.Parameter(torch.zeros(1, 1, width))
@@ -318,12 +347,15 @@ class CellDiff(nn.Module):
         # --- time + landmarks ----------------------------------------------------------------------------------
         self.time_mlp = nn.Sequential(nn.Linear(c[0], time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.pooled_to_time = nn.Linear(width, time_dim)
+        if n_fractions:
+            self.fractions_to_time = nn.Sequential(nn.Linear(n_fractions, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.image_size, config.image_size))
         self.stem = nn.Conv2d(1 + n_landmarks, c[0], 3, padding=1)
 
         def res(cin: int, cout: int) -> nn.Module:
             return ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=time_dim,
-                                 groups=min(32, cin // 4), groups_out=min(32, cout // 4))
+                                 groups=min(32, cin // 4), groups_out=min(32, cout // 4),
+                                 time_embedding_norm=config.resnet_time_norm)
 
         def attn(ch: int) -> nn.Module:
             return CrossAttentionBlock(ch, width, config.attention_heads, config.attention_grid)
@@ -397,8 +429,15 @@ class CellDiff(nn.Module):
         counts = residues.new_zeros(batch, segments).scatter_add_(1, segment, weights)
         return sums / counts.clamp(min=1)[..., None], counts > 0, segment
 
-    def encode_sequence(self, tokens: torch.Tensor, drop_sequence: torch.Tensor | None = None) -> SequenceContext:
-        """Encode ``tokens`` ``(B, L)`` once; rows with ``drop_sequence`` ``(B,)`` True get the null condition."""
+    def encode_sequence(self, tokens: torch.Tensor, drop_sequence: torch.Tensor | None = None,
+                        fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None,
+                        ) -> SequenceContext:
+        """Encode ``tokens`` ``(B, L)`` once; rows with ``drop_sequence`` ``(B,)`` True get the null condition.
+
+        With the compartment bottleneck on, the image path is conditioned on the fraction head's distribution, or on
+        ``fractions`` ``(B, n_fraction_classes)`` (rows where ``use_fractions`` ``(B,)`` is True, all rows if it is
+        None): teacher forcing in training, or a user-chosen target compartment at generation.
+        """
         encoding = self.protein_encoder(tokens)
         segment_tokens, segment_mask, segment = self._segments(encoding)
         tokens_w = self.sequence_in(segment_tokens)  # (B, S, width)
@@ -407,6 +446,15 @@ class CellDiff(nn.Module):
         maximum = tokens_w.masked_fill(~segment_mask[..., None], -1e4).max(1).values
         pooled = self.pool_mlp(torch.cat([mean, maximum, self.features_in(encoding.features.to(tokens_w.dtype))], 1))
         compartment_logits = self.compartment_head(pooled)
+        if self.config.fraction_classes:
+            fraction_logits = self.fraction_head(pooled)
+            # detached: the head learns from its own loss; the image loss must not reshape the probabilities
+            condition = fraction_logits.detach().float().softmax(-1).to(pooled.dtype)
+            if fractions is not None:
+                use = torch.ones_like(condition[:, 0], dtype=torch.bool) if use_fractions is None else use_fractions
+                condition = torch.where(use.to(condition.device)[:, None], fractions.to(condition), condition)
+        else:
+            fraction_logits = condition = pooled.new_zeros(pooled.shape[0], 0)
         tokens_w = tokens_w + self.sequence_type
         if drop_sequence is not None and bool(drop_sequence.any()):
             drop = drop_sequence.to(tokens_w.device)
@@ -416,7 +464,9 @@ class CellDiff(nn.Module):
             first_only[:, 0] = True
             segment_mask = torch.where(drop[:, None], first_only, segment_mask)
             pooled = torch.where(drop[:, None], self.null_pooled.expand_as(pooled), pooled)
-        return SequenceContext(tokens_w, segment_mask, pooled, compartment_logits, encoding.residues, segment)
+            condition = condition.masked_fill(drop[:, None], 0.0)
+        return SequenceContext(tokens_w, segment_mask, pooled, compartment_logits, encoding.residues, segment,
+                               fraction_logits, condition)
 
     def null_context(self, batch: int, device: torch.device | str = "cpu") -> SequenceContext:
         """The unconditional (sequence dropped) context for classifier-free guidance."""
@@ -435,6 +485,8 @@ class CellDiff(nn.Module):
         """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``."""
         cfg = self.config
         temb = self.time_mlp(timestep_embedding(timesteps, cfg.channels[0])) + self.pooled_to_time(context.pooled)
+        if cfg.fraction_classes:
+            temb = temb + self.fractions_to_time(context.condition.to(temb.dtype))
         h = self.stem(torch.cat([noisy_image, self.prepare_landmarks(landmarks, landmark_present)], dim=1))
         seq, seq_mask = context.tokens, context.token_mask
         skips = []
@@ -474,7 +526,8 @@ class CellDiff(nn.Module):
         return logits.masked_fill(self.not_residue, -1e4)
 
     def forward(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor, tokens: torch.Tensor,
-                landmark_present: torch.Tensor | None = None, drop_sequence: torch.Tensor | None = None) -> CellDiffOutput:
+                landmark_present: torch.Tensor | None = None, drop_sequence: torch.Tensor | None = None,
+                fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None) -> CellDiffOutput:
         """One network evaluation.
 
         Parameters
@@ -491,15 +544,26 @@ class CellDiff(nn.Module):
             ``(B, n_landmarks)`` bool; absent channels use the learned placeholder.
         drop_sequence : torch.Tensor, optional
             ``(B,)`` bool; dropped rows are conditioned on the null sequence (classifier-free guidance).
+        fractions, use_fractions : torch.Tensor, optional
+            ``(B, n_fraction_classes)`` compartment distribution and ``(B,)`` bool rows that use it instead of the
+            fraction head's prediction (see :meth:`encode_sequence`).
         """
-        context = self.encode_sequence(tokens, drop_sequence)
+        context = self.encode_sequence(tokens, drop_sequence, fractions, use_fractions)
         image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present)
-        return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits)
+        return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits,
+                              context.fraction_logits)
 
     @torch.no_grad()
     def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
         """Auxiliary head probabilities ``(B, n_classes)`` from the sequence alone (softmax; classes in the config)."""
         return self.encode_sequence(tokens).compartment_logits.float().softmax(-1)
+
+    @torch.no_grad()
+    def predict_fractions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Fraction-head distribution ``(B, n_fraction_classes)`` over ``config.fraction_classes`` (bottleneck models)."""
+        if not self.config.fraction_classes:
+            raise ValueError("this model has no fraction head (config.fraction_classes is empty)")
+        return self.encode_sequence(tokens).fraction_logits.float().softmax(-1)
 
     # ------------------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:

@@ -68,32 +68,48 @@ class StandardCell:
 def standard_cells(image_size: int, landmark_channels: Sequence[str], n: int,
                    first_seed: int = STANDARD_CELL_SEED) -> list[StandardCell]:
     """Render ``n`` standard simulator crops of ``image_size`` pixels (seeds ``first_seed + k``)."""
-    from scipy import ndimage
-
-    from locscope.synth import COMPARTMENTS, SimulatorConfig, render_cell
+    from locscope.synth import SimulatorConfig, render_cell
 
     cfg = SimulatorConfig(size=image_size)
-    sigma_px = cfg.blur_nm / cfg.resolved_pixel_size_nm
     cells = []
     for k in range(n):
         cell = render_cell(cfg, seed=first_seed + k)
-        expression = np.concatenate([[0.0], cell.expression]).astype(np.float32)[cell.instances]
-        columns = [cell.illumination * ndimage.gaussian_filter(cell.patterns[c] * expression, sigma_px, mode="nearest")
-                   for c in COMPARTMENTS]
-        basis = np.concatenate([np.stack(columns).reshape(len(COMPARTMENTS), -1),
-                                np.ones((1, image_size * image_size))]).T.astype(np.float64)
         landmarks = np.stack([cell.images[ch] for ch in landmark_channels]).astype(np.float32)
-        cells.append(StandardCell(landmarks, basis, cell))
+        cells.append(StandardCell(landmarks, compartment_basis(cell, cfg), cell))
     return cells
 
 
-def unmix_compartments(image: np.ndarray, cell: StandardCell) -> np.ndarray:
+def compartment_basis(cell, config) -> np.ndarray:
+    """Each level-1 compartment's protein pattern in a rendered simulator cell, through the cell's expression, blur and
+    illumination: ``(H * W, len(COMPARTMENTS) + 1)`` float64, the last column a constant background.
+
+    Parameters
+    ----------
+    cell : locscope.synth.RenderedCell
+    config : locscope.synth.SimulatorConfig
+        The configuration the cell was rendered with (blur and pixel size).
+    """
+    from scipy import ndimage
+
+    from locscope.synth import COMPARTMENTS
+
+    sigma_px = config.blur_nm / config.resolved_pixel_size_nm
+    expression = np.concatenate([[0.0], cell.expression]).astype(np.float32)[cell.instances]
+    columns = [cell.illumination * ndimage.gaussian_filter(cell.patterns[c] * expression, sigma_px, mode="nearest")
+               for c in COMPARTMENTS]
+    pixels = columns[0].size
+    return np.concatenate([np.stack(columns).reshape(len(COMPARTMENTS), -1), np.ones((1, pixels))]).T.astype(np.float64)
+
+
+def unmix_compartments(image: np.ndarray, cell: "StandardCell | np.ndarray") -> np.ndarray:
     """Level-1 compartment shares of a protein image in a standard cell, ``(len(COMPARTMENTS),)`` summing to 1.
 
     Parameters
     ----------
     image : np.ndarray
         ``(H, W)`` protein image in [0, 1] rendered (or generated) in ``cell``.
+    cell : StandardCell or np.ndarray
+        The cell, or its :func:`compartment_basis` directly.
 
     Returns
     -------
@@ -102,7 +118,8 @@ def unmix_compartments(image: np.ndarray, cell: StandardCell) -> np.ndarray:
     """
     from scipy.optimize import nnls
 
-    coefficients, _ = nnls(cell.basis, np.asarray(image, np.float64).ravel())
+    basis = cell.basis if isinstance(cell, StandardCell) else cell
+    coefficients, _ = nnls(basis, np.asarray(image, np.float64).ravel())
     shares = coefficients[:-1]
     total = shares.sum()
     return shares / total if total > 0 else np.full(shares.shape, 1.0 / shares.size)

@@ -53,6 +53,9 @@ class CellDiffSplit:
     sequences, ids, protein_ids : list of str
     store_indices : np.ndarray
         ``(N,)`` item indices in the store.
+    fractions : np.ndarray
+        ``(N, n_fraction_classes)`` float32 true compartment fractions (the simulator's ``provenance.compartments``;
+        all zero when unknown; width 0 when the model has no compartment bottleneck).
     """
 
     images: np.ndarray
@@ -62,13 +65,19 @@ class CellDiffSplit:
     ids: list[str]
     protein_ids: list[str]
     store_indices: np.ndarray
+    fractions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.fractions is None:
+            self.fractions = np.zeros((len(self.ids), 0), np.float32)
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 def load_split(store, split: str, landmark_channels: Sequence[str], classes: Sequence[str], image_size: int,
-               max_sequence_length: int, label_level: str = "level3", limit: int | None = None) -> CellDiffSplit:
+               max_sequence_length: int, label_level: str = "level3", limit: int | None = None,
+               fraction_classes: Sequence[str] = ()) -> CellDiffSplit:
     """Read ``split`` of ``store`` (a :class:`locscope.data.store.Store`) into memory at ``image_size``.
 
     Raises
@@ -90,6 +99,8 @@ def load_split(store, split: str, landmark_channels: Sequence[str], classes: Seq
         images = resize_stack(np.stack(stacks, axis=1), image_size) * 2.0 - 1.0
     class_index = {name: i for i, name in enumerate(classes)}
     labels = np.zeros((len(indices), len(classes)), np.float32)
+    fraction_index = {name: i for i, name in enumerate(fraction_classes)}
+    fractions = np.zeros((len(indices), len(fraction_classes)), np.float32)
     tokens, sequences, ids, protein_ids = [], [], [], []
     for row, index in enumerate(indices):
         item = store[int(index)]
@@ -98,11 +109,15 @@ def load_split(store, split: str, landmark_channels: Sequence[str], classes: Seq
         for name in item["labels"].get(label_level, []):
             if name in class_index:
                 labels[row, class_index[name]] = 1.0
+        if fraction_index:
+            for name, value in ((item.get("provenance") or {}).get("compartments") or {}).items():
+                if name in fraction_index:
+                    fractions[row, fraction_index[name]] = float(value)
         tokens.append(crop_termini(encode_sequence(item["sequence"]), max_sequence_length))
         sequences.append(item["sequence"])
         ids.append(item["id"])
         protein_ids.append(item["protein_id"])
-    return CellDiffSplit(images.astype(np.float32), labels, tokens, sequences, ids, protein_ids, indices)
+    return CellDiffSplit(images.astype(np.float32), labels, tokens, sequences, ids, protein_ids, indices, fractions)
 
 
 class PairedDataset(Dataset):
@@ -119,6 +134,7 @@ class PairedDataset(Dataset):
         return {
             "images": torch.from_numpy(self.split.images[image_index]),
             "labels": torch.from_numpy(self.split.labels[image_index]),
+            "fractions": torch.from_numpy(self.split.fractions[image_index]),
             "tokens": self.split.tokens[sequence_index],
         }
 
@@ -129,15 +145,15 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     tokens = torch.full((len(items), width), PAD_ID, dtype=torch.long)
     for i, item in enumerate(items):
         tokens[i, : len(item["tokens"])] = torch.tensor(item["tokens"], dtype=torch.long)
-    return {"images": torch.stack([i["images"] for i in items]), "labels": torch.stack([i["labels"] for i in items]),
-            "tokens": tokens}
+    stacked = {key: torch.stack([item[key] for item in items]) for key in ("images", "labels", "fractions") if key in items[0]}
+    return {**stacked, "tokens": tokens}
 
 
 class EpochSampler(Sampler):
     """Yields ``steps_per_epoch * batch_size`` (image, sequence) pairs per epoch, seeded by ``(seed, epoch)``.
 
     With probability ``repair_probability`` an image is paired with the sequence of another training item with the same
-    label set (the recipe's "fresh sequence of its class": the model must read the sequence's class, not memorise
+    label set (with compartment fractions: the same set of compartments; the recipe's "fresh sequence of its class": the model must read the sequence's class, not memorise
     protein identities). Under DDP each rank takes every ``world_size``-th pair. Lightning calls :meth:`set_epoch`.
     """
 
@@ -205,7 +221,7 @@ class CellDiffDataModule(L.LightningDataModule):
     def __init__(self, store_path: str | Path, landmark_channels: Sequence[str], classes: Sequence[str], image_size: int,
                  max_sequence_length: int, batch_size: int = 32, steps_per_epoch: int = 100, seed: int = 0,
                  repair_probability: float = 0.5, epoch_offset: int = 0, val_limit: int | None = 64,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, fraction_classes: Sequence[str] = ()) -> None:
         super().__init__()
         self.store_path = Path(store_path)
         self.landmark_channels, self.classes = tuple(landmark_channels), tuple(classes)
@@ -213,6 +229,7 @@ class CellDiffDataModule(L.LightningDataModule):
         self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
         self.repair_probability, self.epoch_offset = repair_probability, epoch_offset
         self.val_limit, self.num_workers = val_limit, num_workers
+        self.fraction_classes = tuple(fraction_classes)
         self.train: CellDiffSplit | None = None
         self.val: CellDiffSplit | None = None
 
@@ -223,13 +240,14 @@ class CellDiffDataModule(L.LightningDataModule):
 
         store = Store.open(self.store_path)
         args = (self.landmark_channels, self.classes, self.image_size, self.max_sequence_length)
-        self.train = load_split(store, "train", *args)
+        self.train = load_split(store, "train", *args, fraction_classes=self.fraction_classes)
         if len(self.train) == 0:
             raise InputError(f"{self.store_path}: the train split is empty")
-        self.val = load_split(store, "val", *args, limit=self.val_limit)
+        self.val = load_split(store, "val", *args, limit=self.val_limit, fraction_classes=self.fraction_classes)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSampler(self.train.labels, self.batch_size, self.steps_per_epoch, self.seed,
+        keys = self.train.fractions > 0 if self.train.fractions.shape[1] else self.train.labels
+        sampler = EpochSampler(keys, self.batch_size, self.steps_per_epoch, self.seed,
                                self.repair_probability, self.epoch_offset)
         return DataLoader(PairedDataset(self.train), batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, drop_last=True)

@@ -46,6 +46,9 @@ class CellDiffTrainConfig:
     ``model`` names a base configuration (``celldiff-tiny`` / ``celldiff-base``) and ``model_overrides`` changes its
     fields. ``sequence_loss_weight`` is the seed's lambda (seed 100 with its loss scaling; 1.0 here by default).
     ``image_loss`` is ``'v'`` (v-prediction MSE) or ``'v-min-snr'`` (min-SNR-gamma weighting, Hang et al. 2023).
+    ``fraction_loss_weight`` and ``fraction_teacher_probability`` apply to models with the compartment bottleneck
+    (``fraction_classes``): the weight of the fraction head's soft cross-entropy against the simulator's true compartment
+    fractions, and the share of image-task samples conditioned on those true fractions instead of the head's prediction.
     ``torch_threads`` sets ``torch.set_num_threads`` (1 is several times faster than 2 on a busy shared CPU, where
     OpenMP threads spin waiting for each other).
     """
@@ -64,6 +67,8 @@ class CellDiffTrainConfig:
     sequence_task_probability: float = 0.5
     sequence_loss_weight: float = 1.0
     compartment_loss_weight: float = 0.5
+    fraction_loss_weight: float = 1.0
+    fraction_teacher_probability: float = 0.5
     sequence_dropout: float = 0.1
     landmark_drop_probability: float = 0.2
     repair_probability: float = 0.5
@@ -294,6 +299,9 @@ class CellDiffModule(L.LightningModule):
         timesteps = timesteps.masked_fill(sequence_task, 0)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         drop = (torch.rand(batch_size, generator=generator) < cfg.sequence_dropout) & ~sequence_task
+        teacher = torch.rand(batch_size, generator=generator) < cfg.fraction_teacher_probability
+        fractions = batch.get("fractions")
+        has_fractions = fractions is not None and fractions.shape[1] > 0 and bool(model.config.fraction_classes)
         tokens = batch["tokens"]
         lengths = (tokens != PAD_ID).sum(1)
         masked_tokens, masked, k = mask_random_residues(tokens.cpu(), lengths.cpu(), MASK_ID, generator)
@@ -303,7 +311,10 @@ class CellDiffModule(L.LightningModule):
         x_t = torch.where(sequence_task[:, None, None, None], x0, x_t)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = model(x_t, timesteps, landmarks, tokens_in, present.to(device), drop.to(device))
+            # teacher forcing only where the true fractions are known (all-zero rows = unknown)
+            use_true = (teacher.to(device) & (fractions.sum(1) > 0)) if has_fractions else None
+            out = model(x_t, timesteps, landmarks, tokens_in, present.to(device), drop.to(device),
+                        fractions if has_fractions else None, use_true)
         image_rows = (~sequence_task).float()
         per_sample = (out.image.float() - self.schedule.v_target(x0, noise, timesteps)).pow(2).mean(dim=(1, 2, 3))
         if cfg.image_loss == "v-min-snr":
@@ -320,8 +331,15 @@ class CellDiffModule(L.LightningModule):
         compartment = -(targets * F.log_softmax(out.compartment_logits.float(), -1)).sum(1)
         compartment_loss = (compartment * labelled).sum() / labelled.sum().clamp(min=1)
         loss = image_loss + cfg.sequence_loss_weight * sequence_loss + cfg.compartment_loss_weight * compartment_loss
-        return {"loss": loss, "image_loss": image_loss, "sequence_loss": sequence_loss,
-                "compartment_loss": compartment_loss}
+        losses = {"image_loss": image_loss, "sequence_loss": sequence_loss, "compartment_loss": compartment_loss}
+        if has_fractions:
+            known = fractions.sum(1) > 0
+            targets = fractions.float() / fractions.float().sum(1, keepdim=True).clamp(min=1e-8)
+            fraction = -(targets * F.log_softmax(out.fraction_logits.float(), -1)).sum(1)
+            fraction_loss = (fraction * known).sum() / known.sum().clamp(min=1)
+            loss = loss + cfg.fraction_loss_weight * fraction_loss
+            losses["fraction_loss"] = fraction_loss
+        return {"loss": loss, **losses}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.step  # already incremented by Lightning after the optimizer step
@@ -480,7 +498,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     data = CellDiffDataModule(store, model_config.landmark_channels, model_config.compartment_classes,
                               model_config.image_size, model_config.max_sequence_length, config.batch_size,
                               config.steps_per_epoch, config.seed, config.repair_probability, epoch_offset=epoch,
-                              val_limit=config.val_items, num_workers=config.num_workers)
+                              val_limit=config.val_items, num_workers=config.num_workers,
+                              fraction_classes=model_config.fraction_classes)
     data.setup("fit")
     module._val_split = data.val if data.val is not None and len(data.val) >= 2 else None
     if remaining > 0:
