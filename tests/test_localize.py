@@ -46,9 +46,25 @@ def test_predictor_is_batch_independent_and_normalised(tiny_celldiff):
     assert both.images.shape == (3, 2, 16, 16) and both.images.min() >= 0 and both.images.max() <= 1
     head = LocalizationPredictor(tiny_celldiff, "head").predict(seqs)
     assert np.allclose(head.level3.sum(1), 1.0, atol=1e-5) and head.images is None
-    assert np.isnan(head.level2[:, LEVEL2_CLASSES.index("golgi-apparatus")]).all()
+    # a fraction head (level-1 distribution) gives level-2 probabilities too, consistent with level 3
+    assert tiny_celldiff.config.fraction_classes and np.allclose(head.level2.sum(1), 1.0, atol=1e-5)
     image = LocalizationPredictor(tiny_celldiff, "image", samples=2, steps=2, seed=0).predict(seqs)
     assert np.allclose(both.level3, 0.5 * head.level3 + 0.5 * image.level3, atol=1e-5)
+    assert np.allclose(both.level2, 0.5 * head.level2 + 0.5 * image.level2, atol=1e-5)
+
+
+def test_head_without_a_fraction_head_leaves_the_endomembrane_split_empty():
+    import torch
+
+    from locscope.models.celldiff import CellDiff, celldiff_tiny_config
+
+    torch.manual_seed(0)
+    model = CellDiff(celldiff_tiny_config(image_size=16, channels=(8, 8, 16, 16), transformer_width=32,
+                                          transformer_layers=1, sequence_dim=16, sequence_layers=1, attention_grid=2,
+                                          fraction_classes=())).eval()
+    head = LocalizationPredictor(model, "head").predict(["MPKKKRKVEDAAAGLSS", "MLSRAVCGTSRQ"])
+    assert np.allclose(head.level3.sum(1), 1.0, atol=1e-5)
+    assert np.isnan(head.level2[:, LEVEL2_CLASSES.index("golgi-apparatus")]).all()
 
 
 def test_localize_cli_fasta_and_errors(tmp_path, capsys):

@@ -11,10 +11,13 @@ Method (selectable with ``method``):
     protein. On simulator images with known fractions this recovers the level-3 fractions to a total-variation error of
     ~0.03. Level-1 shares are summed into level-2 and level-3 classes and averaged over the ``samples`` images.
 ``'head'``
-    The model's auxiliary compartment head (sequence only, one encoder pass, no image generation); level-3 only
+    The model's sequence heads (one encoder pass, no image generation). Models with the compartment bottleneck have a
+    fraction head over level-1 compartments: level 3 is the mean of the level-3 head and the fraction head summed into
+    level-3 classes, level 2 the fraction head summed into level-2 classes. Models without it give level 3 only
     (level-2 classes that split the endomembrane system are left empty).
 ``'combined'`` (default)
-    ``weight * head + (1 - weight) * image`` at level 3; level 2 takes the image's split of each level-3 class.
+    ``weight * head + (1 - weight) * image`` at level 3 and (with a fraction head) at level 2; without a fraction head
+    level 2 takes the image's split of each level-3 class.
 
 Every sequence sees the same standard cells and the same initial noise (common random numbers), so a prediction does
 not depend on the other sequences in the batch, and differences between two sequences (e.g. a mutant) come from the
@@ -285,6 +288,26 @@ class LocalizationPredictor:
     def tokenize(self, sequences: Sequence[str]) -> torch.Tensor:
         return self.model.tokenize(list(sequences))[0]
 
+    def head_probabilities(self, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """The sequence heads' level-3 ``(b, 7)`` and, for models with a fraction head, level-2 ``(b, 9)`` probabilities.
+
+        With a fraction head (a distribution over level-1 compartments) the level-3 probabilities are the mean of the
+        level-3 head and the fraction head summed into level-3 classes; level 2 comes from the fraction head alone.
+        """
+        from locscope.synth import COMPARTMENTS
+
+        head3 = self.model.predict_compartments(tokens).cpu().numpy()[:, self._head_order]
+        classes = self.model.config.fraction_classes
+        if not classes:
+            return head3, None
+        fractions = self.model.predict_fractions(tokens).cpu().numpy()
+        level1 = np.zeros((len(fractions), len(COMPARTMENTS)))
+        for j, name in enumerate(classes):
+            if name in COMPARTMENTS:
+                level1[:, COMPARTMENTS.index(name)] += fractions[:, j]
+        from3, from2 = level_probabilities(level1 / np.clip(level1.sum(1, keepdims=True), 1e-12, None))
+        return 0.5 * (head3 + from3), from2
+
     @torch.no_grad()
     def predict(self, sequences: Sequence[str], progress: bool = False, keep_images: bool = False) -> Localization:
         """Localization of ``sequences`` (strings of amino-acid letters), batched."""
@@ -305,10 +328,13 @@ class LocalizationPredictor:
                 images.append(generated if keep_images else None)
                 p3, p2 = image3, image2
             if self.method != "image":
-                head = self.model.predict_compartments(tokens).cpu().numpy()[:, self._head_order]
+                head, head2 = self.head_probabilities(tokens)
                 if self.method == "head":
                     p3 = head
-                    p2 = _level2_from_level3(head, None)
+                    p2 = head2 if head2 is not None else _level2_from_level3(head, None)
+                elif head2 is not None:
+                    p3 = self.head_weight * head + (1 - self.head_weight) * p3
+                    p2 = self.head_weight * head2 + (1 - self.head_weight) * image2
                 else:
                     p3 = self.head_weight * head + (1 - self.head_weight) * p3
                     p2 = _level2_from_level3(p3, image2)
