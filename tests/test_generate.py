@@ -55,12 +55,22 @@ def test_generate_writes_everything_and_is_seeded(model_dir, tmp_path):
     assert (tmp_path / "a" / "report.html").read_text().count("<tr>") == 1 + 5
     assert run(args + ["--out", str(tmp_path / "b")]) == 0
     assert np.array_equal(tif, tifffile.imread(tmp_path / "b" / "example_nuclear" / "sample_0.tif"))
+    # the fraction head's level-1 distribution is recorded; --compartment places the protein elsewhere
+    conditioned = summary["sequences"][0]["conditioned_on"]
+    assert conditioned["source"] == "fraction head" and conditioned["level1"]
+    assert run(args + ["--out", str(tmp_path / "c"), "--compartment", "mitochondria:3,cytosol:1"]) == 0
+    forced = json.loads((tmp_path / "c" / "summary.json").read_text())["sequences"][0]["conditioned_on"]
+    assert forced == {"source": "--compartment", "level1": {"mitochondria": 0.75, "cytosol": 0.25}}
+    assert not np.array_equal(tif, tifffile.imread(tmp_path / "c" / "example_nuclear" / "sample_0.tif"))
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--sequence", "MKV1L"], "invalid residue '1'"),
     (["--sequence", "MKV", "--sampler", "euler"], "--sampler 'euler'"),
     ([], "exactly one of --sequence"),
+    (["--sequence", "MKV", "--compartment", "nucleous"], "unknown compartment 'nucleous'"),
+    (["--sequence", "MKV", "--compartment", "cytosol:x"], "weight 'x' of 'cytosol'"),
+    (["--sequence", "MKV", "--compartment", "cytosol:0"], "the weights sum to 0"),
 ])
 def test_generate_bad_input_is_one_line(model_dir, tmp_path, capsys, extra, message):
     code = run(["generate", "--landmarks", str(EXAMPLES / "landmarks" / "cell_1"), "--model", str(model_dir),

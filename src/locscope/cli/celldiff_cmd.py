@@ -58,6 +58,9 @@ def generate_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, DPM-Solver++ 10)."),
     guidance: float = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale (1 = none)."),
     samples: int = typer.Option(4, "--samples", help="Images per sequence."),
+    compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
+                                              "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
+                                              "models with the compartment bottleneck)."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
@@ -73,7 +76,7 @@ def generate_command(
 
         pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
     result = generate(pairs, landmarks, out, model=model, sampler=sampler, steps=steps, guidance=guidance,
-                      samples=samples, seed=seed, device=device)
+                      samples=samples, seed=seed, device=device, compartment=compartment)
     for entry in result.sequences:
         top = entry["top_compartment_image"] or entry["top_compartment_head"]
         typer.echo(f"{entry['id']}: {top}")

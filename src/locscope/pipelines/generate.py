@@ -233,10 +233,42 @@ def _safe_name(name: str, used: set[str]) -> str:
     return candidate
 
 
+def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
+    """``'mitochondria'`` or ``'mitochondria:0.6,cytosol:0.4'`` -> a distribution ``(len(classes),)`` summing to 1.
+
+    Raises
+    ------
+    InputError
+        For an unknown compartment, a bad or negative weight, or weights summing to 0.
+    """
+    target = np.zeros(len(classes), np.float32)
+    for part in (p.strip() for p in text.split(",")):
+        name, _, weight = part.partition(":")
+        name = name.strip().lower().replace(" ", "-").replace("_", "-")
+        if name not in classes:
+            raise InputError(f"--compartment {text!r}: unknown compartment {name!r}; this model places proteins in: "
+                             f"{', '.join(classes)}")
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise InputError(f"--compartment {text!r}: weight {weight!r} of {name!r} is not a number") from None
+        if not np.isfinite(value) or value < 0:
+            raise InputError(f"--compartment {text!r}: weight of {name!r} must be >= 0")
+        target[list(classes).index(name)] += value
+    if target.sum() <= 0:
+        raise InputError(f"--compartment {text!r}: the weights sum to 0")
+    return target / target.sum()
+
+
+def _top(distribution: np.ndarray, classes: Sequence[str], n: int = 5) -> dict[str, float]:
+    order = np.argsort(-distribution)[:n]
+    return {classes[i]: round(float(distribution[i]), 4) for i in order if distribution[i] > 0.005}
+
+
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
              model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
              guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
-             progress: bool = True) -> GenerateResult:
+             progress: bool = True, compartment: str | None = None) -> GenerateResult:
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
     Parameters
@@ -261,6 +293,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     device : {'auto', 'cpu', 'cuda'}
     batch_size : int
         Sequences per sampler batch (each contributes K images).
+    compartment : str, optional
+        Models with the compartment bottleneck: place the protein in this level-1 compartment (or a weighted mix,
+        ``'mitochondria:0.6,cytosol:0.4'``) instead of where the sequence's fraction head predicts; the sequence still
+        conditions the image through cross-attention. Without it, ``result.json`` records the predicted distribution.
 
     Raises
     ------
@@ -294,6 +330,12 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     torch_device = resolve_device(device)
     net = load_celldiff(model, torch_device)
     cfg = net.config
+    target = None
+    if compartment is not None:
+        if not cfg.fraction_classes:
+            raise InputError("--compartment needs a model with the compartment bottleneck (config.fraction_classes); "
+                             f"{model or 'this model'} has none")
+        target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
     cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,13 +354,19 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             images, nfe = sample_protein_images(
                 net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
                 present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
-                guidance=guidance, generator=generator)
+                guidance=guidance, generator=generator,
+                fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device))
             head = net.predict_compartments(tokens.to(torch_device)).cpu().numpy()
+            if cfg.fraction_classes:
+                conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
+                              else target[None].expand(len(batch), -1).numpy())
+            else:
+                conditions = [None] * len(batch)
         nfe_total = nfe
         n_images += images.shape[0]
         images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
                                                                           cfg.image_size)
-        for (name, seq), stack, head_probs in zip(batch, images, head):
+        for (name, seq), stack, head_probs, condition in zip(batch, images, head, conditions):
             folder = out / _safe_name(name, used_names)
             folder.mkdir(parents=True, exist_ok=True)
             for k, image in enumerate(stack):
@@ -345,10 +393,13 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                      "top_compartment_image": next(iter(fractions), None),
                      "head_probabilities": {c: float(p) for c, p in zip(cfg.compartment_classes, head_probs)},
                      "top_compartment_head": cfg.compartment_classes[int(np.argmax(head_probs))]}
+            if condition is not None:
+                entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
+                                           "level1": _top(condition, cfg.fraction_classes)}
             write_json(folder / "result.json", entry)
             results.append(entry)
     seconds = time.perf_counter() - started
-    run = {"model": str(model or "celldiff-tiny"), "sampler": sampler, "steps": steps, "guidance": guidance,
+    run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "sampler": sampler, "steps": steps, "guidance": guidance,
            "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
            [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
            "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
@@ -376,12 +427,16 @@ def _report_html(run: dict, samples: int) -> str:
         fractions = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["compartment_fractions"].items())[:3]) or "n/a"
         head = ", ".join(f"{esc(k)} {v:.0%}" for k, v in sorted(e["head_probabilities"].items(),
                                                                  key=lambda kv: -kv[1])[:3])
+        if "conditioned_on" in e:
+            placed = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["conditioned_on"]["level1"].items())[:3])
+            head += f"<br><small>placed in ({esc(e['conditioned_on']['source'])}): {placed}</small>"
         rows.append(
             f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
             f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{imgs}</td>'
             f'<td><img src="{esc(e["folder"])}/mean.png"></td><td><img src="{esc(e["folder"])}/probability.png"></td>'
             f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{fractions}</td><td>{head}</td></tr>')
-    settings = (f"model {esc(run['model'])}, sampler {esc(run['sampler'])} ({run['steps']} steps, "
+    forced = f"protein placed in {esc(run['compartment'])} (--compartment), " if run.get("compartment") else ""
+    settings = (f"{forced}model {esc(run['model'])}, sampler {esc(run['sampler'])} ({run['steps']} steps, "
                 f"{run['network_evaluations_per_image']} network evaluations per image), guidance {run['guidance']}, "
                 f"{samples} samples, seed {run['seed']}, {run['seconds_per_image']:.3f} s/image; landmarks "
                 f"{esc(run['landmarks'])} (present: {esc(', '.join(run['landmark_channels_present']))})")
@@ -392,7 +447,8 @@ img{{image-rendering:pixelated;width:96px;margin:1px}}</style></head><body>
 <p>Landmarks: microtubules red, ER green, nucleus blue. Probability map: fraction of samples in which a pixel is
 above its image's Otsu threshold. Overlay: mean protein image (green) over the landmarks. Image fractions: share of
 the protein's intensity per level-3 class under the simulator's compartment masks (only for simulator landmarks).
-Head: the model's sequence-only compartment probabilities.</p>
+Head: the model's sequence-only compartment probabilities; "placed in": the level-1 compartment distribution the image
+was conditioned on (models with the compartment bottleneck).</p>
 <table><tr><th>sequence</th><th>landmarks</th><th>samples</th><th>mean</th><th>probability</th><th>overlay</th>
 <th>image fractions</th><th>head</th></tr>{''.join(rows)}</table></body></html>
 """
