@@ -13,8 +13,9 @@ from locscope.diffusion.schedule import ShiftedCosineSchedule
 
 
 def schedule_for(model) -> ShiftedCosineSchedule:
-    """The shifted-cosine schedule a CELL-Diff model was trained with (its image size and T)."""
-    return ShiftedCosineSchedule(model.config.image_size, model.config.num_train_timesteps)
+    """The shifted-cosine schedule a CELL-Diff model was trained with (its image size, T and schedule base)."""
+    cfg = model.config
+    return ShiftedCosineSchedule(cfg.image_size, cfg.num_train_timesteps, base=getattr(cfg, "schedule_base", 64))
 
 
 @torch.no_grad()

@@ -91,6 +91,10 @@ class CellDiffConfig:
         How residual blocks take the time (+ condition) embedding: added (``'default'``) or as FiLM scale and shift.
     num_train_timesteps : int
         Diffusion steps T (seed: 1000).
+    schedule_base : int
+        Reference resolution of the shifted-cosine schedule: logSNR is shifted by ``2 log(schedule_base / image_size)``
+        (seed: 64). A smaller base adds noise at every step, so more of training happens at the noise levels where the
+        protein's compartment (the global layout) is decided.
     """
 
     image_size: int = 256
@@ -115,6 +119,7 @@ class CellDiffConfig:
     fraction_classes: tuple[str, ...] = ()
     resnet_time_norm: str = "default"
     num_train_timesteps: int = 1000
+    schedule_base: int = 64
 
     def __post_init__(self) -> None:
         if len(self.channels) != 4:
