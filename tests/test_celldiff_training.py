@@ -201,3 +201,18 @@ def test_split_reads_true_fractions_and_the_loss_trains_the_fraction_head(store)
     losses["loss"].backward()
     assert module.model.fraction_head[-1].weight.grad.abs().sum() > 0
     assert module.model.fractions_to_time[0].weight.grad.abs().sum() > 0
+
+
+def test_validation_subset_spreads_over_the_split(store):
+    from locscope.data.store import Store
+    from locscope.training.celldiff_data import load_split
+
+    opened = Store.open(store)
+    args = (("nucleus", "er", "microtubules"), ("nucleus", "cytosol", "mitochondria"), 16, 64)
+    everything = load_split(opened, "train", *args)
+    first = load_split(opened, "train", *args, limit=3)
+    spread = load_split(opened, "train", *args, limit=3, spread=True)
+    assert first.ids == everything.ids[:3]
+    expected = np.linspace(0, len(everything) - 1, 3).round().astype(int)
+    assert spread.ids == [everything.ids[i] for i in expected] and spread.ids[-1] == everything.ids[-1]
+    assert np.array_equal(spread.images, everything.images[expected])

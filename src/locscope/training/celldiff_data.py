@@ -77,8 +77,12 @@ class CellDiffSplit:
 
 def load_split(store, split: str, landmark_channels: Sequence[str], classes: Sequence[str], image_size: int,
                max_sequence_length: int, label_level: str = "level3", limit: int | None = None,
-               fraction_classes: Sequence[str] = ()) -> CellDiffSplit:
+               fraction_classes: Sequence[str] = (), spread: bool = False) -> CellDiffSplit:
     """Read ``split`` of ``store`` (a :class:`locscope.data.store.Store`) into memory at ``image_size``.
+
+    ``limit`` keeps the first items of the split, or, with ``spread``, items evenly spaced over it (the validation
+    subset: consecutive items are often cells of one protein). ``fraction_classes`` fills ``fractions`` from each item's
+    ``provenance.compartments``.
 
     Raises
     ------
@@ -89,7 +93,10 @@ def load_split(store, split: str, landmark_channels: Sequence[str], classes: Seq
         if channel not in store.channels:
             raise InputError(f"{store.path}: channel {channel!r} missing (store channels: {', '.join(store.channels)})")
     indices = store.split_indices(split)
-    if limit is not None:
+    if limit is not None and spread and 0 < limit < len(indices):
+        # evenly spaced over the split: a validation subset that spans its proteins and compartments
+        indices = indices[np.linspace(0, len(indices) - 1, limit).round().astype(int)]
+    elif limit is not None:
         indices = indices[:limit]
     stacks = [to_unit_float(np.asarray(store.image_array(ch)[:]))[indices] if len(indices) else None
               for ch in (PROTEIN, *landmark_channels)]
@@ -243,7 +250,8 @@ class CellDiffDataModule(L.LightningDataModule):
         self.train = load_split(store, "train", *args, fraction_classes=self.fraction_classes)
         if len(self.train) == 0:
             raise InputError(f"{self.store_path}: the train split is empty")
-        self.val = load_split(store, "val", *args, limit=self.val_limit, fraction_classes=self.fraction_classes)
+        self.val = load_split(store, "val", *args, limit=self.val_limit, fraction_classes=self.fraction_classes,
+                              spread=True)
 
     def train_dataloader(self) -> DataLoader:
         keys = self.train.fractions > 0 if self.train.fractions.shape[1] else self.train.labels
