@@ -5,38 +5,92 @@ SubCell's inference CLI (SubCellPortable ``run_model``) feeds one cell at a time
 eager attention kernel). locscope batches cells and runs under ``torch.inference_mode`` + bf16 autocast with the fused
 (SDPA) attention kernel. The model is the full published architecture with random weights (speed does not depend on
 the values). Reports images per wall second and CPU seconds per image of this process (with one thread, the CPU time
-is the work done, stable on a shared machine where wall time depends on the other jobs). Usage::
+is the work done, stable on a shared machine where wall time depends on the other jobs).
+
+Faster modes, each measured as a row: bf16 weights (``model.to(torch.bfloat16)``), ``torch.compile`` (inductor, with
+``freezing``: constant folding + oneDNN weight prepacking), int8 dynamic quantization of the ViT's Linear layers
+(``locscope embed --precision int8``) and, when ``torchao`` is installed, PT2E static int8 (``X86InductorQuantizer``,
+calibrated on other random cells) + bf16 autocast + ``torch.compile``. The first call of a compiled mode (compilation)
+is reported separately; each row also gives the accuracy against the fp32 outputs on the same cells (minimum cosine
+similarity of the embeddings, maximum absolute probability difference). Usage::
 
     .venv/bin/python benchmarks/bench_subcell.py [--batch-size 8] [--images 16] [--baseline-images 4] [--threads 2]
+        [--skip-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
+import torch.nn.functional as F
 
-from locscope.models.subcell import SubCellConfig, SubCellModel, min_max_normalize
+from locscope.models.subcell import SubCellConfig, SubCellModel, min_max_normalize, quantize_encoder_int8
 
 
-def subcell_cli_forward(model: SubCellModel, images: torch.Tensor) -> torch.Tensor:
-    """The published CLI's computation: fp32, autograd on, ViT attentions requested (eager kernel)."""
+def subcell_cli_forward(model: SubCellModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The published CLI's computation: fp32, autograd on, ViT attentions requested (eager kernel).
+    Returns (embedding, probabilities)."""
     outputs = model.encoder(pixel_values=images, interpolate_pos_encoding=True, output_attentions=True)
     embedding, _ = model.pool_model(outputs.last_hidden_state)
-    return model.classify_embedding(embedding)
+    return embedding, model.classify_embedding(embedding)
 
 
-def time_images(run, images: torch.Tensor, n_images: int, batch_size: int) -> tuple[float, float]:
-    """(images per wall second, images per CPU second of this process) of ``run`` over ``n_images`` cells in batches
-    (one untimed warm-up batch first). On a shared machine the CPU-time rate is the stable one."""
-    run(images[:batch_size])
+def time_images(run, images: torch.Tensor, n_images: int, batch_size: int) -> tuple[float, float, float, tuple]:
+    """(images per wall second, images per CPU second of this process, wall seconds of the first call, outputs of the
+    first call) of ``run`` over ``n_images`` cells in batches (one untimed warm-up batch first, which also compiles a
+    compiled mode). On a shared machine the CPU-time rate is the stable one."""
+    start = time.perf_counter()
+    outputs = run(images[:batch_size])
+    first_call = time.perf_counter() - start
     start, start_cpu = time.perf_counter(), time.process_time()
     done = 0
     while done < n_images:
         run(images[:batch_size])
         done += batch_size
-    return done / (time.perf_counter() - start), done / (time.process_time() - start_cpu)
+    return done / (time.perf_counter() - start), done / (time.process_time() - start_cpu), first_call, outputs
+
+
+def accuracy(outputs: tuple, reference: tuple) -> tuple[float, float]:
+    """(minimum cosine similarity of the embeddings, maximum |probability difference|) of ``outputs`` vs the fp32
+    ``reference`` (embedding, probabilities) on the same cells."""
+    embedding, probabilities = (o.float() for o in outputs)
+    n = embedding.shape[0]
+    cosine = F.cosine_similarity(embedding, reference[0][:n], dim=1).min().item()
+    return cosine, (probabilities - reference[1][:n]).abs().max().item()
+
+
+def pt2e_int8(model: SubCellModel, example: torch.Tensor, calibration: torch.Tensor):
+    """PT2E static int8 (torchao's ``X86InductorQuantizer``, calibrated on ``calibration``) run under bf16 autocast
+    and compiled with inductor; None when torchao is not installed."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    except ImportError:
+        return None
+
+    class Outputs(torch.nn.Module):  # export needs tensors out, not a dataclass
+        def __init__(self, subcell: SubCellModel) -> None:
+            super().__init__()
+            self.subcell = subcell
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.subcell(images)
+            return out.embedding, out.probabilities
+
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    with torch.no_grad():
+        prepared = prepare_pt2e(torch.export.export(Outputs(model), (example,)).module(), quantizer)
+        prepared(calibration)
+        compiled = torch.compile(convert_pt2e(prepared), dynamic=False)
+
+    def run(x):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), torch._inductor.config.patch(freezing=True):
+            return compiled(x)
+
+    return run
 
 
 def main() -> None:
@@ -46,42 +100,69 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="Timed images for the batched modes.")
     parser.add_argument("--baseline-images", type=int, default=4, help="Timed images for the batch-1 modes.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
+    parser.add_argument("--skip-compile", action="store_true", help="Leave out the torch.compile modes.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SubCellModel(SubCellConfig(num_classifiers=1)).eval()
     images = min_max_normalize(torch.rand(max(args.batch_size, 1), 4, args.size, args.size))
+    calibration = min_max_normalize(torch.rand(2, 4, args.size, args.size))
+    model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    model_int8 = quantize_encoder_int8(model)
 
     def baseline(x):
         model.encoder.set_attn_implementation("eager")
         try:
-            return subcell_cli_forward(model, x).detach()
+            return tuple(o.detach() for o in subcell_cli_forward(model, x))
         finally:
             model.encoder.set_attn_implementation("sdpa")
 
-    def inference_fp32(x):
-        with torch.inference_mode():
-            return model(x).probabilities
+    def inference(subcell, dtype=None):
+        def run(x):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "autocast"):
+                out = subcell(x.to(torch.bfloat16) if dtype == torch.bfloat16 else x)
+                return out.embedding, out.probabilities
+        return run
 
-    def inference_bf16(x):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x).probabilities
+    def compiled(subcell, dtype=None):
+        frozen = torch.compile(subcell, dynamic=False)
 
+        def run(x):  # freezing (constant folding, weight prepacking) needs inference without autograd
+            with torch._inductor.config.patch(freezing=True):
+                return inference(frozen, dtype)(x)
+        return run
+
+    b = args.batch_size
     print(f"SubCell ViT-B/16, 4 x {args.size} x {args.size}, torch {torch.__version__}, {args.threads} threads")
     rows = [
         ("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images),
-        ("batch 1, fp32, inference_mode, SDPA", inference_fp32, 1, args.baseline_images),
-        (f"batch {args.batch_size}, fp32, inference_mode, SDPA", inference_fp32, args.batch_size, args.images),
-        (f"locscope default: batch {args.batch_size}, bf16 autocast, inference_mode, SDPA", inference_bf16,
-         args.batch_size, args.images),
+        ("batch 1, fp32, inference_mode, SDPA", inference(model), 1, args.baseline_images),
+        (f"batch {b}, fp32, inference_mode, SDPA", inference(model), b, args.images),
+        (f"locscope default: batch {b}, bf16 autocast, inference_mode, SDPA", inference(model, "autocast"), b,
+         args.images),
+        (f"batch {b}, bf16 weights, inference_mode, SDPA", inference(model_bf16, torch.bfloat16), b, args.images),
+        (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers", inference(model_int8), b,
+         args.images),
     ]
+    if not args.skip_compile:
+        rows.append((f"batch {b}, bf16 weights, torch.compile (inductor, freezing)",
+                     compiled(model_bf16, torch.bfloat16), b, args.images))
+        pt2e = pt2e_int8(model, images[:b], calibration)
+        if pt2e is None:
+            print("(PT2E int8 row skipped: pip install torchao)")
+        else:
+            rows.append((f"batch {b}, PT2E static int8 + bf16 autocast, torch.compile (torchao)", pt2e, b,
+                         args.images))
+    reference = inference(model)(images)
     results = []
-    print(f"{'mode':<80s} {'wall img/s':>10s} {'CPU s/img':>10s} {'speed-up (CPU time)':>20s}")
+    print(f"{'mode':<76s} {'wall img/s':>10s} {'CPU s/img':>9s} {'speed-up':>8s} {'1st call s':>10s} "
+          f"{'min cos':>8s} {'max |dp|':>8s}")
     for name, run, batch, n in rows:
-        wall_rate, cpu_rate = time_images(run, images, n, batch)
+        wall_rate, cpu_rate, first_call, outputs = time_images(run, images, n, batch)
         results.append(cpu_rate)
-        print(f"{name:<80s} {wall_rate:10.3f} {1 / cpu_rate:10.3f} {cpu_rate / results[0]:19.2f}x")
-
+        cosine, dp = accuracy(outputs, reference)
+        print(f"{name:<76s} {wall_rate:10.3f} {1 / cpu_rate:9.3f} {cpu_rate / results[0]:7.2f}x {first_call:10.1f} "
+              f"{cosine:8.5f} {dp:8.5f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from locscope.encoders.protein import MASK_ID, VOCAB
 from locscope.pipelines.design import build_template
-from test_design_support import cli_run, tiny_model_dir
+from test_design_support import cli_run, tiny_celldiff, tiny_model_dir  # noqa: F401  (fixture)
 
 
 def test_build_template():
@@ -30,6 +30,7 @@ def test_build_template():
     (["--target", "nucleus", "--template", "MVS1<mask:4>"], "position 4"),
     (["--target", "nucleus", "--template", "MV<mask:3>", "--terminus", "X"], "--terminus 'X'"),
     (["--length", "10"], "--image PROTEIN_IMAGE"),
+    (["--image", "x.png", "--landmarks", "n.png", "--length", "10", "--refine-rounds", "2"], "--refine-rounds needs"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, args, message):
     assert cli_run(["design", "--out", str(tmp_path / "o"), *args]) == 2
@@ -78,3 +79,21 @@ def test_image_design_with_the_reference_decoder(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["passes_per_candidate"] == 7.0 and "Pearson" in summary["score_method"]
     assert all(len(c["sequence"]) == 7 and -1 <= c["score"] <= 1 for c in summary["candidates"])
+
+
+def test_head_guided_refinement_never_loses_the_best_and_keeps_the_template(tiny_celldiff):
+    from locscope.pipelines.design import head_target_scores, refine_candidates, target_conditioning
+
+    template = build_template("MVSKGEE<mask:8>")
+    protein, landmarks, _ = target_conditioning(tiny_celldiff, "nucleoplasm", n_cells=2)
+    start = ["MVSKGEE" + s for s in ("AAAAAAAA", "KKKRKVPG", "LLLLLLLL", "GSGSGSGS", "DEDEDEDE", "PKKKRKVE")]
+    final, passes, history = refine_candidates(tiny_celldiff, start, template, "nucleoplasm", protein, landmarks,
+                                               rounds=3, fraction=0.5, passes=4, seed=1)
+    assert len(final) == len(start) and passes == 3 * 4  # one parallel decode of the children per round: 4 masked positions, 4 passes
+    assert all(s.startswith("MVSKGEE") and len(s) == 15 for s in final)
+    # elitism: the best head score never drops (up to float noise from batch composition)
+    assert len(history) == 4 and all(later >= earlier - 1e-6 for earlier, later in zip(history, history[1:]))
+    assert history[-1] == pytest.approx(float(head_target_scores(tiny_celldiff, final, "nucleoplasm").max()), abs=1e-6)
+    assert history[0] == pytest.approx(float(head_target_scores(tiny_celldiff, start, "nucleoplasm").max()), abs=1e-6)
+    # level-3 targets go through the heads' level-3 probabilities
+    assert head_target_scores(tiny_celldiff, start, "nucleus").shape == (6,)

@@ -45,6 +45,10 @@ def design_command(
     steps: int = StepsOption,
     guidance: float = GuidanceOption,
     batch_size: int = typer.Option(32, "--batch-size", help="Candidates decoded / scored per batch."),
+    refine_rounds: int = typer.Option(0, "--refine-rounds", help="Head-guided evolution rounds before the image "
+                                      "scoring (needs --target): keep the better half, re-mask and re-decode."),
+    refine_fraction: float = typer.Option(0.2, "--refine-fraction", help="Share of designed positions re-masked per "
+                                          "child in a refinement round."),
     model: Optional[str] = ModelOption,
     seed: int = SeedOption,
     device: str = DeviceOption,
@@ -56,7 +60,7 @@ def design_command(
                     template=template, terminus=terminus, terminus_length=terminus_length, candidates=candidates,
                     decoder=decoder, passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
                     top=top, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size, seed=seed,
-                    device=device)
+                    device=device, refine_rounds=refine_rounds, refine_fraction=refine_fraction)
     best = result.candidates[0]
     typer.echo(f"{len(result.candidates)} candidates ({result.decoder}, {result.passes_per_candidate:.0f} passes) -> "
                f"{out}/candidates.fasta; best score {best.score:.3f}: {best.sequence}")

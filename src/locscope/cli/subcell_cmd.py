@@ -15,7 +15,8 @@ ModelOption = typer.Option(None, "--model", help="Model directory (config.json +
                                                  "SubCell model_config.yaml; default: the bundled subcell-tiny.")
 ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-channel published model: rbg | ybg.")
 BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
-PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact).")
+PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact) | int8 (CPU only: "
+                                                          "int8 ViT Linear layers, fastest on CPU).")
 ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the training "
                                                          "size of locscope models, unchanged for published YAML models.")
 

@@ -8,6 +8,11 @@ The procedure is CELL-E 2's NLS design on CELL-Diff's sequence head:
    stretch added to a reporter) is filled by the masked-residue head, ``candidates`` at once in batches, with the
    parallel confidence-based decoder (<= 16 passes) or CELL-Diff's one-residue-per-pass reference
    (:mod:`locscope.diffusion.masked_decoding`).
+2b. Optional head-guided refinement (``refine_rounds``, target mode): each round scores the population with the
+   sequence heads (one encoder pass per candidate; the target's probability), keeps the better half, and makes each
+   survivor a child by re-masking ``refine_fraction`` of its designed positions and decoding them again with the
+   masked-residue head (same conditioning images). A cheap evolutionary search steered by the model's own
+   sequence -> localization predictor; the final image-based scores stay the judge.
 3. Scores: with a ``target``, each candidate's image is generated in ``score_samples`` standard simulator cells and
    the target compartment's share is read off the simulator's compartment patterns
    (:class:`locscope.pipelines.localize.LocalizationPredictor`, ``method='image'``); with an image only, the score is
@@ -73,6 +78,8 @@ class DesignResult:
     decode_seconds_per_candidate: float
     score_seconds_per_candidate: float
     score_method: str
+    refine_rounds: int = 0
+    best_head_score_per_round: list[float] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- templates
@@ -169,7 +176,7 @@ def target_conditioning(model, target: str, n_cells: int) -> tuple[np.ndarray, n
 
 
 # ----------------------------------------------------------------------------------------------- decoding
-def decode_candidates(model, template: list[int], protein: np.ndarray, landmarks: np.ndarray,
+def decode_candidates(model, template: list[int] | list[list[int]], protein: np.ndarray, landmarks: np.ndarray,
                       present: np.ndarray | None, candidates: int, decoder: str = "parallel", passes: int = 16,
                       temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> tuple[list[str], int]:
@@ -177,6 +184,8 @@ def decode_candidates(model, template: list[int], protein: np.ndarray, landmarks
 
     Parameters
     ----------
+    template : list of int, or list of list of int
+        One template for every candidate, or one per candidate (all of the same length).
     protein : np.ndarray
         ``(n, H, W)`` conditioning protein images in [0, 1]; candidate ``i`` uses image ``i mod n``.
     landmarks : np.ndarray
@@ -206,7 +215,8 @@ def decode_candidates(model, template: list[int], protein: np.ndarray, landmarks
         marks = torch.from_numpy(landmarks[rows] * 2.0 - 1.0).float().to(device)
         mask_present = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
         logits_fn = cell_diff_logits_fn(model, image, marks, mask_present)
-        tokens = torch.tensor([template] * len(rows), dtype=torch.long, device=device)
+        per_row = template if isinstance(template[0], list) else [template] * candidates
+        tokens = torch.tensor(per_row[start:start + len(rows)], dtype=torch.long, device=device)
         if decoder == "parallel":
             result = decode_parallel(logits_fn, tokens, MASK_ID, passes=passes, temperature=temperature, top_k=top_k,
                                      generator=generator)
@@ -216,6 +226,70 @@ def decode_candidates(model, template: list[int], protein: np.ndarray, landmarks
         total_passes += result.passes
         sequences.extend(decode_tokens(row) for row in result.tokens.cpu())
     return sequences, total_passes
+
+
+def head_target_scores(model, sequences: Sequence[str], target: str, batch_size: int = 64) -> np.ndarray:
+    """Probability of ``target`` for each sequence from the model's sequence heads alone (no images): ``(N,)``.
+
+    Level-1 targets use the fraction head when the model has one (else the target's level-3 class)."""
+    level, name = resolve_compartment(target)
+    if level == "level1" and name in model.config.fraction_classes:
+        column = model.config.fraction_classes.index(name)
+        return np.concatenate([model.predict_fractions(model.tokenize(list(sequences[i:i + batch_size]))[0].to(
+            next(model.parameters()).device)).cpu().numpy()[:, column] for i in range(0, len(sequences), batch_size)])
+    if level == "level1":
+        from locscope.data import ontology
+
+        level, name = "level3", ontology.to_level3(name)
+    head = LocalizationPredictor(model, "head", batch_size=batch_size).predict(list(sequences))
+    probs, classes = (head.level3, LEVEL3_CLASSES) if level == "level3" else (head.level2, LEVEL2_CLASSES)
+    return np.nan_to_num(probs[:, classes.index(name)], nan=0.0)
+
+
+def refine_candidates(model, sequences: list[str], template: list[int], target: str, protein: np.ndarray,
+                      landmarks: np.ndarray, rounds: int, fraction: float = 0.2, passes: int = 16,
+                      temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32,
+                      seed: int = 0) -> tuple[list[str], int, list[float]]:
+    """Head-guided evolution of designed sequences (step 2b of the module docstring).
+
+    Returns
+    -------
+    sequences : list of str
+        The final population (as many as given).
+    passes : int
+        Decoder forward passes spent.
+    best_head_scores : list of float
+        The best head score after each round (round 0 = before refining).
+    """
+    from locscope.encoders.protein import MASK_ID, encode_sequence
+
+    if rounds < 0:
+        raise InputError(f"--refine-rounds {rounds}: must be >= 0")
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(f"--refine-fraction {fraction}: must be in (0, 1]")
+    designable = np.flatnonzero(np.asarray(template) == MASK_ID)
+    rng = np.random.default_rng(seed)
+    population, total_passes = list(sequences), 0
+    scores = head_target_scores(model, population, target)
+    history = [float(scores.max())]
+    for round_index in range(rounds):
+        survivors = [population[i] for i in np.argsort(-scores, kind="stable")[: max(1, len(population) // 2)]]
+        n_children = len(population) - len(survivors)
+        children_templates = []
+        for k in range(n_children):
+            ids = encode_sequence(survivors[k % len(survivors)])
+            n_mask = max(1, int(round(fraction * len(designable))))
+            for position in rng.choice(designable, size=min(n_mask, len(designable)), replace=False):
+                ids[position] = MASK_ID
+            children_templates.append(ids)
+        children, used = decode_candidates(model, children_templates, protein, landmarks, None, n_children,
+                                           "parallel", passes, temperature, top_k, batch_size,
+                                           seed + 1000 * (round_index + 1))
+        total_passes += used
+        population = survivors + children
+        scores = head_target_scores(model, population, target)
+        history.append(float(scores.max()))
+    return population, total_passes, history
 
 
 def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray, landmarks: np.ndarray,
@@ -246,7 +320,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
            candidates: int = 32, decoder: str = "parallel", passes: int = 16, temperature: float = 1.0,
            top_k: int | None = None, score_samples: int = 2, top: int = 8, sampler: str = "dpmsolver",
            steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
-           device: str = "auto", progress: bool = True) -> DesignResult:
+           device: str = "auto", progress: bool = True, refine_rounds: int = 0,
+           refine_fraction: float = 0.2) -> DesignResult:
     """Design sequences (see the module docstring) and write the outputs into ``out``.
 
     Raises
@@ -265,6 +340,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         raise InputError("design: --image needs --landmarks (nucleus / ER / microtubule images of the same cell)")
     if candidates < 1:
         raise InputError(f"--candidates {candidates}: must be >= 1")
+    if refine_rounds and target is None:
+        raise InputError("--refine-rounds needs --target (the sequence heads score a compartment, not an image)")
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
@@ -280,6 +357,12 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     start = time.perf_counter()
     sequences, total_passes = decode_candidates(net, ids, protein, marks, present, candidates, decoder, passes,
                                                 temperature, top_k, batch_size, seed, progress)
+    head_history: list[float] = []
+    if refine_rounds:
+        sequences, refine_passes, head_history = refine_candidates(
+            net, sequences, ids, target, protein, marks, refine_rounds, refine_fraction, passes, temperature, top_k,
+            batch_size, seed)
+        total_passes += refine_passes
     decode_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -307,7 +390,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     ranked = _rank(sequences, scores, localization, shown)
     n_design = max(1, len(ranked))
     result = DesignResult(ranked, _template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
-                          decode_seconds / n_design, score_seconds / n_design, score_method)
+                          decode_seconds / n_design, score_seconds / n_design, score_method, refine_rounds,
+                          head_history)
     write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top)
     return result
 

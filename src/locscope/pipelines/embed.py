@@ -3,7 +3,8 @@
 Inputs: SubCell's path-list CSV (``r_image,y_image,b_image,g_image,output_prefix``; ``#`` rows are comments; an empty
 path = channel absent, passed as zeros), a locscope dataset store, or multi-channel image files. Each cell is min-max
 normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
-and run under ``torch.inference_mode`` with optional bf16 autocast.
+and run under ``torch.inference_mode`` with optional bf16 autocast, or (``precision="int8"``, CPU) with the ViT's Linear
+layers dynamically quantized to int8.
 
 Outputs (:func:`write_embedding_outputs`): ``embeddings.h5ad`` (AnnData: ``X`` = n x embedding_dim, ``obs`` indexed by
 cell id, ``obsm["probabilities"]`` = n x 31, class names in ``uns``), ``result.csv`` (top classes + one probability
@@ -24,7 +25,9 @@ import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
-from locscope.models.subcell import CHANNEL_VARIANTS, SubCellModel, load_published, min_max_normalize
+from locscope.models.subcell import (
+    CHANNEL_VARIANTS, SubCellModel, load_published, min_max_normalize, quantize_encoder_int8,
+)
 from locscope.utils.atomic import atomic_path, write_text
 from locscope.utils.progress import track
 
@@ -32,7 +35,8 @@ from locscope.utils.progress import track
 CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "subcell-tiny"
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 
 @dataclass
@@ -283,8 +287,10 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         Raw ``(C, H, W)`` cells; normalised here (per-cell joint min-max).
     batch_size : int
         Cells per forward pass.
-    precision : {'fp32', 'bf16'}
-        ``bf16`` runs under ``torch.autocast`` (CPU AMX / CUDA); outputs are returned as float32.
+    precision : {'fp32', 'bf16', 'int8'}
+        ``bf16`` runs under ``torch.autocast`` (CPU AVX512-BF16 / AMX, CUDA); ``int8`` (CPU only) runs a copy of the
+        model whose ViT Linear layers are dynamically quantized (:func:`~locscope.models.subcell.quantize_encoder_int8`,
+        ~1.3x faster than bf16 on CPU, embeddings at cosine similarity > 0.99 to fp32); outputs are float32.
     image_size : int, optional
         Resize every cell to ``image_size x image_size`` (bilinear, anti-aliased) before normalising; None keeps sizes.
     total : int, optional
@@ -298,9 +304,13 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {batch_size}")
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"--precision {precision!r}: accepted values are fp32, bf16")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: accepted values are {', '.join(PRECISIONS)}")
     device = next(model.parameters()).device
+    if precision == "int8":
+        if device.type != "cpu":
+            raise InputError(f"--precision int8 runs on the CPU only (model on {device}); use bf16 on {device.type}")
+        model = quantize_encoder_int8(model)
     ids: list[str] = []
     embeddings, probabilities, attention = [], [], []
     n_batches = None if total is None else -(-total // batch_size)
