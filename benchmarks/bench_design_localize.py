@@ -7,7 +7,9 @@
 2. design: sequences designed from held-out simulator images (grammar proteins with held-out motif variants, rendered in
    fresh cells) land in the right level-3 compartment, measured (a) by generating their images in standard cells and
    (b) by the simulator's rule grammar applied to the designed sequence; reference (one residue per pass) vs parallel
-   decoder: forward passes per designed sequence and seconds per candidate.
+   decoder: forward passes per designed sequence and seconds per candidate. With ``--refine-rounds R`` also the
+   target-mode design a user runs with ``--target <the item's compartment> --refine-rounds R`` (parallel decoder on
+   standard cells showing the target, then head-guided evolution, ``locscope.pipelines.design.refine_candidates``).
 3. explain: AUROC of the per-residue attribution (glycine-window scan) vs the true motif positions of held-out simulator
    proteins; the grammar itself as the scorer gives the method's ceiling.
 
@@ -30,7 +32,7 @@ from locscope.data import ontology
 from locscope.data.splits import split_by_protein
 from locscope.metrics.sequence import multilabel_scores, multilabel_targets
 from locscope.pipelines.baselines import CompositionBaseline, MajorityBaseline
-from locscope.pipelines.design import decode_candidates, image_similarity_scores
+from locscope.pipelines.design import decode_candidates, image_similarity_scores, refine_candidates, target_conditioning
 from locscope.pipelines.explain import mutagenesis_scan
 from locscope.pipelines.generate import load_celldiff
 from locscope.pipelines.localize import LEVEL3_CLASSES, LocalizationPredictor, level_probabilities
@@ -119,14 +121,27 @@ def bench_design(model, items: list[dict], args) -> dict:
     scorer = LocalizationPredictor(model, "image", args.samples, steps=args.steps, batch_size=args.batch_size,
                                    seed=args.seed)
     results = {}
-    for decoder in args.decoders:
+    template = [MASK_ID] * args.design_length
+    variants = list(args.decoders) + ([f"target+refine{args.refine_rounds}"] if args.refine_rounds else [])
+    for decoder in variants:
         by_image, by_grammar, passes, seconds, n = [], [], [], 0.0, 0
         best_image, best_grammar = [], []
         for k, item in enumerate(items):
             start = time.perf_counter()
-            sequences, used = decode_candidates(model, [MASK_ID] * args.design_length, item["protein"][None],
-                                                item["landmarks"][None], None, args.candidates, decoder,
-                                                args.passes, args.temperature, None, args.candidates, args.seed + k)
+            if decoder.startswith("target+refine"):
+                protein, landmarks, _ = target_conditioning(model, item["target"], n_cells=4)
+                sequences, used = decode_candidates(model, template, protein, landmarks, None, args.candidates,
+                                                    "parallel", args.passes, args.temperature, None, args.candidates,
+                                                    args.seed + k)
+                sequences, refine_passes, _ = refine_candidates(model, sequences, template, item["target"], protein,
+                                                                landmarks, args.refine_rounds, args.refine_fraction,
+                                                                args.passes, args.temperature, None, args.candidates,
+                                                                args.seed + k)
+                used += refine_passes
+            else:
+                sequences, used = decode_candidates(model, template, item["protein"][None], item["landmarks"][None],
+                                                    None, args.candidates, decoder, args.passes, args.temperature,
+                                                    None, args.candidates, args.seed + k)
             seconds += time.perf_counter() - start
             n += len(sequences)
             passes.append(used)
@@ -205,6 +220,8 @@ def main() -> None:
     parser.add_argument("--decoders", nargs="+", default=["parallel", "one-per-pass"])
     parser.add_argument("--passes", type=int, default=16)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--refine-rounds", type=int, default=0, help="also run target-mode design with R rounds")
+    parser.add_argument("--refine-fraction", type=float, default=0.2)
     parser.add_argument("--explain-proteins", type=int, default=12)
     parser.add_argument("--explain-method", default="combined")
     parser.add_argument("--window", type=int, default=7)

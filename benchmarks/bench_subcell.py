@@ -106,7 +106,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = SubCellModel(SubCellConfig(num_classifiers=1)).eval()
     images = min_max_normalize(torch.rand(max(args.batch_size, 1), 4, args.size, args.size))
-    calibration = min_max_normalize(torch.rand(2, 4, args.size, args.size))
+    calibration = min_max_normalize(torch.rand(max(args.batch_size, 1), 4, args.size, args.size))  # export: fixed batch
     model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
     model_int8 = quantize_encoder_int8(model)
 
