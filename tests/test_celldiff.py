@@ -158,7 +158,7 @@ def test_models_without_the_bottleneck_refuse_fractions(model):
 def test_schedule_base_shifts_the_noise_schedule():
     from locscope.diffusion.celldiff_sampler import schedule_for
 
-    seed_like, noisier = CellDiff(small_config()), CellDiff(small_config(schedule_base=8))
+    seed_like, noisier = CellDiff(small_config(schedule_base=64)), CellDiff(small_config(schedule_base=8))
     # image_size 16: base 64 shifts logSNR by +2 log 4, base 8 by -2 log 2; every step is noisier with the smaller base
     difference = schedule_for(seed_like).logsnr - schedule_for(noisier).logsnr
     inside = (schedule_for(seed_like).logsnr.abs() < 14) & (schedule_for(noisier).logsnr.abs() < 14)
