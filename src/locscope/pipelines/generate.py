@@ -260,6 +260,25 @@ def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
     return target / target.sum()
 
 
+def _head_classes(model) -> tuple[str, ...]:
+    """The classes :func:`head_level3` reports, in its column order."""
+    from locscope.pipelines.localize import LEVEL3_CLASSES
+
+    return LEVEL3_CLASSES if set(model.config.compartment_classes) == set(LEVEL3_CLASSES) else \
+        tuple(model.config.compartment_classes)
+
+
+def head_level3(model, tokens: torch.Tensor) -> np.ndarray:
+    """Sequence-only compartment probabilities ``(B, n)`` reported by ``generate`` (columns: :func:`_head_classes`):
+    :func:`locscope.pipelines.localize.sequence_head_probabilities` (which folds in the fraction head) for level-3
+    models, the raw compartment head for models trained on other classes."""
+    from locscope.pipelines.localize import LEVEL3_CLASSES, sequence_head_probabilities
+
+    if set(model.config.compartment_classes) == set(LEVEL3_CLASSES):
+        return sequence_head_probabilities(model, tokens)[0]
+    return model.predict_compartments(tokens).cpu().numpy()
+
+
 def _top(distribution: np.ndarray, classes: Sequence[str], n: int = 5) -> dict[str, float]:
     order = np.argsort(-distribution)[:n]
     return {classes[i]: round(float(distribution[i]), 4) for i in order if distribution[i] > 0.005}
@@ -330,6 +349,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     torch_device = resolve_device(device)
     net = load_celldiff(model, torch_device)
     cfg = net.config
+    head_classes = _head_classes(net)
     target = None
     if compartment is not None:
         if not cfg.fraction_classes:
@@ -356,7 +376,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
                 guidance=guidance, generator=generator,
                 fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device))
-            head = net.predict_compartments(tokens.to(torch_device)).cpu().numpy()
+            head = head_level3(net, tokens.to(torch_device))
             if cfg.fraction_classes:
                 conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
                               else target[None].expand(len(batch), -1).numpy())
@@ -391,8 +411,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             entry = {"id": name, "folder": folder.name, "length": len(seq), "samples": samples,
                      "compartment_fractions": fractions,
                      "top_compartment_image": next(iter(fractions), None),
-                     "head_probabilities": {c: float(p) for c, p in zip(cfg.compartment_classes, head_probs)},
-                     "top_compartment_head": cfg.compartment_classes[int(np.argmax(head_probs))]}
+                     "head_probabilities": {c: float(p) for c, p in zip(head_classes, head_probs)},
+                     "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
             if condition is not None:
                 entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
                                            "level1": _top(condition, cfg.fraction_classes)}
@@ -407,12 +427,12 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["id", "top_compartment_image", "top_compartment_head", *[f"image_{c}" for c in
-                     cfg.compartment_classes], *[f"head_{c}" for c in cfg.compartment_classes]])
+                     head_classes], *[f"head_{c}" for c in head_classes]])
     for e in results:
         writer.writerow([e["id"], e["top_compartment_image"] or "", e["top_compartment_head"],
                          *[f"{e['compartment_fractions'].get(c, 0.0):.4f}" if e["compartment_fractions"] else ""
-                           for c in cfg.compartment_classes],
-                         *[f"{e['head_probabilities'][c]:.4f}" for c in cfg.compartment_classes]])
+                           for c in head_classes],
+                         *[f"{e['head_probabilities'][c]:.4f}" for c in head_classes]])
     write_text(out / "summary.csv", buffer.getvalue())
     report = out / "report.html"
     write_text(report, _report_html(run, samples))

@@ -283,30 +283,13 @@ class LocalizationPredictor:
         generator = torch.Generator().manual_seed(seed)
         self.noise = torch.randn(samples, 1, cfg.image_size, cfg.image_size, generator=generator)
         self.landmarks = torch.from_numpy(np.stack([c.landmarks for c in self.cells]) * 2.0 - 1.0) if self.cells else None
-        self._head_order = [heads.index(c) for c in LEVEL3_CLASSES] if method != "image" else []
 
     def tokenize(self, sequences: Sequence[str]) -> torch.Tensor:
         return self.model.tokenize(list(sequences))[0]
 
     def head_probabilities(self, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """The sequence heads' level-3 ``(b, 7)`` and, for models with a fraction head, level-2 ``(b, 9)`` probabilities.
-
-        With a fraction head (a distribution over level-1 compartments) the level-3 probabilities are the mean of the
-        level-3 head and the fraction head summed into level-3 classes; level 2 comes from the fraction head alone.
-        """
-        from locscope.synth import COMPARTMENTS
-
-        head3 = self.model.predict_compartments(tokens).cpu().numpy()[:, self._head_order]
-        classes = self.model.config.fraction_classes
-        if not classes:
-            return head3, None
-        fractions = self.model.predict_fractions(tokens).cpu().numpy()
-        level1 = np.zeros((len(fractions), len(COMPARTMENTS)))
-        for j, name in enumerate(classes):
-            if name in COMPARTMENTS:
-                level1[:, COMPARTMENTS.index(name)] += fractions[:, j]
-        from3, from2 = level_probabilities(level1 / np.clip(level1.sum(1, keepdims=True), 1e-12, None))
-        return 0.5 * (head3 + from3), from2
+        """See :func:`sequence_head_probabilities`."""
+        return sequence_head_probabilities(self.model, tokens)
 
     @torch.no_grad()
     def predict(self, sequences: Sequence[str], progress: bool = False, keep_images: bool = False) -> Localization:
@@ -343,6 +326,36 @@ class LocalizationPredictor:
         return Localization(np.concatenate(level3), np.concatenate(level2),
                             np.concatenate(level1) if level1 else None,
                             np.concatenate(images) if keep_images and images else None)
+
+
+def sequence_head_probabilities(model, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sequence heads' level-3 ``(B, 7)`` (over :data:`LEVEL3_CLASSES`) and, for models with a fraction head,
+    level-2 ``(B, 9)`` probabilities (else None), from ``tokens`` ``(B, L)`` alone.
+
+    With a fraction head (a distribution over level-1 compartments) the level-3 probabilities are the mean of the
+    level-3 head and the fraction head summed into level-3 classes; level 2 comes from the fraction head alone.
+
+    Raises
+    ------
+    InputError
+        If the model's compartment head does not predict the level-3 classes.
+    """
+    from locscope.synth import COMPARTMENTS
+
+    heads = tuple(model.config.compartment_classes)
+    if set(heads) != set(LEVEL3_CLASSES):
+        raise InputError(f"the model's compartment head predicts {heads}, not the level-3 classes")
+    head3 = model.predict_compartments(tokens).cpu().numpy()[:, [heads.index(c) for c in LEVEL3_CLASSES]]
+    classes = model.config.fraction_classes
+    if not classes:
+        return head3, None
+    fractions = model.predict_fractions(tokens).cpu().numpy()
+    level1 = np.zeros((len(fractions), len(COMPARTMENTS)))
+    for j, name in enumerate(classes):
+        if name in COMPARTMENTS:
+            level1[:, COMPARTMENTS.index(name)] += fractions[:, j]
+    from3, from2 = level_probabilities(level1 / np.clip(level1.sum(1, keepdims=True), 1e-12, None))
+    return 0.5 * (head3 + from3), from2
 
 
 def _level2_from_level3(level3: np.ndarray, image_level2: np.ndarray | None) -> np.ndarray:
