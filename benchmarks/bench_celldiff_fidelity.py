@@ -52,7 +52,7 @@ def generate(model, cells, sequences, args, seed, sampler=None, steps=None, frac
         given = None if fractions is None else torch.from_numpy(fractions[start:start + args.batch]).float()
         images, nfe = sample_protein_images(model, landmarks, tokens, sampler=sampler or args.sampler,
                                             steps=steps or args.steps, guidance=args.guidance, generator=g,
-                                            fractions=given)
+                                            fractions=given, placement=args.placement)
         out.append((images[:, 0].numpy() + 1) / 2)
     return np.concatenate(out), nfe
 
@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--placement", default="soft", help="soft | sample | top (bottleneck models)")
     parser.add_argument("--samplers-compare", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")

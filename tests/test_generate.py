@@ -62,6 +62,9 @@ def test_generate_writes_everything_and_is_seeded(model_dir, tmp_path):
     forced = json.loads((tmp_path / "c" / "summary.json").read_text())["sequences"][0]["conditioned_on"]
     assert forced == {"source": "--compartment", "level1": {"mitochondria": 0.75, "cytosol": 0.25}}
     assert not np.array_equal(tif, tifffile.imread(tmp_path / "c" / "example_nuclear" / "sample_0.tif"))
+    assert run(args + ["--out", str(tmp_path / "d"), "--placement", "top"]) == 0
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["placement"] == "top"
+    assert not np.array_equal(tif, tifffile.imread(tmp_path / "d" / "example_nuclear" / "sample_0.tif"))
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -71,6 +74,7 @@ def test_generate_writes_everything_and_is_seeded(model_dir, tmp_path):
     (["--sequence", "MKV", "--compartment", "nucleous"], "unknown compartment 'nucleous'"),
     (["--sequence", "MKV", "--compartment", "cytosol:x"], "weight 'x' of 'cytosol'"),
     (["--sequence", "MKV", "--compartment", "cytosol:0"], "the weights sum to 0"),
+    (["--sequence", "MKV", "--placement", "argmax"], "--placement 'argmax'"),
 ])
 def test_generate_bad_input_is_one_line(model_dir, tmp_path, capsys, extra, message):
     code = run(["generate", "--landmarks", str(EXAMPLES / "landmarks" / "cell_1"), "--model", str(model_dir),

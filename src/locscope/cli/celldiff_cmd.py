@@ -61,6 +61,8 @@ def generate_command(
     compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
                                               "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
                                               "models with the compartment bottleneck)."),
+    placement: str = typer.Option("soft", "--placement", help="soft (the fraction head's whole distribution) | "
+                                  "sample (one compartment drawn per sample) | top (the most likely one)."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
@@ -76,7 +78,8 @@ def generate_command(
 
         pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
     result = generate(pairs, landmarks, out, model=model, sampler=sampler, steps=steps, guidance=guidance,
-                      samples=samples, seed=seed, device=device, compartment=compartment)
+                      samples=samples, seed=seed, device=device, compartment=compartment,
+                      placement=placement)
     for entry in result.sequences:
         top = entry["top_compartment_image"] or entry["top_compartment_head"]
         typer.echo(f"{entry['id']}: {top}")

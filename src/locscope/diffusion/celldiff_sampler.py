@@ -6,10 +6,26 @@ localization/design verbs share.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from locscope.diffusion.samplers import classifier_free_guidance, sample_images
 from locscope.diffusion.schedule import ShiftedCosineSchedule
+
+
+PLACEMENTS: tuple[str, ...] = ("soft", "sample", "top")
+
+
+def _placed(distribution: torch.Tensor, placement: str, generator: torch.Generator | None) -> torch.Tensor:
+    """One-hot rows ``(N, n)``: the most likely compartment (``'top'``) or one drawn per row (``'sample'``)."""
+    if placement == "top":
+        index = distribution.argmax(-1)
+    else:
+        probabilities = distribution.float().clamp(min=0)
+        index = torch.multinomial(probabilities.cpu(), 1, generator=generator if generator is not None and
+                                  generator.device.type == "cpu" else None)[:, 0].to(distribution.device)
+    return torch.nn.functional.one_hot(index, distribution.shape[-1]).to(distribution.dtype)
 
 
 def schedule_for(model) -> ShiftedCosineSchedule:
@@ -23,7 +39,7 @@ def sample_protein_images(
     model, landmarks: torch.Tensor, tokens: torch.Tensor, landmark_present: torch.Tensor | None = None,
     samples: int = 1, sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
     generator: torch.Generator | None = None, autocast: bool = False, progress: bool = False,
-    fractions: torch.Tensor | None = None,
+    fractions: torch.Tensor | None = None, placement: str = "soft",
 ) -> tuple[torch.Tensor, int]:
     """Generate ``samples`` protein images per (landmarks, sequence) row.
 
@@ -51,6 +67,11 @@ def sample_protein_images(
     fractions : torch.Tensor, optional
         ``(B, n_fraction_classes)`` compartment distributions to condition on instead of the fraction head's prediction
         (models with the compartment bottleneck only): "this sequence's cell, with the protein placed here".
+    placement : {'soft', 'sample', 'top'}
+        Bottleneck models, without ``fractions``: condition each image on the fraction head's whole distribution
+        (``'soft'``, the training-time behaviour), on one compartment drawn from it per image (``'sample'``: the K
+        images then show the head's uncertainty as separate, clean placements), or on its most likely compartment
+        (``'top'``).
 
     Returns
     -------
@@ -65,6 +86,10 @@ def sample_protein_images(
         raise ValueError("fractions given, but this model has no compartment bottleneck (config.fraction_classes)")
     context = model.encode_sequence(tokens.to(device), fractions=None if fractions is None else fractions.to(device))
     context = context.repeat(samples)
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
+    if placement != "soft" and fractions is None and model.config.fraction_classes:
+        context = dataclasses.replace(context, condition=_placed(context.condition, placement, generator))
     landmarks = landmarks.repeat_interleave(samples, dim=0)
     present = landmark_present.to(device).repeat_interleave(samples, dim=0) if landmark_present is not None else None
     guided = guidance != 1.0

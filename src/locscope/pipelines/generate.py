@@ -287,7 +287,7 @@ def _top(distribution: np.ndarray, classes: Sequence[str], n: int = 5) -> dict[s
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
              model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
              guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
-             progress: bool = True, compartment: str | None = None) -> GenerateResult:
+             progress: bool = True, compartment: str | None = None, placement: str = "soft") -> GenerateResult:
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
     Parameters
@@ -316,6 +316,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Models with the compartment bottleneck: place the protein in this level-1 compartment (or a weighted mix,
         ``'mitochondria:0.6,cytosol:0.4'``) instead of where the sequence's fraction head predicts; the sequence still
         conditions the image through cross-attention. Without it, ``result.json`` records the predicted distribution.
+    placement : {'soft', 'sample', 'top'}
+        Bottleneck models without ``compartment``: condition on the fraction head's whole distribution (default), on
+        one compartment drawn from it per sample, or on its most likely compartment
+        (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`).
 
     Raises
     ------
@@ -339,6 +343,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         raise InputError(f"--steps {steps}: must be >= 1")
     if guidance < 0:
         raise InputError(f"--guidance {guidance}: must be >= 0")
+    from locscope.diffusion.celldiff_sampler import PLACEMENTS
+
+    if placement not in PLACEMENTS:
+        raise InputError(f"--placement {placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if not sequences:
         raise InputError("no sequences given (--sequence or --fasta)")
     for name, seq in sequences:
@@ -375,7 +383,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
                 present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
                 guidance=guidance, generator=generator,
-                fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device))
+                fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device),
+                placement=placement)
             head = head_level3(net, tokens.to(torch_device))
             if cfg.fraction_classes:
                 conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
@@ -419,7 +428,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             write_json(folder / "result.json", entry)
             results.append(entry)
     seconds = time.perf_counter() - started
-    run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "sampler": sampler, "steps": steps, "guidance": guidance,
+    run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "placement": placement,
+           "sampler": sampler, "steps": steps, "guidance": guidance,
            "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
            [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
            "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
