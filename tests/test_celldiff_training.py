@@ -149,6 +149,37 @@ def test_ddp_two_cpu_processes(store, tmp_path):
     assert len(rates) == 4  # only rank 0 logs
 
 
+@pytest.mark.slow
+def test_fsdp_two_cpu_processes_trains_and_resumes(store, tmp_path):
+    config = write_config(tmp_path / "train.json", accelerator="cpu", devices=2, strategy="fsdp", val_every_epochs=1,
+                          max_steps=4)
+    script = tmp_path / "fsdp.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from locscope.training.celldiff_module import read_train_config, train_celldiff
+        if __name__ == "__main__":
+            resume = sys.argv[1] == "1"
+            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r},
+                           None if resume else read_train_config({str(config)!r}), resume=resume, progress=False)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": "29519"}
+    result = subprocess.run([sys.executable, str(script), "0"], env=env, capture_output=True, timeout=400, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    run = tmp_path / "run"
+    from locscope.models.celldiff import CellDiff
+
+    model = CellDiff.from_pretrained(run / "model")  # full (gathered) EMA weights, strict load
+    online = load_file(str(run / "checkpoints" / "last" / "online.safetensors"))
+    assert set(online) == set(model.state_dict())
+    assert all(online[k].shape == v.shape for k, v in model.state_dict().items())
+    # resume to 6 steps under FSDP: the saved full optimizer state is re-sharded
+    saved = json.loads((run / "train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps({**saved, "max_steps": 6}))
+    result = subprocess.run([sys.executable, str(script), "1"], env=env, capture_output=True, timeout=400, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"] == 6
+
+
 def test_schedule_sampler_and_generators():
     config = CellDiffTrainConfig(learning_rate=1.0, warmup_steps=10, max_steps=110, final_lr_fraction=0.0)
     assert learning_rate_at(0, config) == pytest.approx(0.1)

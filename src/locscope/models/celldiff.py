@@ -462,7 +462,7 @@ class CellDiff(nn.Module):
         else:
             fraction_logits = condition = pooled.new_zeros(pooled.shape[0], 0)
         tokens_w = tokens_w + self.sequence_type
-        if drop_sequence is not None and bool(drop_sequence.any()):
+        if drop_sequence is not None:  # always through torch.where: every parameter joins the graph (FSDP, DDP)
             drop = drop_sequence.to(tokens_w.device)
             null = self.null_token.expand(tokens_w.shape[0], 1, -1)
             tokens_w = torch.where(drop[:, None, None], torch.cat([null, torch.zeros_like(tokens_w[:, 1:])], 1), tokens_w)

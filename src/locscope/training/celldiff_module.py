@@ -247,6 +247,46 @@ class CellDiffModule(L.LightningModule):
         self._last_log = time.time()
         self._log_sums: dict[str, float] = {}
 
+    # -- sharding (strategy "fsdp": FSDP2 through Lightning's ModelParallelStrategy) ---------------------------------
+    @property
+    def sharded(self) -> bool:
+        return self.train_config.strategy == "fsdp"
+
+    def configure_model(self) -> None:
+        """FSDP2: shard every adaLN-Zero block (the bulk of celldiff-base) and the rest of the network over the data
+        parallel ranks; the EMA weights become shards with the same layout."""
+        if not self.sharded or getattr(self, "_is_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor import distribute_tensor
+
+        mesh = self.device_mesh["data_parallel"]
+        for block in self.model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+        self.ema = {name: distribute_tensor(self.ema[name].to(value.device), value.device_mesh, value.placements)
+                    if hasattr(value, "device_mesh") else self.ema[name]
+                    for name, value in self.model.state_dict().items()}
+        self._is_sharded = True
+
+    def full_state(self) -> tuple[dict, dict, dict | None]:
+        """``(online, ema, optimizer)`` as full CPU tensors; under FSDP a collective that every rank must call (the
+        optimizer state is then keyed by parameter name, else by index as ``optimizer.state_dict()``)."""
+        def gather(values: dict) -> dict:
+            return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().contiguous()
+                    for k, v in values.items()}
+
+        optimizer = self.optimizers()
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            state = get_optimizer_state_dict(self.model, optimizer,
+                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            state = optimizer.state_dict()
+        return gather(self.model.state_dict()), gather(self.ema), state
+
     # -- optimisation ---------------------------------------------------------------------------------------------
     @property
     def step(self) -> int:
@@ -262,7 +302,13 @@ class CellDiffModule(L.LightningModule):
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=learning_rate_at(self.step, self.train_config), betas=(0.9, 0.999))
         if self._optimizer_state is not None:
-            optimizer.load_state_dict(self._optimizer_state)
+            if self.sharded:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+                set_optimizer_state_dict(self.model, optimizer, self._optimizer_state,
+                                         options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(self._optimizer_state)
         return optimizer
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -368,22 +414,27 @@ class CellDiffModule(L.LightningModule):
         print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
 
     # -- EMA model, validation, checkpoints -----------------------------------------------------------------------
-    def ema_model(self) -> CellDiff:
-        """A copy of the network holding the EMA weights, in eval mode."""
+    def ema_model(self, ema: dict | None = None) -> CellDiff:
+        """A copy of the network holding the EMA weights (or the given full ``ema`` state), in eval mode."""
+        if self.sharded:
+            model = CellDiff(self.model_config)
+            model.load_state_dict(ema if ema is not None else self.full_state()[1])
+            return model.eval()
         model = copy.deepcopy(self.model)
-        model.load_state_dict(self.ema)
+        model.load_state_dict(ema if ema is not None else self.ema)
         return model.eval()
 
     def on_train_epoch_end(self) -> None:
         epoch = self.epoch_offset + self.current_epoch + 1
+        full = self.full_state() if self.sharded else None  # collective: every rank takes part
         if self.global_rank == 0:
             if self._val_split is not None and epoch % self.train_config.val_every_epochs == 0:
-                self.validate_gate()
-            self.save_checkpoint(self.run_dir / "checkpoints" / "last", epoch)
+                self.validate_gate(None if full is None else full[1])
+            self.save_checkpoint(self.run_dir / "checkpoints" / "last", epoch, full)
 
-    def validate_gate(self) -> dict:
+    def validate_gate(self, ema: dict | None = None) -> dict:
         cfg = self.train_config
-        model = self.ema_model()
+        model = self.ema_model(ema)
         gate = sequence_conditioning_gate(model, self._val_split, cfg.val_items, cfg.val_sampler, cfg.val_steps,
                                           cfg.val_guidance, seed=cfg.seed)
         if gate.get("gate_passed") is None:
@@ -397,26 +448,22 @@ class CellDiffModule(L.LightningModule):
                               "val_items": gate["n"]})
         return gate
 
-    def save_checkpoint(self, directory: Path, epoch: int) -> None:
-        """Atomically write the resumable state (see the module docstring)."""
+    def save_checkpoint(self, directory: Path, epoch: int, full: tuple | None = None) -> None:
+        """Atomically write the resumable state (see the module docstring); ``full`` = :meth:`full_state` (FSDP)."""
         from safetensors.torch import save_file
 
-        optimizer = self.optimizers()
-        optimizer = getattr(optimizer, "optimizer", optimizer)
-        state = optimizer.state_dict()
+        online, ema, state = full if full is not None else self.full_state()
         tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
         for index, values in state["state"].items():
             for name, value in values.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+                    tensors[f"{index}|{name}"] = value.detach().cpu().contiguous()
                 else:
                     scalars["state"].setdefault(str(index), {})[name] = value
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
-            ema = self.ema_model()
-            ema.save_pretrained(tmp, extra={"step": self.step, "epoch": epoch})
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                      str(tmp / "online.safetensors"))
+            self.ema_model(ema).save_pretrained(tmp, extra={"step": self.step, "epoch": epoch})
+            save_file(online, str(tmp / "online.safetensors"))
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             write_json(tmp / "optimizer.json", scalars)
             write_json(tmp / "state.json", {"step": self.step, "epoch": epoch, "time": time.time()})
@@ -435,11 +482,14 @@ class CellDiffModule(L.LightningModule):
         scalars = json.loads((directory / "optimizer.json").read_text())
         tensors = load_file(str(directory / "optimizer.safetensors"))
         state: dict[int, dict] = {}
+        def key_of(index: str):  # parameter index (single process / DDP) or parameter name (FSDP)
+            return int(index) if index.isdigit() else index
+
         for key, value in tensors.items():
-            index, name = key.split(".", 1)
-            state.setdefault(int(index), {})[name] = value
+            index, name = key.rsplit("|", 1) if "|" in key else key.split(".", 1)
+            state.setdefault(key_of(index), {})[name] = value
         for index, values in scalars["state"].items():
-            state.setdefault(int(index), {}).update(values)
+            state.setdefault(key_of(index), {}).update(values)
         self._optimizer_state = {"state": state, "param_groups": scalars["param_groups"]}
         return json.loads((directory / "state.json").read_text())
 
@@ -506,17 +556,32 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
         torch.manual_seed(config.seed + step)  # training draws use step_generator; this covers third-party layers
         trainer = L.Trainer(
             max_steps=remaining, max_epochs=-1, accelerator=config.accelerator, devices=config.devices,
-            strategy=config.strategy, gradient_clip_val=config.grad_clip or None, logger=False,
+            strategy=_strategy(config), gradient_clip_val=config.grad_clip or None, logger=False,
             enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
             num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
             max_time={"minutes": config.max_minutes} if config.max_minutes else None, callbacks=callbacks,
         )
         trainer.fit(module, train_dataloaders=data.train_dataloader())
+        ema = module.full_state()[1] if module.sharded else None  # collective under FSDP
         if trainer.global_rank != 0:
             return run_dir / "model"
+        module.ema_model(ema).save_pretrained(run_dir / "model", extra={"step": module.step, "train_config":
+                                                                         dataclasses.asdict(config)})
+        return run_dir / "model"
     module.ema_model().save_pretrained(run_dir / "model", extra={"step": module.step, "train_config":
                                                                   dataclasses.asdict(config)})
     return run_dir / "model"
+
+
+def _strategy(config: CellDiffTrainConfig):
+    """Lightning strategy for ``config.strategy``; ``'fsdp'`` = FSDP2 (``fully_shard``) through ModelParallelStrategy,
+    which also runs on CPU processes (gloo), unlike Lightning's FSDPStrategy."""
+    if config.strategy != "fsdp":
+        return config.strategy
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    devices = config.devices if isinstance(config.devices, int) and config.devices > 0 else "auto"
+    return ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
