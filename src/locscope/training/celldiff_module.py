@@ -49,6 +49,8 @@ class CellDiffTrainConfig:
     ``fraction_loss_weight`` and ``fraction_teacher_probability`` apply to models with the compartment bottleneck
     (``fraction_classes``): the weight of the fraction head's soft cross-entropy against the simulator's true compartment
     fractions, and the share of image-task samples conditioned on those true fractions instead of the head's prediction.
+    ``strategy`` is any Lightning strategy name (``'ddp_find_unused_parameters_true'`` for DDP) or ``'fsdp'``: FSDP2
+    through Lightning's ModelParallelStrategy (each adaLN-Zero block and the root sharded; checkpoints stay full).
     ``torch_threads`` sets ``torch.set_num_threads`` (1 is several times faster than 2 on a busy shared CPU, where
     OpenMP threads spin waiting for each other).
     """
