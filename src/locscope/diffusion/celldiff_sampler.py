@@ -18,7 +18,8 @@ PLACEMENTS: tuple[str, ...] = ("soft", "sample", "top")
 
 
 def _placed(distribution: torch.Tensor, placement: str, generator: torch.Generator | None) -> torch.Tensor:
-    """One-hot rows ``(N, n)``: the most likely compartment (``'top'``) or one drawn per row (``'sample'``)."""
+    """One-hot rows ``(N, n)``: the most likely compartment (``'top'``) or one drawn per row (``'sample'``; drawn on
+    the CPU with ``generator`` when it is a CPU generator, else with the global RNG)."""
     if placement == "top":
         index = distribution.argmax(-1)
     else:
@@ -31,7 +32,7 @@ def _placed(distribution: torch.Tensor, placement: str, generator: torch.Generat
 def schedule_for(model) -> ShiftedCosineSchedule:
     """The shifted-cosine schedule a CELL-Diff model was trained with (its image size, T and schedule base)."""
     cfg = model.config
-    return ShiftedCosineSchedule(cfg.image_size, cfg.num_train_timesteps, base=getattr(cfg, "schedule_base", 64))
+    return ShiftedCosineSchedule(cfg.image_size, cfg.num_train_timesteps, base=cfg.schedule_base)
 
 
 @torch.no_grad()
