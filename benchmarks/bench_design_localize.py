@@ -9,7 +9,9 @@
    (b) by the simulator's rule grammar applied to the designed sequence; reference (one residue per pass) vs parallel
    decoder: forward passes per designed sequence and seconds per candidate. With ``--refine-rounds R`` also the
    target-mode design a user runs with ``--target <the item's compartment> --refine-rounds R`` (parallel decoder on
-   standard cells showing the target, then head-guided evolution, ``locscope.pipelines.design.refine_candidates``).
+   standard cells showing the target, then head-guided evolution, ``locscope.pipelines.design.refine_candidates``),
+   and the same from the held-out image (``--image ... --refine-rounds R``: the target is the compartment distribution
+   the image shows, ``image_target_distribution``).
 3. explain: AUROC of the per-residue attribution (glycine-window scan) vs the true motif positions of held-out simulator
    proteins; the grammar itself as the scorer gives the method's ceiling.
 
@@ -32,7 +34,9 @@ from locscope.data import ontology
 from locscope.data.splits import split_by_protein
 from locscope.metrics.sequence import multilabel_scores, multilabel_targets
 from locscope.pipelines.baselines import CompositionBaseline, MajorityBaseline
-from locscope.pipelines.design import decode_candidates, image_similarity_scores, refine_candidates, target_conditioning
+from locscope.pipelines.design import (
+    decode_candidates, image_similarity_scores, image_target_distribution, refine_candidates, target_conditioning,
+)
 from locscope.pipelines.explain import mutagenesis_scan
 from locscope.pipelines.generate import load_celldiff
 from locscope.pipelines.localize import LEVEL3_CLASSES, LocalizationPredictor, level_probabilities
@@ -122,10 +126,11 @@ def bench_design(model, items: list[dict], args) -> dict:
                                    seed=args.seed)
     results = {}
     template = [MASK_ID] * args.design_length
-    variants = list(args.decoders) + ([f"target+refine{args.refine_rounds}"] if args.refine_rounds else [])
+    variants = list(args.decoders) + ([f"target+refine{args.refine_rounds}", f"image+refine{args.refine_rounds}"]
+                                      if args.refine_rounds else [])
     for decoder in variants:
         by_image, by_grammar, passes, seconds, n = [], [], [], 0.0, 0
-        best_image, best_grammar = [], []
+        best_image, best_grammar, inferred = [], [], []
         for k, item in enumerate(items):
             start = time.perf_counter()
             if decoder.startswith("target+refine"):
@@ -137,6 +142,17 @@ def bench_design(model, items: list[dict], args) -> dict:
                                                                 landmarks, args.refine_rounds, args.refine_fraction,
                                                                 args.passes, args.temperature, None, args.candidates,
                                                                 args.seed + k)
+                used += refine_passes
+            elif decoder.startswith("image+refine"):
+                sequences, used = decode_candidates(model, template, item["protein"][None], item["landmarks"][None],
+                                                    None, args.candidates, "parallel", args.passes, args.temperature,
+                                                    None, args.candidates, args.seed + k)
+                goal = image_target_distribution(model, item["protein"], item["landmarks"], seed=args.seed + k)
+                inferred.append(ontology.to_level3(model.config.fraction_classes[int(np.argmax(goal))]) == item["level3"])
+                sequences, refine_passes, _ = refine_candidates(model, sequences, template, goal, item["protein"][None],
+                                                                item["landmarks"][None], args.refine_rounds,
+                                                                args.refine_fraction, args.passes, args.temperature,
+                                                                None, args.candidates, args.seed + k)
                 used += refine_passes
             else:
                 sequences, used = decode_candidates(model, template, item["protein"][None], item["landmarks"][None],
@@ -162,6 +178,8 @@ def bench_design(model, items: list[dict], args) -> dict:
                             "top_ranked_right_by_grammar": float(np.mean(best_grammar)),
                             "passes_per_designed_sequence": float(np.mean(passes)),
                             "seconds_per_candidate": seconds / n, "n_designs": n}
+        if inferred:  # how often the image's inferred target compartment is the right level-3 class
+            results[decoder]["image_target_right_level3"] = float(np.mean(inferred))
         print(f"  {decoder:13s} image {np.mean(by_image):.3f}  grammar {np.mean(by_grammar):.3f}  "
               f"top-ranked: image {np.mean(best_image):.3f} grammar {np.mean(best_grammar):.3f}  "
               f"passes {np.mean(passes):.0f}  {seconds / n * 1000:.1f} ms/candidate", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -30,7 +31,6 @@ def test_build_template():
     (["--target", "nucleus", "--template", "MVS1<mask:4>"], "position 4"),
     (["--target", "nucleus", "--template", "MV<mask:3>", "--terminus", "X"], "--terminus 'X'"),
     (["--length", "10"], "--image PROTEIN_IMAGE"),
-    (["--image", "x.png", "--landmarks", "n.png", "--length", "10", "--refine-rounds", "2"], "--refine-rounds needs"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, args, message):
     assert cli_run(["design", "--out", str(tmp_path / "o"), *args]) == 2
@@ -79,6 +79,28 @@ def test_image_design_with_the_reference_decoder(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["passes_per_candidate"] == 7.0 and "Pearson" in summary["score_method"]
     assert all(len(c["sequence"]) == 7 and -1 <= c["score"] <= 1 for c in summary["candidates"])
+    # refinement with an image: the target is the compartment distribution the image shows
+    refined = tmp_path / "refined"
+    assert cli_run(["design", "--out", str(refined), "--model", str(model), "--image", str(files[0]), "--landmarks",
+                    str(files[1]), "--length", "7", "--candidates", "4", "--refine-rounds", "2", "--score-samples", "1",
+                    "--steps", "2"]) == 0
+    summary = json.loads((refined / "summary.json").read_text())
+    assert summary["refine_rounds"] == 2 and len(summary["best_head_score_per_round"]) == 3
+
+
+def test_image_target_distribution(tiny_celldiff):
+    from locscope.errors import InputError
+    from locscope.models.celldiff import CellDiff
+    from locscope.pipelines.design import image_target_distribution, target_conditioning
+
+    protein, landmarks, _ = target_conditioning(tiny_celldiff, "nucleoplasm", n_cells=1)
+    first = image_target_distribution(tiny_celldiff, protein[0], landmarks[0], samples=1, seed=0)
+    again = image_target_distribution(tiny_celldiff, protein[0], landmarks[0], samples=1, seed=0)
+    assert first.shape == (len(tiny_celldiff.config.fraction_classes),) and np.isclose(first.sum(), 1.0)
+    assert np.array_equal(first, again) and (first > 0).all()
+    seed_like = CellDiff(dataclasses.replace(tiny_celldiff.config, fraction_classes=()))
+    with pytest.raises(InputError, match="compartment bottleneck"):
+        image_target_distribution(seed_like, protein[0], landmarks[0])
 
 
 def test_head_guided_refinement_never_loses_the_best_and_keeps_the_template(tiny_celldiff):

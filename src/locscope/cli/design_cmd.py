@@ -46,7 +46,8 @@ def design_command(
     guidance: float = GuidanceOption,
     batch_size: int = typer.Option(32, "--batch-size", help="Candidates decoded / scored per batch."),
     refine_rounds: int = typer.Option(0, "--refine-rounds", help="Head-guided evolution rounds before the image "
-                                      "scoring (needs --target): keep the better half, re-mask and re-decode."),
+                                      "scoring: keep the better half by the sequence heads' agreement with --target (or with the compartments "
+                                      "the --image shows), re-mask and re-decode."),
     refine_fraction: float = typer.Option(0.2, "--refine-fraction", help="Share of designed positions re-masked per "
                                           "child in a refinement round."),
     model: Optional[str] = ModelOption,

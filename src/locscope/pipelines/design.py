@@ -8,11 +8,13 @@ The procedure is CELL-E 2's NLS design on CELL-Diff's sequence head:
    stretch added to a reporter) is filled by the masked-residue head, ``candidates`` at once in batches, with the
    parallel confidence-based decoder (<= 16 passes) or CELL-Diff's one-residue-per-pass reference
    (:mod:`locscope.diffusion.masked_decoding`).
-2b. Optional head-guided refinement (``refine_rounds``, target mode): each round scores the population with the
+2b. Optional head-guided refinement (``refine_rounds``): each round scores the population with the
    sequence heads (one encoder pass per candidate; the target's probability), keeps the better half, and makes each
    survivor a child by re-masking ``refine_fraction`` of its designed positions and decoding them again with the
    masked-residue head (same conditioning images). A cheap evolutionary search steered by the model's own
-   sequence -> localization predictor; the final image-based scores stay the judge.
+   sequence -> localization predictor; the final image-based scores stay the judge. With an image instead of a
+   target, the target is the compartment distribution the image shows, read by rendering every compartment on the
+   image's landmarks and comparing (:func:`image_target_distribution`; compartment-bottleneck models).
 3. Scores: with a ``target``, each candidate's image is generated in ``score_samples`` standard simulator cells and
    the target compartment's share is read off the simulator's compartment patterns
    (:class:`locscope.pipelines.localize.LocalizationPredictor`, ``method='image'``); with an image only, the score is
@@ -228,10 +230,70 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
     return sequences, total_passes
 
 
-def head_target_scores(model, sequences: Sequence[str], target: str, batch_size: int = 64) -> np.ndarray:
+def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray, present: np.ndarray | None = None,
+                              samples: int = 2, seed: int = 0, sharpness: float = 20.0,
+                              batch_size: int = 32) -> np.ndarray:
+    """Which compartments a protein image shows, by analysis through synthesis with a compartment-bottleneck model.
+
+    Each of the model's ``fraction_classes`` is rendered on the image's own landmarks (``samples`` images, a neutral
+    poly-glycine sequence, the same noise for every compartment); the Pearson correlations with ``protein`` go through
+    a softmax with ``sharpness``.
+
+    Parameters
+    ----------
+    protein : np.ndarray
+        ``(H, W)`` in [0, 1] at the model's resolution.
+    landmarks : np.ndarray
+        ``(n_landmarks, H, W)`` in [0, 1].
+    present : np.ndarray, optional
+        ``(n_landmarks,)`` bool.
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(fraction_classes),)`` distribution summing to 1.
+
+    Raises
+    ------
+    InputError
+        If the model has no compartment bottleneck.
+    """
+    from locscope.diffusion.celldiff_sampler import sample_protein_images
+
+    classes = model.config.fraction_classes
+    if not classes:
+        raise InputError("--refine-rounds with --image needs a model with the compartment bottleneck "
+                         "(config.fraction_classes)")
+    device = next(model.parameters()).device
+    reference = protein.ravel() - protein.mean()
+    correlations = []
+    for start in range(0, len(classes), batch_size):
+        rows = list(range(start, min(start + batch_size, len(classes))))
+        fractions = torch.eye(len(classes))[rows].to(device)
+        marks = torch.from_numpy(np.repeat(landmarks[None] * 2.0 - 1.0, len(rows), 0)).float().to(device)
+        mask = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
+        tokens = model.tokenize(["G" * 30] * len(rows))[0].to(device)
+        images, _ = sample_protein_images(model, marks, tokens, mask, samples=samples, fractions=fractions,
+                                          generator=torch.Generator(device=device).manual_seed(seed))
+        flat = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(rows), samples, -1)
+        flat = flat - flat.mean(-1, keepdims=True)
+        corr = flat @ reference / (np.linalg.norm(flat, axis=-1) * np.linalg.norm(reference) + 1e-12)
+        correlations.append(corr.mean(1))
+    logits = sharpness * np.concatenate(correlations)
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def head_target_scores(model, sequences: Sequence[str], target: str | np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probability of ``target`` for each sequence from the model's sequence heads alone (no images): ``(N,)``.
 
-    Level-1 targets use the fraction head when the model has one (else the target's level-3 class)."""
+    Level-1 targets use the fraction head when the model has one (else the target's level-3 class); a distribution
+    over the model's ``fraction_classes`` (e.g. :func:`image_target_distribution`) scores the expected agreement
+    ``sum_c p_head(c) * target(c)``."""
+    if not isinstance(target, str):
+        device = next(model.parameters()).device
+        return np.concatenate([model.predict_fractions(model.tokenize(list(sequences[i:i + batch_size]))[0].to(
+            device)).cpu().numpy() @ np.asarray(target) for i in range(0, len(sequences), batch_size)])
     level, name = resolve_compartment(target)
     if level == "level1" and name in model.config.fraction_classes:
         column = model.config.fraction_classes.index(name)
@@ -246,7 +308,7 @@ def head_target_scores(model, sequences: Sequence[str], target: str, batch_size:
     return np.nan_to_num(probs[:, classes.index(name)], nan=0.0)
 
 
-def refine_candidates(model, sequences: list[str], template: list[int], target: str, protein: np.ndarray,
+def refine_candidates(model, sequences: list[str], template: list[int], target: str | np.ndarray, protein: np.ndarray,
                       landmarks: np.ndarray, rounds: int, fraction: float = 0.2, passes: int = 16,
                       temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32,
                       seed: int = 0) -> tuple[list[str], int, list[float]]:
@@ -340,8 +402,6 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         raise InputError("design: --image needs --landmarks (nucleus / ER / microtubule images of the same cell)")
     if candidates < 1:
         raise InputError(f"--candidates {candidates}: must be >= 1")
-    if refine_rounds and target is None:
-        raise InputError("--refine-rounds needs --target (the sequence heads score a compartment, not an image)")
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
@@ -359,8 +419,11 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
                                                 temperature, top_k, batch_size, seed, progress)
     head_history: list[float] = []
     if refine_rounds:
+        # with an image, the target is what the image shows, read by analysis through synthesis
+        goal = target if target is not None else image_target_distribution(net, protein[0], marks[0], present,
+                                                                           seed=seed)
         sequences, refine_passes, head_history = refine_candidates(
-            net, sequences, ids, target, protein, marks, refine_rounds, refine_fraction, passes, temperature, top_k,
+            net, sequences, ids, goal, protein, marks, refine_rounds, refine_fraction, passes, temperature, top_k,
             batch_size, seed)
         total_passes += refine_passes
     decode_seconds = time.perf_counter() - start
