@@ -265,7 +265,6 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
         raise InputError("--refine-rounds with --image needs a model with the compartment bottleneck "
                          "(config.fraction_classes)")
     device = next(model.parameters()).device
-    reference = protein.ravel() - protein.mean()
     correlations = []
     for start in range(0, len(classes), batch_size):
         rows = list(range(start, min(start + batch_size, len(classes))))
@@ -275,13 +274,26 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
         tokens = model.tokenize(["G" * 30] * len(rows))[0].to(device)
         images, _ = sample_protein_images(model, marks, tokens, mask, samples=samples, fractions=fractions,
                                           generator=torch.Generator(device=device).manual_seed(seed))
-        flat = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(rows), samples, -1)
-        flat = flat - flat.mean(-1, keepdims=True)
-        corr = flat @ reference / (np.linalg.norm(flat, axis=-1) * np.linalg.norm(reference) + 1e-12)
-        correlations.append(corr.mean(1))
+        generated = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(rows), samples, *protein.shape)
+        correlations.append(_mean_correlation(generated, protein))
     logits = sharpness * np.concatenate(correlations)
     weights = np.exp(logits - logits.max())
     return weights / weights.sum()
+
+
+def _mean_correlation(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Mean Pearson correlation of ``images`` ``(N, K, H, W)`` with ``reference`` ``(H, W)`` over the K axis: ``(N,)``."""
+    flat = images.reshape(*images.shape[:2], -1)
+    flat = flat - flat.mean(-1, keepdims=True)
+    centred = reference.ravel() - reference.mean()
+    return (flat @ centred / (np.linalg.norm(flat, axis=-1) * np.linalg.norm(centred) + 1e-12)).mean(1)
+
+
+def _fraction_probabilities(model, sequences: Sequence[str], batch_size: int) -> np.ndarray:
+    """The fraction head's distribution ``(N, len(fraction_classes))`` for ``sequences``, in batches."""
+    device = next(model.parameters()).device
+    return np.concatenate([model.predict_fractions(model.tokenize(list(sequences[i:i + batch_size]))[0].to(device))
+                           .cpu().numpy() for i in range(0, len(sequences), batch_size)])
 
 
 def head_target_scores(model, sequences: Sequence[str], target: str | np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -291,14 +303,10 @@ def head_target_scores(model, sequences: Sequence[str], target: str | np.ndarray
     over the model's ``fraction_classes`` (e.g. :func:`image_target_distribution`) scores the expected agreement
     ``sum_c p_head(c) * target(c)``."""
     if not isinstance(target, str):
-        device = next(model.parameters()).device
-        return np.concatenate([model.predict_fractions(model.tokenize(list(sequences[i:i + batch_size]))[0].to(
-            device)).cpu().numpy() @ np.asarray(target) for i in range(0, len(sequences), batch_size)])
+        return _fraction_probabilities(model, sequences, batch_size) @ np.asarray(target)
     level, name = resolve_compartment(target)
     if level == "level1" and name in model.config.fraction_classes:
-        column = model.config.fraction_classes.index(name)
-        return np.concatenate([model.predict_fractions(model.tokenize(list(sequences[i:i + batch_size]))[0].to(
-            next(model.parameters()).device)).cpu().numpy()[:, column] for i in range(0, len(sequences), batch_size)])
+        return _fraction_probabilities(model, sequences, batch_size)[:, model.config.fraction_classes.index(name)]
     if level == "level1":
         from locscope.data import ontology
 
@@ -362,15 +370,11 @@ def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray
     size = model.config.image_size
     noise = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(seed))
     marks = torch.from_numpy(np.repeat(landmarks[None] * 2.0 - 1.0, samples, 0)).float().to(device)
-    reference = protein.ravel() - protein.mean()
     scores, firsts = [], []
     for start in range(0, len(sequences), batch_size):
         tokens = model.tokenize(list(sequences[start:start + batch_size]))[0]
         images = generate_in_cells(model, tokens, marks, noise, **generation).cpu().numpy()  # (b, K, H, W)
-        flat = images.reshape(*images.shape[:2], -1)
-        flat = flat - flat.mean(-1, keepdims=True)
-        corr = flat @ reference / (np.linalg.norm(flat, axis=-1) * np.linalg.norm(reference) + 1e-12)
-        scores.append(corr.mean(1))
+        scores.append(_mean_correlation(images, protein))
         firsts.append(images[:, 0])
     return np.concatenate(scores), np.concatenate(firsts)
 

@@ -260,23 +260,15 @@ def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
     return target / target.sum()
 
 
-def _head_classes(model) -> tuple[str, ...]:
-    """The classes :func:`head_level3` reports, in its column order."""
-    from locscope.pipelines.localize import LEVEL3_CLASSES
-
-    return LEVEL3_CLASSES if set(model.config.compartment_classes) == set(LEVEL3_CLASSES) else \
-        tuple(model.config.compartment_classes)
-
-
-def head_level3(model, tokens: torch.Tensor) -> np.ndarray:
-    """Sequence-only compartment probabilities ``(B, n)`` reported by ``generate`` (columns: :func:`_head_classes`):
-    :func:`locscope.pipelines.localize.sequence_head_probabilities` (which folds in the fraction head) for level-3
-    models, the raw compartment head for models trained on other classes."""
+def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndarray]:
+    """Sequence-only compartment probabilities reported by ``generate``: ``(classes, (B, n) probabilities)``. Level-3
+    models report :func:`locscope.pipelines.localize.sequence_head_probabilities` (which folds in the fraction head);
+    models trained on other classes their raw compartment head."""
     from locscope.pipelines.localize import LEVEL3_CLASSES, sequence_head_probabilities
 
     if set(model.config.compartment_classes) == set(LEVEL3_CLASSES):
-        return sequence_head_probabilities(model, tokens)[0]
-    return model.predict_compartments(tokens).cpu().numpy()
+        return LEVEL3_CLASSES, sequence_head_probabilities(model, tokens)[0]
+    return tuple(model.config.compartment_classes), model.predict_compartments(tokens).cpu().numpy()
 
 
 def _top(distribution: np.ndarray, classes: Sequence[str], n: int = 5) -> dict[str, float]:
@@ -357,7 +349,6 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     torch_device = resolve_device(device)
     net = load_celldiff(model, torch_device)
     cfg = net.config
-    head_classes = _head_classes(net)
     target = None
     if compartment is not None:
         if not cfg.fraction_classes:
@@ -385,7 +376,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 guidance=guidance, generator=generator,
                 fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device),
                 placement=placement)
-            head = head_level3(net, tokens.to(torch_device))
+            head_classes, head = sequence_head(net, tokens.to(torch_device))
             if cfg.fraction_classes:
                 conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
                               else target[None].expand(len(batch), -1).numpy())

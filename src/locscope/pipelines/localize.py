@@ -275,6 +275,9 @@ class LocalizationPredictor:
         heads = tuple(model.config.compartment_classes)
         if method != "image" and set(heads) != set(LEVEL3_CLASSES):
             raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
+        heads = tuple(model.config.compartment_classes)
+        if method != "image" and set(heads) != set(LEVEL3_CLASSES):
+            raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
         self.model, self.method, self.samples, self.head_weight = model, method, samples, head_weight
         self.sampler, self.steps, self.guidance, self.batch_size = sampler, steps, guidance, batch_size
         self.device = next(model.parameters()).device
@@ -286,10 +289,6 @@ class LocalizationPredictor:
 
     def tokenize(self, sequences: Sequence[str]) -> torch.Tensor:
         return self.model.tokenize(list(sequences))[0]
-
-    def head_probabilities(self, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """See :func:`sequence_head_probabilities`."""
-        return sequence_head_probabilities(self.model, tokens)
 
     @torch.no_grad()
     def predict(self, sequences: Sequence[str], progress: bool = False, keep_images: bool = False) -> Localization:
@@ -311,7 +310,7 @@ class LocalizationPredictor:
                 images.append(generated if keep_images else None)
                 p3, p2 = image3, image2
             if self.method != "image":
-                head, head2 = self.head_probabilities(tokens)
+                head, head2 = sequence_head_probabilities(self.model, tokens)
                 if self.method == "head":
                     p3 = head
                     p2 = head2 if head2 is not None else _level2_from_level3(head, None)
@@ -345,11 +344,13 @@ def sequence_head_probabilities(model, tokens: torch.Tensor) -> tuple[np.ndarray
     heads = tuple(model.config.compartment_classes)
     if set(heads) != set(LEVEL3_CLASSES):
         raise InputError(f"the model's compartment head predicts {heads}, not the level-3 classes")
-    head3 = model.predict_compartments(tokens).cpu().numpy()[:, [heads.index(c) for c in LEVEL3_CLASSES]]
+    with torch.no_grad():
+        context = model.encode_sequence(tokens)  # one encoder pass for both heads
+    head3 = context.compartment_logits.float().softmax(-1).cpu().numpy()[:, [heads.index(c) for c in LEVEL3_CLASSES]]
     classes = model.config.fraction_classes
     if not classes:
         return head3, None
-    fractions = model.predict_fractions(tokens).cpu().numpy()
+    fractions = context.fraction_logits.float().softmax(-1).cpu().numpy()
     level1 = np.zeros((len(fractions), len(COMPARTMENTS)))
     for j, name in enumerate(classes):
         if name in COMPARTMENTS:
