@@ -10,9 +10,11 @@ is the work done, stable on a shared machine where wall time depends on the othe
 Faster modes, each measured as a row: bf16 weights (``model.to(torch.bfloat16)``), ``torch.compile`` (inductor, with
 ``freezing``: constant folding + oneDNN weight prepacking), int8 dynamic quantization of the ViT's Linear layers
 (``locscope embed --precision int8``) and, when ``torchao`` is installed, PT2E static int8 (``X86InductorQuantizer``,
-calibrated on other random cells) + bf16 autocast + ``torch.compile``. The first call of a compiled mode (compilation)
-is reported separately; each row also gives the accuracy against the fp32 outputs on the same cells (minimum cosine
-similarity of the embeddings, maximum absolute probability difference). Usage::
+calibrated on other random cells) + bf16 autocast + ``torch.compile``, and, when ``openvino`` and ``nncf`` are
+installed (``pip install 'locscope[openvino]'``), the ViT in OpenVINO (``--backend openvino``): bf16 inference
+precision, and NNCF static int8 calibrated on other random cells (conversion + calibration time printed). The first
+call of a compiled mode (compilation) is reported separately; each row also gives the accuracy against the fp32 outputs
+on the same cells (minimum cosine similarity of the embeddings, maximum absolute probability difference). Usage::
 
     .venv/bin/python benchmarks/bench_subcell.py [--batch-size 8] [--images 16] [--baseline-images 4] [--threads 2]
         [--skip-compile]
@@ -27,7 +29,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from locscope.models.subcell import SubCellConfig, SubCellModel, min_max_normalize, quantize_encoder_int8
+from locscope.models.subcell import (
+    SubCellConfig, SubCellModel, compile_openvino, min_max_normalize, quantize_encoder_int8,
+)
 
 
 def subcell_cli_forward(model: SubCellModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +97,30 @@ def pt2e_int8(model: SubCellModel, example: torch.Tensor, calibration: torch.Ten
     return run
 
 
+def openvino_rows(model: SubCellModel, calibration: torch.Tensor, batch: int, n_images: int) -> list[tuple]:
+    """Rows of the OpenVINO backend (bf16 inference precision; NNCF static int8 calibrated on ``calibration``);
+    empty when openvino / nncf are not installed."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        print("(OpenVINO rows skipped: pip install 'locscope[openvino]')")
+        return []
+    rows = []
+    for precision, what in [("bf16", "bf16 inference precision"), ("int8", "NNCF static int8 ViT")]:
+        start = time.perf_counter()
+        compiled = compile_openvino(model, calibration, precision)
+        print(f"(OpenVINO {precision}: conversion{' + calibration' if precision == 'int8' else ''} "
+              f"{time.perf_counter() - start:.1f} s wall)", flush=True)
+
+        def run(x, compiled=compiled):
+            with torch.inference_mode():
+                out = compiled(x)
+                return out.embedding, out.probabilities
+        rows.append((f"--backend openvino --precision {precision}: batch {batch}, {what}", run, batch, n_images))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=448, help="Image side in pixels (SubCell: 448).")
@@ -153,6 +181,7 @@ def main() -> None:
         else:
             rows.append((f"batch {b}, PT2E static int8 + bf16 autocast, torch.compile (torchao)", pt2e, b,
                          args.images))
+    rows += openvino_rows(model, calibration, b, args.images)
     reference = inference(model)(images)
     results = []
     print(f"{'mode':<76s} {'wall img/s':>10s} {'CPU s/img':>9s} {'speed-up':>8s} {'1st call s':>10s} "

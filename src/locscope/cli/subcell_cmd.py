@@ -17,6 +17,9 @@ ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-c
 BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
 PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact) | int8 (CPU only: "
                                                           "int8 ViT Linear layers, fastest on CPU).")
+BackendOption = typer.Option("torch", "--backend", help="torch | openvino (CPU; pip install 'locscope[openvino]'; "
+                                                     "with --precision int8: static int8 calibrated on the first "
+                                                     "cells, fastest on CPU).")
 ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the training "
                                                          "size of locscope models, unchanged for published YAML models.")
 
@@ -32,6 +35,7 @@ def embed(
     channels: Optional[str] = ChannelsOption,
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
+    backend: str = BackendOption,
     image_size: Optional[int] = ImageSizeOption,
     save_npy: bool = typer.Option(False, "--save-npy", help="Also write {prefix}_embedding.npy / _probabilities.npy."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write {prefix}_attention_map.png."),
@@ -42,6 +46,7 @@ def embed(
 
     result = run_embed(out, csv_path=csv_path, store_path=store, split=split, model=model, channels=channels,
                        batch_size=batch_size, precision=precision, image_size=image_size, device=device,
+                       backend=backend,
                        save_npy=save_npy,
                        save_attention=save_attention)
     typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")
@@ -61,6 +66,7 @@ def classify(
     channels: Optional[str] = ChannelsOption,
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
+    backend: str = BackendOption,
     image_size: Optional[int] = ImageSizeOption,
     device: str = DeviceOption,
 ) -> None:
@@ -79,7 +85,7 @@ def classify(
     cells = cells_from_images(images, subcell.config.channels, channel_order=order, segment=segment,
                               crop_size=crop_size, output_size=output_size)
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False,
-                         image_size=resolve_image_size(model, subcell, image_size))
+                         image_size=resolve_image_size(model, subcell, image_size), backend=backend)
     if result.probabilities is None:
         raise InputError(f"{model}: this model has no classifiers")
     for cell_id, ranked in zip(result.ids, top_classes(result.probabilities, result.class_names, k=top)):

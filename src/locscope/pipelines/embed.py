@@ -4,7 +4,8 @@ Inputs: SubCell's path-list CSV (``r_image,y_image,b_image,g_image,output_prefix
 path = channel absent, passed as zeros), a locscope dataset store, or multi-channel image files. Each cell is min-max
 normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
 and run under ``torch.inference_mode`` with optional bf16 autocast, or (``precision="int8"``, CPU) with the ViT's Linear
-layers dynamically quantized to int8.
+layers dynamically quantized to int8; ``backend="openvino"`` (CPU, optional dependency) runs the ViT in OpenVINO
+instead, statically quantized to int8 with NNCF (calibrated on the first cells) for ``precision="int8"``.
 
 Outputs (:func:`write_embedding_outputs`): ``embeddings.h5ad`` (AnnData: ``X`` = n x embedding_dim, ``obs`` indexed by
 cell id, ``obsm["probabilities"]`` = n x 31, class names in ``uns``), ``result.csv`` (top classes + one probability
@@ -15,6 +16,7 @@ column per class), optionally ``{prefix}_embedding.npy`` / ``{prefix}_probabilit
 from __future__ import annotations
 
 import csv
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
 from locscope.models.subcell import (
-    CHANNEL_VARIANTS, SubCellModel, load_published, min_max_normalize, quantize_encoder_int8,
+    CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
 )
 from locscope.utils.atomic import atomic_path, write_text
 from locscope.utils.progress import track
@@ -37,6 +39,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / 
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+Backend = Literal["torch", "openvino"]
+BACKENDS: tuple[str, ...] = ("torch", "openvino")
 
 
 @dataclass
@@ -274,9 +278,18 @@ def _batches(cells: Iterable[CellInput], batch_size: int) -> Iterator[list[CellI
         yield batch
 
 
+def _prepare(batch: Sequence[CellInput], device: torch.device, image_size: int | None) -> torch.Tensor:
+    """Stack raw cells -> ``(B, C, H, W)`` on ``device``, resized to ``image_size`` (if given), min-max normalised."""
+    images = torch.from_numpy(np.stack([c.images for c in batch])).to(device)
+    if image_size and tuple(images.shape[-2:]) != (image_size, image_size):
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                               antialias=True)
+    return min_max_normalize(images)
+
+
 def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: int = 16,
                 precision: Precision = "bf16", image_size: int | None = None, total: int | None = None,
-                progress: bool = True) -> EmbeddingResult:
+                progress: bool = True, backend: Backend = "torch", calibration_cells: int = 64) -> EmbeddingResult:
     """Embed and classify cells with ``model`` in batches.
 
     Parameters
@@ -297,6 +310,15 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         Number of cells, for the progress bar.
     progress : bool
         Show a progress bar (stderr).
+    backend : {'torch', 'openvino'}
+        ``openvino`` (CPU; ``pip install 'locscope[openvino]'``) runs the ViT with OpenVINO
+        (:func:`~locscope.models.subcell.compile_openvino`), once compiled per cell size; with ``precision="int8"`` it
+        is statically quantized with NNCF, calibrated on the first ``calibration_cells`` cells of that size (~1.5x
+        faster than the torch int8 mode on ViT-B/16; embeddings at cosine similarity > 0.999 to fp32 for cells like
+        the calibration ones, lower for cells unlike them). ``bf16`` there is OpenVINO's bf16 inference precision.
+    calibration_cells : int
+        With ``backend="openvino"`` and ``precision="int8"``: how many of the first cells calibrate the activation
+        ranges (cells of a size first met later are calibrated on their first batch).
 
     Returns
     -------
@@ -306,22 +328,41 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         raise InputError(f"--batch-size must be at least 1; got {batch_size}")
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: accepted values are {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: accepted values are {', '.join(BACKENDS)}")
     device = next(model.parameters()).device
-    if precision == "int8":
-        if device.type != "cpu":
-            raise InputError(f"--precision int8 runs on the CPU only (model on {device}); use bf16 on {device.type}")
+    if device.type != "cpu" and (precision == "int8" or backend == "openvino"):
+        what = "--backend openvino" if backend == "openvino" else "--precision int8"
+        raise InputError(f"{what} runs on the CPU only (model on {device}); use bf16 on {device.type}")
+    compiled: dict[tuple[int, ...], object] = {}  # openvino: compiled model per cell size
+    head: list[CellInput] = []
+    if backend == "openvino":
+        cells = iter(cells)
+        head = list(itertools.islice(cells, max(calibration_cells, 1)))
+        cells = itertools.chain(head, cells)
+    elif precision == "int8":
         model = quantize_encoder_int8(model)
     ids: list[str] = []
     embeddings, probabilities, attention = [], [], []
     n_batches = None if total is None else -(-total // batch_size)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    autocast = precision == "bf16" and backend == "torch"
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         for batch in track(_batches(cells, batch_size), "Embedding cells", total=n_batches, enabled=progress):
-            images = torch.from_numpy(np.stack([c.images for c in batch])).to(device)
-            if image_size and tuple(images.shape[-2:]) != (image_size, image_size):
-                images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                                       antialias=True)
-            images = min_max_normalize(images)
-            out = model(images)
+            images = _prepare(batch, device, image_size)
+            if backend == "openvino":
+                size = tuple(images.shape[2:])
+                if size not in compiled:
+                    same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
+                    # one cell at a time: with image_size, cells of any raw size are resized to it
+                    calibration = torch.cat([_prepare([c], device, image_size) for c in same_size]) if same_size \
+                        else images
+                    try:
+                        compiled[size] = compile_openvino(model, calibration, precision)
+                    except ImportError as err:
+                        raise InputError(f"--backend openvino: {err}") from None
+                out = compiled[size](images)
+            else:
+                out = model(images)
             ids += [c.id for c in batch]
             embeddings.append(out.embedding.float().cpu().numpy())
             if out.probabilities is not None:
@@ -413,6 +454,7 @@ def _safe_name(cell_id: str) -> str:
 def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
               split: str | None = None, model: str | Path | None = None, channels: str | None = None,
               batch_size: int = 16, precision: Precision = "bf16", image_size: int | None = None, device: str = "auto",
+              backend: Backend = "torch",
               save_npy: bool = False, save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
     """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
     from locscope.utils.device import resolve_device
@@ -428,13 +470,14 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
         cells = cells_from_store(store_path, variant, split)
         total = None
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress,
+                         backend=backend,
                          image_size=resolve_image_size(model, subcell, image_size))
     write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
     return result
 
 
 __all__ = [
-    "CSV_COLUMNS", "CellInput", "DEFAULT_MODEL_DIR", "EmbeddingResult", "cells_from_csv", "cells_from_images",
+    "BACKENDS", "CSV_COLUMNS", "CellInput", "DEFAULT_MODEL_DIR", "EmbeddingResult", "cells_from_csv", "cells_from_images",
     "cells_from_store", "embed_cells", "load_model", "read_path_list", "read_plane", "read_stack", "run_embed",
     "stack_cell", "top_classes",
     "write_embedding_outputs",
