@@ -6,12 +6,12 @@
    on the ``train`` proteins.
 2. design: sequences designed from held-out simulator images (grammar proteins with held-out motif variants, rendered in
    fresh cells) land in the right level-3 compartment, measured (a) by generating their images in standard cells and
-   (b) by the simulator's rule grammar applied to the designed sequence; reference (one residue per pass) vs parallel
-   decoder: forward passes per designed sequence and seconds per candidate. With ``--refine-rounds R`` also the
-   target-mode design a user runs with ``--target <the item's compartment> --refine-rounds R`` (parallel decoder on
-   standard cells showing the target, then head-guided evolution, ``locscope.pipelines.design.refine_candidates``),
-   and the same from the held-out image (``--image ... --refine-rounds R``: the target is the compartment distribution
-   the image shows, ``image_target_distribution``).
+   (b) by the simulator's rule grammar applied to the designed sequence. Variants ``proposer/mode/decoder``: proposer
+   ``designer`` (the compartment-conditioned sequence designer; in image mode conditioned on the compartment CELL-Diff
+   reads off the image as a diffusion classifier, ``image_target_distribution``) or ``celldiff`` (CELL-Diff's
+   masked-residue head conditioned on the image); mode ``image`` (``design --image``) or ``target`` (``design
+   --target <the item's compartment>``); decoder one residue per pass (reference) or parallel: forward passes per
+   designed sequence and seconds per candidate. ``--refine-rounds R`` adds head-guided evolution to every variant.
 3. explain: AUROC of the per-residue attribution (glycine-window scan) vs the true motif positions of held-out simulator
    proteins; the grammar itself as the scorer gives the method's ceiling.
 
@@ -36,6 +36,7 @@ from locscope.metrics.sequence import multilabel_scores, multilabel_targets
 from locscope.pipelines.baselines import CompositionBaseline, MajorityBaseline
 from locscope.pipelines.design import (
     decode_candidates, image_similarity_scores, image_target_distribution, refine_candidates, target_conditioning,
+    target_fractions,
 )
 from locscope.pipelines.explain import mutagenesis_scan
 from locscope.pipelines.generate import load_celldiff
@@ -119,46 +120,56 @@ def heldout_images(model, n_per_target: int, seed: int, length: int) -> list[dic
     return items
 
 
-def bench_design(model, items: list[dict], args) -> dict:
+def propose(model, designer, item: dict, proposer: str, mode: str, decoder: str, args, seed: int):
+    """Candidates for one held-out item, as ``locscope design`` makes them; returns (sequences, passes, the
+    compartment the image was read as (image mode with a designer or refinement) or None)."""
     from locscope.encoders.protein import MASK_ID
 
+    template = [MASK_ID] * args.design_length
+    shown = goal = None
+    if mode == "target":
+        protein, landmarks, _ = target_conditioning(model, item["target"], n_cells=4)
+        goal = item["target"]
+    else:
+        protein, landmarks = item["protein"][None], item["landmarks"][None]
+        if proposer == "designer" or args.refine_rounds:
+            goal = image_target_distribution(model, item["protein"], item["landmarks"], seed=seed)
+            shown = model.config.fraction_classes[int(np.argmax(goal))]
+    proposal = {}
+    if proposer == "designer":
+        name = item["target"] if mode == "target" else shown
+        proposal = dict(designer=designer, fractions=target_fractions(name, designer.config.fraction_classes)[None],
+                        designer_guidance=args.designer_guidance)
+    sequences, used = decode_candidates(model, template, protein, landmarks, None, args.candidates, decoder,
+                                        args.passes, args.temperature, None, args.candidates, seed, **proposal)
+    if args.refine_rounds:
+        sequences, refine_passes, _ = refine_candidates(model, sequences, template, goal, protein, landmarks,
+                                                        args.refine_rounds, args.refine_fraction, args.passes,
+                                                        args.temperature, None, args.candidates, seed, **proposal)
+        used += refine_passes
+    return sequences, used, shown
+
+
+def bench_design(model, items: list[dict], args) -> dict:
+    from locscope.pipelines.design import load_designer
+
+    designer = load_designer(args.designer) if "designer" in args.proposers else None
     scorer = LocalizationPredictor(model, "image", args.samples, steps=args.steps, batch_size=args.batch_size,
                                    seed=args.seed)
     results = {}
-    template = [MASK_ID] * args.design_length
-    variants = list(args.decoders) + ([f"target+refine{args.refine_rounds}", f"image+refine{args.refine_rounds}"]
-                                      if args.refine_rounds else [])
-    for decoder in variants:
+    variants = [(p, "image", d) for p in args.proposers for d in args.decoders]
+    variants += [(p, "target", "parallel") for p in args.proposers]
+    suffix = f"+refine{args.refine_rounds}" if args.refine_rounds else ""
+    for proposer, mode, decoder in variants:
+        name = f"{proposer}/{mode}/{decoder}{suffix}"
         by_image, by_grammar, passes, seconds, n = [], [], [], 0.0, 0
         best_image, best_grammar, inferred = [], [], []
         for k, item in enumerate(items):
             start = time.perf_counter()
-            if decoder.startswith("target+refine"):
-                protein, landmarks, _ = target_conditioning(model, item["target"], n_cells=4)
-                sequences, used = decode_candidates(model, template, protein, landmarks, None, args.candidates,
-                                                    "parallel", args.passes, args.temperature, None, args.candidates,
-                                                    args.seed + k)
-                sequences, refine_passes, _ = refine_candidates(model, sequences, template, item["target"], protein,
-                                                                landmarks, args.refine_rounds, args.refine_fraction,
-                                                                args.passes, args.temperature, None, args.candidates,
-                                                                args.seed + k)
-                used += refine_passes
-            elif decoder.startswith("image+refine"):
-                sequences, used = decode_candidates(model, template, item["protein"][None], item["landmarks"][None],
-                                                    None, args.candidates, "parallel", args.passes, args.temperature,
-                                                    None, args.candidates, args.seed + k)
-                goal = image_target_distribution(model, item["protein"], item["landmarks"], seed=args.seed + k)
-                inferred.append(ontology.to_level3(model.config.fraction_classes[int(np.argmax(goal))]) == item["level3"])
-                sequences, refine_passes, _ = refine_candidates(model, sequences, template, goal, item["protein"][None],
-                                                                item["landmarks"][None], args.refine_rounds,
-                                                                args.refine_fraction, args.passes, args.temperature,
-                                                                None, args.candidates, args.seed + k)
-                used += refine_passes
-            else:
-                sequences, used = decode_candidates(model, template, item["protein"][None], item["landmarks"][None],
-                                                    None, args.candidates, decoder, args.passes, args.temperature,
-                                                    None, args.candidates, args.seed + k)
+            sequences, used, shown = propose(model, designer, item, proposer, mode, decoder, args, args.seed + k)
             seconds += time.perf_counter() - start
+            if shown is not None:
+                inferred.append(ontology.to_level3(shown) == item["level3"])
             n += len(sequences)
             passes.append(used)
             top = scorer.predict(sequences).top("level3")
@@ -166,23 +177,27 @@ def bench_design(model, items: list[dict], args) -> dict:
             grammar = [level_probabilities(np.array([localize_sequence(s).compartments.get(c, 0.0)
                                                      for c in COMPARTMENTS]))[0] for s in sequences]
             by_grammar += [LEVEL3_CLASSES[int(np.argmax(g))] == item["level3"] for g in grammar]
-            # the design pipeline's ranking: the candidate whose images on these landmarks best match the image
-            similarity, _ = image_similarity_scores(model, sequences, item["protein"], item["landmarks"], 2, args.seed,
-                                                    args.batch_size, steps=args.steps)
-            best = int(np.argmax(similarity))
+            # the design pipeline's ranking: by image similarity (image mode) or the target's share (target mode)
+            if mode == "image":
+                ranking, _ = image_similarity_scores(model, sequences, item["protein"], item["landmarks"], 2,
+                                                     args.seed, args.batch_size, steps=args.steps)
+            else:
+                ranking = scorer.predict(sequences).level3[:, LEVEL3_CLASSES.index(item["level3"])]
+            best = int(np.argmax(ranking))
             best_image.append(top[best] == item["level3"])
             best_grammar.append(LEVEL3_CLASSES[int(np.argmax(grammar[best]))] == item["level3"])
-        results[decoder] = {"right_compartment_by_generated_image": float(np.mean(by_image)),
-                            "right_compartment_by_grammar": float(np.mean(by_grammar)),
-                            "top_ranked_right_by_generated_image": float(np.mean(best_image)),
-                            "top_ranked_right_by_grammar": float(np.mean(best_grammar)),
-                            "passes_per_designed_sequence": float(np.mean(passes)),
-                            "seconds_per_candidate": seconds / n, "n_designs": n}
-        if inferred:  # how often the image's inferred target compartment is the right level-3 class
-            results[decoder]["image_target_right_level3"] = float(np.mean(inferred))
-        print(f"  {decoder:13s} image {np.mean(by_image):.3f}  grammar {np.mean(by_grammar):.3f}  "
+        results[name] = {"right_compartment_by_generated_image": float(np.mean(by_image)),
+                         "right_compartment_by_grammar": float(np.mean(by_grammar)),
+                         "top_ranked_right_by_generated_image": float(np.mean(best_image)),
+                         "top_ranked_right_by_grammar": float(np.mean(best_grammar)),
+                         "passes_per_designed_sequence": float(np.mean(passes)),
+                         "seconds_per_candidate": seconds / n, "n_designs": n}
+        if inferred:  # how often the compartment read off the image is the right level-3 class
+            results[name]["image_read_right_level3"] = float(np.mean(inferred))
+        print(f"  {name:34s} image {np.mean(by_image):.3f}  grammar {np.mean(by_grammar):.3f}  "
               f"top-ranked: image {np.mean(best_image):.3f} grammar {np.mean(best_grammar):.3f}  "
-              f"passes {np.mean(passes):.0f}  {seconds / n * 1000:.1f} ms/candidate", flush=True)
+              f"passes {np.mean(passes):.0f}  {seconds / n * 1000:.1f} ms/candidate"
+              + (f"  image read right {np.mean(inferred):.3f}" if inferred else ""), flush=True)
     chance = {t: float(np.mean([it["level3"] == t for it in items])) for t in LEVEL3_CLASSES}
     results["chance_level"] = float(sum(v * v for v in chance.values()))
     return results
@@ -238,7 +253,10 @@ def main() -> None:
     parser.add_argument("--decoders", nargs="+", default=["parallel", "one-per-pass"])
     parser.add_argument("--passes", type=int, default=16)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--refine-rounds", type=int, default=0, help="also run target-mode design with R rounds")
+    parser.add_argument("--proposers", nargs="+", default=["designer", "celldiff"])
+    parser.add_argument("--designer", default=None, help="sequence designer dir or bundled name (designer-tiny)")
+    parser.add_argument("--designer-guidance", type=float, default=1.0)
+    parser.add_argument("--refine-rounds", type=int, default=0, help="head-guided refinement rounds for every variant")
     parser.add_argument("--refine-fraction", type=float, default=0.2)
     parser.add_argument("--explain-proteins", type=int, default=12)
     parser.add_argument("--explain-method", default="combined")

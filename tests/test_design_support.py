@@ -47,3 +47,14 @@ def cli_run(args: list[str]) -> int:
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     return exit_info.value.code or 0
+
+
+def tiny_designer_dir(root: Path) -> Path:
+    """A randomly initialised width-16 sequence designer saved to ``root / 'designer'`` (for ``--designer``)."""
+    from locscope.models.designer import DesignerConfig, SequenceDesigner
+
+    directory = root / "designer"
+    if not (directory / "config.json").is_file():
+        torch.manual_seed(0)
+        SequenceDesigner(DesignerConfig(width=16, layers=1, heads=2, terminus_buckets=4)).save_pretrained(directory)
+    return directory

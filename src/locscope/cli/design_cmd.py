@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
 ModelOption = typer.Option(None, "--model", help="CELL-Diff model directory or bundled name (default: celldiff-tiny).")
@@ -50,6 +51,13 @@ def design_command(
                                       "the --image shows), re-mask and re-decode."),
     refine_fraction: float = typer.Option(0.2, "--refine-fraction", help="Share of designed positions re-masked per "
                                           "child in a refinement round."),
+    proposer: str = typer.Option("designer", "--proposer", help="Who proposes residues: designer (the compartment-"
+                                 "conditioned sequence designer) | celldiff (CELL-Diff's masked-residue head, "
+                                 "conditioned on the images)."),
+    designer: Optional[str] = typer.Option(None, "--designer", help="Sequence designer: bundled name "
+                                           "(designer-tiny, default) or a model directory."),
+    designer_guidance: float = typer.Option(1.0, "--designer-guidance", help="Classifier-free guidance scale of the "
+                                            "designer's residue logits (1 = off)."),
     model: Optional[str] = ModelOption,
     seed: int = SeedOption,
     device: str = DeviceOption,
@@ -61,10 +69,25 @@ def design_command(
                     template=template, terminus=terminus, terminus_length=terminus_length, candidates=candidates,
                     decoder=decoder, passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
                     top=top, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size, seed=seed,
-                    device=device, refine_rounds=refine_rounds, refine_fraction=refine_fraction)
+                    device=device, refine_rounds=refine_rounds, refine_fraction=refine_fraction, proposer=proposer,
+                    designer=designer, designer_guidance=designer_guidance)
     best = result.candidates[0]
     typer.echo(f"{len(result.candidates)} candidates ({result.decoder}, {result.passes_per_candidate:.0f} passes) -> "
                f"{out}/candidates.fasta; best score {best.score:.3f}: {best.sequence}")
+
+
+@train_app.command("designer")
+def train_designer_command(
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, final model)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config (YAML/JSON; DesignerTrainConfig)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train the sequence designer (compartment distribution -> masked residues) on simulator proteins."""
+    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.designer_module import DesignerTrainConfig, train_designer
+
+    model_dir = train_designer(out, None if resume else read_train_config(config, DesignerTrainConfig), resume=resume)
+    typer.echo(f"model written to {model_dir}")
 
 
 @app.command("localize")

@@ -1,20 +1,24 @@
 """``locscope design``: propose protein sequences (or infill parts of one) that give a localization image.
 
-The procedure is CELL-E 2's NLS design on CELL-Diff's sequence head:
+The procedure is CELL-E 2's NLS design (sample candidates, generate their images, rank):
 
-1. Conditioning image: a protein image + landmark files (``image`` / ``landmarks``), or, for a compartment ``target``,
+1. Conditioning: a protein image + landmark files (``image`` / ``landmarks``), or, for a compartment ``target``,
    standard simulator cells with a protein placed in that compartment (candidate ``i`` uses cell ``i mod n_cells``).
+   With an image, the compartment distribution it shows is read with CELL-Diff as a diffusion classifier
+   (:func:`image_target_distribution`: which compartment condition best denoises the image).
 2. Candidates: a template of fixed residues and ``<mask:N>`` spans (or ``length`` masks, or a masked N-/C-terminal
-   stretch added to a reporter) is filled by the masked-residue head, ``candidates`` at once in batches, with the
-   parallel confidence-based decoder (<= 16 passes) or CELL-Diff's one-residue-per-pass reference
-   (:mod:`locscope.diffusion.masked_decoding`).
-2b. Optional head-guided refinement (``refine_rounds``): each round scores the population with the
+   stretch added to a reporter) is filled ``candidates`` times in batches, with the parallel confidence-based decoder
+   (<= 16 passes) or CELL-Diff's one-residue-per-pass reference (:mod:`locscope.diffusion.masked_decoding`). The
+   residues come from the proposer: ``'designer'`` (default), the compartment-conditioned sequence designer
+   (:mod:`locscope.models.designer`, trained on the simulator's motif grammar) conditioned on the target compartment
+   or on the image's most likely one; or ``'celldiff'``, CELL-Diff's own masked-residue head conditioned on the
+   images (the seed's procedure; at tiny size it has learned little beyond composition).
+2b. Optional head-guided refinement (``refine_rounds``): each round scores the population with CELL-Diff's
    sequence heads (one encoder pass per candidate; the target's probability), keeps the better half, and makes each
    survivor a child by re-masking ``refine_fraction`` of its designed positions and decoding them again with the
-   masked-residue head (same conditioning images). A cheap evolutionary search steered by the model's own
-   sequence -> localization predictor; the final image-based scores stay the judge. With an image instead of a
-   target, the target is the compartment distribution the image shows, read by rendering every compartment on the
-   image's landmarks and comparing (:func:`image_target_distribution`; compartment-bottleneck models).
+   proposer. A cheap evolutionary search steered by the model's own sequence -> localization predictor; the final
+   image-based scores stay the judge. With an image instead of a target, the target is the compartment
+   distribution the image shows.
 3. Scores: with a ``target``, each candidate's image is generated in ``score_samples`` standard simulator cells and
    the target compartment's share is read off the simulator's compartment patterns
    (:class:`locscope.pipelines.localize.LocalizationPredictor`, ``method='image'``); with an image only, the score is
@@ -45,6 +49,9 @@ from locscope.pipelines.localize import (
 
 MAX_DESIGN_LENGTH = 2048
 DECODERS: tuple[str, ...] = ("parallel", "one-per-pass")
+#: Who proposes residues: the compartment-conditioned sequence designer, or CELL-Diff's masked-residue head.
+PROPOSERS: tuple[str, ...] = ("designer", "celldiff")
+BUNDLED_DESIGNERS = {"designer-tiny": "assets/models/designer-tiny"}
 #: Level-1 compartment whose image stands for a level-3 / level-2 target when no image is given.
 TARGET_IMAGE_COMPARTMENT = {
     "nucleus": "nucleoplasm", "cytosol": "cytosol", "endomembrane-system": "endoplasmic-reticulum",
@@ -82,6 +89,8 @@ class DesignResult:
     score_method: str
     refine_rounds: int = 0
     best_head_score_per_round: list[float] = field(default_factory=list)
+    proposer: str = "celldiff"
+    image_compartments: dict[str, float] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- templates
@@ -178,11 +187,46 @@ def target_conditioning(model, target: str, n_cells: int) -> tuple[np.ndarray, n
 
 
 # ----------------------------------------------------------------------------------------------- decoding
+def load_designer(model: str | Path | None = None, device: str | torch.device = "cpu"):
+    """A sequence designer from a bundled name (``'designer-tiny'``, default) or a model directory, in eval mode.
+
+    Raises
+    ------
+    InputError
+        If no ``config.json`` + ``model.safetensors`` are found.
+    """
+    from locscope.models.designer import SequenceDesigner
+    from locscope.pipelines.generate import model_directory
+
+    directory = model_directory(str(model or "designer-tiny"), BUNDLED_DESIGNERS, "--designer", "sequence designer")
+    return SequenceDesigner.from_pretrained(directory, device)
+
+
+def target_fractions(target: str, classes: Sequence[str]) -> np.ndarray:
+    """The compartment distribution ``(len(classes),)`` standing for a target name: one-hot at the level-1 class
+    itself, or at the level-1 class whose image stands for a level-3 / level-2 target (``TARGET_IMAGE_COMPARTMENT``).
+
+    Raises
+    ------
+    InputError
+        For an unknown name or one outside ``classes``.
+    """
+    _, name = resolve_compartment(target)
+    compartment = TARGET_IMAGE_COMPARTMENT.get(name, name)
+    if compartment not in classes:
+        raise InputError(f"--target {target}: the designer has no class {compartment!r}")
+    fractions = np.zeros(len(classes))
+    fractions[list(classes).index(compartment)] = 1.0
+    return fractions
+
+
 def decode_candidates(model, template: list[int] | list[list[int]], protein: np.ndarray, landmarks: np.ndarray,
                       present: np.ndarray | None, candidates: int, decoder: str = "parallel", passes: int = 16,
                       temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32, seed: int = 0,
-                      progress: bool = False) -> tuple[list[str], int]:
-    """Fill the template's masks ``candidates`` times.
+                      progress: bool = False, designer=None, fractions: np.ndarray | None = None,
+                      designer_guidance: float = 1.0) -> tuple[list[str], int]:
+    """Fill the template's masks ``candidates`` times, with CELL-Diff's masked-residue head conditioned on images or,
+    given a ``designer``, with the sequence designer conditioned on compartment distributions.
 
     Parameters
     ----------
@@ -194,6 +238,12 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
         ``(n, n_landmarks, H, W)`` in [0, 1].
     present : np.ndarray, optional
         ``(n_landmarks,)`` bool.
+    designer : locscope.models.designer.SequenceDesigner, optional
+        Decode with this model instead (``protein`` / ``landmarks`` are then not used).
+    fractions : np.ndarray, optional
+        ``(m, n_classes)`` the designer's target compartment distributions; candidate ``i`` uses row ``i mod m``.
+    designer_guidance : float
+        Classifier-free guidance scale of the designer's logits.
 
     Returns
     -------
@@ -203,6 +253,7 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
     """
     from locscope.diffusion.masked_decoding import cell_diff_logits_fn, decode_one_per_pass, decode_parallel
     from locscope.encoders.protein import MASK_ID, decode_tokens
+    from locscope.models.designer import designer_logits_fn
     from locscope.utils.progress import track
 
     if decoder not in DECODERS:
@@ -212,13 +263,18 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
     sequences, total_passes = [], 0
     starts = range(0, candidates, batch_size)
     for start in track(starts, f"designing ({decoder})", enabled=progress and len(starts) > 1):
-        rows = np.arange(start, min(start + batch_size, candidates)) % len(protein)
-        image = torch.from_numpy(protein[rows] * 2.0 - 1.0)[:, None].float().to(device)
-        marks = torch.from_numpy(landmarks[rows] * 2.0 - 1.0).float().to(device)
-        mask_present = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
-        logits_fn = cell_diff_logits_fn(model, image, marks, mask_present)
+        indices = np.arange(start, min(start + batch_size, candidates))
+        if designer is not None:
+            targets = torch.from_numpy(np.asarray(fractions, np.float32)[indices % len(fractions)]).to(device)
+            logits_fn = designer_logits_fn(designer, targets, designer_guidance)
+        else:
+            rows = indices % len(protein)
+            image = torch.from_numpy(protein[rows] * 2.0 - 1.0)[:, None].float().to(device)
+            marks = torch.from_numpy(landmarks[rows] * 2.0 - 1.0).float().to(device)
+            mask_present = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
+            logits_fn = cell_diff_logits_fn(model, image, marks, mask_present)
         per_row = template if isinstance(template[0], list) else [template] * candidates
-        tokens = torch.tensor(per_row[start:start + len(rows)], dtype=torch.long, device=device)
+        tokens = torch.tensor(per_row[start:start + len(indices)], dtype=torch.long, device=device)
         if decoder == "parallel":
             result = decode_parallel(logits_fn, tokens, MASK_ID, passes=passes, temperature=temperature, top_k=top_k,
                                      generator=generator)
@@ -231,13 +287,13 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
 
 
 def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray, present: np.ndarray | None = None,
-                              samples: int = 2, seed: int = 0, sharpness: float = 20.0,
-                              batch_size: int = 32) -> np.ndarray:
-    """Which compartments a protein image shows, by analysis through synthesis with a compartment-bottleneck model.
+                              noise_draws: int = 24, seed: int = 0, sharpness: float = 100.0) -> np.ndarray:
+    """Which compartments a protein image shows: CELL-Diff as a diffusion classifier (Li et al. 2023).
 
-    Each of the model's ``fraction_classes`` is rendered on the image's own landmarks (``samples`` images, a neutral
-    poly-glycine sequence, the same noise for every compartment); the Pearson correlations with ``protein`` go through
-    a softmax with ``sharpness``.
+    The image is noised at ``noise_draws`` time steps spread over the schedule (the same noise for every class) and
+    denoised by the model conditioned on each of its ``fraction_classes`` in turn (a neutral poly-glycine sequence,
+    the image's own landmarks); the class whose condition predicts the noise best explains the image. Classes are
+    weighted ``exp(-sharpness * (loss_c - loss_min) / loss_min)``: relative excess denoising loss.
 
     Parameters
     ----------
@@ -247,6 +303,8 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
         ``(n_landmarks, H, W)`` in [0, 1].
     present : np.ndarray, optional
         ``(n_landmarks,)`` bool.
+    noise_draws : int
+        Time steps (one noise image each) per class; one network pass of ``len(fraction_classes)`` rows each.
 
     Returns
     -------
@@ -258,26 +316,30 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
     InputError
         If the model has no compartment bottleneck.
     """
-    from locscope.diffusion.celldiff_sampler import sample_protein_images
+    from locscope.diffusion.celldiff_sampler import schedule_for
 
     classes = model.config.fraction_classes
     if not classes:
-        raise InputError("--refine-rounds with --image needs a model with the compartment bottleneck "
-                         "(config.fraction_classes)")
+        raise InputError("reading the compartments an image shows needs a CELL-Diff model with the compartment "
+                         "bottleneck (config.fraction_classes)")
     device = next(model.parameters()).device
-    correlations = []
-    for start in range(0, len(classes), batch_size):
-        rows = list(range(start, min(start + batch_size, len(classes))))
-        fractions = torch.eye(len(classes))[rows].to(device)
-        marks = torch.from_numpy(np.repeat(landmarks[None] * 2.0 - 1.0, len(rows), 0)).float().to(device)
-        mask = None if present is None else torch.from_numpy(np.tile(present, (len(rows), 1))).to(device)
-        tokens = model.tokenize(["G" * 30] * len(rows))[0].to(device)
-        images, _ = sample_protein_images(model, marks, tokens, mask, samples=samples, fractions=fractions,
-                                          generator=torch.Generator(device=device).manual_seed(seed))
-        generated = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(rows), samples, *protein.shape)
-        correlations.append(_mean_correlation(generated, protein))
-    logits = sharpness * np.concatenate(correlations)
-    weights = np.exp(logits - logits.max())
+    n = len(classes)
+    schedule = schedule_for(model)
+    clean = torch.from_numpy(np.asarray(protein, np.float32) * 2.0 - 1.0)[None, None].expand(n, -1, -1, -1).to(device)
+    marks = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].expand(n, -1, -1, -1).to(device)
+    mask = None if present is None else torch.from_numpy(np.tile(present, (n, 1))).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    timesteps = np.linspace(0.05, 0.99, noise_draws) * model.config.num_train_timesteps
+    losses = torch.zeros(n)
+    with torch.no_grad():
+        context = model.encode_sequence(model.tokenize(["G" * 30] * n)[0].to(device), fractions=torch.eye(n).to(device))
+        for step in timesteps.astype(int):
+            noise = torch.randn(1, 1, *clean.shape[-2:], generator=generator).expand(n, -1, -1, -1).to(device)
+            t = torch.full((n,), int(step), device=device)
+            v = model.denoise(schedule.add_noise(clean, noise, t), t, marks, context, mask)[0].float()
+            losses += ((v - schedule.v_target(clean, noise, t)) ** 2).mean((1, 2, 3)).cpu()
+    excess = (losses - losses.min()) / losses.min().clamp(min=1e-12)
+    weights = torch.exp(-sharpness * excess).numpy().astype(np.float64)
     return weights / weights.sum()
 
 
@@ -319,8 +381,10 @@ def head_target_scores(model, sequences: Sequence[str], target: str | np.ndarray
 def refine_candidates(model, sequences: list[str], template: list[int], target: str | np.ndarray, protein: np.ndarray,
                       landmarks: np.ndarray, rounds: int, fraction: float = 0.2, passes: int = 16,
                       temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32,
-                      seed: int = 0) -> tuple[list[str], int, list[float]]:
-    """Head-guided evolution of designed sequences (step 2b of the module docstring).
+                      seed: int = 0, designer=None, fractions: np.ndarray | None = None,
+                      designer_guidance: float = 1.0) -> tuple[list[str], int, list[float]]:
+    """Head-guided evolution of designed sequences (step 2b of the module docstring); children are decoded as in
+    :func:`decode_candidates` (by the ``designer`` when one is given).
 
     Returns
     -------
@@ -354,7 +418,8 @@ def refine_candidates(model, sequences: list[str], template: list[int], target: 
             children_templates.append(ids)
         children, used = decode_candidates(model, children_templates, protein, landmarks, None, n_children,
                                            "parallel", passes, temperature, top_k, batch_size,
-                                           seed + 1000 * (round_index + 1))
+                                           seed + 1000 * (round_index + 1), designer=designer, fractions=fractions,
+                                           designer_guidance=designer_guidance)
         total_passes += used
         population = survivors + children
         scores = head_target_scores(model, population, target)
@@ -387,8 +452,13 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
            top_k: int | None = None, score_samples: int = 2, top: int = 8, sampler: str = "dpmsolver",
            steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
            device: str = "auto", progress: bool = True, refine_rounds: int = 0,
-           refine_fraction: float = 0.2) -> DesignResult:
+           refine_fraction: float = 0.2, proposer: str = "designer", designer: str | Path | None = None,
+           designer_guidance: float = 1.0) -> DesignResult:
     """Design sequences (see the module docstring) and write the outputs into ``out``.
+
+    ``proposer='designer'`` (default) decodes with the sequence designer (``designer``: bundled name or directory)
+    conditioned on the target's compartment, or on the compartment the image shows (:func:`image_target_distribution`,
+    its most likely class); ``'celldiff'`` with CELL-Diff's masked-residue head conditioned on the images.
 
     Raises
     ------
@@ -406,6 +476,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         raise InputError("design: --image needs --landmarks (nucleus / ER / microtubule images of the same cell)")
     if candidates < 1:
         raise InputError(f"--candidates {candidates}: must be >= 1")
+    if proposer not in PROPOSERS:
+        raise InputError(f"--proposer {proposer!r}: accepted values are {', '.join(PROPOSERS)}")
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
@@ -419,16 +491,27 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         present = None
 
     start = time.perf_counter()
+    # with an image, the target is what the image shows, read with CELL-Diff as a diffusion classifier
+    shown_distribution = None
+    if image is not None and (proposer == "designer" or refine_rounds):
+        shown_distribution = image_target_distribution(net, protein[0], marks[0], present, seed=seed)
+    goal = target if target is not None else shown_distribution
+    proposal = {}
+    if proposer == "designer":
+        sequence_model = load_designer(designer, next(net.parameters()).device)
+        classes = sequence_model.config.fraction_classes
+        if target is not None:
+            fractions = target_fractions(target, classes)
+        else:  # the designer was trained on grammar calls: condition on the image's most likely compartment
+            fractions = target_fractions(cfg.fraction_classes[int(np.argmax(shown_distribution))], classes)
+        proposal = dict(designer=sequence_model, fractions=fractions[None], designer_guidance=designer_guidance)
     sequences, total_passes = decode_candidates(net, ids, protein, marks, present, candidates, decoder, passes,
-                                                temperature, top_k, batch_size, seed, progress)
+                                                temperature, top_k, batch_size, seed, progress, **proposal)
     head_history: list[float] = []
     if refine_rounds:
-        # with an image, the target is what the image shows, read by analysis through synthesis
-        goal = target if target is not None else image_target_distribution(net, protein[0], marks[0], present,
-                                                                           seed=seed)
         sequences, refine_passes, head_history = refine_candidates(
             net, sequences, ids, goal, protein, marks, refine_rounds, refine_fraction, passes, temperature, top_k,
-            batch_size, seed)
+            batch_size, seed, **proposal)
         total_passes += refine_passes
     decode_seconds = time.perf_counter() - start
 
@@ -458,9 +541,16 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     n_design = max(1, len(ranked))
     result = DesignResult(ranked, _template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
                           decode_seconds / n_design, score_seconds / n_design, score_method, refine_rounds,
-                          head_history)
+                          head_history, proposer, _top_shares(cfg.fraction_classes, shown_distribution))
     write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top)
     return result
+
+
+def _top_shares(classes: Sequence[str], distribution: np.ndarray | None, n: int = 3) -> dict[str, float]:
+    """The ``n`` largest entries of a compartment distribution as ``{name: share}`` (empty without one)."""
+    if distribution is None:
+        return {}
+    return {classes[i]: round(float(distribution[i]), 4) for i in np.argsort(-distribution)[:n]}
 
 
 def _template_text(ids: list[int]) -> str:

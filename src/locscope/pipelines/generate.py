@@ -39,6 +39,21 @@ def bundled_path(relative: str) -> Path:
     return Path(__file__).resolve().parents[1] / relative
 
 
+def model_directory(name: str, bundled: dict[str, str], option: str, what: str) -> Path:
+    """The directory of a bundled model name (a key of ``bundled``) or a model directory path.
+
+    Raises
+    ------
+    InputError
+        If it holds no ``config.json`` + ``model.safetensors`` (naming ``option``, ``what`` and the bundled names).
+    """
+    directory = bundled_path(bundled[name]) if name in bundled else Path(name)
+    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
+        raise InputError(f"{option} {name}: no {what} at {directory} (expected config.json + model.safetensors;"
+                         f" bundled names: {', '.join(bundled)})")
+    return directory
+
+
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
     """A CELL-Diff model from a bundled name (``'celldiff-tiny'``, default) or a model directory, in eval mode.
 
@@ -49,11 +64,7 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
     """
     from locscope.models.celldiff import CellDiff
 
-    name = str(model or "celldiff-tiny")
-    directory = bundled_path(BUNDLED_MODELS[name]) if name in BUNDLED_MODELS else Path(name)
-    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
-        raise InputError(f"--model {name}: no CELL-Diff model at {directory} (expected config.json + model.safetensors;"
-                         f" bundled names: {', '.join(BUNDLED_MODELS)})")
+    directory = model_directory(str(model or "celldiff-tiny"), BUNDLED_MODELS, "--model", "CELL-Diff model")
     return CellDiff.from_pretrained(directory, map_location=device)
 
 

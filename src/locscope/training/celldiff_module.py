@@ -99,10 +99,12 @@ class CellDiffTrainConfig:
             raise InputError(f"train config: model / model_overrides: {err}") from None
 
 
-def read_train_config(path: str | Path | None) -> CellDiffTrainConfig:
-    """Read a YAML or JSON training config (unknown fields are a one-line error naming them)."""
+def read_train_config(path: str | Path | None, config_class: type = None):
+    """Read a YAML or JSON training config into ``config_class`` (default :class:`CellDiffTrainConfig`); unknown fields
+    are a one-line error naming them."""
+    config_class = config_class or CellDiffTrainConfig
     if path is None:
-        return CellDiffTrainConfig()
+        return config_class()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
@@ -114,12 +116,12 @@ def read_train_config(path: str | Path | None) -> CellDiffTrainConfig:
         raise InputError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
     if not isinstance(payload, dict):
         raise InputError(f"{path}: expected a mapping of training options")
-    known = {f.name for f in dataclasses.fields(CellDiffTrainConfig)}
+    known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(payload) - known)
     if unknown:
         raise InputError(f"{path}: unknown training options: {', '.join(unknown)} (accepted: {', '.join(sorted(known))})")
-    config = CellDiffTrainConfig(**payload)
-    if config.image_loss not in ("v", "v-min-snr"):
+    config = config_class(**payload)
+    if getattr(config, "image_loss", "v") not in ("v", "v-min-snr"):
         raise InputError(f"{path}: image_loss={config.image_loss!r}: accepted values are v, v-min-snr")
     return config
 
@@ -454,45 +456,30 @@ class CellDiffModule(L.LightningModule):
         """Atomically write the resumable state (see the module docstring); ``full`` = :meth:`full_state` (FSDP)."""
         from safetensors.torch import save_file
 
+        from locscope.utils.checkpoint import save_optimizer_state
+
         online, ema, state = full if full is not None else self.full_state()
-        tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
-        for index, values in state["state"].items():
-            for name, value in values.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{index}|{name}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars["state"].setdefault(str(index), {})[name] = value
         with atomic_path(directory) as tmp:
             tmp.mkdir(parents=True)
             self.ema_model(ema).save_pretrained(tmp, extra={"step": self.step, "epoch": epoch})
             save_file(online, str(tmp / "online.safetensors"))
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            write_json(tmp / "optimizer.json", scalars)
+            save_optimizer_state(tmp, state)
             write_json(tmp / "state.json", {"step": self.step, "epoch": epoch, "time": time.time()})
 
     def load_checkpoint(self, directory: Path) -> dict:
         """Restore online + EMA weights and the optimizer state written by :meth:`save_checkpoint` (strictly)."""
         from safetensors.torch import load_file
 
-        from locscope.utils.checkpoint import check_state_dict, load_state_dict_strict, read_torch_weights
+        from locscope.utils.checkpoint import (
+            check_state_dict, load_optimizer_state, load_state_dict_strict, read_torch_weights,
+        )
 
         online = load_file(str(directory / "online.safetensors"))
         load_state_dict_strict(self.model, online, source=str(directory / "online.safetensors"))
         ema = read_torch_weights(directory / "model.safetensors")
         check_state_dict(self.model, ema, source=str(directory / "model.safetensors"))
         self.ema = {k: v.clone() for k, v in ema.items()}
-        scalars = json.loads((directory / "optimizer.json").read_text())
-        tensors = load_file(str(directory / "optimizer.safetensors"))
-        state: dict[int, dict] = {}
-        def key_of(index: str):  # parameter index (single process / DDP) or parameter name (FSDP)
-            return int(index) if index.isdigit() else index
-
-        for key, value in tensors.items():
-            index, name = key.rsplit("|", 1) if "|" in key else key.split(".", 1)
-            state.setdefault(key_of(index), {})[name] = value
-        for index, values in scalars["state"].items():
-            state.setdefault(key_of(index), {}).update(values)
-        self._optimizer_state = {"state": state, "param_groups": scalars["param_groups"]}
+        self._optimizer_state = load_optimizer_state(directory)
         return json.loads((directory / "state.json").read_text())
 
 

@@ -118,3 +118,38 @@ def load_weights_into(model: torch.nn.Module, directory: str | Path) -> torch.nn
     path = Path(directory) / WEIGHTS_NAME
     load_state_dict_strict(model, read_torch_weights(path), source=str(path))
     return model
+
+
+def save_optimizer_state(directory: str | Path, state: Mapping[str, Any]) -> None:
+    """Write an optimizer ``state_dict()`` without pickle: its tensors to ``optimizer.safetensors`` (keys
+    ``"<parameter>|<name>"``), everything else to ``optimizer.json``. ``directory`` must exist (write into a
+    temporary directory that is renamed afterwards)."""
+    directory = Path(directory)
+    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}|{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars["state"].setdefault(str(index), {})[name] = value
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    write_json(directory / "optimizer.json", scalars)
+
+
+def load_optimizer_state(directory: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_optimizer_state` wrote: an optimizer ``state_dict()`` keyed by parameter index (single
+    process / DDP) or parameter name (FSDP full state)."""
+    directory = Path(directory)
+    scalars = json.loads((directory / "optimizer.json").read_text())
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+
+    def key_of(index: str):
+        return int(index) if index.isdigit() else index
+
+    state: dict[Any, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.rsplit("|", 1) if "|" in key else key.split(".", 1)
+        state.setdefault(key_of(index), {})[name] = value
+    for index, values in scalars["state"].items():
+        state.setdefault(key_of(index), {}).update(values)
+    return {"state": state, "param_groups": scalars["param_groups"]}
