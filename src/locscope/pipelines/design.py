@@ -321,7 +321,8 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
     classes = model.config.fraction_classes
     if not classes:
         raise InputError("reading the compartments an image shows needs a CELL-Diff model with the compartment "
-                         "bottleneck (config.fraction_classes)")
+                         "bottleneck (config.fraction_classes); with this model use --proposer celldiff and no "
+                         "--refine-rounds")
     device = next(model.parameters()).device
     n = len(classes)
     schedule = schedule_for(model)
