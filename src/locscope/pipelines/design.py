@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from locscope.errors import InputError
-from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.generate import load_celldiff, top_shares
 from locscope.pipelines.localize import (
     LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, generate_in_cells,
     resolve_compartment, standard_cells,
@@ -542,16 +542,11 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     n_design = max(1, len(ranked))
     result = DesignResult(ranked, _template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
                           decode_seconds / n_design, score_seconds / n_design, score_method, refine_rounds,
-                          head_history, proposer, _top_shares(cfg.fraction_classes, shown_distribution))
+                          head_history, proposer,
+                          {} if shown_distribution is None else top_shares(shown_distribution, cfg.fraction_classes,
+                                                                           n=3, min_share=0.0))
     write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top)
     return result
-
-
-def _top_shares(classes: Sequence[str], distribution: np.ndarray | None, n: int = 3) -> dict[str, float]:
-    """The ``n`` largest entries of a compartment distribution as ``{name: share}`` (empty without one)."""
-    if distribution is None:
-        return {}
-    return {classes[i]: round(float(distribution[i]), 4) for i in np.argsort(-distribution)[:n]}
 
 
 def _template_text(ids: list[int]) -> str:

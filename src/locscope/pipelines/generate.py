@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,9 +281,11 @@ def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndar
     return tuple(model.config.compartment_classes), model.predict_compartments(tokens).cpu().numpy()
 
 
-def _top(distribution: np.ndarray, classes: Sequence[str], n: int = 5) -> dict[str, float]:
+def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
+               min_share: float = 0.005) -> dict[str, float]:
+    """The ``n`` largest entries of a distribution ``(len(classes),)`` above ``min_share`` as ``{class: share}``."""
     order = np.argsort(-distribution)[:n]
-    return {classes[i]: round(float(distribution[i]), 4) for i in order if distribution[i] > 0.005}
+    return {classes[i]: round(float(distribution[i]), 4) for i in order if distribution[i] > min_share}
 
 
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
@@ -426,7 +427,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                      "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
             if condition is not None:
                 entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
-                                           "level1": _top(condition, cfg.fraction_classes)}
+                                           "level1": top_shares(condition, cfg.fraction_classes)}
             write_json(folder / "result.json", entry)
             results.append(entry)
     seconds = time.perf_counter() - started

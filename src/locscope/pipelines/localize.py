@@ -275,9 +275,6 @@ class LocalizationPredictor:
         heads = tuple(model.config.compartment_classes)
         if method != "image" and set(heads) != set(LEVEL3_CLASSES):
             raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
-        heads = tuple(model.config.compartment_classes)
-        if method != "image" and set(heads) != set(LEVEL3_CLASSES):
-            raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
         self.model, self.method, self.samples, self.head_weight = model, method, samples, head_weight
         self.sampler, self.steps, self.guidance, self.batch_size = sampler, steps, guidance, batch_size
         self.device = next(model.parameters()).device
