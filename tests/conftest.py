@@ -36,3 +36,9 @@ def shared_golden() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory) -> None:
+    """Calibrated-model caches of the tests go to a temporary folder, never to the user's ~/.cache."""
+    os.environ["LOCSCOPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("locscope-cache"))

@@ -66,7 +66,7 @@ def test_quantize_leaves_model_unchanged(tiny_model):
 
 
 def test_bad_precision_one_line(tiny_model):
-    with pytest.raises(InputError, match=r"^--precision 'fp16': accepted values are fp32, bf16, int8$"):
+    with pytest.raises(InputError, match=r"^--precision 'fp16': accepted values are auto, fp32, bf16, int8$"):
         embed_cells(tiny_model, random_cells(1), precision="fp16", progress=False)
 
 
@@ -90,7 +90,7 @@ def test_classify_cli_int8(tmp_path, tiny_model, capsys):
         main([*args, "--precision", "int4"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "accepted values are fp32, bf16, int8" in err
+    assert err.count("\n") == 0 and "accepted values are auto, fp32, bf16, int8" in err
 
 
 # ------------------------------------------------------------------------------------------ OpenVINO backend (optional)
@@ -154,11 +154,14 @@ def test_openvino_missing_is_one_line_error(tiny_model, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError, installed or not
-    with pytest.raises(InputError, match=r"^--backend openvino: the OpenVINO backend needs openvino: "
-                                         r"pip install 'locscope\[openvino\]'$"):
+    with pytest.raises(InputError, match=r"^--backend openvino needs openvino \(pip install openvino nncf\)$"):
         embed_cells(tiny_model, random_cells(1), precision="int8", backend="openvino", progress=False)
-    with pytest.raises(InputError, match=r"^--backend 'onnx': accepted values are torch, openvino$"):
+    with pytest.raises(InputError, match=r"^--backend 'onnx': accepted values are auto, torch, openvino$"):
         embed_cells(tiny_model, random_cells(1), backend="onnx", progress=False)
+    # the default falls back to bf16 autocast and says why
+    result = embed_cells(tiny_model, random_cells(80), progress=False)
+    assert [(m.backend, m.precision, m.reason) for m in result.modes] == [
+        ("torch", "bf16", "auto: openvino / nncf not installed")]
 
 
 def test_classify_cli_openvino_int8(tmp_path, tiny_model, capsys):
@@ -178,3 +181,122 @@ def test_classify_cli_openvino_int8(tmp_path, tiny_model, capsys):
     assert info.value.code in (0, None)
     lines = capsys.readouterr().out.strip().splitlines()  # nothing but the cells (no quantizer progress output)
     assert [line.split("\t")[0] for line in lines] == ["cell0", "cell1"]
+
+
+# ------------------------------------------------------------------------- the default: verified OpenVINO int8 (auto)
+def _cache_entries() -> list:
+    from locscope.pipelines.embed_runtime import cache_root
+
+    folder = cache_root() / "openvino"
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+
+
+def test_auto_runs_verified_int8_then_reads_the_cache(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    cells = random_cells(80)
+    fp32 = embed_cells(tiny_model, cells, batch_size=16, precision="fp32", progress=False)
+    first = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    (mode,) = first.modes
+    assert (mode.backend, mode.precision, mode.calibration, mode.verified_cells, mode.cells) == (
+        "openvino", "int8", "this run (64 cells)", 8, 80)
+    assert mode.verified_min_cosine >= 0.999
+    assert _cosine(first.embeddings, fp32.embeddings).min() > 0.995
+    assert np.abs(first.embeddings - fp32.embeddings).max() > 1e-4  # int8 really ran
+    assert len(_cache_entries()) == 1
+    second = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert second.modes[0].calibration == "cache"
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    # another model (other weights) gets its own calibration
+    torch.manual_seed(1)
+    other = SubCellModel(SubCellConfig(**TINY)).eval()
+    assert embed_cells(other, cells, progress=False).modes[0].calibration == "this run (64 cells)"
+    assert len(_cache_entries()) == 2
+
+
+def test_auto_falls_back_to_bf16(tiny_model, tmp_path, monkeypatch):
+    from locscope.pipelines import embed_runtime
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    cells = random_cells(80)
+    bf16 = embed_cells(tiny_model, cells, batch_size=16, precision="bf16", progress=False)
+    few = embed_cells(tiny_model, cells[:71], batch_size=16, progress=False)
+    assert [(m.backend, m.precision, m.reason) for m in few.modes] == [
+        ("torch", "bf16", "auto: 71 cells of this size at the head, int8 needs 64 + 8")]
+    np.testing.assert_array_equal(few.embeddings, bf16.embeddings[:71])
+    monkeypatch.setattr(embed_runtime, "VERIFY_COSINE", 1.01)  # no int8 model can pass
+    failed = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    (mode,) = failed.modes
+    assert (mode.backend, mode.precision) == ("torch", "bf16")
+    assert mode.reason.startswith("auto: int8 failed verification (min cosine 0.99") and mode.reason.endswith("< 1.01)")
+    np.testing.assert_array_equal(failed.embeddings, bf16.embeddings)
+    assert _cache_entries() == []  # nothing unverified is cached
+
+
+def test_auto_recalibrates_a_cached_model_that_fails(tiny_model, tmp_path, monkeypatch):
+    from locscope.models.subcell import convert_openvino, min_max_normalize
+    from locscope.pipelines import embed_runtime
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    cells = random_cells(80)
+    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64)
+    # a cached model calibrated on cells unlike these (dim, flat): its ranges clip this run's activations
+    dim = min_max_normalize(torch.from_numpy(np.stack([c.images for c in random_cells(16, seed=5)]))) * 0.05
+    embed_runtime.write_cached_int8(key, convert_openvino(tiny_model, dim, "int8"))
+    calls = []
+    real_min_cosine = embed_runtime._min_cosine
+
+    def first_fails(a, b):  # whatever the stale model scores, count it as a failure
+        calls.append(real_min_cosine(a, b))
+        return 0.5 if len(calls) == 1 else calls[-1]
+
+    monkeypatch.setattr(embed_runtime, "_min_cosine", first_fails)
+    result = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert len(calls) == 2 and result.modes[0].calibration == "this run (64 cells)"
+    assert result.modes[0].verified_min_cosine >= 0.999
+    # the recalibrated model replaced the stale one in the cache
+    monkeypatch.setattr(embed_runtime, "_min_cosine", real_min_cosine)
+    again = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert again.modes[0].calibration == "cache"
+    np.testing.assert_array_equal(again.embeddings, result.embeddings)
+
+
+def test_auto_ignores_an_unreadable_cache(tiny_model, tmp_path, monkeypatch):
+    from locscope.pipelines import embed_runtime
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64)
+    folder = tmp_path / "cache" / "openvino" / key
+    folder.mkdir(parents=True)
+    (folder / "vit.xml").write_text("<net truncated")
+    result = embed_cells(tiny_model, random_cells(80), batch_size=16, progress=False)
+    assert result.modes[0].calibration == "this run (64 cells)"
+    assert (folder / "vit.bin").exists()  # rewritten
+
+
+def test_embed_cli_reports_the_mode(tmp_path, tiny_model, monkeypatch):
+    import json
+
+    import anndata
+    import tifffile
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    model_dir = save_pretrained(tiny_model, tiny_model.config, tmp_path / "model")
+    rows = ["r_image,y_image,b_image,g_image,output_prefix"]
+    for cell in random_cells(80):
+        paths = []
+        for channel, plane in zip("rybg", cell.images):
+            paths.append(tmp_path / f"{cell.id}_{channel}.tif")
+            tifffile.imwrite(paths[-1], plane)
+        rows.append(",".join([*map(str, paths), cell.id]))
+    (tmp_path / "cells.csv").write_text("\n".join(rows) + "\n")
+    from typer.testing import CliRunner
+
+    from locscope.cli import app
+
+    out = CliRunner().invoke(app, ["embed", "--csv", str(tmp_path / "cells.csv"), "-o", str(tmp_path / "out"),
+                                   "--model", str(model_dir), "--image-size", "0"])
+    assert out.exit_code == 0, out.output
+    assert "inference: 32x32 cells: openvino int8, int8 calibration: this run (64 cells), verified on 8 cells" \
+        in out.output
+    modes = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
+    assert [(m["backend"], m["precision"], m["cells"]) for m in modes] == [("openvino", "int8", 80)]

@@ -15,11 +15,12 @@ ModelOption = typer.Option(None, "--model", help="Model directory (config.json +
                                                  "SubCell model_config.yaml; default: the bundled subcell-tiny.")
 ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-channel published model: rbg | ybg.")
 BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
-PrecisionOption = typer.Option("bf16", "--precision", help="bf16 (autocast, fast) | fp32 (exact) | int8 (CPU only: "
-                                                          "int8 ViT Linear layers, fastest on CPU).")
-BackendOption = typer.Option("torch", "--backend", help="torch | openvino (CPU; pip install 'locscope[openvino]'; "
-                                                     "with --precision int8: static int8 calibrated on the first "
-                                                     "cells, fastest on CPU).")
+PrecisionOption = typer.Option("auto", "--precision", help="auto (CPU: OpenVINO int8 calibrated on the first 64 cells "
+                                                          "and verified against fp32 on 8 more, else bf16) | bf16 "
+                                                          "(autocast) | fp32 (exact) | int8 (CPU: dynamic int8 "
+                                                          "Linear layers).")
+BackendOption = typer.Option("auto", "--backend", help="auto | torch | openvino (CPU; with --precision int8: static "
+                                                    "int8 calibrated on the first cells, not verified).")
 ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the training "
                                                          "size of locscope models, unchanged for published YAML models.")
 
@@ -49,6 +50,8 @@ def embed(
                        backend=backend,
                        save_npy=save_npy,
                        save_attention=save_attention)
+    for mode in result.modes:
+        typer.echo(f"inference: {mode.describe()}", err=True)
     typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")
 
 

@@ -365,6 +365,19 @@ class OpenVINOSubCell:
         self.image_size = image_size
         self._request = compiled.create_infer_request()
 
+    @classmethod
+    def from_openvino_model(cls, model: SubCellModel, ov_model: Any, image_size: tuple[int, int],
+                            precision: Literal["int8", "fp32", "bf16"] = "int8",
+                            num_threads: int | None = None) -> "OpenVINOSubCell":
+        """Compile an OpenVINO ViT (from :func:`convert_openvino`, or read back from disk) for the CPU and attach
+        ``model``'s pooling and classifiers. ``precision`` sets OpenVINO's inference precision for the non-quantized
+        ops: ``fp32`` -> f32, otherwise bf16 (used where the CPU has bf16 instructions)."""
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()), "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
+        return cls(model, ov.Core().compile_model(ov_model, "CPU", config), tuple(image_size))
+
     def __call__(self, images: torch.Tensor) -> SubCellOutput:
         if tuple(images.shape[2:]) != self.image_size:
             raise ValueError(f"images must be {self.image_size[0]}x{self.image_size[1]} (the compiled size); "
@@ -378,14 +391,12 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
                      num_threads: int | None = None) -> OpenVINOSubCell:
     """Run ``model``'s ViT with OpenVINO on the CPU; ``precision="int8"`` quantizes it statically with NNCF.
 
-    The ViT is converted in memory from ``model`` (nothing is downloaded or written). ``int8``: NNCF post-training
-    quantization (``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per output channel, int8 activations with
-    per-tensor ranges calibrated on ``images``) of the ViT's Linear layers; OpenVINO fuses the quantization into its
-    int8 (AVX512-VNNI / AVX2) kernels and runs attention, layer norms and GELU with fused kernels in bf16 where the
-    CPU has bf16 instructions (fp32 otherwise). On a 2-core AVX512-BF16/VNNI CPU (ViT-B/16, 448 px, one thread) this
-    is 4.0-4.4x SubCell's CLI default (fp32, batch 1) in CPU time per image, embeddings at cosine similarity > 0.999
-    to fp32 on cells like the calibration ones (``docs/benchmarks.md``: static ranges do not adapt to cells unlike
-    them). The pooling and the classifiers run in PyTorch fp32.
+    :func:`convert_openvino` then :meth:`OpenVINOSubCell.from_openvino_model`. ``int8``: OpenVINO fuses the
+    quantization into its int8 (AVX512-VNNI / AVX2) kernels and runs attention, layer norms and GELU with fused
+    kernels in bf16 where the CPU has bf16 instructions (fp32 otherwise). On a 2-core AVX512-BF16/VNNI CPU (ViT-B/16,
+    448 px, one thread) this is 3.8-4.4x SubCell's CLI default (fp32, batch 1) in CPU time per image, embeddings at
+    cosine similarity > 0.999 to fp32 on cells like the calibration ones (``docs/benchmarks.md``: static ranges do
+    not adapt to cells unlike them). The pooling and the classifiers run in PyTorch fp32.
 
     Parameters
     ----------
@@ -407,10 +418,20 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
     Raises
     ------
     ImportError
-        If ``openvino`` (or, for int8, ``nncf``) is not installed: ``pip install 'locscope[openvino]'``.
+        If ``openvino`` (or, for int8, ``nncf``) is not installed.
     ValueError
         For a model not on the CPU, an unknown ``precision`` or badly shaped ``images``.
     """
+    ov_model = convert_openvino(model, images, precision)
+    return OpenVINOSubCell.from_openvino_model(model, ov_model, tuple(images.shape[2:]), precision, num_threads)
+
+
+def convert_openvino(model: SubCellModel, images: torch.Tensor,
+                     precision: Literal["int8", "fp32", "bf16"] = "int8") -> Any:
+    """``model``'s ViT as an OpenVINO model (``openvino.Model``, in memory: nothing downloaded or written), for
+    ``(N, C, H, W)`` cells of ``images``' size; ``precision="int8"``: NNCF post-training quantization
+    (``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per output channel, int8 activations with per-tensor ranges
+    calibrated on ``images``) of its Linear layers. Arguments and errors as :func:`compile_openvino`."""
     import contextlib
     import io
     import logging
@@ -424,13 +445,9 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
     n_channels = len(model.config.channel_names)
     if images.ndim != 4 or images.shape[1] != n_channels or images.shape[0] < 1:
         raise ValueError(f"images must have shape (N, {n_channels}, H, W) with N >= 1; got {tuple(images.shape)}")
-    try:
-        import openvino as ov
-        if precision == "int8":
-            import nncf
-    except ImportError as err:
-        raise ImportError(f"the OpenVINO backend needs {err.name or 'openvino'}: pip install 'locscope[openvino]'"
-                          ) from None
+    import openvino as ov
+    if precision == "int8":
+        import nncf
     from transformers.utils import logging as transformers_logging
 
     images = images.detach().float().cpu()
@@ -451,10 +468,7 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
             warnings.simplefilter("ignore")
             ov_model = nncf.quantize(ov_model, calibration, model_type=nncf.ModelType.TRANSFORMER,
                                      subset_size=len(images))
-    config = {"INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()), "NUM_STREAMS": 1,
-              "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
-    compiled = ov.Core().compile_model(ov_model, "CPU", config)
-    return OpenVINOSubCell(model, compiled, tuple(images.shape[2:]))
+    return ov_model
 
 
 def count_parameters(model: nn.Module, include_classifiers: bool = False) -> int:
@@ -608,7 +622,7 @@ def load_published(config_path: str | Path, channels: str | None = None,
 
 __all__ = [
     "CHANNEL_VARIANTS", "SUBCELL_CLASS_NAMES", "GatedAttentionPooling", "OpenVINOSubCell", "SubCellConfig",
-    "SubCellModel", "SubCellOutput", "build_classifier", "compile_openvino", "config_from_published",
+    "SubCellModel", "SubCellOutput", "build_classifier", "compile_openvino", "config_from_published", "convert_openvino",
     "count_parameters", "load_published", "map_published_classifier_keys", "map_published_encoder_keys",
     "min_max_normalize", "quantize_encoder_int8",
 ]

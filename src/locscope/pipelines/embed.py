@@ -3,9 +3,10 @@
 Inputs: SubCell's path-list CSV (``r_image,y_image,b_image,g_image,output_prefix``; ``#`` rows are comments; an empty
 path = channel absent, passed as zeros), a locscope dataset store, or multi-channel image files. Each cell is min-max
 normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
-and run under ``torch.inference_mode`` with optional bf16 autocast, or (``precision="int8"``, CPU) with the ViT's Linear
-layers dynamically quantized to int8; ``backend="openvino"`` (CPU, optional dependency) runs the ViT in OpenVINO
-instead, statically quantized to int8 with NNCF (calibrated on the first cells) for ``precision="int8"``.
+and run under ``torch.inference_mode``. The default (``precision="auto"``, ``backend="auto"``) on the CPU runs the ViT in
+OpenVINO, statically quantized to int8 and verified against fp32 on the run's own cells
+(:mod:`locscope.pipelines.embed_runtime`), falling back to bf16 autocast (always on GPUs); ``fp32`` / ``bf16`` /
+``int8`` (dynamic int8 Linear layers) and ``backend="openvino"`` choose a mode explicitly.
 
 Outputs (:func:`write_embedding_outputs`): ``embeddings.h5ad`` (AnnData: ``X`` = n x embedding_dim, ``obs`` indexed by
 cell id, ``obsm["probabilities"]`` = n x 31, class names in ``uns``), ``result.csv`` (top classes + one probability
@@ -16,8 +17,9 @@ column per class), optionally ``{prefix}_embedding.npy`` / ``{prefix}_probabilit
 from __future__ import annotations
 
 import csv
+import json
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
@@ -30,6 +32,7 @@ from locscope.errors import InputError
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
 )
+from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verified_int8
 from locscope.utils.atomic import atomic_path, write_text
 from locscope.utils.progress import track
 
@@ -37,10 +40,10 @@ from locscope.utils.progress import track
 CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "subcell-tiny"
 
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-Backend = Literal["torch", "openvino"]
-BACKENDS: tuple[str, ...] = ("torch", "openvino")
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+Backend = Literal["auto", "torch", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -66,6 +69,8 @@ class EmbeddingResult:
     attention : list of numpy.ndarray
         Per cell ``(heads, H // patch, W // patch)`` pooling attention.
     class_names : tuple of str
+    modes : list of InferenceMode
+        How the cells of each size were run (backend, precision, int8 calibration and verification).
     """
 
     ids: list[str]
@@ -73,6 +78,7 @@ class EmbeddingResult:
     probabilities: np.ndarray | None
     attention: list[np.ndarray]
     class_names: tuple[str, ...]
+    modes: list[InferenceMode] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------------------ models
@@ -288,8 +294,9 @@ def _prepare(batch: Sequence[CellInput], device: torch.device, image_size: int |
 
 
 def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: int = 16,
-                precision: Precision = "bf16", image_size: int | None = None, total: int | None = None,
-                progress: bool = True, backend: Backend = "torch", calibration_cells: int = 64) -> EmbeddingResult:
+                precision: Precision = "auto", image_size: int | None = None, total: int | None = None,
+                progress: bool = True, backend: Backend = "auto", calibration_cells: int = 64,
+                verification_cells: int = 8, use_cache: bool = True) -> EmbeddingResult:
     """Embed and classify cells with ``model`` in batches.
 
     Parameters
@@ -300,29 +307,35 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         Raw ``(C, H, W)`` cells; normalised here (per-cell joint min-max).
     batch_size : int
         Cells per forward pass.
-    precision : {'fp32', 'bf16', 'int8'}
-        ``bf16`` runs under ``torch.autocast`` (CPU AVX512-BF16 / AMX, CUDA); ``int8`` (CPU only) runs a copy of the
-        model whose ViT Linear layers are dynamically quantized (:func:`~locscope.models.subcell.quantize_encoder_int8`,
-        ~1.3x faster than bf16 on CPU, embeddings at cosine similarity > 0.99 to fp32); outputs are float32.
+    precision : {'auto', 'fp32', 'bf16', 'int8'}
+        ``auto`` (with ``backend="auto"``): on the CPU, the ViT in OpenVINO statically quantized to int8, calibrated
+        on ``calibration_cells`` cells of the run (or read from the cache) and used only if the embeddings of
+        ``verification_cells`` other cells stay within cosine 0.999 of fp32
+        (:mod:`locscope.pipelines.embed_runtime`); otherwise, and for cell sizes with fewer head cells than both
+        together, bf16. ``bf16`` runs under ``torch.autocast`` (CPU AVX512-BF16 / AMX, CUDA); ``int8`` (CPU only,
+        torch) runs a copy of the model whose ViT Linear layers are dynamically quantized
+        (:func:`~locscope.models.subcell.quantize_encoder_int8`); ``fp32`` is exact. Outputs are float32.
     image_size : int, optional
         Resize every cell to ``image_size x image_size`` (bilinear, anti-aliased) before normalising; None keeps sizes.
     total : int, optional
         Number of cells, for the progress bar.
     progress : bool
         Show a progress bar (stderr).
-    backend : {'torch', 'openvino'}
-        ``openvino`` (CPU; ``pip install 'locscope[openvino]'``) runs the ViT with OpenVINO
-        (:func:`~locscope.models.subcell.compile_openvino`), once compiled per cell size; with ``precision="int8"`` it
-        is statically quantized with NNCF, calibrated on the first ``calibration_cells`` cells of that size (~1.5x
-        faster than the torch int8 mode on ViT-B/16; embeddings at cosine similarity > 0.999 to fp32 for cells like
-        the calibration ones, lower for cells unlike them). ``bf16`` there is OpenVINO's bf16 inference precision.
-    calibration_cells : int
-        With ``backend="openvino"`` and ``precision="int8"``: how many of the first cells calibrate the activation
-        ranges (cells of a size first met later are calibrated on their first batch).
+    backend : {'auto', 'torch', 'openvino'}
+        ``auto``: OpenVINO for a verified int8 model (``precision="auto"``), PyTorch otherwise. ``openvino`` (CPU)
+        runs the ViT with OpenVINO (:func:`~locscope.models.subcell.compile_openvino`), once compiled per cell size;
+        with ``precision="int8"`` it is statically quantized, calibrated on the first ``calibration_cells`` cells of
+        that size, without verification; ``bf16`` / ``auto`` there is OpenVINO's bf16 inference precision.
+    calibration_cells, verification_cells : int
+        Cells at the head of the run that calibrate / verify OpenVINO int8 (cells of a size first met later are
+        calibrated on their first batch with ``backend="openvino"``, run in bf16 with ``auto``).
+    use_cache : bool
+        ``auto``: read and write calibrated int8 models in the cache (:func:`~locscope.pipelines.embed_runtime.cache_root`).
 
     Returns
     -------
     EmbeddingResult
+        With ``modes``: how the cells of each size ran.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {batch_size}")
@@ -334,35 +347,64 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     if device.type != "cpu" and (precision == "int8" or backend == "openvino"):
         what = "--backend openvino" if backend == "openvino" else "--precision int8"
         raise InputError(f"{what} runs on the CPU only (model on {device}); use bf16 on {device.type}")
-    compiled: dict[tuple[int, ...], object] = {}  # openvino: compiled model per cell size
+    why_not_int8 = ("" if precision != "auto" else f"--backend {backend}" if backend != "auto"
+                    else f"on {device.type}" if device.type != "cpu"
+                    else "no calibration or verification cells" if min(calibration_cells, verification_cells) < 1
+                    else "openvino / nncf not installed" if not openvino_available() else "")
+    auto_int8 = precision == "auto" and not why_not_int8
+    if backend == "auto":
+        backend = "openvino" if auto_int8 else "torch"
+    if precision == "auto" and not auto_int8:
+        precision = "bf16"
     head: list[CellInput] = []
     if backend == "openvino":
         cells = iter(cells)
-        head = list(itertools.islice(cells, max(calibration_cells, 1)))
+        head = list(itertools.islice(cells, max(calibration_cells + (verification_cells if auto_int8 else 0), 1)))
         cells = itertools.chain(head, cells)
-    elif precision == "int8":
-        model = quantize_encoder_int8(model)
+    torch_model = quantize_encoder_int8(model) if precision == "int8" and backend == "torch" else model
+    runners: dict[tuple[int, ...], tuple[object, InferenceMode]] = {}  # cell size -> (callable, how)
+
+    def runner_for(size: tuple[int, ...], first_batch: torch.Tensor) -> tuple[object, InferenceMode]:
+        """Choose (and compile) how cells of ``size`` run; see the ``precision`` / ``backend`` parameters."""
+        same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
+        normalised = (torch.cat([_prepare([c], device, image_size) for c in same_size])  # one at a time: raw sizes
+                      if same_size else first_batch)                                      # may differ
+        if auto_int8:
+            if len(same_size) < calibration_cells + verification_cells:
+                return torch_model, InferenceMode(list(size), "torch", "bf16", f"auto: {len(same_size)} cells of this "
+                                                  f"size at the head, int8 needs {calibration_cells} + "
+                                                  f"{verification_cells}")
+            every = len(same_size) // verification_cells  # verification cells spread over the head
+            verify = torch.zeros(len(same_size), dtype=torch.bool)
+            verify[every - 1::every][:verification_cells] = True
+            int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache)
+            return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
+        if backend == "openvino":
+            try:
+                compiled = compile_openvino(model, normalised, precision)
+            except ImportError as err:
+                raise InputError(f"--backend openvino needs {err.name or 'openvino'} (pip install openvino nncf)"
+                                 ) from None
+            calibration = f"first cells ({len(normalised)})" if precision == "int8" else ""
+            return compiled, InferenceMode(list(size), "openvino", precision, f"auto: {why_not_int8}" if why_not_int8
+                                           else "asked", calibration)
+        return torch_model, InferenceMode(list(size), "torch", precision, f"auto: {why_not_int8}" if why_not_int8
+                                          else "asked")
+
     ids: list[str] = []
     embeddings, probabilities, attention = [], [], []
     n_batches = None if total is None else -(-total // batch_size)
-    autocast = precision == "bf16" and backend == "torch"
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.inference_mode():
         for batch in track(_batches(cells, batch_size), "Embedding cells", total=n_batches, enabled=progress):
             images = _prepare(batch, device, image_size)
-            if backend == "openvino":
-                size = tuple(images.shape[2:])
-                if size not in compiled:
-                    same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
-                    # one cell at a time: with image_size, cells of any raw size are resized to it
-                    calibration = torch.cat([_prepare([c], device, image_size) for c in same_size]) if same_size \
-                        else images
-                    try:
-                        compiled[size] = compile_openvino(model, calibration, precision)
-                    except ImportError as err:
-                        raise InputError(f"--backend openvino: {err}") from None
-                out = compiled[size](images)
-            else:
-                out = model(images)
+            size = tuple(images.shape[2:])
+            if size not in runners:
+                runners[size] = runner_for(size, images)
+            run, mode = runners[size]
+            autocast = mode.backend == "torch" and mode.precision == "bf16"
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = run(images)
+            mode.cells += len(batch)
             ids += [c.id for c in batch]
             embeddings.append(out.embedding.float().cpu().numpy())
             if out.probabilities is not None:
@@ -373,7 +415,7 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     return EmbeddingResult(
         ids=ids, embeddings=np.concatenate(embeddings), attention=attention,
         probabilities=np.concatenate(probabilities) if probabilities else None,
-        class_names=tuple(model.config.class_names),
+        class_names=tuple(model.config.class_names), modes=[mode for _, mode in runners.values()],
     )
 
 
@@ -407,6 +449,7 @@ def write_embedding_outputs(result: EmbeddingResult, out_dir: str | Path, *, sav
     if result.probabilities is not None:
         adata.obsm["probabilities"] = result.probabilities.astype(np.float32)
     adata.uns["class_names"] = list(result.class_names)
+    adata.uns["inference"] = json.dumps([mode.to_dict() for mode in result.modes])
     written = [out_dir / "embeddings.h5ad"]
     with atomic_path(written[0], suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
@@ -453,8 +496,8 @@ def _safe_name(cell_id: str) -> str:
 
 def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
               split: str | None = None, model: str | Path | None = None, channels: str | None = None,
-              batch_size: int = 16, precision: Precision = "bf16", image_size: int | None = None, device: str = "auto",
-              backend: Backend = "torch",
+              batch_size: int = 16, precision: Precision = "auto", image_size: int | None = None, device: str = "auto",
+              backend: Backend = "auto",
               save_npy: bool = False, save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
     """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
     from locscope.utils.device import resolve_device

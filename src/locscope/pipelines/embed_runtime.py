@@ -1,0 +1,192 @@
+"""How ``locscope embed`` runs SubCell: the default ``auto`` mode (verified OpenVINO int8 on the CPU) and its cache.
+
+The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run's own cells confirm:
+
+1. On the CPU, for a cell size with at least ``calibration_cells + verification_cells`` cells at the head of the run,
+   the ViT is converted to OpenVINO and quantized statically to int8 with NNCF, calibrated on ``calibration_cells``
+   of them (or read back from the cache, see below).
+2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth head cell with the defaults);
+   the int8 model is used only if every one of their embeddings has cosine similarity >= ``VERIFY_COSINE`` (0.999)
+   to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
+3. Otherwise (GPU, too few cells, verification failed): PyTorch with bf16 autocast.
+
+Cache: a calibrated int8 ViT is written (atomically) as OpenVINO IR (``vit.xml`` + ``vit.bin``, no pickle) under
+``$LOCSCOPE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/locscope`` or ``~/.cache/locscope``) ``/openvino/<key>/``, the key
+hashing the ViT's weights, the cell size and channels, the calibration size and the OpenVINO / NNCF versions; the next
+run of the same model at the same size skips the calibration (verification still runs on its own cells).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from locscope.models.subcell import OpenVINOSubCell, SubCellModel, convert_openvino
+from locscope.utils.atomic import atomic_path
+
+VERIFY_COSINE = 0.999  # minimum embedding cosine similarity to fp32 for the int8 model to be used
+
+
+@dataclass
+class InferenceMode:
+    """How the cells of one size were run (saved in ``embeddings.h5ad``'s ``uns["inference"]``).
+
+    Attributes
+    ----------
+    image_size : list of int
+        ``[H, W]`` of the cells (after ``--image-size``).
+    backend, precision : str
+        ``torch`` / ``openvino``; ``fp32`` / ``bf16`` / ``int8``.
+    reason : str
+        Why this mode (for ``auto``: which check chose it).
+    calibration : str
+        For OpenVINO int8: ``this run (N cells)``, ``cache`` or ``first batch (N cells)``; empty otherwise.
+    verified_min_cosine : float or None
+        For verified int8: the lowest cosine similarity to fp32 over the verification cells.
+    verified_cells : int
+        Number of verification cells.
+    cells : int
+        Number of cells run this way.
+    """
+
+    image_size: list[int]
+    backend: str
+    precision: str
+    reason: str = ""
+    calibration: str = ""
+    verified_min_cosine: float | None = None
+    verified_cells: int = 0
+    cells: int = 0
+
+    def describe(self) -> str:
+        """One line for the console."""
+        text = f"{self.image_size[0]}x{self.image_size[1]} cells: {self.backend} {self.precision}"
+        if self.calibration:
+            text += f", int8 calibration: {self.calibration}"
+        if self.verified_min_cosine is not None:
+            text += (f", verified on {self.verified_cells} cells (min cosine to fp32 "
+                     f"{self.verified_min_cosine:.5f})")
+        return text + (f" [{self.reason}]" if self.reason else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def openvino_available() -> bool:
+    """True when ``openvino`` and ``nncf`` import (both are dependencies of locscope; a trimmed install may lack them)."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cache_root() -> Path:
+    """``$LOCSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/locscope``, else ``~/.cache/locscope``."""
+    if os.environ.get("LOCSCOPE_CACHE_DIR"):
+        return Path(os.environ["LOCSCOPE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "locscope"
+
+
+def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
+    """A hex key for a calibrated int8 ViT: hashes the ViT's weights (names, shapes, dtypes, values), the cell size,
+    the channel variant, the calibration size and the OpenVINO / NNCF versions."""
+    import nncf
+    import openvino
+
+    digest = hashlib.sha256()
+    header = {"size": list(image_size), "channels": model.config.channels, "calibration_cells": calibration_cells,
+              "openvino": openvino.__version__, "nncf": nncf.__version__, "format": 1}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for name, tensor in model.encoder.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def read_cached_int8(key: str) -> Any | None:
+    """The cached int8 ``openvino.Model`` for ``key``, or None (absent or unreadable: then it is recalibrated)."""
+    import openvino as ov
+
+    xml = cache_root() / "openvino" / key / "vit.xml"
+    if not xml.exists():
+        return None
+    try:
+        return ov.Core().read_model(xml)
+    except RuntimeError:
+        return None
+
+
+def write_cached_int8(key: str, ov_model: Any) -> None:
+    """Save ``ov_model`` under ``key`` atomically (a temp folder renamed into place). A cache that cannot be written
+    (read-only home, full disk) is skipped: it only saves time."""
+    import openvino as ov
+
+    try:
+        with atomic_path(cache_root() / "openvino" / key) as tmp:
+            tmp.mkdir(parents=True)
+            ov.save_model(ov_model, tmp / "vit.xml", compress_to_fp16=False)
+    except OSError:
+        pass
+
+
+def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a.float(), b.float(), dim=1).min().item()
+
+
+def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: torch.Tensor,
+                  calibration_cells: int, use_cache: bool = True) -> tuple[OpenVINOSubCell | None, InferenceMode]:
+    """An OpenVINO int8 ViT for ``calibration``'s cell size whose embeddings of ``verification`` are within
+    :data:`VERIFY_COSINE` of PyTorch fp32, or None when no calibration passes.
+
+    Parameters
+    ----------
+    model : SubCellModel
+        On the CPU, in eval mode.
+    calibration, verification : torch.Tensor
+        ``(N, C, H, W)`` and ``(M, C, H, W)`` normalised cells of one size, disjoint.
+    calibration_cells : int
+        The nominal calibration size (part of the cache key).
+    use_cache : bool
+        Read and write the cache.
+
+    Returns
+    -------
+    (OpenVINOSubCell or None, InferenceMode)
+        The mode says what was tried and the cosine measured.
+    """
+    size = list(verification.shape[2:])
+    with torch.inference_mode():
+        reference = model(verification).embedding
+    key = int8_cache_key(model, size, calibration_cells) if use_cache else ""
+    attempts = ([("cache", read_cached_int8(key))] if use_cache else []) + [("this run", None)]
+    cosine = float("nan")
+    for source, ov_model in attempts:
+        if source == "cache" and ov_model is None:
+            continue
+        if ov_model is None:
+            ov_model = convert_openvino(model, calibration, "int8")
+        runner = OpenVINOSubCell.from_openvino_model(model, ov_model, size, "int8")
+        cosine = _min_cosine(runner(verification).embedding, reference)
+        if cosine >= VERIFY_COSINE:
+            if source == "this run" and use_cache:
+                write_cached_int8(key, ov_model)
+            calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells)"
+            return runner, InferenceMode(size, "openvino", "int8", "auto: int8 verified", calibration_text,
+                                         cosine, len(verification))
+    return None, InferenceMode(size, "torch", "bf16", f"auto: int8 failed verification (min cosine {cosine:.5f} < "
+                                                       f"{VERIFY_COSINE})", verified_min_cosine=cosine,
+                               verified_cells=len(verification))
+
+
+__all__ = ["InferenceMode", "VERIFY_COSINE", "cache_root", "int8_cache_key", "openvino_available", "read_cached_int8",
+           "verified_int8", "write_cached_int8"]
