@@ -2,22 +2,24 @@
 
 SubCell's inference CLI (SubCellPortable ``run_model``) feeds one cell at a time, in fp32, without ``torch.no_grad``
 (autograd records the graph), and asks the ViT for its attention maps (``output_attentions=True``, which needs the
-eager attention kernel). locscope batches cells and runs under ``torch.inference_mode`` + bf16 autocast with the fused
-(SDPA) attention kernel. The model is the full published architecture with random weights (speed does not depend on
-the values). Reports images per wall second and CPU seconds per image of this process (with one thread, the CPU time
-is the work done, stable on a shared machine where wall time depends on the other jobs).
+eager attention kernel). locscope's default (``locscope embed`` / ``classify`` with ``--precision auto --backend
+auto``) batches cells and, on the CPU, runs the ViT in OpenVINO statically quantized to int8, calibrated on the run's
+first 64 cells (or read from the cache of an earlier run) and used only when 8 more cells give embeddings within
+cosine 0.999 of fp32 (:mod:`locscope.pipelines.embed_runtime`); else bf16 autocast. The model is the full published
+architecture with random weights (speed does not depend on the values). Reports images per wall second and CPU
+seconds per image of this process (with one thread, the CPU time is the work done, stable on a shared machine where
+wall time depends on the other jobs).
 
-Faster modes, each measured as a row: bf16 weights (``model.to(torch.bfloat16)``), ``torch.compile`` (inductor, with
-``freezing``: constant folding + oneDNN weight prepacking), int8 dynamic quantization of the ViT's Linear layers
-(``locscope embed --precision int8``) and, when ``torchao`` is installed, PT2E static int8 (``X86InductorQuantizer``,
-calibrated on other random cells) + bf16 autocast + ``torch.compile``, and, when ``openvino`` and ``nncf`` are
-installed (``pip install 'locscope[openvino]'``), the ViT in OpenVINO (``--backend openvino``): bf16 inference
-precision, and NNCF static int8 calibrated on other random cells (conversion + calibration time printed). The first
-call of a compiled mode (compilation) is reported separately; each row also gives the accuracy against the fp32 outputs
+Rows: the baseline; the steady state of the default's int8 model (the model ``embed_cells`` picks, timed like the
+other rows); then the one-time costs of the default (calibration + verification on a cold cache, verification on a
+warm one) and whole ``embed_cells`` runs of 72 + ``--images`` cells, cold and warm cache. Other modes, each measured
+as a row: bf16 autocast (the GPU default), bf16 weights, ``torch.compile`` (inductor, ``freezing``), int8 dynamic
+quantization (``--precision int8``), PT2E static int8 when ``torchao`` is installed, OpenVINO bf16. The first call
+of a compiled mode (compilation) is reported separately; each row also gives the accuracy against the fp32 outputs
 on the same cells (minimum cosine similarity of the embeddings, maximum absolute probability difference). Usage::
 
     .venv/bin/python benchmarks/bench_subcell.py [--batch-size 8] [--images 16] [--baseline-images 4] [--threads 2]
-        [--skip-compile]
+        [--skip-compile] [--skip-extra]
 """
 
 from __future__ import annotations
@@ -97,28 +99,56 @@ def pt2e_int8(model: SubCellModel, example: torch.Tensor, calibration: torch.Ten
     return run
 
 
-def openvino_rows(model: SubCellModel, calibration: torch.Tensor, batch: int, n_images: int) -> list[tuple]:
-    """Rows of the OpenVINO backend (bf16 inference precision; NNCF static int8 calibrated on ``calibration``);
-    empty when openvino / nncf are not installed."""
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        print("(OpenVINO rows skipped: pip install 'locscope[openvino]')")
-        return []
-    rows = []
-    for precision, what in [("bf16", "bf16 inference precision"), ("int8", "NNCF static int8 ViT")]:
-        start = time.perf_counter()
-        compiled = compile_openvino(model, calibration, precision)
-        print(f"(OpenVINO {precision}: conversion{' + calibration' if precision == 'int8' else ''} "
-              f"{time.perf_counter() - start:.1f} s wall)", flush=True)
+def openvino_bf16(model: SubCellModel, calibration: torch.Tensor):
+    """The ViT in OpenVINO at bf16 inference precision (no quantization)."""
+    compiled = compile_openvino(model, calibration, "bf16")
 
-        def run(x, compiled=compiled):
-            with torch.inference_mode():
-                out = compiled(x)
-                return out.embedding, out.probabilities
-        rows.append((f"--backend openvino --precision {precision}: batch {batch}, {what}", run, batch, n_images))
-    return rows
+    def run(x):
+        with torch.inference_mode():
+            out = compiled(x)
+            return out.embedding, out.probabilities
+    return run
+
+
+def default_mode(model: SubCellModel, size: int, batch: int, n_images: int):
+    """locscope's default on the CPU, through ``embed_cells``: whole runs of 72 + ``n_images`` random cells with a
+    cold then a warm int8 cache (printed: CPU s / image including calibration + verification), and the int8 model
+    those runs use, for the steady-state row. Returns that model as a row's ``run``."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from locscope.pipelines import embed_runtime
+    from locscope.pipelines.embed import CellInput, embed_cells
+
+    rng = np.random.default_rng(1)
+    cells = [CellInput(f"cell{i}", rng.uniform(0, 1000, (4, size, size)).astype(np.float32))
+             for i in range(72 + n_images)]
+    os.environ["LOCSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-subcell-cache-")
+    for cache in ("cold", "warm"):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = embed_cells(model, cells, batch_size=batch, progress=False)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        print(f"(default, {cache} cache: embed_cells on {len(cells)} cells {wall:.1f} s wall, {cpu / len(cells):.3f} "
+              f"CPU s / image including setup; {result.modes[0].describe()})", flush=True)
+    # the same model again (warm cache), timed in the table like the other modes
+    images = torch.stack([torch.from_numpy(c.images) for c in cells[:72]])
+    from locscope.models.subcell import min_max_normalize
+
+    normalised = min_max_normalize(images)
+    verify = torch.zeros(72, dtype=torch.bool)
+    verify[8::9] = True
+    start_cpu = time.process_time()
+    int8, mode = embed_runtime.verified_int8(model, normalised[~verify], normalised[verify], 64)
+    print(f"(default, warm cache: read + compile + verification {time.process_time() - start_cpu:.1f} CPU s; "
+          f"{mode.describe()})", flush=True)
+
+    def run(x):
+        with torch.inference_mode():
+            out = int8(x)
+            return out.embedding, out.probabilities
+    return run
 
 
 def main() -> None:
@@ -129,6 +159,7 @@ def main() -> None:
     parser.add_argument("--baseline-images", type=int, default=4, help="Timed images for the batch-1 modes.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
     parser.add_argument("--skip-compile", action="store_true", help="Leave out the torch.compile modes.")
+    parser.add_argument("--skip-extra", action="store_true", help="Only the baseline and the default.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -164,15 +195,21 @@ def main() -> None:
     print(f"SubCell ViT-B/16, 4 x {args.size} x {args.size}, torch {torch.__version__}, {args.threads} threads")
     rows = [
         ("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images),
-        ("batch 1, fp32, inference_mode, SDPA", inference(model), 1, args.baseline_images),
-        (f"batch {b}, fp32, inference_mode, SDPA", inference(model), b, args.images),
-        (f"locscope default: batch {b}, bf16 autocast, inference_mode, SDPA", inference(model, "autocast"), b,
-         args.images),
-        (f"batch {b}, bf16 weights, inference_mode, SDPA", inference(model_bf16, torch.bfloat16), b, args.images),
-        (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers", inference(model_int8), b,
-         args.images),
+        (f"locscope default (CPU): batch {b}, verified OpenVINO int8", default_mode(model, args.size, b, args.images),
+         b, args.images),
     ]
-    if not args.skip_compile:
+    if not args.skip_extra:
+        rows += [
+            ("batch 1, fp32, inference_mode, SDPA", inference(model), 1, args.baseline_images),
+            (f"batch {b}, fp32, inference_mode, SDPA", inference(model), b, args.images),
+            (f"--precision bf16 (GPU default): batch {b}, bf16 autocast, SDPA", inference(model, "autocast"), b,
+             args.images),
+            (f"batch {b}, bf16 weights, inference_mode, SDPA", inference(model_bf16, torch.bfloat16), b, args.images),
+            (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers", inference(model_int8), b,
+             args.images),
+            (f"--backend openvino --precision bf16: batch {b}", openvino_bf16(model, calibration), b, args.images),
+        ]
+    if not args.skip_compile and not args.skip_extra:
         rows.append((f"batch {b}, bf16 weights, torch.compile (inductor, freezing)",
                      compiled(model_bf16, torch.bfloat16), b, args.images))
         pt2e = pt2e_int8(model, images[:b], calibration)
@@ -181,7 +218,6 @@ def main() -> None:
         else:
             rows.append((f"batch {b}, PT2E static int8 + bf16 autocast, torch.compile (torchao)", pt2e, b,
                          args.images))
-    rows += openvino_rows(model, calibration, b, args.images)
     reference = inference(model)(images)
     results = []
     print(f"{'mode':<76s} {'wall img/s':>10s} {'CPU s/img':>9s} {'speed-up':>8s} {'1st call s':>10s} "
