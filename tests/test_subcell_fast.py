@@ -300,3 +300,52 @@ def test_embed_cli_reports_the_mode(tmp_path, tiny_model, monkeypatch):
         in out.output
     modes = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
     assert [(m["backend"], m["precision"], m["cells"]) for m in modes] == [("openvino", "int8", 80)]
+
+
+def real_cells(shared_data, channels: str) -> list[CellInput]:
+    """16 real crops (CELL-Diff HPA + OpenCell samples, PROTICELLI landmark stacks, the RELA cell), each in its 8
+    rotations / flips: 128 cells, channels absent from a file passed as zeros."""
+    from locscope.io.images import read_celldiff_sample, read_image
+    from locscope.pipelines.embed import stack_cell
+
+    samples = shared_data / "celldiff_samples"
+    landmarks = shared_data / "proticelli_landmarks"
+    records = [read_celldiff_sample(folder) for kind in ("hpa", "opencell") for folder in sorted((samples / kind).iterdir())]
+    records += [read_image(landmarks / "example_cell_reference_input" / f"cell_{i}.tiff") for i in (0, 1)]
+    records += [read_image(landmarks / "RELA_A-431" / "cell_9.tiff",
+                           channel_order=["microtubules", "protein", "nucleus", "er"])]
+    crops = []
+    for record in records:
+        planes = {name: np.asarray(plane, dtype=np.float32) for name, plane in record.channels.items()}
+        side = min(plane.shape[0] for plane in planes.values()), min(plane.shape[1] for plane in planes.values())
+        planes = {name: plane[:min(side), :min(side)] for name, plane in planes.items()}  # square: rotations keep size
+        crops.append(stack_cell(planes, channels, str(record.path)))
+    cells = []
+    for k in range(8):
+        for i, crop in enumerate(crops):
+            turned = np.rot90(crop, k % 4, axes=(1, 2))
+            cells.append(CellInput(f"crop{i}_t{k}", np.ascontiguousarray(turned[:, ::-1] if k >= 4 else turned)))
+    return cells
+
+
+def test_default_on_real_cells_stays_close_to_fp32(shared_data, tmp_path, monkeypatch):
+    """The bundled subcell-tiny on 128 real cells: the default (verified int8, or bf16 if the check fails) keeps every
+    embedding within cosine 0.998 of fp32 and the top class of >= 95% of the cells."""
+    from locscope.pipelines.embed import load_model
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    model = load_model(None, device="cpu")
+    cells = real_cells(shared_data, model.config.channels)
+    assert len(cells) == 128
+    fp32 = embed_cells(model, cells, batch_size=16, precision="fp32", image_size=64, progress=False)
+    default = embed_cells(model, cells, batch_size=16, image_size=64, progress=False)
+    (mode,) = default.modes
+    assert (mode.backend, mode.precision) in {("openvino", "int8"), ("torch", "bf16")}
+    if mode.precision == "int8":
+        assert mode.verified_min_cosine >= 0.999
+    cosine = _cosine(default.embeddings, fp32.embeddings)
+    top_same = (default.probabilities.argmax(1) == fp32.probabilities.argmax(1)).mean()
+    print(f"{mode.describe()}; all 128 cells: min cosine {cosine.min():.5f}, mean {cosine.mean():.5f}, "
+          f"top-1 agreement {top_same:.3f}, max |dp| {np.abs(default.probabilities - fp32.probabilities).max():.4f}")
+    assert cosine.min() >= 0.998
+    assert top_same >= 0.95
