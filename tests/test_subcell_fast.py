@@ -266,11 +266,18 @@ def test_auto_ignores_an_unreadable_cache(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64)
     folder = tmp_path / "cache" / "openvino" / key
-    folder.mkdir(parents=True)
-    (folder / "vit.xml").write_text("<net truncated")
-    result = embed_cells(tiny_model, random_cells(80), batch_size=16, progress=False)
-    assert result.modes[0].calibration == "this run (64 cells)"
-    assert (folder / "vit.bin").exists()  # rewritten
+    cells = random_cells(80)
+    first = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert first.modes[0].calibration == "this run (64 cells)" and (folder / "manifest.json").exists()
+    bin_size = (folder / "vit.bin").stat().st_size
+    with open(folder / "vit.bin", "r+b") as handle:  # a damaged weights file: caught by the digest, recalibrated
+        handle.truncate(bin_size // 2)
+    again = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert again.modes[0].calibration == "this run (64 cells)"
+    assert (folder / "vit.bin").stat().st_size == bin_size  # rewritten
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    (folder / "manifest.json").unlink()  # no manifest: not trusted either
+    assert embed_runtime.read_cached_int8(key) is None
 
 
 def test_embed_cli_reports_the_mode(tmp_path, tiny_model, monkeypatch):

@@ -341,19 +341,23 @@ def quantize_encoder_int8(model: SubCellModel) -> SubCellModel:
     return quantized
 
 
-class _EncoderTokens(nn.Module):
-    """The ViT alone, tensor in -> tensor out (what OpenVINO converts)."""
+class _EncoderPooled(nn.Module):
+    """The ViT + pooling, tensors in -> tensors out (what OpenVINO converts): (tokens, embedding, pooling weights).
+    Pooling in the same graph saves ~5% of the time of int8 ViT-B/16 runs against pooling in PyTorch."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, model: SubCellModel) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder = model.encoder
+        self.pool_model = model.pool_model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tokens = self.encoder(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state
+        embedding, weights = self.pool_model(tokens)
+        return tokens, embedding, weights
 
 
 class OpenVINOSubCell:
-    """A SubCell model whose ViT runs in OpenVINO (CPU); pooling and classifiers stay in PyTorch fp32.
+    """A SubCell model whose ViT and pooling run in OpenVINO (CPU); the classifiers stay in PyTorch fp32.
 
     Built by :func:`compile_openvino`. Calling it on ``(B, C, H, W)`` normalised cells of the size it was compiled for
     returns the same :class:`SubCellOutput` as :meth:`SubCellModel.forward`.
@@ -383,20 +387,21 @@ class OpenVINOSubCell:
             raise ValueError(f"images must be {self.image_size[0]}x{self.image_size[1]} (the compiled size); "
                              f"got {tuple(images.shape[2:])}")
         result = self._request.infer({0: images.detach().float().cpu().numpy()})
-        tokens = torch.from_numpy(result[0].copy())  # (B, 1 + n_patches, hidden)
-        return self.model.pool_and_classify(tokens, self.image_size)
+        # copies: OpenVINO reuses its output buffers on the next call
+        tokens, embedding, weights = (torch.from_numpy(result[i].copy()) for i in range(3))
+        return self.model._outputs(self.image_size, embedding, weights, tokens)
 
 
 def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Literal["int8", "fp32", "bf16"] = "int8",
                      num_threads: int | None = None) -> OpenVINOSubCell:
-    """Run ``model``'s ViT with OpenVINO on the CPU; ``precision="int8"`` quantizes it statically with NNCF.
+    """Run ``model``'s ViT and pooling with OpenVINO on the CPU; ``precision="int8"`` quantizes them statically.
 
     :func:`convert_openvino` then :meth:`OpenVINOSubCell.from_openvino_model`. ``int8``: OpenVINO fuses the
     quantization into its int8 (AVX512-VNNI / AVX2) kernels and runs attention, layer norms and GELU with fused
     kernels in bf16 where the CPU has bf16 instructions (fp32 otherwise). On a 2-core AVX512-BF16/VNNI CPU (ViT-B/16,
-    448 px, one thread) this is 3.8-4.4x SubCell's CLI default (fp32, batch 1) in CPU time per image, embeddings at
+    448 px, one thread) this is ~4x SubCell's CLI default (fp32, batch 1) in CPU time per image, embeddings at
     cosine similarity > 0.999 to fp32 on cells like the calibration ones (``docs/benchmarks.md``: static ranges do
-    not adapt to cells unlike them). The pooling and the classifiers run in PyTorch fp32.
+    not adapt to cells unlike them). The classifiers run in PyTorch fp32.
 
     Parameters
     ----------
@@ -428,10 +433,11 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
 
 def convert_openvino(model: SubCellModel, images: torch.Tensor,
                      precision: Literal["int8", "fp32", "bf16"] = "int8") -> Any:
-    """``model``'s ViT as an OpenVINO model (``openvino.Model``, in memory: nothing downloaded or written), for
-    ``(N, C, H, W)`` cells of ``images``' size; ``precision="int8"``: NNCF post-training quantization
-    (``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per output channel, int8 activations with per-tensor ranges
-    calibrated on ``images``) of its Linear layers. Arguments and errors as :func:`compile_openvino`."""
+    """``model``'s ViT + pooling as an OpenVINO model (``openvino.Model``, in memory: nothing downloaded or written;
+    outputs: tokens, embedding, pooling weights), for ``(N, C, H, W)`` cells of ``images``' size;
+    ``precision="int8"``: NNCF post-training quantization (``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per
+    output channel, int8 activations with per-tensor ranges calibrated on ``images``) of its Linear layers and
+    attention. Arguments and errors as :func:`compile_openvino`."""
     import contextlib
     import io
     import logging
@@ -457,7 +463,7 @@ def convert_openvino(model: SubCellModel, images: torch.Tensor,
     try:
         with warnings.catch_warnings(), torch.no_grad():  # tracing warns about shape-dependent Python branches
             warnings.simplefilter("ignore")
-            ov_model = ov.convert_model(_EncoderTokens(model.encoder), example_input=images[:1],
+            ov_model = ov.convert_model(_EncoderPooled(model), example_input=images[:1],
                                         input=[(-1, *images.shape[1:])])
     finally:
         transformers_logging.set_verbosity(verbosity)
@@ -466,8 +472,11 @@ def convert_openvino(model: SubCellModel, images: torch.Tensor,
         calibration = nncf.Dataset([cell[None].numpy() for cell in images])
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # NNCF's progress bars
             warnings.simplefilter("ignore")
+            # the pooling stays unquantized: int8 pooling logits move the softmax over tokens (cosine 0.990 on
+            # real cells with subcell-tiny against 0.9998 with the pooling left out)
             ov_model = nncf.quantize(ov_model, calibration, model_type=nncf.ModelType.TRANSFORMER,
-                                     subset_size=len(images))
+                                     subset_size=len(images),
+                                     ignored_scope=nncf.IgnoredScope(patterns=[r".*pool_model.*"], validate=False))
     return ov_model
 
 

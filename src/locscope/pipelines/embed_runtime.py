@@ -10,7 +10,8 @@ The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run
    to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
 3. Otherwise (GPU, too few cells, verification failed): PyTorch with bf16 autocast.
 
-Cache: a calibrated int8 ViT is written (atomically) as OpenVINO IR (``vit.xml`` + ``vit.bin``, no pickle) under
+Cache: a calibrated int8 ViT is written (atomically) as OpenVINO IR (``vit.xml`` + ``vit.bin``, no pickle, and a
+``manifest.json`` of their SHA-256 digests, checked before reading) under
 ``$LOCSCOPE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/locscope`` or ``~/.cache/locscope``) ``/openvino/<key>/``, the key
 hashing the ViT's weights, the cell size and channels, the calibration size and the OpenVINO / NNCF versions; the next
 run of the same model at the same size skips the calibration (verification still runs on its own cells).
@@ -98,43 +99,52 @@ def cache_root() -> Path:
 
 
 def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
-    """A hex key for a calibrated int8 ViT: hashes the ViT's weights (names, shapes, dtypes, values), the cell size,
+    """A hex key for a calibrated int8 ViT: hashes the ViT's and pooling's weights (names, shapes, dtypes, values), the cell size,
     the channel variant, the calibration size and the OpenVINO / NNCF versions."""
     import nncf
     import openvino
 
     digest = hashlib.sha256()
     header = {"size": list(image_size), "channels": model.config.channels, "calibration_cells": calibration_cells,
-              "openvino": openvino.__version__, "nncf": nncf.__version__, "format": 1}
+              "openvino": openvino.__version__, "nncf": nncf.__version__, "format": 2}  # 2: ViT + pooling
     digest.update(json.dumps(header, sort_keys=True).encode())
-    for name, tensor in model.encoder.state_dict().items():
+    weights = {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
+               **{f"pool_model.{k}": v for k, v in model.pool_model.state_dict().items()}}
+    for name, tensor in weights.items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:32]
 
 
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ("vit.xml", "vit.bin")}
+
+
 def read_cached_int8(key: str) -> Any | None:
-    """The cached int8 ``openvino.Model`` for ``key``, or None (absent or unreadable: then it is recalibrated)."""
+    """The cached int8 ``openvino.Model`` for ``key``, or None when absent or damaged (``manifest.json``'s digests of
+    ``vit.xml`` / ``vit.bin`` do not match): the caller then recalibrates."""
     import openvino as ov
 
-    xml = cache_root() / "openvino" / key / "vit.xml"
-    if not xml.exists():
-        return None
+    folder = cache_root() / "openvino" / key
     try:
-        return ov.Core().read_model(xml)
-    except RuntimeError:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest.get("sha256") != _file_digests(folder):
+            return None
+        return ov.Core().read_model(folder / "vit.xml", folder / "vit.bin")
+    except (OSError, ValueError, RuntimeError):
         return None
 
 
 def write_cached_int8(key: str, ov_model: Any) -> None:
-    """Save ``ov_model`` under ``key`` atomically (a temp folder renamed into place). A cache that cannot be written
-    (read-only home, full disk) is skipped: it only saves time."""
+    """Save ``ov_model`` under ``key`` atomically (a temp folder renamed into place) with a ``manifest.json`` of the
+    files' digests. A cache that cannot be written (read-only home, full disk) is skipped: it only saves time."""
     import openvino as ov
 
     try:
         with atomic_path(cache_root() / "openvino" / key) as tmp:
             tmp.mkdir(parents=True)
             ov.save_model(ov_model, tmp / "vit.xml", compress_to_fp16=False)
+            (tmp / "manifest.json").write_text(json.dumps({"sha256": _file_digests(tmp)}, indent=2))
     except OSError:
         pass
 
