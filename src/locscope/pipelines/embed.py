@@ -34,7 +34,7 @@ from locscope.models.subcell import (
 )
 from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verified_int8
 from locscope.utils.atomic import atomic_path, write_text
-from locscope.utils.progress import track
+from locscope.utils.progress import note, track
 
 # SubCell's CSV columns -> channel names (HPA colours: red microtubules, yellow ER, blue DNA, green protein).
 CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
@@ -377,7 +377,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
             every = len(same_size) // verification_cells  # verification cells spread over the head
             verify = torch.zeros(len(same_size), dtype=torch.bool)
             verify[every - 1::every][:verification_cells] = True
-            int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache)
+            int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache,
+                                       log=(lambda message: note(message)) if progress else None)
             return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
         if backend == "openvino":
             try:
@@ -510,8 +511,11 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
         total = len(read_path_list(csv_path))
         cells = cells_from_csv(csv_path, variant)
     else:
+        from locscope.data.store import Store
+
+        store = Store.open(store_path)
+        total = len(store) if split is None else len(store.split_indices(split))
         cells = cells_from_store(store_path, variant, split)
-        total = None
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress,
                          backend=backend,
                          image_size=resolve_image_size(model, subcell, image_size))

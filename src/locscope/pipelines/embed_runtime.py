@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +154,8 @@ def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: torch.Tensor,
-                  calibration_cells: int, use_cache: bool = True) -> tuple[OpenVINOSubCell | None, InferenceMode]:
+                  calibration_cells: int, use_cache: bool = True,
+                  log: Callable[[str], None] | None = None) -> tuple[OpenVINOSubCell | None, InferenceMode]:
     """An OpenVINO int8 ViT for ``calibration``'s cell size whose embeddings of ``verification`` are within
     :data:`VERIFY_COSINE` of PyTorch fp32, or None when no calibration passes.
 
@@ -168,6 +169,8 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
         The nominal calibration size (part of the cache key).
     use_cache : bool
         Read and write the cache.
+    log : callable, optional
+        Called with a one-line message before each slow step (calibration, check).
 
     Returns
     -------
@@ -175,17 +178,23 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
         The mode says what was tried and the cosine measured.
     """
     size = list(verification.shape[2:])
-    with torch.inference_mode():
-        reference = model(verification).embedding
+    size_text = f"{size[0]}x{size[1]}"
+    log = log or (lambda message: None)
     key = int8_cache_key(model, size, calibration_cells) if use_cache else ""
     attempts = ([("cache", read_cached_int8(key))] if use_cache else []) + [("this run", None)]
-    cosine = float("nan")
+    reference, cosine = None, float("nan")
     for source, ov_model in attempts:
         if source == "cache" and ov_model is None:
             continue
         if ov_model is None:
+            where = f" (once per model and cell size: cached under {cache_root()})" if use_cache else ""
+            log(f"calibrating OpenVINO int8 on {len(calibration)} cells of {size_text}{where}")
             ov_model = convert_openvino(model, calibration, "int8")
         runner = OpenVINOSubCell.from_openvino_model(model, ov_model, size, "int8")
+        log(f"checking the int8 model ({source}) against fp32 on {len(verification)} cells")
+        if reference is None:
+            with torch.inference_mode():
+                reference = model(verification).embedding
         cosine = _min_cosine(runner(verification).embedding, reference)
         if cosine >= VERIFY_COSINE:
             if source == "this run" and use_cache:
@@ -193,6 +202,7 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
             calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells)"
             return runner, InferenceMode(size, "openvino", "int8", "auto: int8 verified", calibration_text,
                                          cosine, len(verification))
+        log(f"the int8 model ({source}) reached min cosine {cosine:.5f} < {VERIFY_COSINE}")
     return None, InferenceMode(size, "torch", "bf16", f"auto: int8 failed verification (min cosine {cosine:.5f} < "
                                                        f"{VERIFY_COSINE})", verified_min_cosine=cosine,
                                verified_cells=len(verification))

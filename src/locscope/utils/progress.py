@@ -31,3 +31,9 @@ def track(iterable: Iterable[T], description: str, total: int | None = None, ena
         for item in iterable:
             yield item
             progress.advance(task)
+
+
+def note(message: str, enabled: bool = True) -> None:
+    """Print a one-line status message to stderr (above a live progress bar, if one is showing)."""
+    if enabled:
+        _console.print(message, highlight=False)
