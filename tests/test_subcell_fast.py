@@ -356,3 +356,44 @@ def test_default_on_real_cells_stays_close_to_fp32(shared_data, tmp_path, monkey
           f"top-1 agreement {top_same:.3f}, max |dp| {np.abs(default.probabilities - fp32.probabilities).max():.4f}")
     assert cosine.min() >= 0.998
     assert top_same >= 0.95
+
+
+def test_cache_command_and_flags(tmp_path, tiny_model, monkeypatch):
+    import tifffile
+    from typer.testing import CliRunner
+
+    from locscope.cli import app
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    model_dir = save_pretrained(tiny_model, tiny_model.config, tmp_path / "model")
+    paths = []
+    for cell in random_cells(40):
+        paths.append(tmp_path / f"{cell.id}.tif")
+        tifffile.imwrite(paths[-1], cell.images)
+    args = ["classify", *map(str, paths), "--model", str(model_dir), "--channel-order",
+            "microtubules,er,nucleus,protein", "--image-size", "0"]
+    runner = CliRunner()
+    # 40 cells: 32 calibrate + 8 check; --no-cache writes nothing
+    out = runner.invoke(app, [*args, "--calibration-cells", "32", "--no-cache"])
+    assert out.exit_code == 0, out.output
+    assert len(out.stdout.strip().splitlines()) == 40
+    assert runner.invoke(app, ["cache"]).stdout.startswith("0 cached int8 model(s)")
+    assert runner.invoke(app, [*args, "--calibration-cells", "32"]).exit_code == 0
+    listing = runner.invoke(app, ["cache"]).stdout.strip().splitlines()
+    assert listing[0].startswith("1 cached int8 model(s)")
+    assert "\t32x32 rybg\tViT 2 x 64\tcalibrated on 32 cells, checked at cosine 0.99" in listing[1]
+    cleared = runner.invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and cleared.stdout.startswith("removed ")
+    assert runner.invoke(app, ["cache"]).stdout.startswith("0 cached int8 model(s)")
+
+
+
+def test_calibration_cells_must_be_positive(tmp_path, tiny_model, capsys):
+    import tifffile
+
+    model_dir = save_pretrained(tiny_model, tiny_model.config, tmp_path / "model")
+    tifffile.imwrite(tmp_path / "cell.tif", random_cells(1)[0].images)
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(tmp_path / "cell.tif"), "--model", str(model_dir), "--calibration-cells", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --calibration-cells must be at least 1; got 0"

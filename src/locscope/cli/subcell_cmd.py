@@ -21,6 +21,10 @@ PrecisionOption = typer.Option("auto", "--precision", help="auto (CPU: OpenVINO 
                                                           "Linear layers).")
 BackendOption = typer.Option("auto", "--backend", help="auto | torch | openvino (CPU; with --precision int8: static "
                                                     "int8 calibrated on the first cells, not verified).")
+CalibrationOption = typer.Option(64, "--calibration-cells", help="OpenVINO int8: cells that calibrate it (the default "
+                                                                 "mode checks it on 8 more).")
+CacheOption = typer.Option(True, "--cache/--no-cache", help="Default mode: read / write calibrated int8 models in "
+                                                           "$LOCSCOPE_CACHE_DIR (see `locscope cache`).")
 ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the training "
                                                          "size of locscope models, unchanged for published YAML models.")
 
@@ -37,6 +41,8 @@ def embed(
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
     backend: str = BackendOption,
+    calibration_cells: int = CalibrationOption,
+    cache: bool = CacheOption,
     image_size: Optional[int] = ImageSizeOption,
     save_npy: bool = typer.Option(False, "--save-npy", help="Also write {prefix}_embedding.npy / _probabilities.npy."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write {prefix}_attention_map.png."),
@@ -47,7 +53,7 @@ def embed(
 
     result = run_embed(out, csv_path=csv_path, store_path=store, split=split, model=model, channels=channels,
                        batch_size=batch_size, precision=precision, image_size=image_size, device=device,
-                       backend=backend,
+                       backend=backend, calibration_cells=calibration_cells, use_cache=cache,
                        save_npy=save_npy,
                        save_attention=save_attention)
     for mode in result.modes:
@@ -70,6 +76,8 @@ def classify(
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
     backend: str = BackendOption,
+    calibration_cells: int = CalibrationOption,
+    cache: bool = CacheOption,
     image_size: Optional[int] = ImageSizeOption,
     device: str = DeviceOption,
 ) -> None:
@@ -88,11 +96,33 @@ def classify(
     cells = cells_from_images(images, subcell.config.channels, channel_order=order, segment=segment,
                               crop_size=crop_size, output_size=output_size)
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False,
-                         image_size=resolve_image_size(model, subcell, image_size), backend=backend)
+                         image_size=resolve_image_size(model, subcell, image_size), backend=backend,
+                         calibration_cells=calibration_cells, use_cache=cache)
     if result.probabilities is None:
         raise InputError(f"{model}: this model has no classifiers")
     for cell_id, ranked in zip(result.ids, top_classes(result.probabilities, result.class_names, k=top)):
         typer.echo("\t".join([cell_id, *(f"{name} ({p:.3f})" for name, p in ranked)]))
+
+
+@app.command("cache")
+def cache(clear: bool = typer.Option(False, "--clear", help="Delete every cached model.")) -> None:
+    """List (or --clear) the calibrated int8 SubCell models that `embed` / `classify` cached."""
+    from locscope.pipelines.embed_runtime import cache_entries, cache_root, clear_cache
+
+    if clear:
+        typer.echo(f"removed {clear_cache() / 1e6:.1f} MB from {cache_root() / 'openvino'}")
+        return
+    entries = cache_entries()
+    typer.echo(f"{len(entries)} cached int8 model(s) in {cache_root() / 'openvino'}")
+    for entry in entries:
+        if entry.get("damaged"):
+            typer.echo(f"{entry['key']}\t{entry['bytes'] / 1e6:.1f} MB\tdamaged (recalibrated when needed)")
+            continue
+        size = "x".join(map(str, entry.get("image_size", [])))
+        typer.echo(f"{entry['key']}\t{entry['bytes'] / 1e6:.1f} MB\t{size} {entry.get('channels', '')}\t"
+                   f"ViT {entry.get('layers')} x {entry.get('hidden_size')}\tcalibrated on "
+                   f"{entry.get('calibration_cells')} cells, checked at cosine {entry.get('min_cosine', 0):.5f}\t"
+                   f"{entry.get('created', '')}")
 
 
 @train_app.command("subcell")

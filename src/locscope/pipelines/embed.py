@@ -343,13 +343,15 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         raise InputError(f"--precision {precision!r}: accepted values are {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend!r}: accepted values are {', '.join(BACKENDS)}")
+    if calibration_cells < 1:
+        raise InputError(f"--calibration-cells must be at least 1; got {calibration_cells}")
     device = next(model.parameters()).device
     if device.type != "cpu" and (precision == "int8" or backend == "openvino"):
         what = "--backend openvino" if backend == "openvino" else "--precision int8"
         raise InputError(f"{what} runs on the CPU only (model on {device}); use bf16 on {device.type}")
     why_not_int8 = ("" if precision != "auto" else f"--backend {backend}" if backend != "auto"
                     else f"on {device.type}" if device.type != "cpu"
-                    else "no calibration or verification cells" if min(calibration_cells, verification_cells) < 1
+                    else "no verification cells" if verification_cells < 1
                     else "openvino / nncf not installed" if not openvino_available() else "")
     auto_int8 = precision == "auto" and not why_not_int8
     if backend == "auto":
@@ -498,7 +500,7 @@ def _safe_name(cell_id: str) -> str:
 def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
               split: str | None = None, model: str | Path | None = None, channels: str | None = None,
               batch_size: int = 16, precision: Precision = "auto", image_size: int | None = None, device: str = "auto",
-              backend: Backend = "auto",
+              backend: Backend = "auto", calibration_cells: int = 64, use_cache: bool = True,
               save_npy: bool = False, save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
     """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
     from locscope.utils.device import resolve_device
@@ -517,7 +519,7 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
         total = len(store) if split is None else len(store.split_indices(split))
         cells = cells_from_store(store_path, variant, split)
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress,
-                         backend=backend,
+                         backend=backend, calibration_cells=calibration_cells, use_cache=use_cache,
                          image_size=resolve_image_size(model, subcell, image_size))
     write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
     return result

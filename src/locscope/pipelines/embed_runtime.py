@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -135,18 +136,47 @@ def read_cached_int8(key: str) -> Any | None:
         return None
 
 
-def write_cached_int8(key: str, ov_model: Any) -> None:
+def write_cached_int8(key: str, ov_model: Any, info: dict[str, Any] | None = None) -> None:
     """Save ``ov_model`` under ``key`` atomically (a temp folder renamed into place) with a ``manifest.json`` of the
-    files' digests. A cache that cannot be written (read-only home, full disk) is skipped: it only saves time."""
+    files' digests and ``info`` (what was calibrated, for ``locscope cache``). A cache that cannot be written
+    (read-only home, full disk) is skipped: it only saves time."""
     import openvino as ov
 
     try:
         with atomic_path(cache_root() / "openvino" / key) as tmp:
             tmp.mkdir(parents=True)
             ov.save_model(ov_model, tmp / "vit.xml", compress_to_fp16=False)
-            (tmp / "manifest.json").write_text(json.dumps({"sha256": _file_digests(tmp)}, indent=2))
+            manifest = {**(info or {}), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sha256": _file_digests(tmp)}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     except OSError:
         pass
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """The cached int8 models: one dict per entry (``key``, ``path``, ``bytes`` and the manifest's fields)."""
+    folder = cache_root() / "openvino"
+    entries = []
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            manifest = json.loads((entry / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {"damaged": True}
+        manifest.pop("sha256", None)
+        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        entries.append({"key": entry.name, "path": str(entry), "bytes": size, **manifest})
+    return entries
+
+
+def clear_cache() -> int:
+    """Delete every cached int8 model; returns the number of bytes freed."""
+    import shutil
+
+    folder = cache_root() / "openvino"
+    freed = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    shutil.rmtree(folder, ignore_errors=True)
+    return freed
 
 
 def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -198,7 +228,10 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
         cosine = _min_cosine(runner(verification).embedding, reference)
         if cosine >= VERIFY_COSINE:
             if source == "this run" and use_cache:
-                write_cached_int8(key, ov_model)
+                write_cached_int8(key, ov_model, {"image_size": size, "channels": model.config.channels,
+                                                  "hidden_size": model.config.hidden_size,
+                                                  "layers": model.config.num_hidden_layers,
+                                                  "calibration_cells": len(calibration), "min_cosine": cosine})
             calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells)"
             return runner, InferenceMode(size, "openvino", "int8", "auto: int8 verified", calibration_text,
                                          cosine, len(verification))
@@ -208,5 +241,5 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
                                verified_cells=len(verification))
 
 
-__all__ = ["InferenceMode", "VERIFY_COSINE", "cache_root", "int8_cache_key", "openvino_available", "read_cached_int8",
+__all__ = ["InferenceMode", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "int8_cache_key", "openvino_available", "read_cached_int8",
            "verified_int8", "write_cached_int8"]
