@@ -17,8 +17,8 @@ column per class), optionally ``{prefix}_embedding.npy`` / ``{prefix}_probabilit
 from __future__ import annotations
 
 import csv
-import json
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
@@ -369,8 +369,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     def runner_for(size: tuple[int, ...], first_batch: torch.Tensor) -> tuple[object, InferenceMode]:
         """Choose (and compile) how cells of ``size`` run; see the ``precision`` / ``backend`` parameters."""
         same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
-        normalised = (torch.cat([_prepare([c], device, image_size) for c in same_size])  # one at a time: raw sizes
-                      if same_size else first_batch)                                      # may differ
+        # one cell at a time: with image_size, head cells of any raw size are resized to it
+        normalised = torch.cat([_prepare([c], device, image_size) for c in same_size]) if same_size else first_batch
         if auto_int8:
             if len(same_size) < calibration_cells + verification_cells:
                 return torch_model, InferenceMode(list(size), "torch", "bf16", f"auto: {len(same_size)} cells of this "
@@ -380,7 +380,7 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
             verify = torch.zeros(len(same_size), dtype=torch.bool)
             verify[every - 1::every][:verification_cells] = True
             int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache,
-                                       log=(lambda message: note(message)) if progress else None)
+                                       log=note if progress else None)
             return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
         if backend == "openvino":
             try:
