@@ -397,3 +397,31 @@ def test_calibration_cells_must_be_positive(tmp_path, tiny_model, capsys):
         main(["classify", str(tmp_path / "cell.tif"), "--model", str(model_dir), "--calibration-cells", "0"])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --calibration-cells must be at least 1; got 0"
+
+
+def test_openvino_runs_write_no_telemetry_files(tmp_path):
+    """OpenVINO's converter and NNCF write a client id under ~/intel and report usage unless declined; locscope
+    declines (a fresh process, HOME pointed at an empty folder, not in CI)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_subcell_fast import TINY, random_cells\n"
+        "from locscope.models.subcell import SubCellConfig, SubCellModel\n"
+        "from locscope.pipelines.embed import embed_cells\n"
+        "torch.manual_seed(0)\n"
+        "result = embed_cells(SubCellModel(SubCellConfig(**TINY)).eval(), random_cells(80), progress=False)\n"
+        "print(result.modes[0].backend, result.modes[0].precision)\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(home), LOCSCOPE_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["openvino", "int8"]
+    assert sorted(p.name for p in home.iterdir()) == []

@@ -376,8 +376,9 @@ class OpenVINOSubCell:
         """Compile an OpenVINO ViT + pooling (from :func:`convert_openvino`, or read back from disk) for the CPU and
         attach ``model``'s classifiers. ``precision`` sets OpenVINO's inference precision for the non-quantized
         ops: ``fp32`` -> f32, otherwise bf16 (used where the CPU has bf16 instructions)."""
-        import openvino as ov
+        from locscope.utils.openvino_support import import_openvino
 
+        ov = import_openvino()
         config = {"INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()), "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
         return cls(model, ov.Core().compile_model(ov_model, "CPU", config), tuple(image_size))
@@ -451,9 +452,11 @@ def convert_openvino(model: SubCellModel, images: torch.Tensor,
     n_channels = len(model.config.channel_names)
     if images.ndim != 4 or images.shape[1] != n_channels or images.shape[0] < 1:
         raise ValueError(f"images must have shape (N, {n_channels}, H, W) with N >= 1; got {tuple(images.shape)}")
-    import openvino as ov
+    from locscope.utils.openvino_support import import_nncf, import_openvino
+
+    ov = import_openvino()
     if precision == "int8":
-        import nncf
+        nncf = import_nncf()
     from transformers.utils import logging as transformers_logging
 
     images = images.detach().float().cpu()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from locscope.models.subcell import OpenVINOSubCell, SubCellModel, convert_openvino
 from locscope.utils.atomic import atomic_path
+from locscope.utils.openvino_support import import_nncf, import_openvino
 
 VERIFY_COSINE = 0.999  # minimum embedding cosine similarity to fp32 for the int8 model to be used
 
@@ -84,8 +85,8 @@ class InferenceMode:
 def openvino_available() -> bool:
     """True when ``openvino`` and ``nncf`` import (both are dependencies of locscope; a trimmed install may lack them)."""
     try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
+        import_openvino()
+        import_nncf()
     except ImportError:
         return False
     return True
@@ -102,9 +103,7 @@ def cache_root() -> Path:
 def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
     """A hex key for a calibrated int8 ViT: hashes the ViT's and pooling's weights (names, shapes, dtypes, values), the cell size,
     the channel variant, the calibration size and the OpenVINO / NNCF versions."""
-    import nncf
-    import openvino
-
+    nncf, openvino = import_nncf(), import_openvino()
     digest = hashlib.sha256()
     header = {"size": list(image_size), "channels": model.config.channels, "calibration_cells": calibration_cells,
               "openvino": openvino.__version__, "nncf": nncf.__version__, "format": 2}  # 2: ViT + pooling
@@ -124,7 +123,7 @@ def _file_digests(folder: Path) -> dict[str, str]:
 def read_cached_int8(key: str) -> Any | None:
     """The cached int8 ``openvino.Model`` for ``key``, or None when absent or damaged (``manifest.json``'s digests of
     ``vit.xml`` / ``vit.bin`` do not match): the caller then recalibrates."""
-    import openvino as ov
+    ov = import_openvino()
 
     folder = cache_root() / "openvino" / key
     try:
@@ -140,7 +139,7 @@ def write_cached_int8(key: str, ov_model: Any, info: dict[str, Any] | None = Non
     """Save ``ov_model`` under ``key`` atomically (a temp folder renamed into place) with a ``manifest.json`` of the
     files' digests and ``info`` (what was calibrated, for ``locscope cache``). A cache that cannot be written
     (read-only home, full disk) is skipped: it only saves time."""
-    import openvino as ov
+    ov = import_openvino()
 
     try:
         with atomic_path(cache_root() / "openvino" / key) as tmp:
