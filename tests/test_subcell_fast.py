@@ -425,3 +425,24 @@ def test_openvino_runs_write_no_telemetry_files(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["openvino", "int8"]
     assert sorted(p.name for p in home.iterdir()) == []
+
+
+def test_cache_root_resolution(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from locscope.pipelines.embed_runtime import cache_root
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    monkeypatch.delenv("LOCSCOPE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "locscope"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "locscope"
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert cache_root().name == "locscope-cache"

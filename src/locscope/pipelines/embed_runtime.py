@@ -93,11 +93,18 @@ def openvino_available() -> bool:
 
 
 def cache_root() -> Path:
-    """``$LOCSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/locscope``, else ``~/.cache/locscope``."""
+    """``$LOCSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/locscope``, else ``~/.cache/locscope`` (the temp folder's
+    ``locscope-cache`` when there is no home directory)."""
     if os.environ.get("LOCSCOPE_CACHE_DIR"):
         return Path(os.environ["LOCSCOPE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "locscope"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "locscope"
+    try:
+        return Path.home() / ".cache" / "locscope"
+    except RuntimeError:  # no HOME and no passwd entry (some containers)
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "locscope-cache"
 
 
 def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
