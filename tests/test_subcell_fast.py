@@ -317,7 +317,8 @@ def real_cells(shared_data, channels: str) -> list[CellInput]:
 
     samples = shared_data / "celldiff_samples"
     landmarks = shared_data / "proticelli_landmarks"
-    records = [read_celldiff_sample(folder) for kind in ("hpa", "opencell") for folder in sorted((samples / kind).iterdir())]
+    records = [read_celldiff_sample(folder) for kind in ("hpa", "opencell")
+               for folder in sorted((samples / kind).iterdir())]
     records += [read_image(landmarks / "example_cell_reference_input" / f"cell_{i}.tiff") for i in (0, 1)]
     records += [read_image(landmarks / "RELA_A-431" / "cell_9.tiff",
                            channel_order=["microtubules", "protein", "nucleus", "er"])]

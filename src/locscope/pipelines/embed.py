@@ -3,8 +3,8 @@
 Inputs: SubCell's path-list CSV (``r_image,y_image,b_image,g_image,output_prefix``; ``#`` rows are comments; an empty
 path = channel absent, passed as zeros), a locscope dataset store, or multi-channel image files. Each cell is min-max
 normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
-and run under ``torch.inference_mode``. The default (``precision="auto"``, ``backend="auto"``) on the CPU runs the ViT in
-OpenVINO, statically quantized to int8 and verified against fp32 on the run's own cells
+and run under ``torch.inference_mode``. The default (``precision="auto"``, ``backend="auto"``) on the CPU runs the ViT
+in OpenVINO, statically quantized to int8 and verified against fp32 on the run's own cells
 (:mod:`locscope.pipelines.embed_runtime`), falling back to bf16 autocast (always on GPUs); ``fp32`` / ``bf16`` /
 ``int8`` (dynamic int8 Linear layers) and ``backend="openvino"`` choose a mode explicitly.
 
@@ -330,7 +330,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         Cells at the head of the run that calibrate / verify OpenVINO int8 (cells of a size first met later are
         calibrated on their first batch with ``backend="openvino"``, run in bf16 with ``auto``).
     use_cache : bool
-        ``auto``: read and write calibrated int8 models in the cache (:func:`~locscope.pipelines.embed_runtime.cache_root`).
+        ``auto``: read and write calibrated int8 models in the cache
+        (:func:`~locscope.pipelines.embed_runtime.cache_root`).
 
     Returns
     -------

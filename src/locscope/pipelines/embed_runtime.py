@@ -3,8 +3,8 @@
 The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run's own cells confirm:
 
 1. On the CPU, for a cell size with at least ``calibration_cells + verification_cells`` cells at the head of the run,
-   the ViT is converted to OpenVINO and quantized statically to int8 with NNCF, calibrated on ``calibration_cells``
-   of them (or read back from the cache, see below).
+   the ViT + pooling is converted to OpenVINO and its ViT quantized statically to int8 with NNCF, calibrated on
+   ``calibration_cells`` of them (or read back from the cache, see below).
 2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth head cell with the defaults);
    the int8 model is used only if every one of their embeddings has cosine similarity >= ``VERIFY_COSINE`` (0.999)
    to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
@@ -50,7 +50,8 @@ class InferenceMode:
     reason : str
         Why this mode (for ``auto``: which check chose it).
     calibration : str
-        For OpenVINO int8: ``this run (N cells)``, ``cache`` or ``first batch (N cells)``; empty otherwise.
+        For OpenVINO int8: ``this run (N cells)`` or ``cache`` (default mode), ``first cells (N)``
+        (``--backend openvino --precision int8``); empty otherwise.
     verified_min_cosine : float or None
         For verified int8: the lowest cosine similarity to fp32 over the verification cells.
     verified_cells : int
@@ -83,7 +84,7 @@ class InferenceMode:
 
 
 def openvino_available() -> bool:
-    """True when ``openvino`` and ``nncf`` import (both are dependencies of locscope; a trimmed install may lack them)."""
+    """True when ``openvino`` and ``nncf`` import (dependencies of locscope; a trimmed install may lack them)."""
     try:
         import_openvino()
         import_nncf()
@@ -108,8 +109,8 @@ def cache_root() -> Path:
 
 
 def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
-    """A hex key for a calibrated int8 ViT: hashes the ViT's and pooling's weights (names, shapes, dtypes, values), the cell size,
-    the channel variant, the calibration size and the OpenVINO / NNCF versions."""
+    """A hex key for a calibrated int8 ViT: hashes the ViT's and pooling's weights (names, shapes, dtypes, values),
+    the cell size, the channel variant, the calibration size and the OpenVINO / NNCF versions."""
     nncf, openvino = import_nncf(), import_openvino()
     digest = hashlib.sha256()
     header = {"size": list(image_size), "channels": model.config.channels, "calibration_cells": calibration_cells,
@@ -247,5 +248,7 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
                                verified_cells=len(verification))
 
 
-__all__ = ["InferenceMode", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "int8_cache_key", "openvino_available", "read_cached_int8",
-           "verified_int8", "write_cached_int8"]
+__all__ = [
+    "InferenceMode", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "int8_cache_key",
+    "openvino_available", "read_cached_int8", "verified_int8", "write_cached_int8",
+]
