@@ -133,16 +133,21 @@ def test_embed_reproduces_published_golden(shared_golden, tmp_path):
     np.testing.assert_allclose(adata.obsm["probabilities"], np.load(folder / "expected_probabilities.npy"), atol=1e-5)
 
 
-def test_embed_from_store(tiny_model_dir, tmp_path, rng):
-    import anndata
-
+def write_noise_store(path: Path, rng: np.random.Generator, n: int) -> None:
+    """A store of n 32 x 32 noise cells (nucleus + protein), one of 3 proteins each."""
     from locscope.data.store import write_store
 
     items = [{"id": f"item{i}", "protein_id": f"P{i % 3}", "sequence": "MKV",
               "images": {"nucleus": rng.integers(0, 900, (32, 32), dtype=np.uint16),
                          "protein": rng.integers(0, 900, (32, 32), dtype=np.uint16)},
-              "labels": {"level1": ["cytosol"]}} for i in range(6)]
-    write_store(tmp_path / "store", items, channels=("nucleus", "protein"), image_shape=(32, 32), progress=False)
+              "labels": {"level1": ["cytosol"]}} for i in range(n)]
+    write_store(path, items, channels=("nucleus", "protein"), image_shape=(32, 32), progress=False)
+
+
+def test_embed_from_store(tiny_model_dir, tmp_path, rng):
+    import anndata
+
+    write_noise_store(tmp_path / "store", rng, 6)
     result = run_embed(tmp_path / "out", store_path=tmp_path / "store", model=tiny_model_dir, precision="fp32",
                        device="cpu", progress=False)
     assert result.ids == [f"item{i}" for i in range(6)]
@@ -204,3 +209,19 @@ def test_read_stack_and_user_errors(tmp_path, tiny_model_dir, capsys):
 def test_top_classes_order():
     probs = np.array([[0.1, 0.9, 0.5]])
     assert top_classes(probs, ("a", "b", "c"), k=2) == [[("b", 0.9), ("c", 0.5)]]
+
+
+def test_embed_store_default_calibrates_on_a_spread_sample(tiny_model_dir, tmp_path, rng, monkeypatch):
+    """A store run's int8 calibration reads cells spread over the chosen split (the sample), then embeds all."""
+    import json
+
+    import anndata
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    write_noise_store(tmp_path / "store", rng, 90)
+    result = run_embed(tmp_path / "out", store_path=tmp_path / "store", model=tiny_model_dir, device="cpu",
+                       progress=False)
+    assert result.ids == [f"item{i}" for i in range(90)]
+    (mode,) = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
+    assert (mode["backend"], mode["precision"], mode["cells"]) == ("openvino", "int8", 90)
+    assert mode["calibration"] == "this run (64 cells spread over the input)"

@@ -303,8 +303,9 @@ def test_embed_cli_reports_the_mode(tmp_path, tiny_model, monkeypatch):
     out = CliRunner().invoke(app, ["embed", "--csv", str(tmp_path / "cells.csv"), "-o", str(tmp_path / "out"),
                                    "--model", str(model_dir), "--image-size", "0"])
     assert out.exit_code == 0, out.output
-    assert "inference: 32x32 cells: openvino int8, int8 calibration: this run (64 cells), verified on 8 cells" \
-        in out.output
+    # a CSV run calibrates on cells spread over the whole list, not on its first 72
+    assert ("inference: 32x32 cells: openvino int8, int8 calibration: this run (64 cells spread over the input), "
+            "verified on 8 cells") in out.output
     modes = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
     assert [(m["backend"], m["precision"], m["cells"]) for m in modes] == [("openvino", "int8", 80)]
 
@@ -447,3 +448,41 @@ def test_cache_root_resolution(monkeypatch, tmp_path):
 
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     assert cache_root().name == "locscope-cache"
+
+
+def test_calibration_sample_spread_over_the_input(tiny_model, tmp_path, monkeypatch):
+    from locscope.models.subcell import min_max_normalize
+    from locscope.pipelines import embed_runtime
+    from locscope.pipelines.embed import spread_indices
+
+    assert spread_indices(200, 72)[:3] == [0, 3, 6] and spread_indices(200, 72)[-1] == 199
+    assert len(spread_indices(200, 72)) == 72 and spread_indices(5, 72) == [0, 1, 2, 3, 4] and spread_indices(0, 3) == []
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    cells = random_cells(200)
+    calibrated = []
+    real_convert = embed_runtime.convert_openvino
+
+    def spy(model, images, precision):
+        calibrated.append(images.clone())
+        return real_convert(model, images, precision)
+
+    monkeypatch.setattr(embed_runtime, "convert_openvino", spy)
+    asked = []
+
+    def sample(n):
+        asked.append(n)
+        return [cells[i] for i in spread_indices(len(cells), n)]
+
+    result = embed_cells(tiny_model, cells, batch_size=16, progress=False, calibration_sample=sample)
+    assert asked == [72] and result.ids == [c.id for c in cells]
+    assert result.modes[0].calibration == "this run (64 cells spread over the input)"
+    chosen = [cells[i] for i in spread_indices(200, 72)]
+    expected = min_max_normalize(torch.from_numpy(np.stack([c.images for c in chosen])))
+    keep = torch.ones(72, dtype=torch.bool)
+    keep[8::9] = False  # the 8 check cells
+    torch.testing.assert_close(calibrated[0], expected[keep])
+    # explicit modes never ask for the sample; a short sample falls back to the first cells
+    embed_cells(tiny_model, cells[:20], precision="bf16", progress=False, calibration_sample=sample)
+    assert asked == [72]
+    short = embed_cells(tiny_model, cells, progress=False, use_cache=False, calibration_sample=lambda n: cells[:10])
+    assert short.modes[0].calibration == "this run (64 cells)"

@@ -15,12 +15,13 @@ ModelOption = typer.Option(None, "--model", help="Model directory (config.json +
                                                  "SubCell model_config.yaml; default: the bundled subcell-tiny.")
 ChannelsOption = typer.Option(None, "--channels", help="Channel variant of a 3-channel published model: rbg | ybg.")
 BatchOption = typer.Option(16, "--batch-size", help="Cells per forward pass.")
-PrecisionOption = typer.Option("auto", "--precision", help="auto (CPU: OpenVINO int8 calibrated on the first 64 cells "
-                                                          "and verified against fp32 on 8 more, else bf16) | bf16 "
+PrecisionOption = typer.Option("auto", "--precision", help="auto (CPU: OpenVINO int8 calibrated on 64 cells spread "
+                                                          "over the input and verified against fp32 on 8 more, else "
+                                                          "bf16) | bf16 "
                                                           "(autocast) | fp32 (exact) | int8 (CPU: dynamic int8 "
                                                           "Linear layers).")
 BackendOption = typer.Option("auto", "--backend", help="auto | torch | openvino (CPU; with --precision int8: static "
-                                                    "int8 calibrated on the first cells, not verified).")
+                                                    "int8 calibrated on 64 cells, not verified).")
 CalibrationOption = typer.Option(64, "--calibration-cells", help="OpenVINO int8: cells that calibrate it (the default "
                                                                  "mode checks it on 8 more).")
 CacheOption = typer.Option(True, "--cache/--no-cache", help="Default mode: read / write calibrated int8 models in "

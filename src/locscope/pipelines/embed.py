@@ -21,7 +21,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -194,11 +194,21 @@ def stack_cell(channel_images: dict[str, np.ndarray], channels: str, source: str
                      for n in names])
 
 
+def _csv_cell(csv_path: str | Path, row: tuple[str, dict[str, Path]], channels: str) -> CellInput:
+    prefix, paths = row
+    planes = {name: read_plane(path) for name, path in paths.items()}
+    return CellInput(prefix, stack_cell(planes, channels, f"{csv_path}: {prefix}"))
+
+
 def cells_from_csv(csv_path: str | Path, channels: str) -> Iterator[CellInput]:
     """Yield the cells listed in a SubCell path-list CSV (images read lazily, one row at a time)."""
-    for prefix, paths in read_path_list(csv_path):
-        planes = {name: read_plane(path) for name, path in paths.items()}
-        yield CellInput(prefix, stack_cell(planes, channels, f"{csv_path}: {prefix}"))
+    for row in read_path_list(csv_path):
+        yield _csv_cell(csv_path, row, channels)
+
+
+def spread_indices(total: int, n: int) -> list[int]:
+    """``min(n, total)`` distinct indices in ``range(total)``, evenly spread from the first to the last."""
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()}) if total > 0 else []
 
 
 def cells_from_store(store_path: str | Path, channels: str, split: str | None = None) -> Iterator[CellInput]:
@@ -208,8 +218,11 @@ def cells_from_store(store_path: str | Path, channels: str, split: str | None = 
     store = Store.open(store_path)
     indices = range(len(store)) if split is None else store.split_indices(split)
     for i in indices:
-        item = store[int(i)]
-        yield CellInput(str(item["id"]), stack_cell(item["images"], channels, f"{store_path}: item {item['id']}"))
+        yield _store_cell(store_path, store[int(i)], channels)
+
+
+def _store_cell(store_path: str | Path, item: dict, channels: str) -> CellInput:
+    return CellInput(str(item["id"]), stack_cell(item["images"], channels, f"{store_path}: item {item['id']}"))
 
 
 def read_stack(path: str | Path, channel_order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -296,7 +309,8 @@ def _prepare(batch: Sequence[CellInput], device: torch.device, image_size: int |
 def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: int = 16,
                 precision: Precision = "auto", image_size: int | None = None, total: int | None = None,
                 progress: bool = True, backend: Backend = "auto", calibration_cells: int = 64,
-                verification_cells: int = 8, use_cache: bool = True) -> EmbeddingResult:
+                verification_cells: int = 8, use_cache: bool = True,
+                calibration_sample: Callable[[int], Sequence[CellInput]] | None = None) -> EmbeddingResult:
     """Embed and classify cells with ``model`` in batches.
 
     Parameters
@@ -327,11 +341,16 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         with ``precision="int8"`` it is statically quantized, calibrated on the first ``calibration_cells`` cells of
         that size, without verification; ``bf16`` / ``auto`` there is OpenVINO's bf16 inference precision.
     calibration_cells, verification_cells : int
-        Cells at the head of the run that calibrate / verify OpenVINO int8 (cells of a size first met later are
-        calibrated on their first batch with ``backend="openvino"``, run in bf16 with ``auto``).
+        Cells of the sample (or the head of the run) that calibrate / verify OpenVINO int8 (cells of a size first met
+        later are calibrated on their first batch with ``backend="openvino"``, run in bf16 with ``auto``).
     use_cache : bool
         ``auto``: read and write calibrated int8 models in the cache
         (:func:`~locscope.pipelines.embed_runtime.cache_root`).
+    calibration_sample : callable, optional
+        ``calibration_sample(n)`` -> about ``n`` cells spread over the whole input (:func:`run_embed` passes one for
+        CSV and store inputs): OpenVINO int8 is then calibrated and checked on them instead of the first cells, so a
+        sorted input (one condition after another) calibrates on all of its conditions. Called only when int8
+        OpenVINO needs calibration cells; ignored if it returns fewer than needed.
 
     Returns
     -------
@@ -359,11 +378,17 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         backend = "openvino" if auto_int8 else "torch"
     if precision == "auto" and not auto_int8:
         precision = "bf16"
-    head: list[CellInput] = []
+    head: list[CellInput] = []  # the cells OpenVINO is calibrated (and, auto, checked) on
+    spread = False
     if backend == "openvino":
-        cells = iter(cells)
-        head = list(itertools.islice(cells, max(calibration_cells + (verification_cells if auto_int8 else 0), 1)))
-        cells = itertools.chain(head, cells)
+        needed = calibration_cells + (verification_cells if auto_int8 else 0)
+        if calibration_sample is not None and precision in ("auto", "int8"):
+            head = list(calibration_sample(needed))
+            spread = len(head) >= needed
+        if not spread:
+            cells = iter(cells)
+            head = list(itertools.islice(cells, needed))
+            cells = itertools.chain(head, cells)
     torch_model = quantize_encoder_int8(model) if precision == "int8" and backend == "torch" else model
     runners: dict[tuple[int, ...], tuple[object, InferenceMode]] = {}  # cell size -> (callable, how)
 
@@ -382,6 +407,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
             verify[every - 1::every][:verification_cells] = True
             int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache,
                                        log=note if progress else None)
+            if spread and mode.calibration.startswith("this run"):
+                mode.calibration = f"this run ({len(same_size) - int(verify.sum())} cells spread over the input)"
             return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
         if backend == "openvino":
             try:
@@ -389,7 +416,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
             except ImportError as err:
                 raise InputError(f"--backend openvino needs {err.name or 'openvino'} (pip install openvino nncf)"
                                  ) from None
-            calibration = f"first cells ({len(normalised)})" if precision == "int8" else ""
+            calibration = "" if precision != "int8" else (f"cells spread over the input ({len(normalised)})" if spread
+                                                          else f"first cells ({len(normalised)})")
             return compiled, InferenceMode(list(size), "openvino", precision, f"auto: {why_not_int8}" if why_not_int8
                                            else "asked", calibration)
         return torch_model, InferenceMode(list(size), "torch", precision, f"auto: {why_not_int8}" if why_not_int8
@@ -511,16 +539,25 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
     subcell = load_model(model, device=resolve_device(device), channels=channels)
     variant = subcell.config.channels
     if csv_path is not None:
-        total = len(read_path_list(csv_path))
+        rows = read_path_list(csv_path)
+        total = len(rows)
         cells = cells_from_csv(csv_path, variant)
+
+        def sample(n: int) -> list[CellInput]:
+            return [_csv_cell(csv_path, rows[i], variant) for i in spread_indices(len(rows), n)]
     else:
         from locscope.data.store import Store
 
         store = Store.open(store_path)
-        total = len(store) if split is None else len(store.split_indices(split))
+        indices = np.arange(len(store)) if split is None else np.asarray(store.split_indices(split))
+        total = len(indices)
         cells = cells_from_store(store_path, variant, split)
+
+        def sample(n: int) -> list[CellInput]:
+            return [_store_cell(store_path, store[int(indices[i])], variant) for i in spread_indices(len(indices), n)]
     result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, total=total, progress=progress,
                          backend=backend, calibration_cells=calibration_cells, use_cache=use_cache,
+                         calibration_sample=sample,
                          image_size=resolve_image_size(model, subcell, image_size))
     write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
     return result
@@ -529,6 +566,7 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
 __all__ = [
     "BACKENDS", "CSV_COLUMNS", "CellInput", "DEFAULT_MODEL_DIR", "EmbeddingResult", "cells_from_csv", "cells_from_images",
     "cells_from_store", "embed_cells", "load_model", "read_path_list", "read_plane", "read_stack", "run_embed",
+    "spread_indices",
     "stack_cell", "top_classes",
     "write_embedding_outputs",
 ]

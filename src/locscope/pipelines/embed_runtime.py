@@ -2,10 +2,11 @@
 
 The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run's own cells confirm:
 
-1. On the CPU, for a cell size with at least ``calibration_cells + verification_cells`` cells at the head of the run,
-   the ViT + pooling is converted to OpenVINO and its ViT quantized statically to int8 with NNCF, calibrated on
-   ``calibration_cells`` of them (or read back from the cache, see below).
-2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth head cell with the defaults);
+1. On the CPU, for a cell size with at least ``calibration_cells + verification_cells`` cells in the calibration
+   sample (cells spread over a CSV or store input, else the first cells of the run), the ViT + pooling is converted
+   to OpenVINO and its ViT quantized statically to int8 with NNCF, calibrated on ``calibration_cells`` of them (or
+   read back from the cache, see below).
+2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth sample cell by default);
    the int8 model is used only if every one of their embeddings has cosine similarity >= ``VERIFY_COSINE`` (0.999)
    to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
 3. Otherwise (GPU, too few cells, verification failed): PyTorch with bf16 autocast.
@@ -50,8 +51,9 @@ class InferenceMode:
     reason : str
         Why this mode (for ``auto``: which check chose it).
     calibration : str
-        For OpenVINO int8: ``this run (N cells)`` or ``cache`` (default mode), ``first cells (N)``
-        (``--backend openvino --precision int8``); empty otherwise.
+        For OpenVINO int8: ``this run (N cells[ spread over the input])`` or ``cache`` (default mode),
+        ``first cells (N)`` / ``cells spread over the input (N)`` (``--backend openvino --precision int8``); empty
+        otherwise.
     verified_min_cosine : float or None
         For verified int8: the lowest cosine similarity to fp32 over the verification cells.
     verified_cells : int
