@@ -32,7 +32,7 @@ from locscope.errors import InputError
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
 )
-from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verified_int8
+from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verification_mask, verified_int8
 from locscope.utils.atomic import atomic_path, write_text
 from locscope.utils.progress import note, track
 
@@ -395,20 +395,17 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     def runner_for(size: tuple[int, ...], first_batch: torch.Tensor) -> tuple[object, InferenceMode]:
         """Choose (and compile) how cells of ``size`` run; see the ``precision`` / ``backend`` parameters."""
         same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
+        if auto_int8 and len(same_size) < calibration_cells + verification_cells:
+            return torch_model, InferenceMode(list(size), "torch", "bf16", f"auto: {len(same_size)} cells of this "
+                                              f"size at the head, int8 needs {calibration_cells} + "
+                                              f"{verification_cells}")
         # one cell at a time: with image_size, head cells of any raw size are resized to it
         normalised = torch.cat([_prepare([c], device, image_size) for c in same_size]) if same_size else first_batch
         if auto_int8:
-            if len(same_size) < calibration_cells + verification_cells:
-                return torch_model, InferenceMode(list(size), "torch", "bf16", f"auto: {len(same_size)} cells of this "
-                                                  f"size at the head, int8 needs {calibration_cells} + "
-                                                  f"{verification_cells}")
-            every = len(same_size) // verification_cells  # verification cells spread over the head
-            verify = torch.zeros(len(same_size), dtype=torch.bool)
-            verify[every - 1::every][:verification_cells] = True
+            verify = verification_mask(len(same_size), verification_cells)
             int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache,
-                                       log=note if progress else None)
-            if spread and mode.calibration.startswith("this run"):
-                mode.calibration = f"this run ({len(same_size) - int(verify.sum())} cells spread over the input)"
+                                       log=note if progress else None,
+                                       sample_note=" spread over the input" if spread else "")
             return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
         if backend == "openvino":
             try:
@@ -551,7 +548,7 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
         store = Store.open(store_path)
         indices = np.arange(len(store)) if split is None else np.asarray(store.split_indices(split))
         total = len(indices)
-        cells = cells_from_store(store_path, variant, split)
+        cells = (_store_cell(store_path, store[int(i)], variant) for i in indices)
 
         def sample(n: int) -> list[CellInput]:
             return [_store_cell(store_path, store[int(indices[i])], variant) for i in spread_indices(len(indices), n)]

@@ -188,13 +188,23 @@ def clear_cache() -> int:
     return freed
 
 
+def verification_mask(n_cells: int, verification_cells: int) -> torch.Tensor:
+    """``(n_cells,)`` bool: the ``verification_cells`` check cells, spread over the sample (every k-th, k =
+    ``n_cells // verification_cells``); the rest calibrate."""
+    every = n_cells // verification_cells
+    mask = torch.zeros(n_cells, dtype=torch.bool)
+    mask[every - 1::every][:verification_cells] = True
+    return mask
+
+
 def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.cosine_similarity(a.float(), b.float(), dim=1).min().item()
 
 
 def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: torch.Tensor,
                   calibration_cells: int, use_cache: bool = True,
-                  log: Callable[[str], None] | None = None) -> tuple[OpenVINOSubCell | None, InferenceMode]:
+                  log: Callable[[str], None] | None = None,
+                  sample_note: str = "") -> tuple[OpenVINOSubCell | None, InferenceMode]:
     """An OpenVINO int8 ViT for ``calibration``'s cell size whose embeddings of ``verification`` are within
     :data:`VERIFY_COSINE` of PyTorch fp32, or None when no calibration passes.
 
@@ -210,6 +220,8 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
         Read and write the cache.
     log : callable, optional
         Called with a one-line message before each slow step (calibration, check).
+    sample_note : str
+        Appended to the calibration label, e.g. ``" spread over the input"``.
 
     Returns
     -------
@@ -241,7 +253,7 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
                                                   "hidden_size": model.config.hidden_size,
                                                   "layers": model.config.num_hidden_layers,
                                                   "calibration_cells": len(calibration), "min_cosine": cosine})
-            calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells)"
+            calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells{sample_note})"
             return runner, InferenceMode(size, "openvino", "int8", "auto: int8 verified", calibration_text,
                                          cosine, len(verification))
         log(f"the int8 model ({source}) reached min cosine {cosine:.5f} < {VERIFY_COSINE}")
@@ -252,5 +264,5 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
 
 __all__ = [
     "InferenceMode", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "int8_cache_key",
-    "openvino_available", "read_cached_int8", "verified_int8", "write_cached_int8",
+    "openvino_available", "read_cached_int8", "verification_mask", "verified_int8", "write_cached_int8",
 ]
