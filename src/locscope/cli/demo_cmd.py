@@ -34,10 +34,11 @@ def demo_command(
             typer.echo(f"{r['name']:>14}  {r['rule']:<22} {', '.join(r['compartments'])}")
     else:
         from locscope.io.sequences import read_sequences
-        from locscope.pipelines.generate import bundled_path, generate
+        from locscope.models.hub import asset_path
+        from locscope.pipelines.generate import generate
 
-        fasta = bundled_path("assets/examples/proteins.fasta")
-        landmarks = bundled_path("assets/examples/landmarks/cell_1")
+        fasta = asset_path("examples/proteins.fasta")
+        landmarks = asset_path("examples/landmarks/cell_1")
         proteins = [(record.id, record.sequence) for record in read_sequences(fasta)]
         result = generate(proteins, [landmarks], out, model="celldiff-tiny", samples=samples, seed=seed,
                           device=device)

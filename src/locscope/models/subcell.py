@@ -632,9 +632,17 @@ def load_published(config_path: str | Path, channels: str | None = None,
     return model.to(device).eval()
 
 
+def load_subcell(path: str | Path, device: str | torch.device = "cpu", channels: str | None = None) -> SubCellModel:
+    """A SubCell model from a locscope model directory (:meth:`SubCellModel.from_pretrained`) or a published
+    ``model_config.yaml`` (:func:`load_published`, with ``channels``), in eval mode."""
+    if Path(path).suffix.lower() in {".yaml", ".yml"}:
+        return load_published(path, channels=channels, device=device)
+    return SubCellModel.from_pretrained(path, device=device)
+
+
 __all__ = [
     "CHANNEL_VARIANTS", "SUBCELL_CLASS_NAMES", "GatedAttentionPooling", "OpenVINOSubCell", "SubCellConfig",
     "SubCellModel", "SubCellOutput", "build_classifier", "compile_openvino", "config_from_published", "convert_openvino",
-    "count_parameters", "load_published", "map_published_classifier_keys", "map_published_encoder_keys",
+    "count_parameters", "load_published", "load_subcell", "map_published_classifier_keys", "map_published_encoder_keys",
     "min_max_normalize", "quantize_encoder_int8",
 ]

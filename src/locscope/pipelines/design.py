@@ -51,7 +51,6 @@ MAX_DESIGN_LENGTH = 2048
 DECODERS: tuple[str, ...] = ("parallel", "one-per-pass")
 #: Who proposes residues: the compartment-conditioned sequence designer, or CELL-Diff's masked-residue head.
 PROPOSERS: tuple[str, ...] = ("designer", "celldiff")
-BUNDLED_DESIGNERS = {"designer-tiny": "assets/models/designer-tiny"}
 #: Level-1 compartment whose image stands for a level-3 / level-2 target when no image is given.
 TARGET_IMAGE_COMPARTMENT = {
     "nucleus": "nucleoplasm", "cytosol": "cytosol", "endomembrane-system": "endoplasmic-reticulum",
@@ -195,11 +194,9 @@ def load_designer(model: str | Path | None = None, device: str | torch.device = 
     InputError
         If no ``config.json`` + ``model.safetensors`` are found.
     """
-    from locscope.models.designer import SequenceDesigner
-    from locscope.pipelines.generate import model_directory
+    from locscope.models import hub
 
-    directory = model_directory(str(model or "designer-tiny"), BUNDLED_DESIGNERS, "--designer", "sequence designer")
-    return SequenceDesigner.from_pretrained(directory, device)
+    return hub.load(model, default="designer-tiny", families=("designer",), device=device, argument="--designer")
 
 
 def target_fractions(target: str, classes: Sequence[str]) -> np.ndarray:

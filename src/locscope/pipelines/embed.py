@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
+from locscope.models import hub
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
 )
@@ -38,7 +39,7 @@ from locscope.utils.progress import note, track
 
 # SubCell's CSV columns -> channel names (HPA colours: red microtubules, yellow ER, blue DNA, green protein).
 CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "subcell-tiny"
+DEFAULT_MODEL_DIR = hub.asset_path("models/subcell-tiny")
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
@@ -84,21 +85,16 @@ class EmbeddingResult:
 # ------------------------------------------------------------------------------------------------------------ models
 def load_model(model: str | Path | None = None, device: str | torch.device = "cpu",
                channels: str | None = None) -> SubCellModel:
-    """Load a SubCell model: the bundled tiny model (``None``), a locscope model directory, or a published YAML.
+    """Load a SubCell model: the bundled tiny model (``None``), a bundled name, a locscope model directory, or a
+    published YAML (resolved by :mod:`locscope.models.hub`).
 
     Raises
     ------
     InputError
         If the path does not exist or is neither a model directory nor a ``.yaml`` file.
     """
-    path = Path(model) if model is not None else DEFAULT_MODEL_DIR
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        return load_published(path, channels=channels, device=device)
-    if not (path / "config.json").is_file():
-        what = "bundled default SubCell model" if model is None else "--model"
-        raise InputError(f"{path}: {what} not found (expected a directory with config.json + model.safetensors, "
-                         f"or a published model_config.yaml)")
-    return SubCellModel.from_pretrained(path, device=device)
+    return hub.load(model, default="subcell-tiny", families=("subcell",), device=device, argument="--model",
+                    channels=channels)
 
 
 def resolve_image_size(model: str | Path | None, subcell: SubCellModel, image_size: int | None) -> int | None:

@@ -26,45 +26,23 @@ import numpy as np
 import torch
 
 from locscope.errors import InputError
+from locscope.models import hub
 from locscope.utils.atomic import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
-BUNDLED_MODELS = {"celldiff-tiny": "assets/models/celldiff-tiny"}
 MASKS_FILE = "compartment_masks.npz"
 
 
-def bundled_path(relative: str) -> Path:
-    """Path of a file shipped in ``locscope/assets``."""
-    return Path(__file__).resolve().parents[1] / relative
-
-
-def model_directory(name: str, bundled: dict[str, str], option: str, what: str) -> Path:
-    """The directory of a bundled model name (a key of ``bundled``) or a model directory path.
-
-    Raises
-    ------
-    InputError
-        If it holds no ``config.json`` + ``model.safetensors`` (naming ``option``, ``what`` and the bundled names).
-    """
-    directory = bundled_path(bundled[name]) if name in bundled else Path(name)
-    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
-        raise InputError(f"{option} {name}: no {what} at {directory} (expected config.json + model.safetensors;"
-                         f" bundled names: {', '.join(bundled)})")
-    return directory
-
-
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
-    """A CELL-Diff model from a bundled name (``'celldiff-tiny'``, default) or a model directory, in eval mode.
+    """A CELL-Diff model from a bundled name (``'celldiff-tiny'``, default) or a model directory, in eval mode
+    (resolved by :mod:`locscope.models.hub`).
 
     Raises
     ------
     InputError
-        If no ``config.json`` + ``model.safetensors`` are found.
+        If no CELL-Diff model is found there.
     """
-    from locscope.models.celldiff import CellDiff
-
-    directory = model_directory(str(model or "celldiff-tiny"), BUNDLED_MODELS, "--model", "CELL-Diff model")
-    return CellDiff.from_pretrained(directory, map_location=device)
+    return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device, argument="--model")
 
 
 @dataclass

@@ -102,6 +102,7 @@ def read_config(directory: str | Path, config_class: type[C]) -> C:
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
     payload.pop("class", None)
+    payload.pop("family", None)  # the model hub's family name (locscope.models.hub)
     payload.pop("_meta", None)
     fields = {f.name for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
     unknown = sorted(set(payload) - fields)
