@@ -202,7 +202,7 @@ def test_read_stack_and_user_errors(tmp_path, tiny_model_dir, capsys):
     assert info.value.code == 2
     assert "absent.csv: path-list CSV not found" in capsys.readouterr().err
     assert not (tmp_path / "o" / "embeddings.h5ad").exists()
-    with pytest.raises(InputError, match="no_model: --model not found"):
+    with pytest.raises(InputError, match="no_model: no SubCell model at"):
         run_embed(tmp_path / "o", csv_path=tmp_path / "absent.csv", model=tmp_path / "no_model")
 
 

@@ -35,13 +35,13 @@ def test_directory_family_from_config_class_or_family_field(tmp_path):
 
 
 def test_errors_name_the_argument_the_expected_family_and_bundled_names(tmp_path):
-    with pytest.raises(InputError, match=r"^/.*none: model not found: no CELL-Diff model there .*bundled names: celldiff-tiny\)$"):
+    with pytest.raises(InputError, match=r"^model /.*none: no CELL-Diff model at .*bundled names: celldiff-tiny\)$"):
         hub.resolve(tmp_path / "none", families=("celldiff",))
     with pytest.raises(InputError, match=r"^--model subcell-tiny: a SubCell model \(subcell\); expected celldiff$"):
         hub.resolve("subcell-tiny", families=("celldiff",), argument="--model")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "config.json").write_text('{"class": "SomethingElse"}')
-    with pytest.raises(InputError, match="x: model not found: no model there"):
+    with pytest.raises(InputError, match="x: no model at"):
         hub.resolve(tmp_path / "x")
     (tmp_path / "x" / "config.json").write_text("{")
     with pytest.raises(InputError, match=r"config.json: invalid JSON at line 1"):

@@ -183,8 +183,8 @@ def resolve(model: str | Path | None = None, *, default: str | None = None, fami
         family = family_of(path) if path.exists() else None
         if family is None:
             names = [n for n in BUNDLED if BUNDLED[n] in accepted]
-            raise InputError(f"{path}: {argument} not found: no {title} there (expected a directory with config.json "
-                             f"naming its family + its weights; bundled names: {', '.join(names) or 'none'})")
+            raise InputError(f"{argument} {name}: no {title} at {path} (expected a directory with config.json naming "
+                             f"its family + its weights; bundled names: {', '.join(names) or 'none'})")
         ref = ModelRef(name, family, path)
     if ref.family not in accepted:
         raise InputError(f"{argument} {name}: a {FAMILIES[ref.family].title} ({ref.family}); expected "
