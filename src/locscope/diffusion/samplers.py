@@ -59,6 +59,7 @@ def sample_images(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Run the reverse process from Gaussian noise.
 
@@ -74,6 +75,8 @@ def sample_images(
         Number of denoising steps (default 100 for DDIM, 10 for DPM-Solver++).
     generator : torch.Generator, optional
         Seeds the initial noise (and DDIM's eta noise, unused at eta = 0).
+    noise : torch.Tensor, optional
+        ``shape`` initial noise to start from instead of drawing it (fixed noise across calls).
 
     Returns
     -------
@@ -87,7 +90,9 @@ def sample_images(
         raise ValueError(f"steps={steps}: must be >= 1")
     scheduler = make_scheduler(schedule, sampler)
     scheduler.set_timesteps(steps, device=device)
-    x = torch.randn(shape, generator=generator, device=device)
+    if noise is not None and tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise must have shape {tuple(shape)}; got {tuple(noise.shape)}")
+    x = noise.to(device).float() if noise is not None else torch.randn(shape, generator=generator, device=device)
     nfe = 0
     for t in track(scheduler.timesteps, f"sampling ({sampler}, {steps} steps)", enabled=progress):
         timesteps = torch.full((shape[0],), int(t), dtype=torch.long, device=device)

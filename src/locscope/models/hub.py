@@ -210,6 +210,8 @@ register_family("designer", "locscope.models.designer:SequenceDesigner.from_pret
                 config_classes=("DesignerConfig",), title="sequence designer")
 register_family("subcell", "locscope.models.subcell:load_subcell", config_classes=("SubCellConfig",),
                 title="SubCell model", detect=_published_subcell)
+register_family("latent", "locscope.models.latent:LatentDiffusion.from_pretrained",
+                config_classes=("LatentDiffusionConfig",), title="latent diffusion model")
 
 register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")

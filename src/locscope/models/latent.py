@@ -1,0 +1,692 @@
+"""Latent diffusion for protein localization images (proteoscope, seed 001), built from diffusers parts.
+
+Two networks, trained one after the other and stored together:
+
+1. :class:`LatentAutoencoder`: a diffusers ``AutoencoderKL`` over the image channels (published: protein + nucleus,
+   widths 128/256/512, 4 latent channels, 100 x 100 -> 25 x 25). Latents are standardised with a shift and a scaling
+   factor measured on training data (:func:`fit_latent_scaling`) and stored in its config, so the denoiser always sees
+   latents of unit variance.
+2. :class:`LatentDenoiser`: a diffusers ``UNet2DConditionModel`` in latent space. Its input is the noisy latent
+   concatenated with the nuclear distance map resized to the latent grid (:func:`locscope.data.transforms.
+   nuclear_distance_map`) and, optionally, ER / microtubule landmarks (a generalisation: proteoscope has the nucleus
+   only; an absent landmark is replaced by a learned placeholder). It cross-attends to per-residue protein embeddings
+   (locscope's built-in encoder or a local ESM2, :mod:`locscope.encoders.protein`); the mean-pooled embedding, with the
+   encoder's global sequence features, enters as the added ("projection" class) embedding of every residual block.
+
+Additions of the CPU recipe (``shared/design/cpu-training.md``): an auxiliary compartment head on the pooled embedding
+and, when ``fraction_classes`` is set, the compartment bottleneck of :mod:`locscope.models.celldiff` (a fraction head
+whose distribution is added to the pooled condition). Classifier-free guidance replaces the sequence by a learned null
+token and null pooled vector (training drops it with p = 0.2; guidance ~3 at sampling). The denoiser predicts ``v`` on a
+cosine schedule (:class:`locscope.diffusion.schedule.ShiftedCosineSchedule` at the latent size); sampling is DDIM
+(proteoscope: 50 steps) or DPM-Solver++ through :func:`locscope.diffusion.samplers.sample_images`.
+
+A model directory::
+
+    DIR/config.json, DIR/model.safetensors                          the denoiser (LatentDiffusionConfig)
+    DIR/autoencoder/config.json, DIR/autoencoder/model.safetensors  the autoencoder (LatentAutoencoderConfig)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from locscope.channels import NUCLEUS, PROTEIN
+from locscope.diffusion.samplers import DEFAULT_STEPS, classifier_free_guidance, sample_images
+from locscope.diffusion.schedule import ShiftedCosineSchedule
+from locscope.encoders.protein import NUM_SEQUENCE_FEATURES, RESIDUE_IDS, build_protein_encoder
+from locscope.errors import CheckpointError
+from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+
+LEVEL3_CLASSES: tuple[str, ...] = (
+    "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
+)
+AUTOENCODER_DIR = "autoencoder"
+LATENT_DEFAULT_STEPS = {"ddim": 50, "dpmsolver": DEFAULT_STEPS["dpmsolver"]}
+
+
+# ---------------------------------------------------------------------------------------------------- autoencoder
+@dataclass
+class LatentAutoencoderConfig:
+    """Hyper-parameters of :class:`LatentAutoencoder` (saved as ``config.json`` beside the weights).
+
+    Parameters
+    ----------
+    image_channels : tuple of str
+        Channels the autoencoder compresses, in order; must include ``'protein'`` (published: protein, nucleus).
+    image_size : int
+        Side of the square images in pixels; a multiple of the downsampling factor.
+    block_channels : tuple of int
+        Encoder widths; ``len(block_channels) - 1`` stride-2 stages, so the factor is ``2 ** (len - 1)``.
+    layers_per_block : int
+        Residual blocks per stage.
+    latent_channels : int
+        Channels of the latent (published: 4).
+    norm_groups : int
+        GroupNorm groups (must divide every width).
+    mid_attention : bool
+        Self-attention in the middle block (diffusers' default; costly at large latents on a CPU).
+    scaling_factor, shift_factor : float
+        Latent standardisation ``z = (mode_or_sample - shift) * scale``, measured on training data
+        (:func:`fit_latent_scaling`).
+    """
+
+    image_channels: tuple[str, ...] = (PROTEIN, NUCLEUS)
+    image_size: int = 100
+    block_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_groups: int = 32
+    mid_attention: bool = True
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if PROTEIN not in self.image_channels:
+            raise ValueError(f"image_channels={self.image_channels}: must include {PROTEIN!r}")
+        if len(self.block_channels) < 1:
+            raise ValueError("block_channels is empty: at least one width is needed")
+        if self.image_size % self.downsample_factor:
+            raise ValueError(f"image_size={self.image_size}: must be a multiple of the downsampling factor "
+                             f"{self.downsample_factor} (2 ** (len(block_channels) - 1))")
+        bad = [c for c in self.block_channels if c % self.norm_groups]
+        if bad:
+            raise ValueError(f"block_channels={self.block_channels}: widths {bad} are not multiples of "
+                             f"norm_groups={self.norm_groups}")
+        if not self.scaling_factor > 0:
+            raise ValueError(f"scaling_factor={self.scaling_factor}: must be > 0")
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.downsample_factor
+
+
+@dataclass
+class AutoencoderOutput:
+    """Output of :meth:`LatentAutoencoder.forward`: ``reconstruction`` ``(B, C, H, W)``, the posterior's ``mean`` and
+    ``logvar`` ``(B, latent_channels, h, w)`` (unscaled) and its ``kl`` ``(B,)`` to the standard normal."""
+
+    reconstruction: torch.Tensor
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    kl: torch.Tensor
+
+
+class LatentAutoencoder(nn.Module):
+    """diffusers ``AutoencoderKL`` with locscope's config, scaling and strict loading.
+
+    Images are ``(B, len(image_channels), H, W)`` in [-1, 1].
+
+    Examples
+    --------
+    >>> ae = LatentAutoencoder(LatentAutoencoderConfig(image_size=16, block_channels=(8, 8, 8), layers_per_block=1,
+    ...                                                norm_groups=4, mid_attention=False))
+    >>> z = ae.encode(torch.zeros(2, 2, 16, 16))
+    >>> tuple(z.shape), tuple(ae.decode(z).shape)
+    ((2, 4, 4, 4), (2, 2, 16, 16))
+    """
+
+    def __init__(self, config: LatentAutoencoderConfig) -> None:
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        self.config = config
+        n = len(config.block_channels)
+        self.vae = AutoencoderKL(
+            in_channels=len(config.image_channels), out_channels=len(config.image_channels),
+            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
+            latent_channels=config.latent_channels, norm_num_groups=config.norm_groups, sample_size=config.image_size,
+            mid_block_add_attention=config.mid_attention,
+        )
+
+    def _check(self, images: torch.Tensor) -> None:
+        c, s = len(self.config.image_channels), self.config.image_size
+        if images.ndim != 4 or images.shape[1] != c or images.shape[-1] % self.config.downsample_factor:
+            raise ValueError(f"images must be (B, {c}, H, W) with channels {', '.join(self.config.image_channels)} "
+                             f"and H, W multiples of {self.config.downsample_factor} (trained at {s}); "
+                             f"got {tuple(images.shape)}")
+
+    def posterior(self, images: torch.Tensor):
+        """The encoder's diagonal Gaussian (diffusers ``DiagonalGaussianDistribution``) over unscaled latents."""
+        self._check(images)
+        return self.vae.encode(images).latent_dist
+
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
+               ) -> torch.Tensor:
+        """``(B, C, H, W)`` images -> standardised latents ``(B, latent_channels, H/f, W/f)`` (the posterior mean,
+        or a draw from it with ``sample``)."""
+        posterior = self.posterior(images)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return (z - self.config.shift_factor) * self.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Standardised latents ``(B, latent_channels, h, w)`` -> images ``(B, C, h*f, w*f)`` (not clamped)."""
+        return self.vae.decode(latents / self.config.scaling_factor + self.config.shift_factor).sample
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> AutoencoderOutput:
+        """Training pass: encode, draw ``z`` from the posterior (reparameterised), decode."""
+        posterior = self.posterior(images)
+        z = posterior.sample(generator)
+        return AutoencoderOutput(self.vae.decode(z).sample, posterior.mean, posterior.logvar, posterior.kl())
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        return save_pretrained(self, self.config, directory, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "LatentAutoencoder":
+        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (CheckpointError lists bad keys)."""
+        model = cls(read_config(directory, LatentAutoencoderConfig))
+        load_weights_into(model, directory)
+        return model.to(map_location).eval()
+
+
+@torch.no_grad()
+def fit_latent_scaling(autoencoder: LatentAutoencoder, batches: Iterable[torch.Tensor]) -> LatentAutoencoderConfig:
+    """Measure the latent standardisation on data: the config with ``shift_factor`` = mean and ``scaling_factor`` =
+    1 / standard deviation of the posterior means over all ``batches`` of ``(B, C, H, W)`` images (Rombach et al.
+    2022 rescale by the latents' std; the shift also removes a non-zero mean). Apply it with
+    ``autoencoder.config = fit_latent_scaling(...)``.
+
+    Raises
+    ------
+    ValueError
+        If ``batches`` is empty or the latents are constant.
+    """
+    total = total_sq = count = 0.0
+    for images in batches:
+        z = autoencoder.posterior(images).mode().double()
+        total, total_sq, count = total + z.sum().item(), total_sq + z.pow(2).sum().item(), count + z.numel()
+    if not count:
+        raise ValueError("batches is empty: need images to measure the latent scaling")
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+    if std < 1e-8:
+        raise ValueError("the latents are constant (std 0): cannot standardise them")
+    return dataclasses.replace(autoencoder.config, scaling_factor=1.0 / std, shift_factor=mean)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (Isola et al. 2017; as in latent diffusion's autoencoder loss): a stack of 4 x 4 stride-2
+    convolutions, GroupNorm and LeakyReLU, ending in one real/fake logit per overlapping patch.
+
+    ``(B, in_channels, H, W)`` -> ``(B, 1, H / 2**layers - 2, W / 2**layers - 2)`` logits.
+    """
+
+    def __init__(self, in_channels: int, width: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        channels = width
+        for i in range(1, layers):
+            out = width * min(2 ** i, 8)
+            blocks += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.GroupNorm(min(32, out // 4), out),
+                       nn.LeakyReLU(0.2)]
+            channels = out
+        blocks += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(min(32, channels // 4), channels),
+                   nn.LeakyReLU(0.2), nn.Conv2d(channels, 1, 3, padding=0)]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+# ------------------------------------------------------------------------------------------------------ denoiser
+@dataclass
+class LatentDiffusionConfig:
+    """Hyper-parameters of :class:`LatentDenoiser` (saved as ``config.json``); the image fields must match the
+    autoencoder it works with (:func:`check_fit`).
+
+    Parameters
+    ----------
+    image_size, image_channels, latent_channels, latent_size
+        Copied from the autoencoder's config.
+    landmark_channels : tuple of str
+        Optional extra conditioning channels besides the nucleus (e.g. ``('er', 'microtubules')``; proteoscope: none).
+        The nucleus always enters as its distance map.
+    block_channels : tuple of int
+        U-Net widths per level (each level but the last halves the latent grid).
+    attention_levels : tuple of bool
+        Per level, cross-attention to the sequence (``CrossAttnDownBlock2D`` / ``CrossAttnUpBlock2D``) or not; the
+        middle block always cross-attends.
+    layers_per_block, attention_head_dim, norm_groups : int
+        diffusers ``UNet2DConditionModel`` arguments.
+    cross_attention_dim : int
+        Width of the sequence tokens the U-Net attends to (the residue embeddings are projected to it).
+    protein_encoder : {'builtin', 'esm2'}
+        Sequence encoder; ``sequence_dim`` / ``sequence_layers`` size the built-in one, ``esm_path`` is a local ESM2
+        directory (its hidden size is used), ``esm_finetune`` trains it.
+    max_sequence_length : int
+        Longer sequences keep both termini (middle cropped); proteoscope: 1,024.
+    compartment_classes : tuple of str
+        Classes of the auxiliary compartment head on the pooled embedding.
+    fraction_classes : tuple of str
+        Compartment bottleneck (empty = off, proteoscope's design): a fraction head's distribution over these classes
+        (or the true one, teacher-forced in training) is concatenated to the pooled condition.
+    num_train_timesteps : int
+        Diffusion steps T.
+    schedule_base : int
+        Reference size of the cosine schedule: logSNR shifted by ``2 log(schedule_base / latent_size)`` (equal to
+        ``latent_size``: the plain cosine schedule; smaller: noisier).
+    """
+
+    image_size: int = 100
+    image_channels: tuple[str, ...] = (PROTEIN, NUCLEUS)
+    latent_channels: int = 4
+    latent_size: int = 25
+    landmark_channels: tuple[str, ...] = ()
+    block_channels: tuple[int, ...] = (128, 256, 512)
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    norm_groups: int = 32
+    cross_attention_dim: int = 256
+    protein_encoder: str = "builtin"
+    sequence_dim: int = 640
+    sequence_layers: int = 6
+    esm_path: str | None = None
+    esm_finetune: bool = False
+    max_sequence_length: int = 1024
+    compartment_classes: tuple[str, ...] = LEVEL3_CLASSES
+    fraction_classes: tuple[str, ...] = ()
+    num_train_timesteps: int = 1000
+    schedule_base: int = 25
+
+    def __post_init__(self) -> None:
+        if len(self.attention_levels) != len(self.block_channels):
+            raise ValueError(f"attention_levels={self.attention_levels}: expected one boolean per block_channels "
+                             f"level ({len(self.block_channels)})")
+        if NUCLEUS in self.landmark_channels:
+            raise ValueError(f"landmark_channels={self.landmark_channels}: the nucleus enters as its distance map; "
+                             "list only extra landmarks (er, microtubules)")
+        bad = [c for c in self.block_channels if c % self.norm_groups]
+        if bad:
+            raise ValueError(f"block_channels={self.block_channels}: widths {bad} are not multiples of "
+                             f"norm_groups={self.norm_groups}")
+        if self.protein_encoder not in ("builtin", "esm2"):
+            raise ValueError(f"protein_encoder={self.protein_encoder!r}: accepted values are builtin, esm2")
+
+
+def latent_tiny_config(**overrides) -> tuple[LatentAutoencoderConfig, LatentDiffusionConfig]:
+    """The CPU default: 64 x 64 protein images (the nucleus enters only as the distance map), 4x compression to a
+    16 x 16 x 4 latent, a 3-level U-Net (32/64/96) cross-attending at 8 x 8 and 4 x 4, ER and microtubule landmarks,
+    the 21-compartment bottleneck of celldiff-tiny and a noisier schedule (base 8). ``overrides`` change denoiser
+    fields; ``image_size`` changes both."""
+    from locscope.synth.compartments import COMPARTMENTS
+
+    size = overrides.pop("image_size", 64)
+    autoencoder = LatentAutoencoderConfig(image_channels=(PROTEIN,), image_size=size, block_channels=(32, 64, 64),
+                                          layers_per_block=1, latent_channels=4, norm_groups=16, mid_attention=False)
+    denoiser = LatentDiffusionConfig(
+        image_size=size, image_channels=(PROTEIN,), latent_channels=4, latent_size=autoencoder.latent_size,
+        landmark_channels=("er", "microtubules"), block_channels=(32, 64, 96), attention_levels=(False, True, True),
+        layers_per_block=1, attention_head_dim=16, norm_groups=16, cross_attention_dim=64, sequence_dim=64,
+        sequence_layers=3, max_sequence_length=1024, fraction_classes=tuple(COMPARTMENTS),
+        schedule_base=autoencoder.latent_size // 2,
+    )
+    return autoencoder, dataclasses.replace(denoiser, **overrides)
+
+
+def latent_proteoscope_config(**overrides) -> tuple[LatentAutoencoderConfig, LatentDiffusionConfig]:
+    """The published sizes: 100 x 100 protein + nucleus, autoencoder 128/256/512 with 4 latent channels (25 x 25),
+    a 3-level U-Net with cross-attention, nucleus-only conditioning. ``overrides`` change denoiser fields."""
+    autoencoder = LatentAutoencoderConfig()
+    return autoencoder, dataclasses.replace(LatentDiffusionConfig(), **overrides)
+
+
+CONFIGS = {"latent-tiny": latent_tiny_config, "latent-proteoscope": latent_proteoscope_config}
+
+
+def check_fit(autoencoder: LatentAutoencoderConfig, denoiser: LatentDiffusionConfig, source: str = "model") -> None:
+    """Raise :class:`CheckpointError` naming every field where the denoiser does not fit the autoencoder."""
+    pairs = {"image_size": (autoencoder.image_size, denoiser.image_size),
+             "image_channels": (tuple(autoencoder.image_channels), tuple(denoiser.image_channels)),
+             "latent_channels": (autoencoder.latent_channels, denoiser.latent_channels),
+             "latent_size": (autoencoder.latent_size, denoiser.latent_size)}
+    bad = [f"{name}: autoencoder {a} vs denoiser {d}" for name, (a, d) in pairs.items() if a != d]
+    if bad:
+        raise CheckpointError(f"{source}: the autoencoder and the denoiser do not fit each other ({'; '.join(bad)})")
+
+
+@dataclass
+class SequenceCondition:
+    """The encoded sequence, computed once and reused at every denoising step.
+
+    Attributes
+    ----------
+    tokens : torch.Tensor
+        ``(B, L, cross_attention_dim)`` per-residue keys/values for cross-attention.
+    mask : torch.Tensor
+        ``(B, L)`` bool, real residues (the null token for dropped rows).
+    pooled : torch.Tensor
+        ``(B, cross_attention_dim + n_fraction_classes)`` the added condition (null vector and zeros where dropped).
+    compartment_logits : torch.Tensor
+        ``(B, n_compartment_classes)`` auxiliary head (never dropped).
+    fraction_logits : torch.Tensor
+        ``(B, n_fraction_classes)`` (width 0 without the bottleneck).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    compartment_logits: torch.Tensor
+    fraction_logits: torch.Tensor
+
+    def repeat(self, times: int) -> "SequenceCondition":
+        """Each row ``times`` times (K samples per sequence), batch order ``[s0, s0, ..., s1, ...]``."""
+        return SequenceCondition(*(t.repeat_interleave(times, dim=0) for t in dataclasses.astuple(self)))
+
+    @staticmethod
+    def concat(first: "SequenceCondition", second: "SequenceCondition") -> "SequenceCondition":
+        """Concatenate along the batch (one guided network call over [conditional, unconditional]); pads L."""
+        width = max(first.tokens.shape[1], second.tokens.shape[1])
+
+        def pad(c: SequenceCondition) -> SequenceCondition:
+            extra = width - c.tokens.shape[1]
+            return dataclasses.replace(c, tokens=F.pad(c.tokens, (0, 0, 0, extra)), mask=F.pad(c.mask, (0, extra)))
+
+        return SequenceCondition(*(torch.cat([a, b]) for a, b in zip(dataclasses.astuple(pad(first)),
+                                                                     dataclasses.astuple(pad(second)))))
+
+
+class LatentDenoiser(nn.Module):
+    """Sequence encoder + diffusers ``UNet2DConditionModel`` predicting ``v`` for standardised latents.
+
+    Examples
+    --------
+    >>> cfg = LatentDiffusionConfig(image_size=16, latent_size=4, block_channels=(8, 16), attention_levels=(False, True),
+    ...                             layers_per_block=1, norm_groups=4, cross_attention_dim=16, sequence_dim=8,
+    ...                             sequence_layers=1, schedule_base=4)
+    >>> net = LatentDenoiser(cfg)
+    >>> cond = net.encode_sequence(net.tokenize(["MPKKKRKV", "MLSRAVCG"])[0])
+    >>> net(torch.randn(2, 4, 4, 4), torch.tensor([10, 500]), torch.zeros(2, 1, 4, 4), cond).shape
+    torch.Size([2, 4, 4, 4])
+    """
+
+    def __init__(self, config: LatentDiffusionConfig) -> None:
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        self.config = config
+        width = config.cross_attention_dim
+        n_fractions = len(config.fraction_classes)
+        n_landmarks = len(config.landmark_channels)
+
+        # --- sequence path: per-residue tokens for cross-attention, the pooled condition, auxiliary heads -------
+        self.protein_encoder = build_protein_encoder(config.protein_encoder, dim=config.sequence_dim,
+                                                     num_layers=config.sequence_layers, esm_path=config.esm_path,
+                                                     esm_finetune=config.esm_finetune)
+        seq_dim = self.protein_encoder.dim
+        self.sequence_in = nn.Sequential(nn.LayerNorm(seq_dim), nn.Linear(seq_dim, width))
+        self.features_in = nn.Sequential(nn.Linear(NUM_SEQUENCE_FEATURES, width), nn.SiLU())
+        self.pool_mlp = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
+        self.compartment_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
+                                              nn.Linear(width, len(config.compartment_classes)))
+        if n_fractions:
+            self.fraction_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
+                                               nn.Linear(width, n_fractions))
+        self.null_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.null_pooled = nn.Parameter(torch.zeros(1, width))
+        if n_landmarks:
+            self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.latent_size,
+                                                                 config.latent_size))
+
+        # --- the U-Net: input = noisy latent + distance map + landmarks ------------------------------------------
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
+        self.unet = UNet2DConditionModel(
+            sample_size=config.latent_size, in_channels=config.latent_channels + 1 + n_landmarks,
+            out_channels=config.latent_channels, down_block_types=down, up_block_types=up,
+            block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_groups, cross_attention_dim=width,
+            attention_head_dim=config.attention_head_dim, class_embed_type="projection",
+            projection_class_embeddings_input_dim=width + n_fractions,
+        )
+
+    def tokenize(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequences -> ``(tokens (B, L), lengths (B,))`` with this model's maximum length (termini kept)."""
+        from locscope.encoders.protein import tokenize
+
+        return tokenize(sequences, self.config.max_sequence_length)
+
+    def encode_sequence(self, tokens: torch.Tensor, drop_sequence: torch.Tensor | None = None,
+                        fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None,
+                        ) -> SequenceCondition:
+        """Encode ``tokens`` ``(B, L)`` once; rows with ``drop_sequence`` ``(B,)`` True get the null condition.
+
+        Bottleneck models condition on the fraction head's distribution, or on ``fractions`` ``(B, n_fraction)``
+        in the rows where ``use_fractions`` ``(B,)`` is True (all rows if None).
+        """
+        encoding = self.protein_encoder(tokens)
+        residues = self.sequence_in(encoding.residues)  # (B, L, width)
+        mask = encoding.mask
+        m = mask[..., None].to(residues.dtype)
+        mean = (residues * m).sum(1) / m.sum(1).clamp(min=1)  # the mean-pooled embedding
+        pooled = self.pool_mlp(torch.cat([mean, self.features_in(encoding.features.to(residues.dtype))], 1))
+        compartment_logits = self.compartment_head(pooled)
+        if self.config.fraction_classes:
+            fraction_logits = self.fraction_head(pooled)
+            # detached: the head learns from its own loss, the image loss must not reshape its probabilities
+            condition = fraction_logits.detach().float().softmax(-1).to(pooled.dtype)
+            if fractions is not None:
+                use = torch.ones_like(condition[:, 0], dtype=torch.bool) if use_fractions is None else use_fractions
+                condition = torch.where(use.to(condition.device)[:, None], fractions.to(condition), condition)
+        else:
+            fraction_logits = condition = pooled.new_zeros(pooled.shape[0], 0)
+        if drop_sequence is not None:  # through torch.where: every parameter stays in the graph (DDP)
+            drop = drop_sequence.to(residues.device)
+            null = torch.cat([self.null_token.expand(residues.shape[0], 1, -1), torch.zeros_like(residues[:, 1:])], 1)
+            residues = torch.where(drop[:, None, None], null, residues)
+            first_only = torch.zeros_like(mask)
+            first_only[:, 0] = True
+            mask = torch.where(drop[:, None], first_only, mask)
+            pooled = torch.where(drop[:, None], self.null_pooled.expand_as(pooled), pooled)
+            condition = condition.masked_fill(drop[:, None], 0.0)
+        return SequenceCondition(residues, mask, torch.cat([pooled, condition], 1), compartment_logits,
+                                 fraction_logits)
+
+    def null_condition(self, batch: int, device: torch.device | str = "cpu") -> SequenceCondition:
+        """The unconditional (sequence dropped) condition for classifier-free guidance."""
+        tokens = torch.full((batch, 1), RESIDUE_IDS[1], dtype=torch.long, device=device)
+        return self.encode_sequence(tokens, drop_sequence=torch.ones(batch, dtype=torch.bool, device=device))
+
+    def spatial_conditions(self, distance_map: torch.Tensor, landmarks: torch.Tensor | None = None,
+                           landmark_present: torch.Tensor | None = None) -> torch.Tensor:
+        """The U-Net's extra input channels ``(B, 1 + n_landmarks, h, w)`` at the latent grid.
+
+        Parameters
+        ----------
+        distance_map : torch.Tensor
+            ``(B, 1, H, W)`` nuclear distance map in [-1, 1] (positive inside nuclei), any resolution: resized to
+            the latent grid by area averaging.
+        landmarks : torch.Tensor, optional
+            ``(B, n_landmarks, H, W)`` in [-1, 1], ordered as ``config.landmark_channels`` (resized likewise);
+            None = all absent.
+        landmark_present : torch.Tensor, optional
+            ``(B, n_landmarks)`` bool; absent channels use the learned placeholder.
+        """
+        size = self.config.latent_size
+        n = len(self.config.landmark_channels)
+        if distance_map.ndim != 4 or distance_map.shape[1] != 1:
+            raise ValueError(f"distance_map must be (B, 1, H, W); got {tuple(distance_map.shape)}")
+        parts = [resize_to(distance_map, size)]
+        if n:
+            batch = distance_map.shape[0]
+            placeholder = self.landmark_placeholder.to(distance_map.dtype).expand(batch, -1, -1, -1)
+            if landmarks is None:
+                parts.append(placeholder)
+            else:
+                if landmarks.ndim != 4 or landmarks.shape[1] != n:
+                    raise ValueError(f"landmarks must be (B, {n}, H, W) with channels "
+                                     f"{', '.join(self.config.landmark_channels)}; got {tuple(landmarks.shape)}")
+                landmarks = resize_to(landmarks, size)
+                if landmark_present is not None:
+                    present = landmark_present.to(landmarks.device)[:, :, None, None]
+                    landmarks = torch.where(present, landmarks, placeholder)
+                parts.append(landmarks)
+        return torch.cat(parts, 1)
+
+    def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor,
+                sequence: SequenceCondition) -> torch.Tensor:
+        """One network evaluation: ``v`` ``(B, latent_channels, h, w)``.
+
+        Parameters
+        ----------
+        noisy_latents : torch.Tensor
+            ``(B, latent_channels, h, w)`` standardised noisy latents.
+        timesteps : torch.Tensor
+            ``(B,)`` steps in ``[0, num_train_timesteps)``.
+        conditions : torch.Tensor
+            ``(B, 1 + n_landmarks, h, w)`` from :meth:`spatial_conditions`.
+        sequence : SequenceCondition
+            From :meth:`encode_sequence` (or :meth:`null_condition`).
+        """
+        return self.unet(torch.cat([noisy_latents, conditions.to(noisy_latents.dtype)], 1), timesteps,
+                         encoder_hidden_states=sequence.tokens, class_labels=sequence.pooled,
+                         encoder_attention_mask=sequence.mask.to(noisy_latents.dtype)).sample
+
+    @torch.no_grad()
+    def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Auxiliary head probabilities ``(B, n_compartment_classes)`` from the sequence alone."""
+        return self.encode_sequence(tokens).compartment_logits.float().softmax(-1)
+
+    @torch.no_grad()
+    def predict_fractions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Fraction-head distribution ``(B, n_fraction_classes)`` (bottleneck models)."""
+        if not self.config.fraction_classes:
+            raise ValueError("this model has no fraction head (config.fraction_classes is empty)")
+        return self.encode_sequence(tokens).fraction_logits.float().softmax(-1)
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        return save_pretrained(self, self.config, directory, extra=extra)
+
+
+def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, size, size)``: area averaging down, bilinear up, unchanged at that size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    mode = "area" if images.shape[-1] >= size else "bilinear"
+    return F.interpolate(images.float(), size=(size, size), mode=mode).to(images.dtype)
+
+
+# --------------------------------------------------------------------------------------------- the whole model
+class LatentDiffusion(nn.Module):
+    """An autoencoder and a denoiser that fit each other (:func:`check_fit`), loaded and saved together.
+
+    Attributes
+    ----------
+    config : LatentDiffusionConfig
+        The denoiser's config (``model.config.image_size``, ``landmark_channels``, ... as other families).
+    """
+
+    def __init__(self, autoencoder: LatentAutoencoder, denoiser: LatentDenoiser) -> None:
+        super().__init__()
+        check_fit(autoencoder.config, denoiser.config)
+        self.autoencoder, self.denoiser = autoencoder, denoiser
+        self.config = denoiser.config
+
+    @property
+    def schedule(self) -> ShiftedCosineSchedule:
+        """The v-prediction schedule of the denoiser (cosine at the latent size, shifted by ``schedule_base``)."""
+        cfg = self.config
+        return ShiftedCosineSchedule(cfg.latent_size, cfg.num_train_timesteps, base=cfg.schedule_base)
+
+    def tokenize(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.denoiser.tokenize(sequences)
+
+    @torch.no_grad()
+    def sample(self, distance_map: torch.Tensor, tokens: torch.Tensor, landmarks: torch.Tensor | None = None,
+               landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "ddim",
+               steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
+               fractions: torch.Tensor | None = None, latents: torch.Tensor | None = None, progress: bool = False,
+               ) -> tuple[torch.Tensor, int]:
+        """Generate ``samples`` images per (cell, sequence) row.
+
+        Parameters
+        ----------
+        distance_map : torch.Tensor
+            ``(B, 1, H, W)`` nuclear distance maps in [-1, 1] (any resolution).
+        tokens : torch.Tensor
+            ``(B, L)`` residue tokens (:meth:`tokenize`).
+        landmarks, landmark_present : torch.Tensor, optional
+            ``(B, n_landmarks, H, W)`` in [-1, 1] and ``(B, n_landmarks)`` bool (see
+            :meth:`LatentDenoiser.spatial_conditions`).
+        samples : int
+            Images per row (K); output rows are ``[row0 x K, row1 x K, ...]``.
+        sampler : {'ddim', 'dpmsolver'}
+        steps : int, optional
+            Denoising steps (default: DDIM 50, DPM-Solver++ 10).
+        guidance : float
+            Classifier-free guidance scale (1 = the conditional prediction only, one network pass per step).
+        generator : torch.Generator, optional
+            Seeds the initial noise.
+        fractions : torch.Tensor, optional
+            ``(B, n_fraction_classes)`` compartment distributions to condition on (bottleneck models).
+        latents : torch.Tensor, optional
+            ``(B * samples, latent_channels, h, w)`` initial noise to use instead of drawing it.
+
+        Returns
+        -------
+        images : torch.Tensor
+            ``(B * samples, len(image_channels), H, W)`` float32 in [-1, 1].
+        network_evaluations : int
+            Steps x (2 if guidance != 1 else 1).
+        """
+        if samples < 1:
+            raise ValueError(f"samples={samples}: must be >= 1")
+        if fractions is not None and not self.config.fraction_classes:
+            raise ValueError("fractions given, but this model has no compartment bottleneck (config.fraction_classes)")
+        device = tokens.device
+        batch = tokens.shape[0]
+        condition = self.denoiser.encode_sequence(tokens, fractions=fractions).repeat(samples)
+        spatial = self.denoiser.spatial_conditions(distance_map.to(device), landmarks, landmark_present)
+        spatial = spatial.repeat_interleave(samples, dim=0)
+        guided = guidance != 1.0
+        if guided:
+            condition = SequenceCondition.concat(condition, self.denoiser.null_condition(batch * samples, device))
+            spatial = torch.cat([spatial, spatial])
+
+        def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return self.denoiser(x, timesteps, spatial, condition)
+            v = self.denoiser(torch.cat([x, x]), torch.cat([timesteps, timesteps]), spatial, condition)
+            conditional, unconditional = v.chunk(2)
+            return classifier_free_guidance(conditional, unconditional, guidance)
+
+        cfg = self.config
+        shape = (batch * samples, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        z, nfe = sample_images(denoise, shape, self.schedule, sampler, steps or LATENT_DEFAULT_STEPS.get(sampler),
+                               generator=generator, device=device, progress=progress, noise=latents)
+        return self.autoencoder.decode(z).float().clamp(-1.0, 1.0), nfe * (2 if guided else 1)
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write the denoiser to ``directory`` and the autoencoder to ``directory/autoencoder`` (atomic files)."""
+        self.autoencoder.save_pretrained(Path(directory) / AUTOENCODER_DIR)
+        return self.denoiser.save_pretrained(directory, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "LatentDiffusion":
+        """Load both networks strictly; CheckpointError when a key does not match or the two do not fit."""
+        directory = Path(directory)
+        autoencoder_config = read_config(directory / AUTOENCODER_DIR, LatentAutoencoderConfig)
+        denoiser_config = read_config(directory, LatentDiffusionConfig)
+        check_fit(autoencoder_config, denoiser_config, source=str(directory))
+        autoencoder = LatentAutoencoder(autoencoder_config)
+        load_weights_into(autoencoder, directory / AUTOENCODER_DIR)
+        denoiser = LatentDenoiser(denoiser_config)
+        load_weights_into(denoiser, directory)
+        return cls(autoencoder, denoiser).to(map_location).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

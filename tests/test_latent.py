@@ -1,0 +1,178 @@
+"""The latent diffusion family: autoencoder round trip and scaling, denoiser conditioning, guidance, strict loading,
+fit between the two networks and seeded sampling with fixed numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+from locscope.errors import CheckpointError
+from locscope.models.latent import (
+    LatentAutoencoder, LatentAutoencoderConfig, LatentDenoiser, LatentDiffusion, LatentDiffusionConfig,
+    PatchDiscriminator, SequenceCondition, check_fit, count_parameters, fit_latent_scaling, latent_proteoscope_config,
+    latent_tiny_config,
+)
+from locscope.diffusion.samplers import classifier_free_guidance
+
+SEQUENCES = ["MPKKKRKVEDAGLSWKL", "MLSRAVCGTSRQLAPVLGYLGSRQ"]
+
+
+def small_configs(**overrides) -> tuple[LatentAutoencoderConfig, LatentDiffusionConfig]:
+    autoencoder = LatentAutoencoderConfig(image_channels=("protein",), image_size=16, block_channels=(8, 8, 8),
+                                          layers_per_block=1, latent_channels=4, norm_groups=4, mid_attention=False)
+    denoiser = LatentDiffusionConfig(
+        image_size=16, image_channels=("protein",), latent_channels=4, latent_size=4,
+        landmark_channels=("er", "microtubules"), block_channels=(8, 16), attention_levels=(False, True),
+        layers_per_block=1, attention_head_dim=8, norm_groups=4, cross_attention_dim=16, sequence_dim=8,
+        sequence_layers=1, max_sequence_length=64, fraction_classes=("nucleoplasm", "cytosol", "mitochondria"),
+        num_train_timesteps=100, schedule_base=4,
+    )
+    return autoencoder, dataclasses.replace(denoiser, **overrides)
+
+
+def build(seed: int = 0, **overrides) -> LatentDiffusion:
+    torch.manual_seed(seed)
+    autoencoder_config, denoiser_config = small_configs(**overrides)
+    model = LatentDiffusion(LatentAutoencoder(autoencoder_config), LatentDenoiser(denoiser_config)).eval()
+    with torch.no_grad():  # move the zero-initialised placeholders / null vectors off zero
+        for name, p in model.named_parameters():
+            if "null" in name or "placeholder" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> LatentDiffusion:
+    return build()
+
+
+def cells(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 1, 16, 16, generator=g) * 2 - 1, torch.rand(batch, 2, 16, 16, generator=g) * 2 - 1
+
+
+def test_autoencoder_round_trip_shapes_and_scaling(model):
+    ae = model.autoencoder
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z = ae.encode(images)
+    assert z.shape == (6, 4, 4, 4)
+    assert ae.decode(z).shape == (6, 1, 16, 16)
+    out = ae(images, generator=torch.Generator().manual_seed(0))
+    assert out.reconstruction.shape == images.shape and out.kl.shape == (6,)
+    # the measured standardisation makes the latents zero-mean, unit-variance on that data
+    fitted = dataclasses.replace(ae.config)
+    try:
+        ae.config = fit_latent_scaling(ae, [images[:3], images[3:]])
+        z = ae.encode(images)
+        assert abs(z.mean().item()) < 1e-5 and abs(z.std(unbiased=False).item() - 1) < 1e-4
+        # decode undoes the scaling: the image of a latent does not depend on the stored factors
+        raw = ae.posterior(images).mode()
+        assert torch.allclose(ae.decode(z), ae.vae.decode(raw).sample, atol=1e-5)
+    finally:
+        ae.config = fitted
+    with pytest.raises(ValueError, match="batches is empty"):
+        fit_latent_scaling(ae, [])
+    with pytest.raises(ValueError, match=r"images must be \(B, 1, H, W\)"):
+        ae.encode(torch.zeros(1, 2, 16, 16))
+
+
+def test_sequence_and_landmarks_change_the_prediction(model):
+    net = model.denoiser
+    distance, landmarks = cells()
+    spatial = net.spatial_conditions(distance, landmarks)
+    assert spatial.shape == (2, 3, 4, 4)
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([30, 70])
+    tokens = net.tokenize(SEQUENCES)[0]
+    swapped = net.tokenize(SEQUENCES[::-1])[0]
+    with torch.no_grad():
+        v = net(x, t, spatial, net.encode_sequence(tokens))
+        v_swapped = net(x, t, spatial, net.encode_sequence(swapped))
+        absent = net.spatial_conditions(distance, landmarks, torch.zeros(2, 2, dtype=torch.bool))
+        v_absent = net(x, t, absent, net.encode_sequence(tokens))
+    assert v.shape == (2, 4, 4, 4)
+    assert (v - v_swapped).abs().mean() > 1e-3
+    assert (v - v_absent).abs().mean() > 1e-3
+    # absent landmarks are exactly the learned placeholder
+    assert torch.equal(absent[:, 1:], net.landmark_placeholder.expand(2, -1, -1, -1))
+    # a dropped sequence is the null condition, whatever the sequence was
+    dropped = net.encode_sequence(tokens, drop_sequence=torch.tensor([True, True]))
+    null = net.null_condition(2)
+    assert torch.equal(dropped.pooled, null.pooled)
+    assert torch.equal(dropped.tokens[:, :1], null.tokens) and dropped.mask.sum().item() == 2
+
+
+def test_guidance_scale_one_is_the_conditional_prediction(model):
+    net = model.denoiser
+    distance, landmarks = cells()
+    spatial = net.spatial_conditions(distance, landmarks)
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([10, 90])
+    with torch.no_grad():
+        condition = net.encode_sequence(net.tokenize(SEQUENCES)[0])
+        conditional = net(x, t, spatial, condition)
+        both = SequenceCondition.concat(condition, net.null_condition(2))
+        v = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([spatial, spatial]), both)
+    guided_one = classifier_free_guidance(*v.chunk(2), 1.0)
+    assert torch.allclose(guided_one, conditional, atol=1e-5)
+    assert not torch.allclose(classifier_free_guidance(*v.chunk(2), 3.0), conditional, atol=1e-3)
+
+
+def test_sampling_is_seeded_with_fixed_numbers(model):
+    distance, landmarks = cells()
+    tokens = model.tokenize(SEQUENCES)[0]
+
+    def run(guidance, sampler="ddim", steps=4, seed=0):
+        return model.sample(distance, tokens, landmarks, samples=2, sampler=sampler, steps=steps, guidance=guidance,
+                            generator=torch.Generator().manual_seed(seed))
+
+    images, nfe = run(3.0)
+    assert images.shape == (4, 1, 16, 16) and nfe == 8
+    assert images.min() >= -1 and images.max() <= 1
+    again, _ = run(3.0)
+    assert torch.equal(images, again)
+    fast, nfe_fast = run(1.0, "dpmsolver", 3)
+    assert nfe_fast == 3
+    # fixed numbers: a change of the schedule, the samplers, the guidance or the conditioning paths shows here
+    assert torch.allclose(images[:, 0, 8, 8], torch.tensor([-0.388211, -0.660981, -0.141088, 0.520670]), atol=1e-4)
+    assert torch.allclose(fast[:, 0, 8, 8], torch.tensor([-0.346444, -0.226539, -0.251280, 0.120734]), atol=1e-4)
+
+
+def test_strict_loading_and_fit(tmp_path, model):
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["class"] == "LatentDiffusionConfig"
+    loaded = LatentDiffusion.from_pretrained(tmp_path / "m")
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    # a denoiser trained for another autoencoder: refused with the mismatch named
+    LatentDenoiser(small_configs(latent_channels=8)[1]).save_pretrained(tmp_path / "bad")
+    model.autoencoder.save_pretrained(tmp_path / "bad" / "autoencoder")
+    with pytest.raises(CheckpointError, match="latent_channels: autoencoder 4 vs denoiser 8"):
+        LatentDiffusion.from_pretrained(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="image_size: autoencoder 16 vs denoiser 32"):
+        check_fit(model.autoencoder.config, dataclasses.replace(model.config, image_size=32))
+    # weights of a different shape: every bad key named, nothing silently kept random
+    LatentDenoiser(small_configs(cross_attention_dim=32)[1]).save_pretrained(tmp_path / "big")
+    shutil.copy(tmp_path / "big" / "model.safetensors", tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="misshaped keys: .*null_pooled"):
+        LatentDiffusion.from_pretrained(tmp_path / "m")
+
+
+def test_configs_and_discriminator():
+    tiny_ae, tiny = latent_tiny_config()
+    check_fit(tiny_ae, tiny)
+    assert (tiny_ae.image_size, tiny_ae.latent_size, tiny.latent_size) == (64, 16, 16)
+    published_ae, published = latent_proteoscope_config()
+    check_fit(published_ae, published)
+    assert (published_ae.latent_size, published_ae.block_channels) == (25, (128, 256, 512))
+    assert count_parameters(LatentAutoencoder(published_ae)) > 30_000_000
+    with pytest.raises(ValueError, match="multiple of the downsampling factor 4"):
+        LatentAutoencoderConfig(image_size=30)
+    with pytest.raises(ValueError, match="the nucleus enters as its distance map"):
+        LatentDiffusionConfig(landmark_channels=("nucleus",))
+    logits = PatchDiscriminator(1, width=8, layers=2)(torch.zeros(2, 1, 16, 16))
+    assert logits.shape == (2, 1, 2, 2)
