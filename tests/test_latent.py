@@ -146,6 +146,10 @@ def test_strict_loading_and_fit(tmp_path, model):
     model.save_pretrained(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["class"] == "LatentDiffusionConfig"
     loaded = LatentDiffusion.from_pretrained(tmp_path / "m")
+    from locscope.models import hub
+
+    assert hub.resolve(tmp_path / "m").family == "latent"
+    assert isinstance(hub.load(tmp_path / "m", families=("latent",)), LatentDiffusion)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     # a denoiser trained for another autoencoder: refused with the mismatch named
