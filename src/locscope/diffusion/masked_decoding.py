@@ -197,16 +197,34 @@ def decode_parallel(
         if anneal > 0:
             uniform = torch.rand(confidence.shape, generator=generator, device=tokens.device).clamp(1e-20, 1 - 1e-7)
             confidence = confidence + anneal * -torch.log(-torch.log(uniform))  # Gumbel(0, anneal)
-        confidence = confidence.masked_fill(~masked, float("-inf"))
-        order = confidence.argsort(dim=1, descending=True)  # most confident masked positions first
-        for row in range(batch):
-            still = int(masked[row].sum())
-            reveal = still - schedules[row][step] if step < passes - 1 else still
-            if reveal <= 0:
-                continue
-            chosen = order[row, :reveal]
-            tokens[row, chosen] = drawn[row, chosen]
+        reveal = most_confident(masked, confidence, schedules, step)
+        tokens[reveal] = drawn[reveal]
     return DecodeResult(tokens, used)
+
+
+def most_confident(masked: torch.Tensor, confidence: torch.Tensor, schedules: list[list[int]], step: int) -> torch.Tensor:
+    """The masked positions to reveal at pass ``step``: the most confident ones, as many as leave each row with
+    ``schedules[row][step]`` masks (:func:`cosine_schedule`; its last entry 0 reveals the rest).
+
+    Parameters
+    ----------
+    masked : torch.Tensor
+        ``(B, L)`` bool, positions still masked.
+    confidence : torch.Tensor
+        ``(B, L)`` float, higher = decided first.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, L)`` bool.
+    """
+    order = confidence.masked_fill(~masked, float("-inf")).argsort(dim=1, descending=True)
+    reveal = torch.zeros_like(masked)
+    for row in range(masked.shape[0]):
+        count = int(masked[row].sum()) - schedules[row][step]
+        if count > 0:
+            reveal[row, order[row, :count]] = True
+    return reveal
 
 
 def cell_diff_logits_fn(model, protein_image: torch.Tensor, landmarks: torch.Tensor,
