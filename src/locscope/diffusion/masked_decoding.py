@@ -202,7 +202,8 @@ def decode_parallel(
     return DecodeResult(tokens, used)
 
 
-def most_confident(masked: torch.Tensor, confidence: torch.Tensor, schedules: list[list[int]], step: int) -> torch.Tensor:
+def most_confident(masked: torch.Tensor, confidence: torch.Tensor, schedules: list[list[int]],
+                   step: int) -> torch.Tensor:
     """The masked positions to reveal at pass ``step``: the most confident ones, as many as leave each row with
     ``schedules[row][step]`` masks (:func:`cosine_schedule`; its last entry 0 reveals the rest).
 

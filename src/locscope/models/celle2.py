@@ -51,7 +51,9 @@ import torch.nn.functional as F
 
 from locscope.encoders.protein import ESM_ALPHABET, MASK_ID, PAD_ID, VOCAB, BuiltinProteinEncoder, encode_sequence
 from locscope.errors import CheckpointError, InputError
-from locscope.utils.checkpoint import check_state_dict, load_weights_into, read_config, read_torch_weights, save_pretrained
+from locscope.utils.checkpoint import (
+    check_state_dict, load_weights_into, read_config, read_torch_weights, save_pretrained,
+)
 
 TextEncoderKind = Literal["builtin", "esm2-published"]
 
@@ -129,7 +131,8 @@ class Celle2Config:
             raise ValueError(f"text_encoder={self.text_encoder!r}: accepted values are 'builtin', 'esm2-published'")
         downsample = 2 ** (len(self.vq_channel_mult) - 1)
         if self.image_size % downsample:
-            raise ValueError(f"image_size={self.image_size} is not divisible by the tokenizers' downsampling {downsample}")
+            raise ValueError(f"image_size={self.image_size} is not divisible by the tokenizers' downsampling "
+                             f"{downsample}")
         if self.dim_head // 3 < 2:
             raise ValueError(f"dim_head={self.dim_head}: must be >= 6 (dim_head // 3 rotary dimensions per axis)")
 
@@ -336,7 +339,7 @@ def apply_rotary(angles: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_scale_init(depth_index: int) -> float:
-    """CaiT's LayerScale initial value for the ``depth_index``-th block (1-based): 0.1 up to 18, 1e-5 to 24, then 1e-6."""
+    """CaiT's LayerScale initial value of the ``depth_index``-th block (1-based): 0.1 to 18, 1e-5 to 24, then 1e-6."""
     return 0.1 if depth_index <= 18 else 1e-5 if depth_index <= 24 else 1e-6
 
 
@@ -622,7 +625,8 @@ class Celle2(nn.Module):
             residues &= (text != ESM_CLS) & (text != ESM_EOS)
         text_mask = random_mask(residues, c.text_mask_scale, generator)
         image_mask = random_mask(torch.ones_like(protein, dtype=torch.bool), 1.0, generator)
-        out = self(text.masked_fill(text_mask, c.text_mask_id), nucleus, protein.masked_fill(image_mask, self.protein_mask_id))
+        out = self(text.masked_fill(text_mask, c.text_mask_id), nucleus,
+                   protein.masked_fill(image_mask, self.protein_mask_id))
         loss_image = F.cross_entropy(out.image_logits[image_mask].float(), protein[image_mask])
         if bool(text_mask.any()):
             loss_text = F.cross_entropy(out.text_logits[text_mask].float(), text[text_mask])
@@ -795,11 +799,11 @@ def map_published_state_dict(state_dict: Mapping[str, torch.Tensor], config: Cel
         name = key[len("celle."):]
         try:
             if name.startswith("vae.model."):
-                vq = {name[len("vae.model."):]: value}
-                mapped.update({"protein_tokenizer." + k: v for k, v in map_taming_state_dict(vq, levels, source).items()})
+                vq = map_taming_state_dict({name[len("vae.model."):]: value}, levels, source)
+                mapped.update({"protein_tokenizer." + k: v for k, v in vq.items()})
             elif name.startswith("condition_vae.model."):
-                vq = {name[len("condition_vae.model."):]: value}
-                mapped.update({"nucleus_tokenizer." + k: v for k, v in map_taming_state_dict(vq, levels, source).items()})
+                vq = map_taming_state_dict({name[len("condition_vae.model."):]: value}, levels, source)
+                mapped.update({"nucleus_tokenizer." + k: v for k, v in vq.items()})
             elif name.startswith("text_emb.model."):
                 esm_key = name[len("text_emb.model."):]
                 if esm_key.endswith("self_attn.rot_emb.inv_freq"):
@@ -883,7 +887,8 @@ def vqgan_settings(path: str | Path) -> dict:
     dd = params.get("ddconfig") or {}
     try:
         settings = dict(image_size=int(dd["resolution"]), vq_base_channels=int(dd["ch"]),
-                        vq_channel_mult=tuple(int(m) for m in dd["ch_mult"]), vq_num_res_blocks=int(dd["num_res_blocks"]),
+                        vq_channel_mult=tuple(int(m) for m in dd["ch_mult"]),
+                        vq_num_res_blocks=int(dd["num_res_blocks"]),
                         vq_attn_resolutions=tuple(int(r) for r in dd["attn_resolutions"]),
                         vq_latent_channels=int(dd["z_channels"]), vq_embed_dim=int(params["embed_dim"]),
                         codebook_size=int(params["n_embed"]))
@@ -893,9 +898,10 @@ def vqgan_settings(path: str | Path) -> dict:
     if channels != (1, 1) or dd.get("double_z"):
         raise InputError(f"{path}: expected a single-channel VQGAN (in_channels 1, out_ch 1, double_z false)")
     grid = settings["image_size"] // settings["vq_attn_resolutions"][0]
-    if grid != 2 ** (len(settings["vq_channel_mult"]) - 1):
+    downsampling = 2 ** (len(settings["vq_channel_mult"]) - 1)
+    if grid != downsampling:
         raise InputError(f"{path}: token grid resolution / attn_resolutions[0] = {grid} disagrees with ch_mult "
-                         f"{list(settings['vq_channel_mult'])} (downsampling {2 ** (len(settings['vq_channel_mult']) - 1)})")
+                         f"{list(settings['vq_channel_mult'])} (downsampling {downsampling})")
     return settings
 
 
@@ -916,7 +922,8 @@ def load_published_celle2(config_path: str | Path, device: str | torch.device = 
     """Load a released CELL-E 2 (``CELLE_trainer`` yaml + its ``ckpt_path``, with the two tokenizer yamls it names)
     strictly, in eval mode.
 
-    Paths in the yaml are read relative to the yaml's folder. Checkpoints are read with ``torch.load(weights_only=True)``:
+    Paths in the yaml are read relative to the yaml's folder. Checkpoints are read with
+    ``torch.load(weights_only=True)``:
     a file that needs to unpickle Python objects (e.g. a Lightning checkpoint whose hyper-parameters are OmegaConf
     objects) is refused with the object named, never executed. When the yaml also names separate tokenizer
     checkpoints (``vqgan_model_path`` / ``condition_model_path``), they replace the copies inside the model checkpoint,
@@ -974,7 +981,8 @@ def load_published_celle2(config_path: str | Path, device: str | torch.device = 
         separate = path_of(field, False)
         if separate is None:
             continue
-        tokenizer_state = map_taming_state_dict(read_torch_weights(separate), len(config.vq_channel_mult), str(separate))
+        tokenizer_state = map_taming_state_dict(read_torch_weights(separate), len(config.vq_channel_mult),
+                                                str(separate))
         rows = tokenizer_state.get("quantize.embedding.weight")
         if rows is None or rows.shape != (codebook, config.vq_embed_dim):
             raise CheckpointError(f"{separate}: tokenizer codebook {tuple(rows.shape) if rows is not None else None} "
