@@ -291,6 +291,9 @@ def standardize(image: A, mean: Sequence[float] | None = None, std: Sequence[flo
         Dataset statistics per channel; by default each channel's own mean and (population) standard deviation.
     clip : float, optional
         Clip the result to ``[-clip, clip]`` (the Cell Painting model clips at 15).
+
+    NumPy input is standardized in float64 (statistics and arithmetic, as the published Cell Painting
+    preprocessing does) and returned as float32.
     """
     x = _float(image)
     if (mean is None) != (std is None):
@@ -300,8 +303,8 @@ def standardize(image: A, mean: Sequence[float] | None = None, std: Sequence[flo
             mu = x.mean(dim=(-2, -1), keepdim=True)
             sigma = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
         else:
-            mu = x.mean(axis=(-2, -1), keepdims=True)
-            sigma = x.std(axis=(-2, -1), keepdims=True)
+            mu = x.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+            sigma = x.std(axis=(-2, -1), keepdims=True, dtype=np.float64)
     else:
         channels = x.shape[-3] if x.ndim >= 3 else 1
         if len(mean) != channels or len(std) != channels:  # type: ignore[arg-type]
