@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/locscope demo --out demo_output
+	$(VENV)/bin/locscope demo --out demo_output --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

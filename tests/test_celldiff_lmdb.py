@@ -36,8 +36,8 @@ def make_store(path: Path, dtype: str = "uint8", n: int = 6) -> Store:
 def test_round_trip_8bit_and_celldiff_bands(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
     out = export_store_to_lmdb(tmp_path / "s", tmp_path / "lmdb", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["data.mdb", "lock.mdb", "test_keys.json", "train_keys.json",
-                                                     "val_keys.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".locscope-output.json", "data.mdb", "lock.mdb", "test_keys.json",
+                                                     "train_keys.json", "val_keys.json"]
     # Read a value the way CELL-Diff's HPALMDBDataset does: pickle + PIL bands.
     key = json.loads((out / "train_keys.json").read_text())[0]
     env = lmdb.open(str(out), readonly=True, lock=False)

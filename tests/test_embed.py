@@ -15,6 +15,7 @@ from locscope.pipelines.embed import (
     CellInput, cells_from_csv, embed_cells, read_path_list, read_stack, run_embed, top_classes,
 )
 from locscope.utils.checkpoint import save_pretrained
+from locscope.utils.filenames import file_name_for_id
 
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
             pool_inner_dim=16, classifier_hidden=(16,), num_classifiers=2)
@@ -105,10 +106,10 @@ def test_embed_cli_writes_outputs(tiny_model_dir, tmp_path, rng):
     probs = table[list(SUBCELL_CLASS_NAMES)].to_numpy()
     np.testing.assert_allclose(probs, adata.obsm["probabilities"], atol=1e-6)
     assert table["top_class"].tolist() == [SUBCELL_CLASS_NAMES[j] for j in probs.argmax(axis=1)]
-    np.testing.assert_allclose(np.load(out / "plate1_cell1_embedding.npy"), adata.X[1], atol=1e-6)
+    np.testing.assert_allclose(np.load(out / f"{file_name_for_id('plate1/cell1')}_embedding.npy"), adata.X[1], atol=1e-6)
     from PIL import Image
 
-    with Image.open(out / "plate1_cell0_attention_map.png") as im:
+    with Image.open(out / f"{file_name_for_id('plate1/cell0')}_attention_map.png") as im:
         assert im.size == (2 * 4 + 1, 3)  # two heads of 3x4 patches, one gap column
 
 

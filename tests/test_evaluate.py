@@ -139,7 +139,7 @@ def test_user_errors(tmp_path, shared_data):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("user data")
-    with pytest.raises(InputError, match="not an earlier evaluation report"):
+    with pytest.raises(InputError, match="not an earlier `locscope evaluate` output"):
         evaluate(real, real, busy, progress=False)
     assert (busy / "keep.txt").read_text() == "user data"
     with pytest.raises(InputError, match="expected \\[0, 1\\] or \\[-1, 1\\]"):

@@ -78,10 +78,14 @@ def test_float_store_and_overwrite(tmp_path: Path) -> None:
                         progress=False)
     assert store[0]["images"]["nucleus"].dtype == np.float32
     assert store[0]["sequence"] == "" and store[0]["masks"] == {} and store[0]["labels"] == {}
-    # Rebuilding over a complete store replaces it.
+    # Rebuilding over a complete store needs overwrite=True, and then replaces it.
     item2 = {"id": "b", "protein_id": "B", "images": {"nucleus": np.ones(SHAPE, np.float32)}}
+    with pytest.raises(InputError, match="holds a complete store; pass --overwrite"):
+        write_store(tmp_path / "f", [item2, item], channels=["nucleus"], image_shape=SHAPE, image_dtype="float32",
+                    progress=False)
+    assert Store.open(tmp_path / "f").ids == ["a"]
     store = write_store(tmp_path / "f", [item2, item], channels=["nucleus"], image_shape=SHAPE, image_dtype="float32",
-                        progress=False)
+                        progress=False, overwrite=True)
     assert store.ids == ["b", "a"]
 
 
@@ -132,7 +136,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
                     progress=False)
     (tmp_path / "h").mkdir()
     (tmp_path / "h" / "thesis.txt").write_text("keep me")
-    with pytest.raises(InputError, match=r"h: exists and is not a locscope store; refusing to overwrite it"):
+    with pytest.raises(InputError, match=r"h: folder is not empty and is not a locscope store; nothing was written"):
         write_store(tmp_path / "h", items, channels=["protein", "nucleus"], **kwargs)
     with pytest.raises(InputError, match=r"nowhere: store not found"):
         Store.open(tmp_path / "nowhere")

@@ -36,3 +36,4 @@ def main_options(
 
 SeedOption = typer.Option(0, "--seed", help="Random seed (results are reproducible for a seed).")
 DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+OverwriteOption = typer.Option(False, "--overwrite", help="Replace an earlier output of this command in --out (the new one is written beside it, then swapped in); other non-empty folders are always refused.")

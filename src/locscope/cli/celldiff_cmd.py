@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
@@ -29,6 +29,7 @@ def train_celldiff_command(
 @train_app.command("celldiff-data")
 def celldiff_data_command(
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
+    overwrite: bool = OverwriteOption,
     sequences: Optional[Path] = typer.Option(None, "--sequences", help="Level table with sequences "
                                              "(opencell_raw.csv): real proteins in label-faithful cells."),
     size: int = typer.Option(32, "--size", help="Image side in pixels."),
@@ -42,7 +43,7 @@ def celldiff_data_command(
     from locscope.training.celldiff_data import build_training_store
 
     store = build_training_store(out, sequences, image_size=size, cells_per_protein=cells_per_protein,
-                                 n_synthetic=synthetic, seed=seed, workers=workers, masks=masks)
+                                 n_synthetic=synthetic, seed=seed, workers=workers, masks=masks, overwrite=overwrite)
     typer.echo(f"{len(store)} items written to {out}")
 
 
@@ -54,6 +55,7 @@ def generate_command(
                                          "(repeat the option for several files)."),
     model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name or model directory."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
+    overwrite: bool = OverwriteOption,
     sampler: str = typer.Option("dpmsolver", "--sampler", help="ddim | dpmsolver"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, DPM-Solver++ 10)."),
     guidance: float = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale (1 = none)."),
@@ -79,7 +81,7 @@ def generate_command(
         pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
     result = generate(pairs, landmarks, out, model=model, sampler=sampler, steps=steps, guidance=guidance,
                       samples=samples, seed=seed, device=device, compartment=compartment,
-                      placement=placement)
+                      placement=placement, overwrite=overwrite)
     for entry in result.sequences:
         top = entry["top_compartment_image"] or entry["top_compartment_head"]
         typer.echo(f"{entry['id']}: {top}")

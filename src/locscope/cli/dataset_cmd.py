@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from locscope.cli.app import SeedOption, app
+from locscope.cli.app import OverwriteOption, SeedOption, app
 from locscope.errors import InputError
 
 dataset_app = typer.Typer(help="Build, inspect, export and import dataset stores.", no_args_is_help=True)
@@ -31,6 +31,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 def build_command(
     manifest: Path = typer.Argument(..., help="CSV / TSV / YAML manifest (one item per row; see README 'Datasets')."),
     out: Path = typer.Option(..., "--out", help="Store directory to write (atomic; re-run to resume)."),
+    overwrite: bool = OverwriteOption,
     sequences: Optional[Path] = typer.Option(None, "--sequences", help="FASTA / CSV for the manifest's sequence_id column."),
     channels: Optional[str] = typer.Option(None, "--channels", help="Channels to store, e.g. protein,nucleus,er,microtubules."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | uint8 | uint16 | float32 (auto keeps the source depth)."),
@@ -46,7 +47,7 @@ def build_command(
     channel_list = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
     store = build_store_from_manifest(manifest, out, sequences=sequences, channels=channel_list, image_dtype=dtype,
                                       split_fractions=_fractions(split), seed=seed, max_length=max_length,
-                                      truncate=truncate, progress=not quiet)
+                                      truncate=truncate, progress=not quiet, overwrite=overwrite)
     sizes = store.info["split_sizes"]
     typer.echo(f"wrote {store.path}: {len(store)} items, channels {', '.join(store.channels)}, {store.image_dtype} "
                f"{store.image_shape[0]}x{store.image_shape[1]}; train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']}")
@@ -87,7 +88,8 @@ def info_command(
 @dataset_app.command("export-lmdb")
 def export_command(
     store_path: Path = typer.Argument(..., metavar="STORE", help="A dataset store directory."),
-    out: Path = typer.Option(..., "--out", help="Output directory in the CELL-Diff LMDB layout."),
+    out: Path = typer.Option(..., "--out", help="Output directory in the CELL-Diff LMDB layout (new or empty)."),
+    overwrite: bool = OverwriteOption,
     bit_depth: Optional[int] = typer.Option(None, "--bit-depth", help="8 (CELL-Diff's loader) or 16 (lossless); "
                                             "default 16 for uint16 stores, else 8."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -95,7 +97,7 @@ def export_command(
     """Write a store in the CELL-Diff LMDB layout ({split}_keys.json + pickled dicts of PNG bytes)."""
     from locscope.io.celldiff_lmdb import export_store_to_lmdb
 
-    path = export_store_to_lmdb(store_path, out, bit_depth=bit_depth, progress=not quiet)
+    path = export_store_to_lmdb(store_path, out, bit_depth=bit_depth, progress=not quiet, overwrite=overwrite)
     counts = {p.name[: -len("_keys.json")]: len(json.loads(p.read_text())) for p in sorted(path.glob("*_keys.json"))}
     typer.echo(f"wrote {path}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
@@ -104,6 +106,7 @@ def export_command(
 def import_command(
     lmdb_dir: Path = typer.Argument(..., metavar="DIR", help="A CELL-Diff LMDB directory."),
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
+    overwrite: bool = OverwriteOption,
     split: Optional[str] = typer.Option(None, "--split", help="Import only the keys of {split}_keys.json."),
     new_splits: bool = typer.Option(False, "--new-splits", help="Draw new splits by protein instead of keeping the LMDB's."),
     seed: int = SeedOption,
@@ -112,5 +115,6 @@ def import_command(
     """Read a CELL-Diff LMDB safely (plain values only, never code) into a dataset store."""
     from locscope.io.celldiff_lmdb import import_lmdb_to_store
 
-    store = import_lmdb_to_store(lmdb_dir, out, split=split, keep_splits=not new_splits, seed=seed, progress=not quiet)
+    store = import_lmdb_to_store(lmdb_dir, out, split=split, keep_splits=not new_splits, seed=seed, progress=not quiet,
+                                 overwrite=overwrite)
     typer.echo(f"wrote {store.path}: {len(store)} items, channels {', '.join(store.channels)}, {store.image_dtype}")

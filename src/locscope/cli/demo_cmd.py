@@ -12,12 +12,13 @@ from pathlib import Path
 
 import typer
 
-from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
 
 
 @app.command("demo")
 def demo_command(
     out: Path = typer.Option(Path("demo_output"), "--out", help="Output folder (report.html, summary.json/.csv, images)."),
+    overwrite: bool = OverwriteOption,
     seed: int = SeedOption,
     device: str = DeviceOption,
     samples: int = typer.Option(4, "--samples", help="Generated images per protein."),
@@ -29,7 +30,7 @@ def demo_command(
     if simulator:
         from locscope.synth.demo import write_simulator_demo
 
-        payload = write_simulator_demo(out, seed=seed, size=size)
+        payload = write_simulator_demo(out, seed=seed, size=size, overwrite=overwrite)
         for r in payload["examples"]:
             typer.echo(f"{r['name']:>14}  {r['rule']:<22} {', '.join(r['compartments'])}")
     else:
@@ -41,7 +42,7 @@ def demo_command(
         landmarks = asset_path("examples/landmarks/cell_1")
         proteins = [(record.id, record.sequence) for record in read_sequences(fasta)]
         result = generate(proteins, [landmarks], out, model="celldiff-tiny", samples=samples, seed=seed,
-                          device=device)
+                          device=device, overwrite=overwrite, output_command="demo")
         typer.echo(f"{'protein':<26} {'generated image':<22} sequence head")
         for entry in result.sequences:
             typer.echo(f"{entry['id']:<26} {entry['top_compartment_image'] or '-':<22} {entry['top_compartment_head']}")

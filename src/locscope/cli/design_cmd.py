@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
@@ -24,6 +24,7 @@ BatchOption = typer.Option(16, "--batch-size", help="Sequences per network batch
 @app.command("design")
 def design_command(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (candidates.fasta, candidates.csv, report.html)."),
+    overwrite: bool = OverwriteOption,
     image: Optional[Path] = typer.Option(None, "--image", help="Protein image whose localization to design for."),
     landmarks: Optional[List[Path]] = typer.Option(None, "--landmarks", help="Landmark image files of the same cell "
                                                    "(nucleus / ER / microtubules); repeat the option per file."),
@@ -70,7 +71,7 @@ def design_command(
                     decoder=decoder, passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
                     top=top, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size, seed=seed,
                     device=device, refine_rounds=refine_rounds, refine_fraction=refine_fraction, proposer=proposer,
-                    designer=designer, designer_guidance=designer_guidance)
+                    designer=designer, designer_guidance=designer_guidance, overwrite=overwrite)
     best = result.candidates[0]
     typer.echo(f"{len(result.candidates)} candidates ({result.decoder}, {result.passes_per_candidate:.0f} passes) -> "
                f"{out}/candidates.fasta; best score {best.score:.3f}: {best.sequence}")
@@ -95,6 +96,7 @@ def localize_command(
     sequence: Optional[str] = typer.Option(None, "--sequence", help="One protein sequence."),
     fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins."),
     out: Optional[Path] = typer.Option(None, "--out", help="Predictions CSV (default: print to stdout)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     method: str = MethodOption,
     samples: int = SamplesOption,
     head_weight: float = typer.Option(0.5, "--head-weight", help="Weight of the compartment head in 'combined'."),
@@ -128,7 +130,7 @@ def localize_command(
         ids, sequences = [r.id for r in records], [r.sequence for r in records]
     prediction, text = localize(sequences, ids, out, model=model, method=method, samples=samples,
                                 head_weight=head_weight, sampler=sampler, steps=steps, guidance=guidance,
-                                batch_size=batch_size, seed=seed, device=device, progress=True)
+                                batch_size=batch_size, seed=seed, device=device, progress=True, overwrite=overwrite)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -139,6 +141,7 @@ def localize_command(
 def explain_command(
     sequence: str = typer.Option(..., "--sequence", help="The protein sequence to explain."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (track.png, report.html, explain.json)."),
+    overwrite: bool = OverwriteOption,
     window: int = typer.Option(7, "--window", help="Residues mutated to alanine together (1 = single residues)."),
     stride: int = typer.Option(2, "--stride", help="Residues between window starts."),
     target: Optional[str] = typer.Option(None, "--target", help="Level-3 class to explain (default: the top class)."),
@@ -157,7 +160,7 @@ def explain_command(
 
     scan, segments = explain(sequence, out, model=model, method=method, samples=samples, window=window, stride=stride,
                              target=target, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size,
-                             seed=seed, device=device)
+                             seed=seed, device=device, overwrite=overwrite)
     typer.echo(f"predicted {scan.compartment} ({scan.wild_type[scan.target]:.2f})")
     for segment in segments:
         typer.echo("  " + segment.describe(scan.compartment))

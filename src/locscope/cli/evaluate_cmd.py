@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
 
 
 @app.command("evaluate")
@@ -15,6 +15,7 @@ def evaluate_command(
     real: Path = typer.Option(..., "--real", help="Folder of real images or a locscope store."),
     generated: Path = typer.Option(..., "--generated", help="Folder of generated images or a locscope store."),
     out: Path = typer.Option(..., "--out", help="Report folder (metrics.json, items.csv, report.html)."),
+    overwrite: bool = OverwriteOption,
     pixel_size: Optional[float] = typer.Option(
         None, "--pixel-size", help="Pixel size in nm for MSF (HPA 320, OpenCell 206); default: from the data."),
     features: Optional[str] = typer.Option(
@@ -30,7 +31,7 @@ def evaluate_command(
     from locscope.pipelines.evaluate import evaluate
 
     result = evaluate(real, generated, out, pixel_size_nm=pixel_size, features=features, device=device, seed=seed,
-                      max_pictures=max_pictures)
+                      max_pictures=max_pictures, overwrite=overwrite)
     summary = result.summary
     typer.echo(f"{summary['n_pairs']} pairs; features: {summary['feature_network']}")
     for name in ("iou", "ssim_protein", "pcc_protein"):

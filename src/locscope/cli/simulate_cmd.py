@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from locscope.cli.app import SeedOption, app
+from locscope.cli.app import OverwriteOption, SeedOption, app
 from locscope.errors import InputError
 
 
 @app.command("simulate")
 def simulate_command(
     out: Path = typer.Option(..., "--out", help="Store directory to write (atomic; a killed run resumes)."),
+    overwrite: bool = OverwriteOption,
     n: int = typer.Option(1000, "--n", help="Number of images."),
     size: int = typer.Option(128, "--size", help="Image side in pixels (32-64 for CPU training, up to 512)."),
     sequences: Optional[Path] = typer.Option(
@@ -53,7 +54,8 @@ def simulate_command(
     if unknown:
         raise InputError(f"--masks: unknown compartment(s) {', '.join(unknown)}; known: {', '.join(COMPARTMENTS)}")
     store = simulate_store(out, n, cfg, sequences=sequences, seed=seed, cells_per_protein=cells_per_protein,
-                           image_dtype="float32" if float32 else "uint16", workers=workers, mask_names=mask_names)
+                           image_dtype="float32" if float32 else "uint16", workers=workers, mask_names=mask_names,
+                           overwrite=overwrite)
     counts = {split: len(store.split_indices(split)) for split in ("train", "val", "test")}
     typer.echo(f"wrote {len(store)} cells ({size}x{size}, {cfg.resolved_pixel_size_nm:.0f} nm/px, channels "
                f"{', '.join(store.channels)}) to {out}; splits {counts}")

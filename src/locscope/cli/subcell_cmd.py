@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, SeedOption, app
+from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
@@ -33,6 +33,7 @@ ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this 
 @app.command("embed")
 def embed(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (embeddings.h5ad, result.csv, ...)."),
+    overwrite: bool = OverwriteOption,
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="SubCell path list: r_image,y_image,b_image,g_image,"
                                                                  "output_prefix ('#' rows are comments)."),
     store: Optional[Path] = typer.Option(None, "--store", help="A locscope dataset store instead of a CSV."),
@@ -56,7 +57,7 @@ def embed(
                        batch_size=batch_size, precision=precision, image_size=image_size, device=device,
                        backend=backend, calibration_cells=calibration_cells, use_cache=cache,
                        save_npy=save_npy,
-                       save_attention=save_attention)
+                       save_attention=save_attention, overwrite=overwrite)
     for mode in result.modes:
         typer.echo(f"inference: {mode.describe()}", err=True)
     typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")

@@ -289,6 +289,7 @@ def build_store_from_manifest(
     max_length: int | None = 2048,
     truncate: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ):
     """Build a dataset store from a manifest (see the module docstring for the format).
 
@@ -308,12 +309,16 @@ def build_store_from_manifest(
         Split by protein (ignored when every row gives a ``split``).
     max_length, truncate
         Sequence length limit, as for :func:`locscope.io.read_sequences`.
+    overwrite : bool
+        Replace a complete store at ``out`` (:func:`locscope.data.store.write_store`).
 
     Returns
     -------
     Store
     """
-    from locscope.data.store import write_store
+    from locscope.data.store import check_store_target, write_store
+
+    check_store_target(out, overwrite)  # before reading any item
 
     entries, settings = parse_manifest(manifest)
     sequence_file = Path(sequences) if sequences is not None else settings["sequences"]
@@ -359,4 +364,4 @@ def build_store_from_manifest(
     if settings["pixel_size_nm"] is not None:
         attrs["pixel_size_nm"] = float(settings["pixel_size_nm"])
     return write_store(out, items, channels=channels, image_shape=shape, image_dtype=image_dtype, attrs=attrs,
-                       split_fractions=split_fractions, seed=seed, progress=progress)
+                       split_fractions=split_fractions, seed=seed, progress=progress, overwrite=overwrite)

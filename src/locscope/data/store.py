@@ -40,6 +40,7 @@ from locscope.channels import ALL_CHANNELS
 from locscope.data.splits import SPLIT_NAMES, split_by_protein
 from locscope.errors import InputError
 from locscope.utils.atomic import replace_directory
+from locscope.utils.outputs import check_not_below_file, exclusive_lock
 from locscope.utils.progress import track
 
 FORMAT = "locscope-store"
@@ -54,6 +55,34 @@ def partial_path(path: str | os.PathLike) -> Path:
     """The hidden sibling directory an unfinished build of ``path`` writes into."""
     path = Path(path)
     return path.with_name(f".{path.name}.partial")
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file a build of ``path`` holds (beside its partial folder) from start to finish."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial.lock")
+
+
+def check_store_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The output-folder policy for stores: ``path`` new or empty, or a complete store replaced with ``overwrite``.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a file (or below one), a non-empty folder that is not a complete store, or a complete store
+        without ``overwrite``.
+    """
+    path = Path(path)
+    check_not_below_file(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file; a store is a folder (give a new or empty one)")
+    if path.exists() and not (path / COMPLETE_MARKER).exists() and any(path.iterdir()):
+        raise InputError(f"{path}: folder is not empty and is not a locscope store; nothing was written (choose a new "
+                         f"or empty folder)")
+    if (path / COMPLETE_MARKER).exists() and not overwrite:
+        raise InputError(f"{path}: holds a complete store; pass --overwrite to replace it (the new store is built "
+                         f"beside it and swapped in) or choose another folder")
+    return path
 
 
 def _describe(index: int, item: Mapping[str, Any]) -> str:
@@ -161,6 +190,7 @@ def write_store(
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> "Store":
     """Write items to a chunked store at ``path`` atomically; re-running an interrupted build resumes it.
 
@@ -194,6 +224,9 @@ def write_store(
         Seed of the split.
     progress : bool
         Show a progress bar.
+    overwrite : bool
+        Replace a complete store at ``path`` (the new one is built beside it and swapped in); without it a complete
+        store is refused. An unfinished build of the same parameters resumes either way.
 
     Returns
     -------
@@ -203,8 +236,8 @@ def write_store(
     Raises
     ------
     InputError
-        For unknown channels, items missing a channel or mask, wrong shapes, lossy dtype casts, or a non-store
-        directory at ``path``.
+        For unknown channels, items missing a channel or mask, wrong shapes, lossy dtype casts, a file or a non-store
+        directory at ``path``, a complete store without ``overwrite``, or another build holding the store's lock.
     """
     path = Path(path)
     channels = list(channels)
@@ -221,92 +254,94 @@ def write_store(
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 2 or min(image_shape) < 1:
         raise InputError(f"image_shape {image_shape}: need (height, width) in pixels")
-    if path.exists() and not (path / COMPLETE_MARKER).exists() and any(path.iterdir()):
-        raise InputError(f"{path}: exists and is not a locscope store; refusing to overwrite it")
+    check_store_target(path, overwrite)
     if n_items is None and hasattr(items, "__len__"):
         n_items = len(items)  # type: ignore[arg-type]
     attrs = dict(attrs or {})
     params = _build_parameters(channels, image_shape, image_dtype, mask_names, attrs, n_items, split_fractions, seed)
 
     work = partial_path(path)
-    build_json = work / "build.json"
-    if work.exists():
-        try:
-            same = json.loads(build_json.read_text()).get("fingerprint") == params["fingerprint"]
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same:  # another build's leftovers: start over
-            shutil.rmtree(work)
-    if not work.exists():
-        group = zarr.open_group(str(work), mode="w", zarr_format=3)
-        capacity = n_items if n_items is not None else 0
-        for channel in channels:
-            group.create_array(f"images/{channel}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
-                               dtype=image_dtype, fill_value=0)
-        if mask_names:
-            shape = (len(mask_names), *image_shape)
-            group.create_array("masks", shape=(capacity, *shape), chunks=(1, *shape), dtype=bool, fill_value=False)
-        build_json.write_text(json.dumps(params, indent=2) + "\n")  # last: its presence means the arrays exist
-    group = zarr.open_group(str(work), mode="r+")
-    image_arrays = {c: group[f"images/{c}"] for c in channels}
-    mask_array = group["masks"] if mask_names else None
-    image_writers = {c: _direct_writer(work, a) for c, a in image_arrays.items()}
-    mask_writer = _direct_writer(work, mask_array) if mask_array is not None else None
-    resizable = [*image_arrays.values(), *([mask_array] if mask_array is not None else [])]
-
-    jsonl = work / "items.jsonl"
-    records = _read_finished_records(jsonl)
-    done = len(records)
-    seen_ids = {r["id"]: i for i, r in enumerate(records)}
-    dtype = np.dtype(image_dtype)
-    if hasattr(items, "__getitem__") and hasattr(items, "__len__"):
-        pending: Iterable[tuple[int, Mapping[str, Any]]] = ((i, items[i]) for i in range(done, len(items)))  # type: ignore[index]
-    else:
-        pending = ((i, item) for i, item in enumerate(items) if i >= done)
-    total = None if n_items is None else max(n_items - done, 0)
-    with open(jsonl, "ab") as log:
-        for index, item in track(pending, f"writing {path.name}", total=total, enabled=progress):
-            if not isinstance(item, Mapping):
-                raise InputError(f"item {index}: expected a dict, got {type(item).__name__}")
-            images = item.get("images") or {}
-            extra = sorted(set(images) - set(channels))
-            if extra:
-                raise InputError(f"{_describe(index, item)}: unknown channel {extra[0]!r}; store channels: {', '.join(channels)}")
-            masks = item.get("masks") or {}
-            record = _item_record(index, item)
-            if record["id"] in seen_ids:
-                raise InputError(f"{_describe(index, item)}: duplicate id (item {seen_ids[record['id']]} has it too)")
-            seen_ids[record["id"]] = index
-            checked = {}
+    # One build at a time per store: the lock file beside the partial folder is held until the store is in place.
+    with exclusive_lock(lock_path(path), f"{path}"):
+        check_store_target(path, overwrite)  # again under the lock: a build that just finished counts
+        build_json = work / "build.json"
+        if work.exists():
+            try:
+                same = json.loads(build_json.read_text()).get("fingerprint") == params["fingerprint"]
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if not same:  # another build's leftovers: start over
+                shutil.rmtree(work)
+        if not work.exists():
+            group = zarr.open_group(str(work), mode="w", zarr_format=3)
+            capacity = n_items if n_items is not None else 0
             for channel in channels:
-                if channel not in images:
-                    raise InputError(f"{_describe(index, item)}: missing channel {channel!r}")
-                checked[channel] = _check_image(index, item, channel, images[channel], image_shape, dtype)
-            checked_masks = {}
-            for name in mask_names:
-                if name not in masks:
-                    raise InputError(f"{_describe(index, item)}: missing mask {name!r}")
-                checked_masks[name] = _check_image(index, item, name, masks[name], image_shape, dtype, kind="mask")
-            for array in resizable:
-                if array.shape[0] <= index:
-                    array.resize((max(index + 1, 2 * array.shape[0]), *array.shape[1:]))
-            for channel, image in checked.items():
-                image_writers[channel](index, image)
-            if mask_writer is not None:
-                mask_writer(index, np.stack([checked_masks[name] for name in mask_names]))
-            # The line is appended only after the item's chunks are written: a line means a finished item.
-            log.write((json.dumps(record, default=_json_default) + "\n").encode())
-            log.flush()
-            records.append(record)
+                group.create_array(f"images/{channel}", shape=(capacity, *image_shape), chunks=(1, *image_shape),
+                                   dtype=image_dtype, fill_value=0)
+            if mask_names:
+                shape = (len(mask_names), *image_shape)
+                group.create_array("masks", shape=(capacity, *shape), chunks=(1, *shape), dtype=bool, fill_value=False)
+            build_json.write_text(json.dumps(params, indent=2) + "\n")  # last: its presence means the arrays exist
+        group = zarr.open_group(str(work), mode="r+")
+        image_arrays = {c: group[f"images/{c}"] for c in channels}
+        mask_array = group["masks"] if mask_names else None
+        image_writers = {c: _direct_writer(work, a) for c, a in image_arrays.items()}
+        mask_writer = _direct_writer(work, mask_array) if mask_array is not None else None
+        resizable = [*image_arrays.values(), *([mask_array] if mask_array is not None else [])]
 
-    n = len(records)
-    if n_items is not None and n != n_items:
-        raise InputError(f"{path}: expected {n_items} items, got {n}")
-    for array in resizable:
-        if array.shape[0] != n:
-            array.resize((n, *array.shape[1:]))
-    _finalize(work, group, records, params, attrs)
-    replace_directory(work, path)  # a previous complete store is replaced, never half-removed
+        jsonl = work / "items.jsonl"
+        records = _read_finished_records(jsonl)
+        done = len(records)
+        seen_ids = {r["id"]: i for i, r in enumerate(records)}
+        dtype = np.dtype(image_dtype)
+        if hasattr(items, "__getitem__") and hasattr(items, "__len__"):
+            pending: Iterable[tuple[int, Mapping[str, Any]]] = ((i, items[i]) for i in range(done, len(items)))  # type: ignore[index]
+        else:
+            pending = ((i, item) for i, item in enumerate(items) if i >= done)
+        total = None if n_items is None else max(n_items - done, 0)
+        with open(jsonl, "ab") as log:
+            for index, item in track(pending, f"writing {path.name}", total=total, enabled=progress):
+                if not isinstance(item, Mapping):
+                    raise InputError(f"item {index}: expected a dict, got {type(item).__name__}")
+                images = item.get("images") or {}
+                extra = sorted(set(images) - set(channels))
+                if extra:
+                    raise InputError(f"{_describe(index, item)}: unknown channel {extra[0]!r}; store channels: {', '.join(channels)}")
+                masks = item.get("masks") or {}
+                record = _item_record(index, item)
+                if record["id"] in seen_ids:
+                    raise InputError(f"{_describe(index, item)}: duplicate id (item {seen_ids[record['id']]} has it too)")
+                seen_ids[record["id"]] = index
+                checked = {}
+                for channel in channels:
+                    if channel not in images:
+                        raise InputError(f"{_describe(index, item)}: missing channel {channel!r}")
+                    checked[channel] = _check_image(index, item, channel, images[channel], image_shape, dtype)
+                checked_masks = {}
+                for name in mask_names:
+                    if name not in masks:
+                        raise InputError(f"{_describe(index, item)}: missing mask {name!r}")
+                    checked_masks[name] = _check_image(index, item, name, masks[name], image_shape, dtype, kind="mask")
+                for array in resizable:
+                    if array.shape[0] <= index:
+                        array.resize((max(index + 1, 2 * array.shape[0]), *array.shape[1:]))
+                for channel, image in checked.items():
+                    image_writers[channel](index, image)
+                if mask_writer is not None:
+                    mask_writer(index, np.stack([checked_masks[name] for name in mask_names]))
+                # The line is appended only after the item's chunks are written: a line means a finished item.
+                log.write((json.dumps(record, default=_json_default) + "\n").encode())
+                log.flush()
+                records.append(record)
+
+        n = len(records)
+        if n_items is not None and n != n_items:
+            raise InputError(f"{path}: expected {n_items} items, got {n}")
+        for array in resizable:
+            if array.shape[0] != n:
+                array.resize((n, *array.shape[1:]))
+        _finalize(work, group, records, params, attrs)
+        replace_directory(work, path)  # a previous complete store is replaced, never half-removed
     return Store.open(path)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
-from locscope.utils.atomic import atomic_path
+from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import track
 
 # canonical channel -> (dict field, RGB band CELL-Diff reads; None = convert('L'))
@@ -48,6 +48,7 @@ FIELDS: dict[str, tuple[str, int | None]] = {
 }
 SPLITS_WRITTEN = ("train", "val", "test")
 PLAIN_TYPES = "dict, list, tuple, str, bytes, int, float, bool, None"
+EXPORT_COMMAND = "dataset export-lmdb"
 
 
 class PlainUnpickler(pickle.Unpickler):
@@ -241,13 +242,15 @@ def write_celldiff_lmdb(
     bit_depth: int = 8,
     progress: bool = True,
     map_size: int = 1 << 30,
+    overwrite: bool = False,
 ) -> Path:
     """Write items (store-shaped dicts, e.g. a :class:`~locscope.data.store.Store`) in the CELL-Diff LMDB layout.
 
     Parameters
     ----------
     path : path-like
-        Output directory (replaced atomically when complete).
+        Output directory, new or empty; an earlier export there is replaced only with ``overwrite`` (written beside
+        it, then swapped in); any other non-empty folder is refused untouched (:mod:`locscope.utils.outputs`).
     items : iterable of dict
         ``id``, ``protein_id``, ``sequence``, ``images`` {channel: (H, W)} (protein / nucleus / microtubules / er;
         other channels are not part of the layout and are skipped), ``labels``, ``split``, ``provenance``.
@@ -258,6 +261,8 @@ def write_celldiff_lmdb(
         Show a progress bar.
     map_size : int
         Initial LMDB map size in bytes (grown automatically when full).
+    overwrite : bool
+        Replace an earlier export at ``path``.
 
     Returns
     -------
@@ -271,8 +276,7 @@ def write_celldiff_lmdb(
     path = Path(path)
     keys: dict[str, list[str]] = {name: [] for name in SPLITS_WRITTEN}
     total = len(items) if hasattr(items, "__len__") else None
-    with atomic_path(path) as tmp:
-        tmp.mkdir()
+    with output_folder(path, EXPORT_COMMAND, overwrite=overwrite, known_files=("data.mdb",)) as tmp:
         env = lmdb.open(str(tmp), map_size=map_size, subdir=True, lock=True)
         try:
             for index, item in enumerate(track(items, f"exporting {path.name}", total=total, enabled=progress)):
@@ -319,18 +323,20 @@ def write_celldiff_lmdb(
 
 
 def export_store_to_lmdb(store_path: str | os.PathLike, out: str | os.PathLike, *, bit_depth: int | None = None,
-                         progress: bool = True) -> Path:
-    """Export a locscope store to the CELL-Diff LMDB layout (``bit_depth`` defaults to 16 for uint16 stores, else 8)."""
+                         progress: bool = True, overwrite: bool = False) -> Path:
+    """Export a locscope store to the CELL-Diff LMDB layout (``bit_depth`` defaults to 16 for uint16 stores, else 8);
+    ``out`` follows the output-folder policy (see :func:`write_celldiff_lmdb`)."""
     from locscope.data.store import Store
 
+    check_output_folder(out, EXPORT_COMMAND, overwrite=overwrite, known_files=("data.mdb",))
     store = Store.open(store_path)
     if bit_depth is None:
         bit_depth = 16 if store.image_dtype == "uint16" else 8
-    return write_celldiff_lmdb(out, store, bit_depth=bit_depth, progress=progress)
+    return write_celldiff_lmdb(out, store, bit_depth=bit_depth, progress=progress, overwrite=overwrite)
 
 
 def import_lmdb_to_store(lmdb_path: str | os.PathLike, out: str | os.PathLike, *, split: str | None = None,
-                         keep_splits: bool = True, seed: int = 0, progress: bool = True):
+                         keep_splits: bool = True, seed: int = 0, progress: bool = True, overwrite: bool = False):
     """Import a CELL-Diff LMDB directory into a locscope store.
 
     The store holds the channels present in the first item, as uint8 (8-bit PNGs) or uint16 (any 16-bit PNG).
@@ -339,8 +345,9 @@ def import_lmdb_to_store(lmdb_path: str | os.PathLike, out: str | os.PathLike, *
     Keys files other than train / val / test (CELL-Diff also ships e.g. ``all_keys.json``) need ``keep_splits=False``
     or a single ``split``.
     """
-    from locscope.data.store import write_store
+    from locscope.data.store import check_store_target, write_store
 
+    check_store_target(out, overwrite)
     db = CellDiffLMDB(lmdb_path, split=split)
     if not len(db):
         raise InputError(f"{db.path}: no keys to import")
@@ -363,4 +370,4 @@ def import_lmdb_to_store(lmdb_path: str | os.PathLike, out: str | os.PathLike, *
             return item
 
     return write_store(out, Items(), channels=channels, image_shape=shape, image_dtype="uint16" if bits == 16 else "uint8",
-                       attrs={"source": f"CELL-Diff LMDB {db.path}"}, seed=seed, progress=progress)
+                       attrs={"source": f"CELL-Diff LMDB {db.path}"}, seed=seed, progress=progress, overwrite=overwrite)

@@ -58,6 +58,7 @@ TARGET_IMAGE_COMPARTMENT = {
     "cytoskeleton": "microtubules", "vesicles": "vesicles", "golgi-apparatus": "golgi-apparatus",
     "endoplasmic-reticulum": "endoplasmic-reticulum",
 }
+DESIGN_FILES = ("candidates.fasta", "summary.json")  # every design output holds them
 
 
 @dataclass
@@ -451,8 +452,11 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
            steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
            device: str = "auto", progress: bool = True, refine_rounds: int = 0,
            refine_fraction: float = 0.2, proposer: str = "designer", designer: str | Path | None = None,
-           designer_guidance: float = 1.0) -> DesignResult:
+           designer_guidance: float = 1.0, overwrite: bool = False) -> DesignResult:
     """Design sequences (see the module docstring) and write the outputs into ``out``.
+
+    ``out`` follows the output-folder policy (:mod:`locscope.utils.outputs`): ``overwrite`` replaces an earlier
+    design output; other non-empty folders are refused before any work is done.
 
     ``proposer='designer'`` (default) decodes with the sequence designer (``designer``: bundled name or directory)
     conditioned on the target's compartment, or on the compartment the image shows (:func:`image_target_distribution`,
@@ -464,7 +468,10 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         Bad template/length/terminus, unknown target compartment, image without landmarks, neither image nor target.
     """
     from locscope.utils.device import resolve_device
+    from locscope.utils.outputs import check_output_folder
     from locscope.utils.seeding import seed_everything
+
+    check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
 
     if target is not None:
         resolve_compartment(target)  # fail fast on an unknown name, before loading anything
@@ -542,7 +549,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
                           head_history, proposer,
                           {} if shown_distribution is None else top_shares(shown_distribution, cfg.fraction_classes,
                                                                            n=3, min_share=0.0))
-    write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top)
+    write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top, overwrite=overwrite)
     return result
 
 
@@ -584,14 +591,21 @@ def protein_png(array: np.ndarray, nucleus: np.ndarray | None = None) -> bytes:
 
 
 def write_design_outputs(out: str | Path, result: DesignResult, protein: np.ndarray, landmarks: np.ndarray,
-                         landmark_channels: Sequence[str], top: int = 8) -> None:
-    """``candidates.fasta``, ``candidates.csv``, ``summary.json`` and ``report.html`` (all atomic) in ``out``."""
+                         landmark_channels: Sequence[str], top: int = 8, overwrite: bool = False) -> None:
+    """``candidates.fasta``, ``candidates.csv``, ``summary.json`` and ``report.html`` in folder ``out``, written
+    beside it and swapped in (the output-folder policy of :mod:`locscope.utils.outputs`)."""
+    from locscope.utils.outputs import output_folder
+
+    with output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES) as work:
+        _write_design_files(work, result, protein, landmarks, landmark_channels, top)
+
+
+def _write_design_files(out: Path, result: DesignResult, protein: np.ndarray, landmarks: np.ndarray,
+                        landmark_channels: Sequence[str], top: int) -> None:
     import csv
 
     from locscope.utils.atomic import write_json, write_text
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     fasta = "".join(
         f">design_{c.rank:04d} score={c.score:.4f} top_level3={c.top_level3} grammar={c.grammar_call}\n{c.sequence}\n"
         for c in result.candidates)

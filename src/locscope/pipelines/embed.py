@@ -35,11 +35,14 @@ from locscope.models.subcell import (
 )
 from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verification_mask, verified_int8
 from locscope.utils.atomic import atomic_path, write_text
+from locscope.utils.filenames import file_name_for_id
+from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import note, track
 
 # SubCell's CSV columns -> channel names (HPA colours: red microtubules, yellow ER, blue DNA, green protein).
 CSV_COLUMNS: dict[str, str] = {"r_image": MICROTUBULES, "y_image": ER, "b_image": NUCLEUS, "g_image": PROTEIN}
 DEFAULT_MODEL_DIR = hub.asset_path("models/subcell-tiny")
+EMBED_FILES = ("embeddings.h5ad",)  # every embed output holds it
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
@@ -461,14 +464,23 @@ def _attention_png(maps: np.ndarray) -> np.ndarray:
 
 
 def write_embedding_outputs(result: EmbeddingResult, out_dir: str | Path, *, save_npy: bool = False,
-                            save_attention: bool = False) -> list[Path]:
-    """Write ``embeddings.h5ad`` + ``result.csv`` (+ per-cell ``.npy`` / attention PNGs) atomically; return the paths."""
+                            save_attention: bool = False, overwrite: bool = False) -> list[Path]:
+    """Write ``embeddings.h5ad`` + ``result.csv`` (+ per-cell ``.npy`` / attention PNGs) into folder ``out_dir``;
+    return the paths. The folder is written beside ``out_dir`` and swapped in (output-folder policy,
+    :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier embed output). Per-cell file names come from
+    :func:`locscope.utils.filenames.file_name_for_id`."""
+    out_dir = Path(out_dir)
+    with output_folder(out_dir, "embed", overwrite=overwrite, known_files=EMBED_FILES) as work:
+        written = _write_embedding_files(result, work, save_npy=save_npy, save_attention=save_attention)
+    return [out_dir / path.relative_to(work) for path in written]
+
+
+def _write_embedding_files(result: EmbeddingResult, out_dir: Path, *, save_npy: bool,
+                           save_attention: bool) -> list[Path]:
     import anndata
     import pandas as pd
     from PIL import Image
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     obs = pd.DataFrame({"cell_id": result.ids}, index=pd.Index(result.ids, name="id"))
     adata = anndata.AnnData(X=result.embeddings.astype(np.float32), obs=obs)
     if result.probabilities is not None:
@@ -490,8 +502,12 @@ def write_embedding_outputs(result: EmbeddingResult, out_dir: str | Path, *, sav
         write_text(out_dir / "result.csv", "\n".join(lines) + "\n")
         written.append(out_dir / "result.csv")
 
+    stems: dict[str, str] = {}
     for i, cell_id in enumerate(result.ids):
-        stem = _safe_name(cell_id)
+        stem = file_name_for_id(cell_id)
+        if stem in stems:
+            raise InputError(f"cell id {cell_id!r}: same file name as cell {stems[stem]!r}; ids must be unique")
+        stems[stem] = cell_id
         if save_npy:
             pairs = [("embedding", result.embeddings[i])]
             if result.probabilities is not None:
@@ -514,21 +530,18 @@ def _csv_field(text: str) -> str:
     return f'"{text}"' if any(ch in text for ch in ',"\n') else text
 
 
-def _safe_name(cell_id: str) -> str:
-    """A file-name stem for a cell id (path separators replaced)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell_id) or "cell"
-
-
 def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_path: str | Path | None = None,
               split: str | None = None, model: str | Path | None = None, channels: str | None = None,
               batch_size: int = 16, precision: Precision = "auto", image_size: int | None = None, device: str = "auto",
               backend: Backend = "auto", calibration_cells: int = 64, use_cache: bool = True,
-              save_npy: bool = False, save_attention: bool = False, progress: bool = True) -> EmbeddingResult:
+              save_npy: bool = False, save_attention: bool = False, progress: bool = True,
+              overwrite: bool = False) -> EmbeddingResult:
     """Embed every cell of a path-list CSV or a store and write the outputs to ``out_dir`` (see module docstring)."""
     from locscope.utils.device import resolve_device
 
     if (csv_path is None) == (store_path is None):
         raise InputError("give exactly one input: --csv PATH_LIST or --store STORE")
+    check_output_folder(out_dir, "embed", overwrite=overwrite, known_files=EMBED_FILES)
     subcell = load_model(model, device=resolve_device(device), channels=channels)
     variant = subcell.config.channels
     if csv_path is not None:
@@ -552,7 +565,7 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
                          backend=backend, calibration_cells=calibration_cells, use_cache=use_cache,
                          calibration_sample=sample,
                          image_size=resolve_image_size(model, subcell, image_size))
-    write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention)
+    write_embedding_outputs(result, out_dir, save_npy=save_npy, save_attention=save_attention, overwrite=overwrite)
     return result
 
 

@@ -30,7 +30,7 @@ from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
 from locscope.metrics.threshold import mask_iou, threshold_mask
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity
-from locscope.utils.atomic import atomic_path
+from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import track
 
 log = logging.getLogger(__name__)
@@ -326,11 +326,6 @@ def _set_metrics(collector: _FeatureCollector, ids: list[str], labels: list[str 
     return out, confusion
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "metrics.json").exists())):
-        raise InputError(f"{out_dir}: exists and is not an earlier evaluation report; choose a new --out folder")
-
-
 def evaluate(
     real: str | Path,
     generated: str | Path,
@@ -342,6 +337,7 @@ def evaluate(
     seed: int = 0,
     max_pictures: int = 12,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Score ``generated`` against ``real`` (folders or stores), pairing items by id; write a report folder.
 
@@ -364,6 +360,8 @@ def evaluate(
         Number of pairs shown as pictures in the report.
     progress : bool
         Show a progress bar.
+    overwrite : bool
+        Replace an earlier evaluation report in ``out_dir`` (output-folder policy, :mod:`locscope.utils.outputs`).
 
     Returns
     -------
@@ -376,8 +374,7 @@ def evaluate(
     """
     from locscope.pipelines.evaluate_report import item_pictures, write_report
 
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    out_dir = check_output_folder(out_dir, "evaluate", overwrite=overwrite, known_files=("metrics.json",))
     real_src, gen_src = open_source(real), open_source(generated)
     gen_ids = set(gen_src.ids)
     ids = [i for i in real_src.ids if i in gen_ids]
@@ -388,8 +385,8 @@ def evaluate(
     network = load_feature_network(features, device)
     collector = _FeatureCollector(network)
     rows, labels, pictures = [], [], []
-    with atomic_path(out_dir) as tmp:
-        (tmp / "pictures").mkdir(parents=True)
+    with output_folder(out_dir, "evaluate", overwrite=overwrite, known_files=("metrics.json",)) as tmp:
+        (tmp / "pictures").mkdir()
         for n, item_id in enumerate(track(ids, "Evaluating", enabled=progress)):
             r, g = real_src.read(item_id), gen_src.read(item_id)
             rows.append({"id": item_id, **item_metrics(r, g, pixel_size_nm)})

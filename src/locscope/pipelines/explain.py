@@ -28,6 +28,7 @@ from locscope.errors import InputError
 from locscope.pipelines.localize import LEVEL3_CLASSES
 
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
+EXPLAIN_FILES = ("explain.json", "report.html")  # every explain output holds them
 
 
 @dataclass
@@ -209,21 +210,25 @@ def track_png(scan: Mutagenesis, segments: list[Segment]) -> bytes:
 def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, method: str = "combined",
             samples: int = 4, window: int = 7, stride: int = 2, target: str | None = None, segments: int = 3,
             sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
-            seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[Mutagenesis, list[Segment]]:
+            seed: int = 0, device: str = "auto", progress: bool = True,
+            overwrite: bool = False) -> tuple[Mutagenesis, list[Segment]]:
     """Explain one sequence's localization; writes ``track.png``, ``wild_type.png``, ``mutant.png``,
-    ``explain.json`` and ``report.html`` (atomic) into ``out``."""
+    ``explain.json`` and ``report.html`` into folder ``out`` (the output-folder policy of
+    :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output)."""
     from locscope.encoders.protein import encode_sequence
     from locscope.pipelines.design import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor, resolve_compartment
     from locscope.utils.atomic import write_bytes, write_json, write_text
     from locscope.utils.device import resolve_device
+    from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.seeding import seed_everything
 
     sequence = "".join(sequence.split()).upper()
     if "<" in sequence:
         raise InputError("--sequence: explain needs a complete sequence (no <mask>)")
     encode_sequence(sequence)  # one-line InputError naming the bad position
+    check_output_folder(out, "explain", overwrite=overwrite, known_files=EXPLAIN_FILES)
     if target is not None:
         level, target = resolve_compartment(target)
         if level != "level3":
@@ -240,24 +245,23 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
                                                                       guidance=guidance, seed=seed)
     pictures = imager.predict([sequence, scan.mutants[worst]], keep_images=True).images[:, 0]
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    track = track_png(scan, found)
-    write_bytes(out / "track.png", track)
-    write_bytes(out / "wild_type.png", protein_png(pictures[0]))
-    write_bytes(out / "mutant.png", protein_png(pictures[1]))
-    payload = {
-        "sequence": sequence, "method": method, "window": window, "stride": stride, "explained_class": scan.compartment,
-        "wild_type": dict(zip(scan.classes, np.round(scan.wild_type, 4).tolist())),
-        "segments": [{**vars(s), "text": s.describe(scan.compartment)} for s in found],
-        "most_disruptive_mutant": {"start": int(scan.starts[worst]) + 1, "end": int(scan.starts[worst]) + window,
-                                   "sequence": scan.mutants[worst],
-                                   "probabilities": dict(zip(scan.classes, np.round(scan.mutant_probabilities[worst], 4).tolist()))},
-        "attribution": np.round(scan.attribution, 5).tolist(),
-        "windows": [{"start": int(s) + 1, "effect": round(float(e), 5)} for s, e in zip(scan.starts, scan.effects)],
-    }
-    write_json(out / "explain.json", payload)
-    write_text(out / "report.html", _report(payload, track, protein_png(pictures[0]), protein_png(pictures[1])))
+    with output_folder(out, "explain", overwrite=overwrite, known_files=EXPLAIN_FILES) as out:
+        track = track_png(scan, found)
+        write_bytes(out / "track.png", track)
+        write_bytes(out / "wild_type.png", protein_png(pictures[0]))
+        write_bytes(out / "mutant.png", protein_png(pictures[1]))
+        payload = {
+            "sequence": sequence, "method": method, "window": window, "stride": stride, "explained_class": scan.compartment,
+            "wild_type": dict(zip(scan.classes, np.round(scan.wild_type, 4).tolist())),
+            "segments": [{**vars(s), "text": s.describe(scan.compartment)} for s in found],
+            "most_disruptive_mutant": {"start": int(scan.starts[worst]) + 1, "end": int(scan.starts[worst]) + window,
+                                       "sequence": scan.mutants[worst],
+                                       "probabilities": dict(zip(scan.classes, np.round(scan.mutant_probabilities[worst], 4).tolist()))},
+            "attribution": np.round(scan.attribution, 5).tolist(),
+            "windows": [{"start": int(s) + 1, "effect": round(float(e), 5)} for s, e in zip(scan.starts, scan.effects)],
+        }
+        write_json(out / "explain.json", payload)
+        write_text(out / "report.html", _report(payload, track, protein_png(pictures[0]), protein_png(pictures[1])))
     return scan, found
 
 

@@ -28,9 +28,12 @@ import torch
 from locscope.errors import InputError
 from locscope.models import hub
 from locscope.utils.atomic import atomic_path, write_json, write_text
+from locscope.utils.filenames import file_name_for_id
+from locscope.utils.outputs import check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
 MASKS_FILE = "compartment_masks.npz"
+OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
 
 
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
@@ -211,14 +214,13 @@ def _tiff(path: Path, image: np.ndarray) -> None:
         tifffile.imwrite(tmp, (np.clip(image, 0, 1) * 65535).round().astype(np.uint16), photometric="minisblack")
 
 
-def _safe_name(name: str, used: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "sequence"
-    candidate, k = base, 1
-    while candidate in used:
-        k += 1
-        candidate = f"{base}_{k}"
-    used.add(candidate)
-    return candidate
+def _folder_name(name: str, used: dict[str, str]) -> str:
+    """The sub-folder of sequence ``name`` (:func:`locscope.utils.filenames.file_name_for_id`); ids must be unique."""
+    folder = file_name_for_id(name)
+    if folder in used:
+        raise InputError(f"sequence id {name!r}: same file name as sequence {used[folder]!r}; ids must be unique")
+    used[folder] = name
+    return folder
 
 
 def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
@@ -269,7 +271,8 @@ def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
              model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
              guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
-             progress: bool = True, compartment: str | None = None, placement: str = "soft") -> GenerateResult:
+             progress: bool = True, compartment: str | None = None, placement: str = "soft",
+             overwrite: bool = False, output_command: str = "generate") -> GenerateResult:
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
     Parameters
@@ -302,6 +305,11 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Bottleneck models without ``compartment``: condition on the fraction head's whole distribution (default), on
         one compartment drawn from it per sample, or on its most likely compartment
         (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`).
+    overwrite : bool
+        Replace an earlier ``generate`` output in ``out_dir`` (written beside it, then swapped in); other non-empty
+        folders are always refused (:mod:`locscope.utils.outputs`).
+    output_command : str
+        The command the output folder is marked as written by (``demo`` runs this function too).
 
     Raises
     ------
@@ -331,6 +339,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         raise InputError(f"--placement {placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if not sequences:
         raise InputError("no sequences given (--sequence or --fasta)")
+    check_output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES)
     for name, seq in sequences:
         try:
             tokenize([seq])
@@ -346,88 +355,87 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                              f"{model or 'this model'} has none")
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
     cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
+    with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
+        composite = landmark_composite(cell.images, cfg.landmark_channels)
+        _png(out / "landmarks.png", composite)
+        lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
+        present = torch.from_numpy(cell.present).to(torch_device)
+        steps = steps or DEFAULT_STEPS[sampler]
+        results, used_names, nfe_total, n_images = [], {}, 0, 0
+        started = time.perf_counter()
+        batches = [sequences[i:i + batch_size] for i in range(0, len(sequences), batch_size)]
+        for b, batch in enumerate(track(batches, "generating", enabled=progress)):
+            tokens, _ = tokenize([s for _, s in batch], cfg.max_sequence_length)
+            generator = torch.Generator(device=torch_device).manual_seed(seed + b)
+            with torch.no_grad():
+                images, nfe = sample_protein_images(
+                    net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
+                    present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
+                    guidance=guidance, generator=generator,
+                    fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device),
+                    placement=placement)
+                head_classes, head = sequence_head(net, tokens.to(torch_device))
+                if cfg.fraction_classes:
+                    conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
+                                  else target[None].expand(len(batch), -1).numpy())
+                else:
+                    conditions = [None] * len(batch)
+            nfe_total = nfe
+            n_images += images.shape[0]
+            images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
+                                                                              cfg.image_size)
+            for (name, seq), stack, head_probs, condition in zip(batch, images, head, conditions):
+                folder = out / _folder_name(name, used_names)
+                folder.mkdir(parents=True, exist_ok=True)
+                for k, image in enumerate(stack):
+                    _png(folder / f"sample_{k}.png", image)
+                    _tiff(folder / f"sample_{k}.tif", image)
+                mean = stack.mean(0)
+                _png(folder / "mean.png", mean)
+                _tiff(folder / "mean.tif", mean)
+                prob = probability_map(stack)
+                _png(folder / "probability.png", prob)
+                _tiff(folder / "probability.tif", prob)
+                _png(folder / "landmarks.png", composite)
+                overlay = composite * 0.6
+                overlay[..., 1] = np.maximum(overlay[..., 1], mean / max(mean.max(), 1e-6))
+                _png(folder / "overlay.png", overlay)
+                fractions = {}
+                if cell.masks:
+                    per_sample = [compartment_fractions(image, cell.masks) for image in stack]
+                    keys = sorted({k for f in per_sample for k in f})
+                    fractions = {k: float(np.mean([f.get(k, 0.0) for f in per_sample])) for k in keys}
+                    fractions = dict(sorted(fractions.items(), key=lambda kv: -kv[1]))
+                entry = {"id": name, "folder": folder.name, "length": len(seq), "samples": samples,
+                         "compartment_fractions": fractions,
+                         "top_compartment_image": next(iter(fractions), None),
+                         "head_probabilities": {c: float(p) for c, p in zip(head_classes, head_probs)},
+                         "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
+                if condition is not None:
+                    entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
+                                               "level1": top_shares(condition, cfg.fraction_classes)}
+                write_json(folder / "result.json", entry)
+                results.append(entry)
+        seconds = time.perf_counter() - started
+        run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "placement": placement,
+               "sampler": sampler, "steps": steps, "guidance": guidance,
+               "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
+               [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
+               "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
+        write_json(out / "summary.json", run)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["id", "top_compartment_image", "top_compartment_head", *[f"image_{c}" for c in
+                         head_classes], *[f"head_{c}" for c in head_classes]])
+        for e in results:
+            writer.writerow([e["id"], e["top_compartment_image"] or "", e["top_compartment_head"],
+                             *[f"{e['compartment_fractions'].get(c, 0.0):.4f}" if e["compartment_fractions"] else ""
+                               for c in head_classes],
+                             *[f"{e['head_probabilities'][c]:.4f}" for c in head_classes]])
+        write_text(out / "summary.csv", buffer.getvalue())
+        write_text(out / "report.html", _report_html(run, samples))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    composite = landmark_composite(cell.images, cfg.landmark_channels)
-    _png(out / "landmarks.png", composite)
-    lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
-    present = torch.from_numpy(cell.present).to(torch_device)
-    steps = steps or DEFAULT_STEPS[sampler]
-    results, used_names, nfe_total, n_images = [], set(), 0, 0
-    started = time.perf_counter()
-    batches = [sequences[i:i + batch_size] for i in range(0, len(sequences), batch_size)]
-    for b, batch in enumerate(track(batches, "generating", enabled=progress)):
-        tokens, _ = tokenize([s for _, s in batch], cfg.max_sequence_length)
-        generator = torch.Generator(device=torch_device).manual_seed(seed + b)
-        with torch.no_grad():
-            images, nfe = sample_protein_images(
-                net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
-                present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
-                guidance=guidance, generator=generator,
-                fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device),
-                placement=placement)
-            head_classes, head = sequence_head(net, tokens.to(torch_device))
-            if cfg.fraction_classes:
-                conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
-                              else target[None].expand(len(batch), -1).numpy())
-            else:
-                conditions = [None] * len(batch)
-        nfe_total = nfe
-        n_images += images.shape[0]
-        images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
-                                                                          cfg.image_size)
-        for (name, seq), stack, head_probs, condition in zip(batch, images, head, conditions):
-            folder = out / _safe_name(name, used_names)
-            folder.mkdir(parents=True, exist_ok=True)
-            for k, image in enumerate(stack):
-                _png(folder / f"sample_{k}.png", image)
-                _tiff(folder / f"sample_{k}.tif", image)
-            mean = stack.mean(0)
-            _png(folder / "mean.png", mean)
-            _tiff(folder / "mean.tif", mean)
-            prob = probability_map(stack)
-            _png(folder / "probability.png", prob)
-            _tiff(folder / "probability.tif", prob)
-            _png(folder / "landmarks.png", composite)
-            overlay = composite * 0.6
-            overlay[..., 1] = np.maximum(overlay[..., 1], mean / max(mean.max(), 1e-6))
-            _png(folder / "overlay.png", overlay)
-            fractions = {}
-            if cell.masks:
-                per_sample = [compartment_fractions(image, cell.masks) for image in stack]
-                keys = sorted({k for f in per_sample for k in f})
-                fractions = {k: float(np.mean([f.get(k, 0.0) for f in per_sample])) for k in keys}
-                fractions = dict(sorted(fractions.items(), key=lambda kv: -kv[1]))
-            entry = {"id": name, "folder": folder.name, "length": len(seq), "samples": samples,
-                     "compartment_fractions": fractions,
-                     "top_compartment_image": next(iter(fractions), None),
-                     "head_probabilities": {c: float(p) for c, p in zip(head_classes, head_probs)},
-                     "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
-            if condition is not None:
-                entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
-                                           "level1": top_shares(condition, cfg.fraction_classes)}
-            write_json(folder / "result.json", entry)
-            results.append(entry)
-    seconds = time.perf_counter() - started
-    run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "placement": placement,
-           "sampler": sampler, "steps": steps, "guidance": guidance,
-           "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
-           [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
-           "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
-    write_json(out / "summary.json", run)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["id", "top_compartment_image", "top_compartment_head", *[f"image_{c}" for c in
-                     head_classes], *[f"head_{c}" for c in head_classes]])
-    for e in results:
-        writer.writerow([e["id"], e["top_compartment_image"] or "", e["top_compartment_head"],
-                         *[f"{e['compartment_fractions'].get(c, 0.0):.4f}" if e["compartment_fractions"] else ""
-                           for c in head_classes],
-                         *[f"{e['head_probabilities'][c]:.4f}" for c in head_classes]])
-    write_text(out / "summary.csv", buffer.getvalue())
-    report = out / "report.html"
-    write_text(report, _report_html(run, samples))
-    return GenerateResult(out, report, results, nfe_total, run["seconds_per_image"])
+    return GenerateResult(out, out / "report.html", results, nfe_total, run["seconds_per_image"])
 
 
 def _report_html(run: dict, samples: int) -> str:

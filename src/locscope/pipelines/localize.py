@@ -390,8 +390,10 @@ def predictions_csv(ids: Sequence[str], prediction: Localization, method: str) -
 def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | None = None, *,
              model: str | Path | None = None, method: str = "combined", samples: int = 4, head_weight: float = 0.5,
              sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
-             seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[Localization, str]:
-    """Predict the localization of ``sequences`` and write ``out`` (CSV, atomic) if given.
+             seed: int = 0, device: str = "auto", progress: bool = True,
+             overwrite: bool = False) -> tuple[Localization, str]:
+    """Predict the localization of ``sequences`` and write ``out`` (CSV, atomic) if given; an existing ``out`` file
+    is replaced only with ``overwrite``, a folder is refused (:func:`locscope.utils.outputs.check_output_file`).
 
     Returns
     -------
@@ -400,8 +402,11 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     """
     from locscope.utils.atomic import write_text
     from locscope.utils.device import resolve_device
+    from locscope.utils.outputs import check_output_file
     from locscope.utils.seeding import seed_everything
 
+    if out is not None:
+        check_output_file(out, overwrite=overwrite)
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
     predictor = LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed)

@@ -13,7 +13,8 @@ import numpy as np
 
 from locscope.synth.config import SimulatorConfig
 from locscope.synth.simulate import SimulatedCell, simulate_cell
-from locscope.utils.atomic import atomic_path, write_json, write_text
+from locscope.utils.atomic import write_json, write_text
+from locscope.utils.outputs import check_output_folder, output_folder
 
 #: Enhanced GFP (Cormack et al. 1996), the reporter the example sorting signals are fused to.
 EGFP = ("MVSKGEELFTGVVPILVELDGDVNGHKFSVSGEGEGDATYGKLTLKFICTTGKLPVPWPTLVTTLTYGVQCFSRYPDHMKQHDFFKSAMPEGYVQERTIFFKDD"
@@ -33,6 +34,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
 }
 
 
+DEMO_FILES = ("results.json", "report.html")  # every simulator demo holds them
+
 def _composite(sim: SimulatedCell) -> np.ndarray:
     """RGB: microtubules red, ER yellow-ish, nucleus blue, protein green; (H, W, 3) float in [0, 1]."""
     img = sim.images
@@ -45,8 +48,10 @@ def _composite(sim: SimulatedCell) -> np.ndarray:
     return np.clip(np.stack([0.6 * mt + 0.3 * er, prot + 0.3 * er, nuc], axis=-1), 0, 1)
 
 
-def write_simulator_demo(out: str | Path, seed: int = 0, size: int = 128) -> dict[str, Any]:
+def write_simulator_demo(out: str | Path, seed: int = 0, size: int = 128, overwrite: bool = False) -> dict[str, Any]:
     """Simulate one cell per example protein and write ``demo.png``, ``report.html`` and ``results.json`` to ``out``.
+
+    ``out`` follows the output-folder policy (:mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier demo).
 
     Returns
     -------
@@ -59,8 +64,7 @@ def write_simulator_demo(out: str | Path, seed: int = 0, size: int = 128) -> dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, "demo", overwrite=overwrite, known_files=DEMO_FILES)
     cfg = SimulatorConfig(size=size)
     results: list[dict[str, Any]] = []
     fig, axes = plt.subplots(3, len(EXAMPLES), figsize=(2.2 * len(EXAMPLES), 7.0))
@@ -83,13 +87,13 @@ def write_simulator_demo(out: str | Path, seed: int = 0, size: int = 128) -> dic
     fig.suptitle(f"locscope simulator: example GFP fusions placed by the motif grammar ({size}x{size}, seed {seed})",
                  fontsize=9)
     fig.tight_layout()
-    with atomic_path(out / "demo.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     payload = {"kind": "simulator-demo", "seed": seed, "size": size, "pixel_size_nm": cfg.resolved_pixel_size_nm,
                "examples": results}
-    write_json(out / "results.json", payload)
-    write_text(out / "report.html", _html(payload))
+    with output_folder(out, "demo", overwrite=overwrite, known_files=DEMO_FILES) as work:
+        fig.savefig(work / "demo.png", dpi=110, format="png")
+        write_json(work / "results.json", payload)
+        write_text(work / "report.html", _html(payload))
+    plt.close(fig)
     return payload
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from locscope import __version__
 from locscope.data.splits import SPLIT_NAMES
-from locscope.data.store import Store, write_store
+from locscope.data.store import Store, check_store_target, write_store
 from locscope.errors import InputError
 from locscope.synth.compartments import COMPARTMENTS
 from locscope.synth.config import SimulatorConfig
@@ -140,7 +140,7 @@ def simulate_items(n: int, cfg: SimulatorConfig, sequences: Any = None, seed: in
 def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequences: Any = None, seed: int = 0, *,
                    image_dtype: str = "uint16", cells_per_protein: int = 1,
                    split_fractions: Sequence[float] = (0.8, 0.1, 0.1), length: int = 200, workers: int = 1,
-                   mask_names: Sequence[str] = COMPARTMENTS, progress: bool = True) -> Store:
+                   mask_names: Sequence[str] = COMPARTMENTS, progress: bool = True, overwrite: bool = False) -> Store:
     """Simulate ``n`` cells into a store at ``path`` (atomic; an interrupted build resumes).
 
     Parameters
@@ -169,6 +169,8 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
         Compartment masks to store (default all of :data:`~locscope.synth.compartments.COMPARTMENTS`; each mask is
         one more chunk write per item, so a training store may keep only the ones it scores).
     progress : bool
+    overwrite : bool
+        Replace a complete store at ``path`` (:func:`locscope.data.store.write_store`).
 
     Returns
     -------
@@ -179,6 +181,7 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
     unknown = [m for m in mask_names if m not in COMPARTMENTS]
     if unknown:
         raise InputError(f"simulate_store: unknown mask(s) {unknown}; known: {', '.join(COMPARTMENTS)}")
+    check_store_target(path, overwrite)  # before any worker starts
     channels = ("protein",) + cfg.channels
     attrs = {
         "generator": "locscope.synth", "locscope_version": __version__, "simulator": cfg.to_dict(),
@@ -191,4 +194,4 @@ def simulate_store(path: str | os.PathLike, n: int, cfg: SimulatorConfig, sequen
                            split_fractions=split_fractions, length=length, workers=workers, mask_names=mask_names)
     return write_store(path, items, channels=channels, image_shape=(cfg.size, cfg.size), image_dtype=image_dtype,
                        mask_names=tuple(mask_names), attrs=attrs, n_items=n, split_fractions=split_fractions, seed=seed,
-                       progress=progress)
+                       progress=progress, overwrite=overwrite)

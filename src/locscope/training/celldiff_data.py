@@ -263,7 +263,7 @@ class CellDiffDataModule(L.LightningDataModule):
 
 def build_training_store(path: str | Path, annotated_sequences: str | Path | None, *, image_size: int = 32,
                          cells_per_protein: int = 3, n_synthetic: int = 3000, seed: int = 0, workers: int = 1,
-                         masks: bool = False, progress: bool = True):
+                         masks: bool = False, progress: bool = True, overwrite: bool = False):
     """Simulate CELL-Diff's training data: real annotated proteins in label-faithful cells + grammar proteins.
 
     Parameters
@@ -283,6 +283,8 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
         Simulation processes.
     masks : bool
         Also store the simulator's compartment masks (needed for IoU / fidelity evaluation; 6x slower to write).
+    overwrite : bool
+        Replace a complete store at ``path`` (:func:`locscope.data.store.write_store`).
 
     Returns
     -------
@@ -317,7 +319,7 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
              "cells_per_protein": cells_per_protein, "n_real": n_real, "n_synthetic": n_synthetic}
     return write_store(path, items(), channels=("protein",) + cfg.channels, image_shape=(image_size, image_size),
                        image_dtype="uint16", mask_names=COMPARTMENTS if masks else (), attrs=attrs, n_items=n_real + n_synthetic,
-                       seed=seed, progress=progress)
+                       seed=seed, progress=progress, overwrite=overwrite)
 
 
 def _keep_masks(item: dict, masks: bool) -> dict:

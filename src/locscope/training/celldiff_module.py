@@ -37,6 +37,7 @@ from locscope.encoders.protein import MASK_ID, PAD_ID
 from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -507,7 +508,7 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     """
     from locscope.training.celldiff_data import CellDiffDataModule
 
-    run_dir = Path(run_dir)
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
     last = run_dir / "checkpoints" / "last"
     if resume:
         if not (last / "state.json").is_file():

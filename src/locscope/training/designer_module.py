@@ -37,6 +37,7 @@ from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
 from locscope.training.celldiff_module import _truncate_metrics, learning_rate_at, step_generator
 from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -294,7 +295,7 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
         ``resume`` without a checkpoint; a run directory that already holds a run without ``resume``; ``max_steps``
         not a multiple of ``steps_per_epoch``.
     """
-    run_dir = Path(run_dir)
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
     last = run_dir / "checkpoints" / "last"
     if resume:
         if not (last / "state.json").is_file():

@@ -37,6 +37,7 @@ from locscope.errors import InputError
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SUBCELL_CLASS_NAMES, SubCellConfig, SubCellModel, build_classifier, min_max_normalize,
 )
+from locscope.utils.outputs import check_run_folder
 
 
 # ------------------------------------------------------------------------------------------------------------ data
@@ -426,7 +427,7 @@ def train_subcell(store_path: str | Path, out_dir: str | Path, *, model_config: 
     """
     from locscope.utils.device import resolve_device
 
-    out_dir = Path(out_dir)
+    out_dir = check_run_folder(out_dir, resume=resume, run_files=("checkpoints", "metrics.json", "model"))
     last = out_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise InputError(f"{last}: no checkpoint to resume from")
