@@ -5,13 +5,15 @@ SubCell's inference CLI (SubCellPortable ``run_model``) feeds one cell at a time
 eager attention kernel). locscope's default (``locscope embed`` / ``classify`` with ``--precision auto --backend
 auto``) batches cells and, on the CPU, runs the ViT in OpenVINO statically quantized to int8, calibrated on the run's
 first 64 cells (or read from the cache of an earlier run) and used only when 8 more cells give embeddings within
-cosine 0.999 of fp32 (:mod:`locscope.pipelines.embed_runtime`); else bf16 autocast. The model is the full published
+cosine 0.999 of fp32 (:mod:`locscope.pipelines.embed_runtime`); else PyTorch in bf16 autocast where the CPU computes
+bf16 natively, fp32 where it would be emulated. The CPU's capability decides that (and the int8 weight bits: 7
+without VNNI); the benchmark prints it first. The model is the full published
 architecture with random weights (speed does not depend on the values). Reports images per wall second and CPU
 seconds per image of this process (with one thread, the CPU time is the work done, stable on a shared machine where
 wall time depends on the other jobs).
 
-Rows: the baseline; the steady state of the default's int8 model (the model ``embed_cells`` picks, timed like the
-other rows); then the one-time costs of the default (calibration + verification on a cold cache, verification on a
+Rows: the baseline; the steady state of the default (the model ``embed_cells`` picks, timed like the other rows);
+then the one-time costs of the default (calibration + verification on a cold cache, verification on a
 warm one) and whole ``embed_cells`` runs of 72 + ``--images`` cells, cold and warm cache. Other modes, each measured
 as a row: bf16 autocast (the GPU default), bf16 weights, ``torch.compile`` (inductor, ``freezing``), int8 dynamic
 quantization (``--precision int8``), PT2E static int8 when ``torchao`` is installed, OpenVINO bf16. The first call
@@ -19,7 +21,12 @@ of a compiled mode (compilation) is reported separately; each row also gives the
 on the same cells (minimum cosine similarity of the embeddings, maximum absolute probability difference). Usage::
 
     .venv/bin/python benchmarks/bench_subcell.py [--batch-size 8] [--images 16] [--baseline-images 4] [--threads 2]
-        [--skip-compile] [--skip-extra]
+        [--skip-compile] [--skip-extra] [--rows fp32,bf16-autocast]
+
+As on a CPU without AVX-512 (torch's and OpenVINO's kernels held to AVX2, so the runtime sees an AVX2 CPU)::
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 .venv/bin/python \
+        benchmarks/bench_subcell.py --threads 1 --batch-size 4 --images 8 --baseline-images 2 --rows fp32,bf16-autocast
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch.nn.functional as F
 from locscope.models.subcell import (
     SubCellConfig, SubCellModel, compile_openvino, min_max_normalize, quantize_encoder_int8,
 )
+from locscope.utils.cpu import machine_description
 
 
 def subcell_cli_forward(model: SubCellModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +120,9 @@ def openvino_bf16(model: SubCellModel, calibration: torch.Tensor):
 
 def default_mode(model: SubCellModel, size: int, batch: int, n_images: int):
     """locscope's default on the CPU, through ``embed_cells``: whole runs of 72 + ``n_images`` random cells with a
-    cold then a warm int8 cache (printed: CPU s / image including calibration + verification), and the int8 model
-    those runs use, for the steady-state row. Returns that model as a row's ``run``."""
+    cold then a warm int8 cache (printed: CPU s / image including calibration + verification, and the mode chosen),
+    and the model those runs use (the verified int8 model, else PyTorch in the fallback precision), for the
+    steady-state row. Returns (that mode in words, a row's ``run``)."""
     import os
     import tempfile
 
@@ -139,12 +148,26 @@ def default_mode(model: SubCellModel, size: int, batch: int, n_images: int):
     int8, mode = embed_runtime.verified_int8(model, normalised[~verify], normalised[verify], 64)
     print(f"(default, warm cache: read + compile + verification {time.process_time() - start_cpu:.1f} CPU s; "
           f"{mode.describe()})", flush=True)
+    autocast = int8 is None and mode.precision == "bf16"
 
     def run(x):
-        with torch.inference_mode():
-            out = int8(x)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = (int8 or model)(x)
             return out.embedding, out.probabilities
-    return run
+    what = "verified OpenVINO int8" if int8 is not None else f"torch {mode.precision} (int8 check failed)"
+    return what, run
+
+
+EXTRA_ROWS = ("fp32-b1", "fp32", "bf16-autocast", "bf16-weights", "int8-torch", "openvino-bf16", "compile-bf16", "pt2e")
+
+
+def pt2e_row(model: SubCellModel, example: torch.Tensor, calibration: torch.Tensor, batch: int, n_images: int):
+    """The PT2E row, or None (with a note) without torchao."""
+    run = pt2e_int8(model, example, calibration)
+    if run is None:
+        print("(PT2E int8 row skipped: pip install torchao)")
+        return None
+    return f"batch {batch}, PT2E static int8 + bf16 autocast, torch.compile (torchao)", run, batch, n_images
 
 
 def main() -> None:
@@ -156,14 +179,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
     parser.add_argument("--skip-compile", action="store_true", help="Leave out the torch.compile modes.")
     parser.add_argument("--skip-extra", action="store_true", help="Only the baseline and the default.")
+    parser.add_argument("--rows", default=None, help="Only these extra rows (comma list of: " + ", ".join(EXTRA_ROWS)
+                        + "); default all.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SubCellModel(SubCellConfig(num_classifiers=1)).eval()
     images = min_max_normalize(torch.rand(max(args.batch_size, 1), 4, args.size, args.size))
     calibration = min_max_normalize(torch.rand(max(args.batch_size, 1), 4, args.size, args.size))  # export: fixed batch
-    model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    model_int8 = quantize_encoder_int8(model)
 
     def baseline(x):
         model.encoder.set_attn_implementation("eager")
@@ -188,32 +211,38 @@ def main() -> None:
         return run
 
     b = args.batch_size
+    print(machine_description())
     print(f"SubCell ViT-B/16, 4 x {args.size} x {args.size}, torch {torch.__version__}, {args.threads} threads")
+    chosen, default_run = default_mode(model, args.size, b, args.images)
     rows = [
         ("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images),
-        (f"locscope default (CPU): batch {b}, verified OpenVINO int8", default_mode(model, args.size, b, args.images),
-         b, args.images),
+        (f"locscope default (CPU): batch {b}, {chosen}", default_run, b, args.images),
     ]
-    if not args.skip_extra:
-        rows += [
-            ("batch 1, fp32, inference_mode, SDPA", inference(model), 1, args.baseline_images),
-            (f"batch {b}, fp32, inference_mode, SDPA", inference(model), b, args.images),
-            (f"--precision bf16 (GPU default): batch {b}, bf16 autocast, SDPA", inference(model, "autocast"), b,
-             args.images),
-            (f"batch {b}, bf16 weights, inference_mode, SDPA", inference(model_bf16, torch.bfloat16), b, args.images),
-            (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers", inference(model_int8), b,
-             args.images),
-            (f"--backend openvino --precision bf16: batch {b}", openvino_bf16(model, calibration), b, args.images),
-        ]
-    if not args.skip_compile and not args.skip_extra:
-        rows.append((f"batch {b}, bf16 weights, torch.compile (inductor, freezing)",
-                     compiled(model_bf16, torch.bfloat16), b, args.images))
-        pt2e = pt2e_int8(model, images[:b], calibration)
-        if pt2e is None:
-            print("(PT2E int8 row skipped: pip install torchao)")
-        else:
-            rows.append((f"batch {b}, PT2E static int8 + bf16 autocast, torch.compile (torchao)", pt2e, b,
-                         args.images))
+    wanted = set() if args.skip_extra else set(EXTRA_ROWS) if args.rows is None else set(args.rows.split(","))
+    unknown = wanted - set(EXTRA_ROWS)
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(sorted(unknown))}; known: {', '.join(EXTRA_ROWS)}")
+    if args.skip_compile:
+        wanted -= {"compile-bf16", "pt2e"}
+    extra = {
+        "fp32-b1": lambda: ("batch 1, fp32, inference_mode, SDPA", inference(model), 1, args.baseline_images),
+        "fp32": lambda: (f"batch {b}, fp32, inference_mode, SDPA", inference(model), b, args.images),
+        "bf16-autocast": lambda: (f"--precision bf16 (GPU default): batch {b}, bf16 autocast, SDPA",
+                                  inference(model, "autocast"), b, args.images),
+        "bf16-weights": lambda: (f"batch {b}, bf16 weights, inference_mode, SDPA",
+                                 inference(copy.deepcopy(model).to(torch.bfloat16), torch.bfloat16), b, args.images),
+        "int8-torch": lambda: (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers",
+                               inference(quantize_encoder_int8(model)), b, args.images),
+        "openvino-bf16": lambda: (f"--backend openvino --precision bf16: batch {b}", openvino_bf16(model, calibration),
+                                  b, args.images),
+        "compile-bf16": lambda: (f"batch {b}, bf16 weights, torch.compile (inductor, freezing)",
+                                 compiled(copy.deepcopy(model).to(torch.bfloat16), torch.bfloat16), b, args.images),
+        "pt2e": lambda: pt2e_row(model, images[:b], calibration, b, args.images),
+    }
+    for name in EXTRA_ROWS:
+        row = extra[name]() if name in wanted else None
+        if row is not None:
+            rows.append(row)
     reference = inference(model)(images)
     results = []
     print(f"{'mode':<76s} {'wall img/s':>10s} {'CPU s/img':>9s} {'speed-up':>8s} {'1st call s':>10s} "

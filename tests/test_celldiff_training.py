@@ -128,6 +128,15 @@ def test_killed_training_resumes_exactly(store, tmp_path):
     assert losses("straight") == losses("killed")
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it), so parallel runs do not collide on a fixed one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(store, tmp_path):
     config = write_config(tmp_path / "train.json", accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true",
@@ -138,7 +147,7 @@ def test_ddp_two_cpu_processes(store, tmp_path):
         if __name__ == "__main__":
             train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r}, read_train_config({str(config)!r}), progress=False)
     """))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": "29517"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": str(free_port())}
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=400, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"distributed_backend=gloo" in result.stderr or b"gloo" in result.stderr + result.stdout
@@ -162,7 +171,7 @@ def test_fsdp_two_cpu_processes_trains_and_resumes(store, tmp_path):
             train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r},
                            None if resume else read_train_config({str(config)!r}), resume=resume, progress=False)
     """))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": "29519"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": str(free_port())}
     result = subprocess.run([sys.executable, str(script), "0"], env=env, capture_output=True, timeout=400, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     run = tmp_path / "run"

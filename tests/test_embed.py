@@ -212,7 +212,8 @@ def test_top_classes_order():
     assert top_classes(probs, ("a", "b", "c"), k=2) == [[("b", 0.9), ("c", 0.5)]]
 
 
-def test_embed_store_default_calibrates_on_a_spread_sample(tiny_model_dir, tmp_path, rng, monkeypatch):
+def test_embed_store_default_calibrates_on_a_spread_sample(tiny_model_dir, tmp_path, rng, monkeypatch,
+                                                           int8_check_passes):
     """A store run's int8 calibration reads cells spread over the chosen split (the sample), then embeds all."""
     import json
 

@@ -154,21 +154,23 @@ KILLED_BUILD = textwrap.dedent("""
 
     class SlowItems:
         # A sequence: a resumed build indexes it from the first unfinished item and never touches earlier ones.
-        def __init__(self, n, delay, log):
-            self.n, self.delay, self.log = n, delay, log
+        # Item `stop_at` never finishes (the build waits there to be killed, however fast or slow the machine).
+        def __init__(self, n, stop_at, log):
+            self.n, self.stop_at, self.log = n, stop_at, log
         def __len__(self):
             return self.n
         def __getitem__(self, i):
             with open(self.log, "a") as f:
                 f.write(f"{i}\\n")
-            time.sleep(self.delay)
+            if i == self.stop_at:
+                time.sleep(3600)
             rng = np.random.default_rng(i)
             return {"id": f"c{i}", "protein_id": f"P{i % 4}", "sequence": "MK" * (i + 1),
                     "images": {"protein": rng.integers(0, 65535, (16, 16)).astype(np.uint16)},
                     "masks": {"nucleus": rng.random((16, 16)) > 0.5}}
 
-    out, n, delay, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-    write_store(out, SlowItems(n, delay, log), channels=["protein"], image_shape=(16, 16), image_dtype="uint16",
+    out, n, stop_at, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    write_store(out, SlowItems(n, stop_at, log), channels=["protein"], image_shape=(16, 16), image_dtype="uint16",
                 mask_names=["nucleus"], progress=False)
 """)
 
@@ -177,17 +179,17 @@ def test_killed_build_is_incomplete_and_resumes(tmp_path: Path) -> None:
     script = tmp_path / "build.py"
     script.write_text(KILLED_BUILD)
     out, log = tmp_path / "store", tmp_path / "requested.txt"
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "30", "0.1", str(log)])
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "30", "10", str(log)])
     jsonl = partial_path(out) / "items.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline:  # kill once some (not all) items are finished
+    deadline = time.time() + 600  # a bound for a stuck build only: the build itself waits at item 10
+    while time.time() < deadline and proc.poll() is None:  # kill once some items are finished
         if jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 5:
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = jsonl.read_bytes().count(b"\n")
-    assert 5 <= finished < 30
+    assert 5 <= finished <= 10
     assert not out.exists()
     with pytest.raises(InputError, match=r"store: incomplete store \(an interrupted build left \.store\.partial\)"):
         Store.open(out)
@@ -195,7 +197,7 @@ def test_killed_build_is_incomplete_and_resumes(tmp_path: Path) -> None:
         Store.open(partial_path(out))
 
     log.write_text("")
-    subprocess.run([sys.executable, str(script), str(out), "30", "0", str(log)], check=True)
+    subprocess.run([sys.executable, str(script), str(out), "30", "-1", str(log)], check=True)
     requested = [int(x) for x in log.read_text().split()]
     assert requested == list(range(finished, 30))  # resumed after the last finished item
     store = Store.open(out)

@@ -60,6 +60,10 @@ def embed(
                        save_attention=save_attention, overwrite=overwrite)
     for mode in result.modes:
         typer.echo(f"inference: {mode.describe()}", err=True)
+    if result.modes and result.modes[0].cpu:
+        from locscope.utils.cpu import CpuCapability
+
+        typer.echo(f"inference CPU: {CpuCapability.from_dict(result.modes[0].cpu).describe()}", err=True)
     typer.echo(f"embedded {len(result.ids)} cells ({result.embeddings.shape[1]}-d) -> {out}/embeddings.h5ad")
 
 

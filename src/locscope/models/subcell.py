@@ -372,13 +372,17 @@ class OpenVINOSubCell:
     @classmethod
     def from_openvino_model(cls, model: SubCellModel, ov_model: Any, image_size: tuple[int, int],
                             precision: Literal["int8", "fp32", "bf16"] = "int8",
-                            num_threads: int | None = None) -> "OpenVINOSubCell":
+                            num_threads: int | None = None,
+                            int8_float: Literal["bf16", "fp32"] = "bf16") -> "OpenVINOSubCell":
         """Compile an OpenVINO ViT + pooling (from :func:`convert_openvino`, or read back from disk) for the CPU and
         attach ``model``'s classifiers. ``precision`` sets OpenVINO's inference precision for the non-quantized
-        ops: ``fp32`` -> f32, otherwise bf16 (used where the CPU has bf16 instructions)."""
+        ops: ``fp32`` -> f32, ``bf16`` -> bf16, ``int8`` -> ``int8_float`` (bf16 pays only where the CPU computes
+        bf16 natively: :func:`~locscope.utils.cpu.detect_cpu_capability`)."""
         from locscope.utils.openvino_support import import_openvino
 
         ov = import_openvino()
+        if precision == "int8":
+            precision = int8_float
         config = {"INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()), "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
         return cls(model, ov.Core().compile_model(ov_model, "CPU", config), tuple(image_size))
@@ -394,12 +398,13 @@ class OpenVINOSubCell:
 
 
 def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Literal["int8", "fp32", "bf16"] = "int8",
-                     num_threads: int | None = None) -> OpenVINOSubCell:
+                     num_threads: int | None = None, seven_bit_weights: bool = False,
+                     int8_float: Literal["bf16", "fp32"] = "bf16") -> OpenVINOSubCell:
     """Run ``model``'s ViT and pooling with OpenVINO on the CPU; ``precision="int8"`` quantizes them statically.
 
     :func:`convert_openvino` then :meth:`OpenVINOSubCell.from_openvino_model`. ``int8``: OpenVINO fuses the
     quantization into its int8 (AVX512-VNNI / AVX2) kernels and runs attention, layer norms and GELU with fused
-    kernels in bf16 where the CPU has bf16 instructions (fp32 otherwise). On a 2-core AVX512-BF16/VNNI CPU (ViT-B/16,
+    kernels in ``int8_float`` precision. On a 2-core AVX512-BF16/VNNI CPU (ViT-B/16,
     448 px, one thread) this is ~4x SubCell's CLI default (fp32, batch 1) in CPU time per image, embeddings at
     cosine similarity > 0.999 to fp32 on cells like the calibration ones (``docs/benchmarks.md``: static ranges do
     not adapt to cells unlike them). The classifiers run in PyTorch fp32.
@@ -415,6 +420,10 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
         ``fp32`` / ``bf16``: OpenVINO's inference precision, no quantization (``int8`` keeps bf16 for the rest).
     num_threads : int, optional
         OpenVINO inference threads; default ``torch.get_num_threads()``.
+    seven_bit_weights : bool
+        ``int8``: see :func:`convert_openvino`.
+    int8_float : {'bf16', 'fp32'}
+        ``int8``: the precision of the non-quantized ops (bf16 only where the CPU has bf16 instructions).
 
     Returns
     -------
@@ -428,17 +437,20 @@ def compile_openvino(model: SubCellModel, images: torch.Tensor, precision: Liter
     ValueError
         For a model not on the CPU, an unknown ``precision`` or badly shaped ``images``.
     """
-    ov_model = convert_openvino(model, images, precision)
-    return OpenVINOSubCell.from_openvino_model(model, ov_model, tuple(images.shape[2:]), precision, num_threads)
+    ov_model = convert_openvino(model, images, precision, seven_bit_weights=seven_bit_weights)
+    return OpenVINOSubCell.from_openvino_model(model, ov_model, tuple(images.shape[2:]), precision, num_threads,
+                                               int8_float)
 
 
 def convert_openvino(model: SubCellModel, images: torch.Tensor,
-                     precision: Literal["int8", "fp32", "bf16"] = "int8") -> Any:
+                     precision: Literal["int8", "fp32", "bf16"] = "int8", seven_bit_weights: bool = False) -> Any:
     """``model``'s ViT + pooling as an OpenVINO model (``openvino.Model``, in memory: nothing downloaded or written;
     outputs: tokens, embedding, pooling weights), for ``(N, C, H, W)`` cells of ``images``' size;
     ``precision="int8"``: NNCF post-training quantization (``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per
     output channel, int8 activations with per-tensor ranges calibrated on ``images``) of its Linear layers and
-    attention. Arguments and errors as :func:`compile_openvino`."""
+    attention. ``seven_bit_weights``: weights of every layer on 7 bits (NNCF ``overflow_fix="enable"``; by default
+    only the first layer's), for CPUs without VNNI, whose int8 kernels add pairs of products in saturating 16-bit
+    registers that full-range 8-bit weights overflow. Arguments and errors as :func:`compile_openvino`."""
     import contextlib
     import io
     import logging
@@ -477,9 +489,13 @@ def convert_openvino(model: SubCellModel, images: torch.Tensor,
             warnings.simplefilter("ignore")
             # the pooling stays unquantized: int8 pooling logits move the softmax over tokens (cosine 0.990 on
             # real cells with subcell-tiny against 0.9998 with the pooling left out)
+            from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+            overflow_fix = OverflowFix.ENABLE if seven_bit_weights else OverflowFix.FIRST_LAYER
             ov_model = nncf.quantize(ov_model, calibration, model_type=nncf.ModelType.TRANSFORMER,
                                      subset_size=len(images),
-                                     ignored_scope=nncf.IgnoredScope(patterns=[r".*pool_model.*"], validate=False))
+                                     ignored_scope=nncf.IgnoredScope(patterns=[r".*pool_model.*"], validate=False),
+                                     advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix))
     return ov_model
 
 

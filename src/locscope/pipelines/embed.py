@@ -5,7 +5,8 @@ path = channel absent, passed as zeros), a locscope dataset store, or multi-chan
 normalised jointly over its channels, batched (cells of equal size share a batch; SubCell's own CLI runs one at a time),
 and run under ``torch.inference_mode``. The default (``precision="auto"``, ``backend="auto"``) on the CPU runs the ViT
 in OpenVINO, statically quantized to int8 and verified against fp32 on the run's own cells
-(:mod:`locscope.pipelines.embed_runtime`), falling back to bf16 autocast (always on GPUs); ``fp32`` / ``bf16`` /
+(:mod:`locscope.pipelines.embed_runtime`), falling back to bf16 autocast where bf16 is native (GPUs, CPUs with
+AVX512-BF16 / AMX) and to fp32 where it would be emulated; ``fp32`` / ``bf16`` /
 ``int8`` (dynamic int8 Linear layers) and ``backend="openvino"`` choose a mode explicitly.
 
 Outputs (:func:`write_embedding_outputs`): ``embeddings.h5ad`` (AnnData: ``X`` = n x embedding_dim, ``obs`` indexed by
@@ -33,7 +34,10 @@ from locscope.models import hub
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
 )
-from locscope.pipelines.embed_runtime import InferenceMode, openvino_available, verification_mask, verified_int8
+from locscope.pipelines import embed_runtime
+from locscope.pipelines.embed_runtime import (
+    InferenceMode, openvino_available, runtime_choice, verification_mask, verified_int8,
+)
 from locscope.utils.atomic import atomic_path, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
@@ -325,8 +329,10 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         on ``calibration_cells`` cells of the run (or read from the cache) and used only if the embeddings of
         ``verification_cells`` other cells stay within cosine 0.999 of fp32
         (:mod:`locscope.pipelines.embed_runtime`); otherwise, and for cell sizes with fewer head cells than both
-        together, bf16. ``bf16`` runs under ``torch.autocast`` (CPU AVX512-BF16 / AMX, CUDA); ``int8`` (CPU only,
-        torch) runs a copy of the model whose ViT Linear layers are dynamically quantized
+        together, bf16 where the device computes it natively and fp32 elsewhere
+        (:func:`~locscope.pipelines.embed_runtime.runtime_choice`). ``bf16`` runs under ``torch.autocast``
+        (native on CPUs with AVX512-BF16 / AMX and on GPUs, emulated and slow elsewhere); ``int8`` (CPU only, torch)
+        runs a copy of the model whose ViT Linear layers are dynamically quantized
         (:func:`~locscope.models.subcell.quantize_encoder_int8`); ``fp32`` is exact. Outputs are float32.
     image_size : int, optional
         Resize every cell to ``image_size x image_size`` (bilinear, anti-aliased) before normalising; None keeps sizes.
@@ -368,6 +374,9 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     if device.type != "cpu" and (precision == "int8" or backend == "openvino"):
         what = "--backend openvino" if backend == "openvino" else "--precision int8"
         raise InputError(f"{what} runs on the CPU only (model on {device}); use bf16 on {device.type}")
+    cpu = embed_runtime.cpu_capability() if device.type == "cpu" else None
+    choice = runtime_choice(device.type, cpu)
+    cpu_dict = cpu.to_dict() if cpu is not None else {}
     why_not_int8 = ("" if precision != "auto" else f"--backend {backend}" if backend != "auto"
                     else f"on {device.type}" if device.type != "cpu"
                     else "no verification cells" if verification_cells < 1
@@ -376,7 +385,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     if backend == "auto":
         backend = "openvino" if auto_int8 else "torch"
     if precision == "auto" and not auto_int8:
-        precision = "bf16"
+        precision = choice.fallback
+    why_auto = f"auto: {why_not_int8}" + (f"; {choice.why}" if cpu is not None else "")
     head: list[CellInput] = []  # the cells OpenVINO is calibrated (and, auto, checked) on
     spread = False
     if backend == "openvino":
@@ -395,29 +405,31 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         """Choose (and compile) how cells of ``size`` run; see the ``precision`` / ``backend`` parameters."""
         same_size = [c for c in head if image_size or tuple(c.images.shape[1:]) == size]
         if auto_int8 and len(same_size) < calibration_cells + verification_cells:
-            return torch_model, InferenceMode(list(size), "torch", "bf16", f"auto: {len(same_size)} cells of this "
-                                              f"size at the head, int8 needs {calibration_cells} + "
-                                              f"{verification_cells}")
+            return torch_model, InferenceMode(list(size), "torch", choice.fallback, f"auto: {len(same_size)} cells "
+                                              f"of this size at the head, int8 needs {calibration_cells} + "
+                                              f"{verification_cells}; {choice.why}", cpu=cpu_dict)
         # one cell at a time: with image_size, head cells of any raw size are resized to it
         normalised = torch.cat([_prepare([c], device, image_size) for c in same_size]) if same_size else first_batch
         if auto_int8:
             verify = verification_mask(len(same_size), verification_cells)
             int8, mode = verified_int8(model, normalised[~verify], normalised[verify], calibration_cells, use_cache,
                                        log=note if progress else None,
-                                       sample_note=" spread over the input" if spread else "")
-            return (int8 or torch_model), mode  # failed verification: bf16 autocast (the mode says so)
+                                       sample_note=" spread over the input" if spread else "", choice=choice,
+                                       cpu=cpu)
+            return (int8 or torch_model), mode  # failed verification: the fallback precision (the mode says so)
         if backend == "openvino":
             try:
-                compiled = compile_openvino(model, normalised, precision)
+                compiled = compile_openvino(model, normalised, precision, seven_bit_weights=choice.seven_bit_weights,
+                                            int8_float=choice.int8_float)
             except ImportError as err:
                 raise InputError(f"--backend openvino needs {err.name or 'openvino'} (pip install openvino nncf)"
                                  ) from None
             calibration = "" if precision != "int8" else (f"cells spread over the input ({len(normalised)})" if spread
                                                           else f"first cells ({len(normalised)})")
-            return compiled, InferenceMode(list(size), "openvino", precision, f"auto: {why_not_int8}" if why_not_int8
-                                           else "asked", calibration)
-        return torch_model, InferenceMode(list(size), "torch", precision, f"auto: {why_not_int8}" if why_not_int8
-                                          else "asked")
+            return compiled, InferenceMode(list(size), "openvino", precision, why_auto if why_not_int8 else "asked",
+                                           calibration, cpu=cpu_dict)
+        return torch_model, InferenceMode(list(size), "torch", precision, why_auto if why_not_int8 else "asked",
+                                          cpu=cpu_dict)
 
     ids: list[str] = []
     embeddings, probabilities, attention = [], [], []

@@ -9,7 +9,15 @@ The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run
 2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth sample cell by default);
    the int8 model is used only if every one of their embeddings has cosine similarity >= ``VERIFY_COSINE`` (0.999)
    to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
-3. Otherwise (GPU, too few cells, verification failed): PyTorch with bf16 autocast.
+3. Otherwise (GPU, too few cells, verification failed): PyTorch, in the fastest precision exact enough on this
+   device (:func:`runtime_choice`): bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX512-BF16 /
+   AMX-BF16), fp32 on CPUs where bf16 would be emulated (several times slower than fp32 there, slower than SubCell's
+   own fp32 default).
+
+The CPU's capability (:func:`~locscope.utils.cpu.detect_cpu_capability`, recorded with each mode) also sets how int8
+is made: weights on 7 bits in every layer where the CPU has no VNNI (its int8 kernels would overflow 16-bit sums of
+full-range 8-bit products: the check failed there without it), and OpenVINO's non-quantized ops in bf16 only where
+bf16 is native.
 
 Cache: a calibrated int8 ViT is written (atomically) as OpenVINO IR (``vit.xml`` + ``vit.bin``, no pickle, and a
 ``manifest.json`` of their SHA-256 digests, checked before reading) under
@@ -24,7 +32,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,6 +41,7 @@ import torch.nn.functional as F
 
 from locscope.models.subcell import OpenVINOSubCell, SubCellModel, convert_openvino
 from locscope.utils.atomic import atomic_path
+from locscope.utils.cpu import CpuCapability, detect_cpu_capability
 from locscope.utils.openvino_support import import_nncf, import_openvino
 
 VERIFY_COSINE = 0.999  # minimum embedding cosine similarity to fp32 for the int8 model to be used
@@ -60,6 +69,9 @@ class InferenceMode:
         Number of verification cells.
     cells : int
         Number of cells run this way.
+    cpu : dict
+        The CPU's capability the choice was made for (:meth:`~locscope.utils.cpu.CpuCapability.to_dict`; empty off
+        the CPU).
     """
 
     image_size: list[int]
@@ -70,6 +82,7 @@ class InferenceMode:
     verified_min_cosine: float | None = None
     verified_cells: int = 0
     cells: int = 0
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for the console."""
@@ -83,6 +96,47 @@ class InferenceMode:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What the device's capability decides for the ``auto`` mode (:func:`runtime_choice`).
+
+    Attributes
+    ----------
+    fallback : str
+        The PyTorch precision when int8 is not used: ``bf16`` (autocast) or ``fp32``.
+    why : str
+        Why that precision, for the mode's ``reason``.
+    seven_bit_weights : bool
+        Quantize int8 weights on 7 bits in every layer (no VNNI).
+    int8_float : str
+        OpenVINO's precision for the non-quantized ops of the int8 model: ``bf16`` or ``fp32``.
+    """
+
+    fallback: str
+    why: str
+    seven_bit_weights: bool
+    int8_float: str
+
+
+def cpu_capability() -> CpuCapability:
+    """This CPU's capability (:func:`~locscope.utils.cpu.detect_cpu_capability`; tests replace this function)."""
+    return detect_cpu_capability()
+
+
+def runtime_choice(device_type: str, cpu: CpuCapability | None) -> RuntimeChoice:
+    """The ``auto`` mode's choices on ``device_type`` (``cpu``: decided by ``cpu``'s capability).
+
+    bf16 autocast is the fallback only where bf16 is native (GPUs; CPUs with AVX512-BF16 / AMX-BF16: ~2x fp32 there);
+    where it is emulated it runs several times slower than fp32 (9x SubCell's own fp32 default on an AVX2 CPU), so
+    fp32 is used. Without VNNI, int8 weights are quantized on 7 bits.
+    """
+    if device_type != "cpu" or cpu is None:
+        return RuntimeChoice("bf16", f"bf16 on {device_type}", False, "bf16")
+    if cpu.native_bf16:
+        return RuntimeChoice("bf16", "bf16 native on this CPU", not cpu.vnni, "bf16")
+    return RuntimeChoice("fp32", "bf16 emulated on this CPU", not cpu.vnni, "fp32")
 
 
 def openvino_available() -> bool:
@@ -110,13 +164,16 @@ def cache_root() -> Path:
         return Path(tempfile.gettempdir()) / "locscope-cache"
 
 
-def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int) -> str:
+def int8_cache_key(model: SubCellModel, image_size: Sequence[int], calibration_cells: int,
+                   seven_bit_weights: bool = False) -> str:
     """A hex key for a calibrated int8 ViT: hashes the ViT's and pooling's weights (names, shapes, dtypes, values),
-    the cell size, the channel variant, the calibration size and the OpenVINO / NNCF versions."""
+    the cell size, the channel variant, the calibration size, the weight bits and the OpenVINO / NNCF versions."""
     nncf, openvino = import_nncf(), import_openvino()
     digest = hashlib.sha256()
     header = {"size": list(image_size), "channels": model.config.channels, "calibration_cells": calibration_cells,
               "openvino": openvino.__version__, "nncf": nncf.__version__, "format": 2}  # 2: ViT + pooling
+    if seven_bit_weights:
+        header["weight_bits"] = 7
     digest.update(json.dumps(header, sort_keys=True).encode())
     weights = {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
                **{f"pool_model.{k}": v for k, v in model.pool_model.state_dict().items()}}
@@ -204,7 +261,8 @@ def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: torch.Tensor,
                   calibration_cells: int, use_cache: bool = True,
                   log: Callable[[str], None] | None = None,
-                  sample_note: str = "") -> tuple[OpenVINOSubCell | None, InferenceMode]:
+                  sample_note: str = "", choice: RuntimeChoice | None = None,
+                  cpu: CpuCapability | None = None) -> tuple[OpenVINOSubCell | None, InferenceMode]:
     """An OpenVINO int8 ViT for ``calibration``'s cell size whose embeddings of ``verification`` are within
     :data:`VERIFY_COSINE` of PyTorch fp32, or None when no calibration passes.
 
@@ -222,16 +280,23 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
         Called with a one-line message before each slow step (calibration, check).
     sample_note : str
         Appended to the calibration label, e.g. ``" spread over the input"``.
+    choice, cpu : RuntimeChoice, CpuCapability, optional
+        How to quantize and what to fall back to (default: :func:`runtime_choice` for :func:`cpu_capability`).
 
     Returns
     -------
     (OpenVINOSubCell or None, InferenceMode)
-        The mode says what was tried and the cosine measured.
+        The mode says what was tried and the cosine measured; when no int8 model passes, it is the PyTorch
+        fallback (``choice.fallback``) and its reason says why.
     """
+    if choice is None:
+        cpu = cpu or cpu_capability()
+        choice = runtime_choice("cpu", cpu)
+    cpu_dict = cpu.to_dict() if cpu is not None else {}
     size = list(verification.shape[2:])
     size_text = f"{size[0]}x{size[1]}"
     log = log or (lambda message: None)
-    key = int8_cache_key(model, size, calibration_cells) if use_cache else ""
+    key = int8_cache_key(model, size, calibration_cells, choice.seven_bit_weights) if use_cache else ""
     attempts = ([("cache", read_cached_int8(key))] if use_cache else []) + [("this run", None)]
     reference, cosine = None, float("nan")
     for source, ov_model in attempts:
@@ -239,9 +304,10 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
             continue
         if ov_model is None:
             where = f" (once per model and cell size: cached under {cache_root()})" if use_cache else ""
-            log(f"calibrating OpenVINO int8 on {len(calibration)} cells of {size_text}{where}")
-            ov_model = convert_openvino(model, calibration, "int8")
-        runner = OpenVINOSubCell.from_openvino_model(model, ov_model, size, "int8")
+            bits = ", 7-bit weights: no VNNI" if choice.seven_bit_weights else ""
+            log(f"calibrating OpenVINO int8 on {len(calibration)} cells of {size_text}{bits}{where}")
+            ov_model = convert_openvino(model, calibration, "int8", seven_bit_weights=choice.seven_bit_weights)
+        runner = OpenVINOSubCell.from_openvino_model(model, ov_model, size, "int8", int8_float=choice.int8_float)
         log(f"checking the int8 model ({source}) against fp32 on {len(verification)} cells")
         if reference is None:
             with torch.inference_mode():
@@ -252,17 +318,19 @@ def verified_int8(model: SubCellModel, calibration: torch.Tensor, verification: 
                 write_cached_int8(key, ov_model, {"image_size": size, "channels": model.config.channels,
                                                   "hidden_size": model.config.hidden_size,
                                                   "layers": model.config.num_hidden_layers,
-                                                  "calibration_cells": len(calibration), "min_cosine": cosine})
+                                                  "calibration_cells": len(calibration), "min_cosine": cosine,
+                                                  "weight_bits": 7 if choice.seven_bit_weights else 8})
             calibration_text = "cache" if source == "cache" else f"this run ({len(calibration)} cells{sample_note})"
             return runner, InferenceMode(size, "openvino", "int8", "auto: int8 verified", calibration_text,
-                                         cosine, len(verification))
+                                         cosine, len(verification), cpu=cpu_dict)
         log(f"the int8 model ({source}) reached min cosine {cosine:.5f} < {VERIFY_COSINE}")
-    return None, InferenceMode(size, "torch", "bf16", f"auto: int8 failed verification (min cosine {cosine:.5f} < "
-                                                       f"{VERIFY_COSINE})", verified_min_cosine=cosine,
-                               verified_cells=len(verification))
+    return None, InferenceMode(size, "torch", choice.fallback, f"auto: int8 failed verification (min cosine "
+                                                              f"{cosine:.5f} < {VERIFY_COSINE}); {choice.why}",
+                               verified_min_cosine=cosine, verified_cells=len(verification), cpu=cpu_dict)
 
 
 __all__ = [
-    "InferenceMode", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "int8_cache_key",
-    "openvino_available", "read_cached_int8", "verification_mask", "verified_int8", "write_cached_int8",
+    "InferenceMode", "RuntimeChoice", "VERIFY_COSINE", "cache_entries", "cache_root", "clear_cache", "cpu_capability",
+    "int8_cache_key", "openvino_available", "read_cached_int8", "runtime_choice", "verification_mask",
+    "verified_int8", "write_cached_int8",
 ]
