@@ -33,6 +33,8 @@ def test_build_template():
     (["--length", "10"], "--image PROTEIN_IMAGE"),
     (["--target", "nucleus", "--length", "10", "--designer", "no/such/dir"], "--designer no/such/dir: no sequence"),
     (["--target", "nucleus", "--length", "10", "--proposer", "esm"], "--proposer 'esm'"),
+    (["--target", "nucleus", "--length", "10", "nucleus.png"], "nucleus.png: landmark files are given with --landmarks; "
+     "--landmarks a.png b.png c.png (one option, several files), a repeated --landmarks, or a folder"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, args, message):
     assert cli_run(["design", "--out", str(tmp_path / "o"), *args]) == 2

@@ -83,6 +83,31 @@ def test_generate_bad_input_is_one_line(model_dir, tmp_path, capsys, extra, mess
     assert code == 2 and message in err and len(err.splitlines()) == 1
 
 
+def test_landmarks_as_several_files_after_one_option(model_dir, tmp_path, capsys):
+    """``--landmarks a b c`` (as a shell glob expands), a repeated ``--landmarks`` and the folder give the same cell."""
+    cell = EXAMPLES / "landmarks" / "cell_1"
+    files = [str(cell / name) for name in ("nucleus.png", "ER.png", "microtubule.png")]
+    common = ["generate", "--sequence", "MKV", "--model", str(model_dir), "--steps", "1", "--samples", "1",
+              "--device", "cpu"]
+    spaced = [*common, "--landmarks", *files, "--out", str(tmp_path / "spaced")]
+    repeated = [*common, *(arg for f in files for arg in ("--landmarks", f)), "--out", str(tmp_path / "repeated")]
+    folder = [*common, "--landmarks", str(cell), "--out", str(tmp_path / "folder")]
+    assert run(spaced) == run(repeated) == run(folder) == 0
+    summaries = {name: json.loads((tmp_path / name / "summary.json").read_text()) for name in ("spaced", "repeated")}
+    assert summaries["spaced"]["landmarks"] == summaries["repeated"]["landmarks"] == ", ".join(files)
+    images = [tifffile.imread(tmp_path / name / "sequence" / "sample_0.tif") for name in ("spaced", "repeated", "folder")]
+    assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
+    # files without the option, or no landmarks at all: one line saying how to give them
+    capsys.readouterr()
+    assert run([*common, *files, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {files[0]}: landmark files are given with --landmarks; --landmarks a.png b.png c.png "
+                   "(one option, several files), a repeated --landmarks, or a folder")
+    assert run([*common, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: give landmark images: --landmarks a.png b.png c.png")
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_model_directory_is_an_input_error(tmp_path, capsys):
     code = run(["generate", "--sequence", "MKV", "--landmarks", str(EXAMPLES / "landmarks" / "cell_1"),
                 "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")])

@@ -44,12 +44,45 @@ def test_simulate_command_label_faithful(tmp_path, shared_data):
     assert not np.array_equal(first["images"]["nucleus"], second["images"]["nucleus"])
 
 
+def test_simulate_defaults_to_the_available_cores(tmp_path, monkeypatch):
+    """No --workers: one process per available core (2 here, injected), capped at --n; the store is the same as with
+    one worker."""
+    import locscope.synth
+    from locscope.data.store import Store
+    from locscope.utils import cpu
+
+    used = []
+    real = locscope.synth.simulate_store
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(locscope.synth, "simulate_store", spy)
+    monkeypatch.setattr(cpu, "available_cores", lambda: 2)
+    common = ["--n", "6", "--size", "32", "--seed", "3", "--masks", "nucleoplasm"]
+    assert run(["simulate", *common, "--out", str(tmp_path / "default")]) == 0
+    assert run(["simulate", *common, "--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    monkeypatch.setattr(cpu, "available_cores", lambda: 64)
+    assert run(["simulate", "--n", "3", "--size", "32", "--masks", "none", "--out", str(tmp_path / "few")]) == 0
+    assert used == [2, 1, 3]
+    default, one = Store.open(tmp_path / "default"), Store.open(tmp_path / "one")
+    assert default.ids == one.ids and len(default) == 6
+    for i in range(6):
+        a, b = default[i], one[i]
+        assert a["sequence"] == b["sequence"] and a["labels"] == b["labels"]
+        for name in a["images"]:
+            np.testing.assert_array_equal(a["images"][name], b["images"][name])
+        np.testing.assert_array_equal(a["masks"]["nucleoplasm"], b["masks"]["nucleoplasm"])
+
+
 @pytest.mark.parametrize("args,message", [
     (["--n", "0"], "--n 0"),
     (["--mode", "tissue"], "--mode"),
     (["--sequences", "/no/such/file.csv"], "not found"),
     (["--size", "4"], "size"),
     (["--masks", "nucleoplasm,golgi"], "golgi"),
+    (["--workers", "0"], "--workers 0: expected at least 1"),
 ])
 def test_simulate_command_rejects_bad_options(tmp_path, capsys, args, message):
     assert run(["simulate", "--out", str(tmp_path / "s"), "--n", "2", *args]) == 2

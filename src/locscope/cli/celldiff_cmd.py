@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
+from locscope.cli.app import DeviceOption, MoreLandmarks, OverwriteOption, SeedOption, app, landmark_files
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
@@ -51,8 +51,10 @@ def celldiff_data_command(
 def generate_command(
     sequence: Optional[str] = typer.Option(None, "--sequence", help="One amino-acid sequence."),
     fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins."),
-    landmarks: List[Path] = typer.Option(..., "--landmarks", help="Landmark image files or a sample folder "
-                                         "(repeat the option for several files)."),
+    landmarks: Optional[List[Path]] = typer.Option(None, "--landmarks", help="Landmark image files or a sample "
+                                                   "folder: --landmarks nucleus.png ER.png microtubule.png (one "
+                                                   "option, several files), a repeated --landmarks, or a folder."),
+    more_landmarks: Optional[List[Path]] = MoreLandmarks,
     model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name or model directory."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     overwrite: bool = OverwriteOption,
@@ -71,6 +73,7 @@ def generate_command(
     """Generate protein localization images from sequences and cell landmarks (CELL-Diff)."""
     from locscope.pipelines.generate import generate
 
+    landmarks = landmark_files(landmarks, more_landmarks)
     if (sequence is None) == (fasta is None):
         raise InputError("give exactly one of --sequence SEQ or --fasta FILE")
     if sequence is not None:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
+from locscope.cli.app import DeviceOption, MoreLandmarks, OverwriteOption, SeedOption, app, landmark_files
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 
@@ -27,7 +27,9 @@ def design_command(
     overwrite: bool = OverwriteOption,
     image: Optional[Path] = typer.Option(None, "--image", help="Protein image whose localization to design for."),
     landmarks: Optional[List[Path]] = typer.Option(None, "--landmarks", help="Landmark image files of the same cell "
-                                                   "(nucleus / ER / microtubules); repeat the option per file."),
+                                                   "(nucleus / ER / microtubules): --landmarks a.png b.png c.png, a "
+                                                   "repeated --landmarks, or a folder."),
+    more_landmarks: Optional[List[Path]] = MoreLandmarks,
     target: Optional[str] = typer.Option(None, "--target", help="Target compartment instead of an image, e.g. "
                                          "nucleus, mitochondria, plasma-membrane, nucleoplasm."),
     length: Optional[int] = typer.Option(None, "--length", help="Design a whole sequence of L residues."),
@@ -66,7 +68,8 @@ def design_command(
     """Design sequences (or infill a template) whose generated localization matches an image or a compartment."""
     from locscope.pipelines.design import design
 
-    result = design(out, model=model, image=image, landmarks=landmarks or (), target=target, length=length,
+    landmarks = landmark_files(landmarks, more_landmarks, required=False)
+    result = design(out, model=model, image=image, landmarks=landmarks, target=target, length=length,
                     template=template, terminus=terminus, terminus_length=terminus_length, candidates=candidates,
                     decoder=decoder, passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
                     top=top, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size, seed=seed,

@@ -33,7 +33,8 @@ def simulate_command(
     cells_per_protein: int = typer.Option(1, "--cells-per-protein", help="Images per protein (different cells)."),
     no_optics: bool = typer.Option(False, "--no-optics", help="Clean images: no blur, illumination or noise."),
     float32: bool = typer.Option(False, "--float32", help="Store float32 images instead of uint16."),
-    workers: int = typer.Option(1, "--workers", help="Parallel processes (output does not depend on it)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel processes (default: the available "
+                                          "cores; the output does not depend on it)."),
     masks: str = typer.Option("all", "--masks", help="Compartment masks to store: all | none | a comma list "
                               "(fewer masks write faster)."),
 ) -> None:
@@ -42,6 +43,12 @@ def simulate_command(
 
     if n < 1:
         raise InputError(f"--n {n}: expected at least 1")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+    if workers is None:
+        from locscope.utils.cpu import available_cores
+
+        workers = min(available_cores(), n)
     if mode not in ("crop", "field"):
         raise InputError(f"--mode {mode!r}: accepted values are crop, field")
     if sequences is not None and not sequences.is_file():
