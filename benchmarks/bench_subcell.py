@@ -26,7 +26,8 @@ on the same cells (minimum cosine similarity of the embeddings, maximum absolute
 As on a CPU without AVX-512 (torch's and OpenVINO's kernels held to AVX2, so the runtime sees an AVX2 CPU)::
 
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 .venv/bin/python \
-        benchmarks/bench_subcell.py --threads 1 --batch-size 4 --images 8 --baseline-images 2 --rows fp32,bf16-autocast
+        benchmarks/bench_subcell.py --threads 1 --batch-size 4 --images 4 --baseline-images 2 --calibration-cells 16 \
+        --no-warm-run --rows fp32,bf16-autocast
 """
 
 from __future__ import annotations
@@ -118,9 +119,11 @@ def openvino_bf16(model: SubCellModel, calibration: torch.Tensor):
     return run
 
 
-def default_mode(model: SubCellModel, size: int, batch: int, n_images: int):
-    """locscope's default on the CPU, through ``embed_cells``: whole runs of 72 + ``n_images`` random cells with a
-    cold then a warm int8 cache (printed: CPU s / image including calibration + verification, and the mode chosen),
+def default_mode(model: SubCellModel, size: int, batch: int, n_images: int, calibration_cells: int = 64,
+                 warm_run: bool = True):
+    """locscope's default on the CPU, through ``embed_cells``: whole runs of ``calibration_cells`` + 8 + ``n_images``
+    random cells with a cold then (``warm_run``) a warm int8 cache (printed: CPU s / image including calibration +
+    verification, and the mode chosen),
     and the model those runs use (the verified int8 model, else PyTorch in the fallback precision), for the
     steady-state row. Returns (that mode in words, a row's ``run``)."""
     import os
@@ -133,19 +136,20 @@ def default_mode(model: SubCellModel, size: int, batch: int, n_images: int):
 
     rng = np.random.default_rng(1)
     cells = [CellInput(f"cell{i}", rng.uniform(0, 1000, (4, size, size)).astype(np.float32))
-             for i in range(72 + n_images)]
+             for i in range(calibration_cells + 8 + n_images)]
     os.environ["LOCSCOPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-subcell-cache-")
-    for cache in ("cold", "warm"):
+    for cache in ("cold", "warm") if warm_run else ("cold",):
         start, start_cpu = time.perf_counter(), time.process_time()
-        result = embed_cells(model, cells, batch_size=batch, progress=False)
+        result = embed_cells(model, cells, batch_size=batch, progress=False, calibration_cells=calibration_cells)
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         print(f"(default, {cache} cache: embed_cells on {len(cells)} cells {wall:.1f} s wall, {cpu / len(cells):.3f} "
               f"CPU s / image including setup; {result.modes[0].describe()})", flush=True)
     # the same model again (warm cache), timed in the table like the other modes
-    normalised = min_max_normalize(torch.stack([torch.from_numpy(c.images) for c in cells[:72]]))
-    verify = embed_runtime.verification_mask(72, 8)  # the split embed_cells makes
+    head = calibration_cells + 8
+    normalised = min_max_normalize(torch.stack([torch.from_numpy(c.images) for c in cells[:head]]))
+    verify = embed_runtime.verification_mask(head, 8)  # the split embed_cells makes
     start_cpu = time.process_time()
-    int8, mode = embed_runtime.verified_int8(model, normalised[~verify], normalised[verify], 64)
+    int8, mode = embed_runtime.verified_int8(model, normalised[~verify], normalised[verify], calibration_cells)
     print(f"(default, warm cache: read + compile + verification {time.process_time() - start_cpu:.1f} CPU s; "
           f"{mode.describe()})", flush=True)
     autocast = int8 is None and mode.precision == "bf16"
@@ -179,6 +183,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
     parser.add_argument("--skip-compile", action="store_true", help="Leave out the torch.compile modes.")
     parser.add_argument("--skip-extra", action="store_true", help="Only the baseline and the default.")
+    parser.add_argument("--calibration-cells", type=int, default=64, help="The default's int8 calibration cells "
+                        "(embed's --calibration-cells; fewer = a shorter benchmark).")
+    parser.add_argument("--no-warm-run", action="store_true", help="Skip the default's warm-cache whole run.")
     parser.add_argument("--rows", default=None, help="Only these extra rows (comma list of: " + ", ".join(EXTRA_ROWS)
                         + "); default all.")
     args = parser.parse_args()
@@ -213,7 +220,7 @@ def main() -> None:
     b = args.batch_size
     print(machine_description())
     print(f"SubCell ViT-B/16, 4 x {args.size} x {args.size}, torch {torch.__version__}, {args.threads} threads")
-    chosen, default_run = default_mode(model, args.size, b, args.images)
+    chosen, default_run = default_mode(model, args.size, b, args.images, args.calibration_cells, not args.no_warm_run)
     rows = [
         ("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images),
         (f"locscope default (CPU): batch {b}, {chosen}", default_run, b, args.images),
