@@ -295,3 +295,67 @@ def test_real_nucleus_images_tokenize_and_codebook_round_trip(golden, shared_dat
     protein = read_image(shared_data / "celldiff_samples" / "opencell" / "nls").channels["protein"]
     binary = threshold_protein(torch.from_numpy(protein.astype(np.float32))[None, None])
     assert binary.mean().item() <= 0.5 and set(torch.unique(binary).tolist()) <= {0.0, 1.0}
+
+
+def test_a_shorter_text_stream_keeps_the_image_positions():
+    torch.manual_seed(0)
+    model = Celle2(tiny_config(attn_dropout=0.0, ff_dropout=0.0)).eval()
+    full, trimmed = model.tokenize(["MKKRKV"]), model.tokenize(["MKKRKV"], trim=True)
+    assert trimmed.shape == (1, 6) and torch.equal(full[:, :6], trimmed)
+    nucleus, protein = torch.randint(0, 16, (1, 64)), torch.full((1, 64), model.protein_mask_id)
+    with torch.no_grad():
+        long, short = model(full, nucleus, protein), model(trimmed, nucleus, protein)
+    assert short.logits.shape == (1, 6 + 1 + 128, 54) and short.image_logits.shape == (1, 64, 12)
+    # padding tokens are attended (as published), so the logits differ, but the layout (masking) is the same
+    assert torch.equal(short.logits[0, 7:] <= -1e38, long.logits[0, 11:] <= -1e38)
+    assert torch.equal(short.logits[0, 6] <= -1e38, long.logits[0, 10] <= -1e38)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# generate --model DIR (hub dispatch), bad input
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_hub_finds_released_and_native_celle2_models(golden, tmp_path):
+    from locscope.models import hub
+
+    assert hub.family_of(golden) == "celle2" and hub.family_of(golden / "celle_tiny.yaml") == "celle2"
+    Celle2(tiny_config()).save_pretrained(tmp_path / "native")
+    ref = hub.resolve(tmp_path / "native", families=("celldiff", "celle2"))
+    assert ref.family == "celle2" and isinstance(ref.load("cpu"), Celle2)
+
+
+def test_generate_with_a_released_model_writes_outputs_and_is_seeded(golden, shared_data, tmp_path):
+    from locscope.pipelines.generate import generate
+
+    landmarks = [shared_data / "celldiff_samples" / "hpa" / "1"]  # nucleus, ER, microtubules: ER / MT ignored
+    runs = []
+    for name in ("a", "b"):
+        runs.append(generate([("nls", "MSPKKKRKVEDPGSLEHWC"), ("plain", "MSAGLEHWC")], landmarks, tmp_path / name,
+                             model=str(golden), samples=2, passes=3, seed=5, progress=False))
+    result = runs[0]
+    assert result.network_evaluations == 3
+    folder = tmp_path / "a" / "nls"
+    for stem in ("sample_0", "sample_1", "threshold_0", "threshold_1", "mean", "probability"):
+        assert (folder / f"{stem}.png").is_file() and (folder / f"{stem}.tif").is_file()
+    assert (tmp_path / "a" / "report.html").is_file() and (tmp_path / "a" / "summary.csv").is_file()
+    import tifffile
+
+    for stem in ("sample_0", "probability"):
+        assert np.array_equal(tifffile.imread(folder / f"{stem}.tif"), tifffile.imread(tmp_path / "b" / "nls" /
+                                                                                       f"{stem}.tif"))
+    threshold = tifffile.imread(folder / "threshold_0.tif")
+    assert set(np.unique(threshold).tolist()) <= {0, 65535}
+
+
+@pytest.mark.parametrize("landmark, sequence, message", [
+    ("hpa/1/ER.png", "MSPKKK", "CELL-E 2 needs a nucleus image; the files hold only er"),
+    ("hpa/1", "M" * 25, "25 residues; the model's residue limit is 24"),
+])
+def test_generate_bad_input_is_one_line(golden, shared_data, tmp_path, landmark, sequence, message):
+    from locscope.pipelines.generate import generate
+
+    with pytest.raises(InputError, match=message):
+        generate([("s", sequence)], [shared_data / "celldiff_samples" / landmark], tmp_path / "out",
+                 model=str(golden), progress=False)
+    assert not (tmp_path / "out" / "s").exists()

@@ -67,10 +67,13 @@ def generate_command(
                                               "models with the compartment bottleneck)."),
     placement: str = typer.Option("soft", "--placement", help="soft (the fraction head's whole distribution) | "
                                   "sample (one compartment drawn per sample) | top (the most likely one)."),
+    passes: int = typer.Option(1, "--passes", help="CELL-E 2 models: forward passes per image (1 = one-pass "
+                               "generation; N > 1 decodes the most confident tokens first, cosine schedule)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="CELL-E 2 models: sampling temperature."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
-    """Generate protein localization images from sequences and cell landmarks (CELL-Diff)."""
+    """Generate protein localization images from sequences and cell landmarks (CELL-Diff, CELL-E 2)."""
     from locscope.pipelines.generate import generate
 
     landmarks = landmark_files(landmarks, more_landmarks)
@@ -84,8 +87,8 @@ def generate_command(
         pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
     result = generate(pairs, landmarks, out, model=model, sampler=sampler, steps=steps, guidance=guidance,
                       samples=samples, seed=seed, device=device, compartment=compartment,
-                      placement=placement, overwrite=overwrite)
+                      placement=placement, overwrite=overwrite, passes=passes, temperature=temperature)
     for entry in result.sequences:
-        top = entry["top_compartment_image"] or entry["top_compartment_head"]
+        top = entry["top_compartment_image"] or entry.get("top_compartment_head") or "done"
         typer.echo(f"{entry['id']}: {top}")
     typer.echo(f"report: {result.report}")

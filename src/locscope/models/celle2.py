@@ -509,8 +509,9 @@ class Celle2(nn.Module):
         )
         return ~allowed
 
-    def tokenize(self, sequences: list[str]) -> torch.Tensor:
-        """Sequences (``<mask>`` / ``<mask:N>`` allowed) -> ``(B, text_len)`` text ids of this model's stream.
+    def tokenize(self, sequences: list[str], trim: bool = False) -> torch.Tensor:
+        """Sequences (``<mask>`` / ``<mask:N>`` allowed) -> ``(B, text_len)`` text ids of this model's stream
+        (``trim``: padded only to the longest sequence).
 
         Raises
         ------
@@ -527,7 +528,9 @@ class Celle2(nn.Module):
             if c.text_encoder == "esm2-published":
                 residues = [ESM_MASK if t == MASK_ID else _ESM_INDEX.get(VOCAB[t], _ESM_INDEX["X"]) for t in ids]
                 ids = [ESM_CLS, *residues, ESM_EOS]
-            rows.append(ids + [c.text_pad_id] * (c.text_len - len(ids)))
+            rows.append(ids)
+        width = max(len(r) for r in rows) if trim else c.text_len
+        rows = [r + [c.text_pad_id] * (width - len(r)) for r in rows]
         return torch.tensor(rows, dtype=torch.long, device=self.rotary.device)
 
     # --- tokenizers ---------------------------------------------------------------------------------------------
@@ -583,7 +586,8 @@ class Celle2(nn.Module):
         Parameters
         ----------
         text : torch.Tensor
-            ``(B, text_len)`` text ids (:meth:`tokenize`; mask id at residues to predict).
+            ``(B, T)`` text ids (:meth:`tokenize`; mask id at residues to predict), ``T <= text_len`` (a shorter
+            stream, e.g. padded to the batch's longest sequence, saves time; image tokens keep their positions).
         nucleus : torch.Tensor
             ``(B, image_seq_len)`` nucleus codes.
         protein : torch.Tensor
@@ -594,22 +598,29 @@ class Celle2(nn.Module):
         Celle2Output
         """
         c = self.config
-        batch = text.shape[0]
+        batch, text_tokens = text.shape
+        if text_tokens > c.text_len:
+            raise ValueError(f"text has {text_tokens} positions; this model's text stream has {c.text_len}")
         tokens = torch.cat([
-            self.text_encoder(text),  # (B, text_len, dim)
+            self.text_encoder(text),  # (B, T, dim)
             self.sep_embedding.weight.expand(batch, 1, -1),
             self.nucleus_embedding(nucleus),
             self.protein_embedding(protein),
-        ], dim=1)  # (B, seq_len, dim)
-        angles = self.rotary[:, : tokens.shape[1]].to(tokens.dtype)
+        ], dim=1)  # (B, T + 1 + 2 S, dim)
+        # A shorter text stream (T < text_len) keeps the image tokens' rows of the full-length layout.
+        device = tokens.device
+        image_rows = torch.arange(c.text_len + 1, c.seq_len, device=device)
+        angles = self.rotary[:, torch.cat([torch.arange(text_tokens + 1, device=device), image_rows])]
+        rows = torch.cat([torch.arange(text_tokens, device=device), torch.tensor([c.text_len], device=device),
+                          image_rows])
         for block in self.blocks:
-            tokens = block(tokens, angles)
+            tokens = block(tokens, angles.to(tokens.dtype))
         logits = self.to_logits(self.logits_norm(tokens))
-        logits = logits.masked_fill(self.logits_mask, -torch.finfo(logits.dtype).max)
-        image_start = c.text_len + 1 + c.image_seq_len
+        logits = logits.masked_fill(self.logits_mask[rows], -torch.finfo(logits.dtype).max)
+        image_start = text_tokens + 1 + c.image_seq_len
         return Celle2Output(
             logits=logits,
-            text_logits=logits[:, : c.text_len, : c.num_text_tokens],
+            text_logits=logits[:, :text_tokens, : c.num_text_tokens],
             image_logits=logits[:, image_start:, c.protein_offset: c.protein_offset + c.protein_codebook_size],
         )
 
@@ -998,6 +1009,21 @@ def load_published_celle2(config_path: str | Path, device: str | torch.device = 
     return model.to(device).eval()
 
 
+def load_celle2(path: str | Path, device: str | torch.device = "cpu") -> Celle2:
+    """The hub's loader: a locscope model directory (``config.json`` + ``model.safetensors``), a released
+    ``CELLE_trainer`` yaml, or a folder holding one (with its checkpoints), in eval mode on ``device``."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return Celle2.from_pretrained(path).to(device)
+    if path.is_dir():
+        found = [p for p in sorted(path.glob("*.y*ml")) if "CELLE_trainer" in p.read_text(errors="ignore")]
+        if len(found) != 1:
+            raise InputError(f"{path}: expected one CELL-E 2 config (model.target celle_main.CELLE_trainer), "
+                             f"found {len(found)}")
+        path = found[0]
+    return load_published_celle2(path, device)
+
+
 def check_codebooks(config: Celle2Config, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Refuse a tokenizer / transformer pair whose codebooks disagree (``CheckpointError``): each tokenizer's codebook
     must have ``codebook_size`` rows and the transformer's embedding one more (the mask row)."""
@@ -1029,7 +1055,7 @@ def _esm_shape(state: Mapping[str, torch.Tensor], source: str) -> dict[str, int]
 
 
 __all__ = [
-    "Celle2", "Celle2Config", "Celle2Output", "celle2_base_config", "celle2_tiny_config", "normalize_nucleus",
+    "Celle2", "Celle2Config", "Celle2Output", "load_celle2", "celle2_base_config", "celle2_tiny_config", "normalize_nucleus",
     "threshold_protein", "masked_count", "random_mask", "rotary_table", "load_published_celle2", "load_published_vqgan",
     "check_codebooks",
 ]

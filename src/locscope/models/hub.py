@@ -202,12 +202,21 @@ def _published_subcell(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in {".yaml", ".yml"}
 
 
+def _published_celle2(path: Path) -> bool:
+    """A released CELL-E 2 config (``model.target: celle_main.CELLE_trainer``) or a folder holding one."""
+    candidates = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+    return any(p.is_file() and p.suffix.lower() in {".yaml", ".yml"} and "CELLE_trainer" in p.read_text(errors="ignore")
+               for p in candidates)
+
+
 # ------------------------------------------------------------------------------------------- the registry
 # One register_family line per model family; one register_bundled line per model shipped in assets/models/.
 register_family("celldiff", "locscope.models.celldiff:CellDiff.from_pretrained", config_classes=("CellDiffConfig",),
                 title="CELL-Diff model")
 register_family("designer", "locscope.models.designer:SequenceDesigner.from_pretrained",
                 config_classes=("DesignerConfig",), title="sequence designer")
+register_family("celle2", "locscope.models.celle2:load_celle2", config_classes=("Celle2Config",),
+                title="CELL-E 2 model", detect=_published_celle2)  # before subcell: its detect takes any yaml
 register_family("subcell", "locscope.models.subcell:load_subcell", config_classes=("SubCellConfig",),
                 title="SubCell model", detect=_published_subcell)
 register_family("latent", "locscope.models.latent:LatentDiffusion.from_pretrained",

@@ -272,8 +272,12 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
              model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
              guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
              progress: bool = True, compartment: str | None = None, placement: str = "soft",
-             overwrite: bool = False, output_command: str = "generate") -> GenerateResult:
+             overwrite: bool = False, output_command: str = "generate", passes: int = 1,
+             temperature: float = 1.0) -> GenerateResult:
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
+
+    A CELL-E 2 model (``--model celle2-...``) is run by :func:`locscope.pipelines.generate_celle2.generate_celle2`
+    (``passes``, ``temperature``, ``samples``, ``seed``; the diffusion options do not apply).
 
     Parameters
     ----------
@@ -301,6 +305,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Models with the compartment bottleneck: place the protein in this level-1 compartment (or a weighted mix,
         ``'mitochondria:0.6,cytosol:0.4'``) instead of where the sequence's fraction head predicts; the sequence still
         conditions the image through cross-attention. Without it, ``result.json`` records the predicted distribution.
+    passes, temperature :
+        CELL-E 2 models only: forward passes per image and the image tokens' sampling temperature.
     placement : {'soft', 'sample', 'top'}
         Bottleneck models without ``compartment``: condition on the fraction head's whole distribution (default), on
         one compartment drawn from it per sample, or on its most likely compartment
@@ -325,6 +331,15 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
+    family = hub.resolve(model, default="celldiff-tiny", families=("celldiff", "celle2"), argument="--model").family
+    if family == "celle2":
+        if compartment is not None:
+            raise InputError("--compartment: CELL-E 2 models place the protein from its sequence only")
+        from locscope.pipelines.generate_celle2 import generate_celle2
+
+        return generate_celle2(sequences, landmarks, out_dir, model=model, passes=passes, temperature=temperature,
+                               samples=samples, seed=seed, device=device, batch_size=batch_size, progress=progress,
+                               overwrite=overwrite, output_command=output_command)
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler!r}: accepted values are {', '.join(SAMPLERS)}")
     if samples < 1:
