@@ -190,7 +190,7 @@ def celle2_tiny_config(**overrides) -> Celle2Config:
     """A config that trains on 2 CPU cores: 32 x 32 images -> 8 x 8 tokens per image, width 96, 4 blocks."""
     base = dict(image_size=32, vq_base_channels=32, vq_channel_mult=(1, 2, 2), vq_num_res_blocks=1,
                 vq_attn_resolutions=(8,), vq_latent_channels=16, vq_embed_dim=16, nucleus_codebook_size=64,
-                protein_codebook_size=64, text_encoder="builtin", text_seq_len=512, text_encoder_layers=3, dim=96,
+                protein_codebook_size=64, text_encoder="builtin", text_seq_len=320, text_encoder_layers=3, dim=96,
                 depth=4, heads=4, dim_head=24, attn_dropout=0.0, ff_dropout=0.0)
     base.update(overrides)
     return Celle2Config(**base)
