@@ -1055,7 +1055,8 @@ def _esm_shape(state: Mapping[str, torch.Tensor], source: str) -> dict[str, int]
 
 
 __all__ = [
-    "Celle2", "Celle2Config", "Celle2Output", "load_celle2", "celle2_base_config", "celle2_tiny_config", "normalize_nucleus",
+    "Celle2", "Celle2Config", "Celle2Output", "load_celle2", "celle2_base_config", "celle2_tiny_config",
+    "normalize_nucleus",
     "threshold_protein", "masked_count", "random_mask", "rotary_table", "load_published_celle2", "load_published_vqgan",
     "check_codebooks",
 ]

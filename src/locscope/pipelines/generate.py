@@ -48,6 +48,14 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
     return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device, argument="--model")
 
 
+def model_family(model: str | Path | None) -> str | None:
+    """The family of a bundled name or model path (None when unknown; the family's loader then reports it)."""
+    name = str(model) if model else "celldiff-tiny"
+    if name in hub.BUNDLED:
+        return hub.BUNDLED[name]
+    return hub.family_of(Path(name)) if Path(name).exists() else None
+
+
 @dataclass
 class LandmarkCell:
     """Landmarks prepared for a model.
@@ -331,8 +339,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
-    family = hub.resolve(model, default="celldiff-tiny", families=("celldiff", "celle2"), argument="--model").family
-    if family == "celle2":
+    if model_family(model) == "celle2":
         if compartment is not None:
             raise InputError("--compartment: CELL-E 2 models place the protein from its sequence only")
         from locscope.pipelines.generate_celle2 import generate_celle2

@@ -198,8 +198,8 @@ def _report_html(run: dict) -> str:
         rows.append(f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
                     f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{samples}</td><td>{thresholds}</td>'
                     f'<td><img src="{esc(e["folder"])}/probability.png"></td><td>{fractions}</td></tr>')
-    settings = (f"model {esc(run['model'])} (CELL-E 2), {run['passes']} pass(es) = {run['network_evaluations_per_image']}"
-                f" network evaluations per image, temperature {run['temperature']}, {run['samples']} samples, seed "
+    settings = (f"model {esc(run['model'])} (CELL-E 2), {run['passes']} pass(es) = "
+                f"{run['network_evaluations_per_image']} network evaluations per image, temperature {run['temperature']}, {run['samples']} samples, seed "
                 f"{run['seed']}, {run['seconds_per_image']:.3f} s/image; nucleus from {esc(run['landmarks'])}")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope generate (CELL-E 2)</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}td{{padding:4px;vertical-align:top;border-bottom:1px solid #ddd}}

@@ -284,7 +284,8 @@ class Celle2Module(L.LightningModule):
                 decoded = self.model.decode_protein(self.model.encode_protein(protein))
             record["protein_pixel_agreement"] = float(((decoded > 0.5).float() == protein).float().mean())
         else:
-            record = {k: float(v) for k, v in self.transformer_loss(indices, indices, generator, self.val_split).items()}
+            losses = self.transformer_loss(indices, indices, generator, self.val_split)
+            record = {k: float(v) for k, v in losses.items()}
         self.model.train()
         self.set_phase()
         record = {"step": self.step, **{f"val_{k}": v for k, v in record.items()}}
