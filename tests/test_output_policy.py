@@ -166,6 +166,7 @@ COMMANDS: dict[str, list[str]] = {
     "embed": ["embed", "--csv", "missing.csv"],
     "train celldiff": ["train", "celldiff", "--data", "missing_store"],
     "train celldiff-data": ["train", "celldiff-data", "--synthetic", "2"],
+    "train celle2": ["train", "celle2", "--data", "missing_store"],
     "train designer": ["train", "designer"],
     "train subcell": ["train", "subcell", "--data", "missing_store"],
     "dataset build": ["dataset", "build", "missing_manifest.csv"],

@@ -43,6 +43,7 @@ from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
 from locscope.training.celldiff_module import _truncate_metrics, augment, step_generator
 from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -114,17 +115,14 @@ class Celle2Split:
 def load_celle2_split(store, split: str, config: Celle2Config, limit: int | None = None) -> Celle2Split:
     """Read ``split`` of a store (protein + nucleus channels) at the model's image size; sequences longer than the
     model's residue limit keep both termini."""
+    from locscope.data.ontology import LEVEL1
     from locscope.training.celldiff_data import load_split
 
     data = load_split(store, split, (NUCLEUS,), (), config.image_size, config.text_seq_len, limit=limit,
-                      spread=limit is not None)
+                      spread=limit is not None, fraction_classes=tuple(LEVEL1))
     images = (torch.from_numpy(data.images) + 1) / 2  # [-1, 1] -> [0, 1]
-    keys: dict[tuple, int] = {}
-    groups = []
-    for index in data.store_indices:
-        item = store[int(index)]
-        compartments = tuple(sorted(((item.get("provenance") or {}).get("compartments") or {}).keys()))
-        groups.append(keys.setdefault(compartments or tuple(item["labels"].get("level1", [])), len(keys)))
+    keys: dict[bytes, int] = {}
+    groups = [keys.setdefault((row > 0).tobytes(), len(keys)) for row in data.fractions]  # same compartment set
     return Celle2Split(images[:, :1].contiguous(), images[:, 1:2].contiguous(), data.tokens, np.asarray(groups),
                        data.ids)
 
@@ -343,15 +341,13 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     """
     from locscope.data.store import Store
 
-    run_dir = Path(run_dir)
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
     last = run_dir / "checkpoints" / "last"
     if resume:
         if not (last / "state.json").is_file():
             raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
         config = Celle2TrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
     else:
-        if last.exists():
-            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
         config = config or Celle2TrainConfig()
     for name in ("max_steps", "tokenizer_steps"):
         if getattr(config, name) % config.steps_per_epoch:
