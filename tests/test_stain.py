@@ -245,3 +245,48 @@ def test_classifier_gradient_shape_and_sign(tiny):
     # the gradient of row i depends on row i only
     single = classifier.gradient(cond[1:2], y[1:2], gamma[1:2], labels[1:2])
     torch.testing.assert_close(single, grad[1:2])
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+def test_classifier_guidance_raises_the_class_log_probability(sampler):
+    """Samples drawn with a larger scale s are more probable for their class under the classifier."""
+    torch.manual_seed(0)
+    config = stain_tiny_config(classes=("a", "b", "c"), channel_multipliers=(1, 2), attention_levels=(1,),
+                               num_train_timesteps=100)
+    denoiser = StainUNet(config).eval()
+    classifier = StainClassifier(classifier_config_for(config)).eval()
+    with torch.no_grad():
+        for p in classifier.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cond = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 2])
+    schedule = LinearSchedule(100, 1e-6, 0.02)
+    log_probs = []
+    for scale in (0.0, 4.0, 32.0):
+        out = sample_stain(lambda y, g, k: denoiser(cond, y, g, k), (2, 5, 16, 16), schedule, labels, null_label=3,
+                           sampler=sampler, steps=8, classifier_gradient=lambda y, g: classifier.gradient(
+                               cond, y, g, labels), classifier_scale=scale, generator=torch.Generator().manual_seed(5))
+        assert out.classifier_evaluations == (8 if scale else 0) and out.network_evaluations == 8
+        with torch.no_grad():
+            log_probs.append(classifier.log_prob(cond, out.images, schedule.gammas[0].expand(2), labels))
+    assert bool((log_probs[1] > log_probs[0]).all()) and bool((log_probs[2] > log_probs[1]).all())
+
+
+def test_classifier_free_guidance_uses_the_null_class():
+    torch.manual_seed(0)
+    denoiser = StainUNet(stain_tiny_config(classes=("a", "b"), channel_multipliers=(1, 2), attention_levels=(1,),
+                                           num_train_timesteps=50)).eval()
+    cond = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    schedule, labels = LinearSchedule(50, 1e-6, 0.02), torch.tensor([1])
+    seen = []
+
+    def denoise(y, g, k):
+        seen.append(k.tolist())
+        return denoiser(cond.repeat(len(y), 1, 1, 1), y, g, k)
+
+    out = sample_stain(denoise, (1, 5, 8, 8), schedule, labels, null_label=2, sampler="ddim", steps=3, guidance=3.0,
+                       generator=torch.Generator().manual_seed(2))
+    assert seen == [[1, 2]] * 3 and out.network_evaluations == 6
+    plain = sample_stain(denoise, (1, 5, 8, 8), schedule, labels, null_label=2, sampler="ddim", steps=3,
+                         generator=torch.Generator().manual_seed(2))
+    assert plain.network_evaluations == 3 and (plain.images - out.images).abs().max() > 1e-4

@@ -429,6 +429,51 @@ def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> I
     return _named(path, kind, array, channel_order, ome_names, pixel_size_nm, meta)
 
 
+def read_planes(path: str | Path) -> np.ndarray:
+    """Read an image file as unnamed grey planes ``(P, H, W)`` float32 (brightfield stacks, one plane per file).
+
+    TIFF series follow the same axis rules as :func:`read_tiff` (time points refused, z max-projected, the one non-YX
+    axis = planes) but the planes are not given channel names; PNG / JPEG must be grey (an RGB file whose three
+    colours are equal counts as one grey plane).
+
+    Raises
+    ------
+    InputError
+        Missing, empty, corrupt or colour files; unsupported shapes.
+    """
+    path = check_file(path)
+    kind = sniff_format(path)
+    if kind == "tiff":
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, array = series.axes, series.asarray()
+        except Exception:
+            raise InputError(f"{path}: truncated or corrupt TIFF file") from None
+        if axes.upper().endswith("S") and array.shape[-1] in (3, 4):  # an RGB(A) TIFF: samples last
+            array = np.moveaxis(array, -1, 0)
+            axes = "C" + axes[:-1]
+        array = _to_channel_first(path, array, axes, {})
+    elif kind in ("png", "jpeg"):
+        array = decode_png_jpeg(path, kind)
+        if array.ndim == 3:
+            if array.shape[-1] in (2, 4):
+                array = array[..., :-1]  # drop alpha
+            if array.shape[-1] == 3 and not (np.array_equal(array[..., 0], array[..., 1])
+                                             and np.array_equal(array[..., 0], array[..., 2])):
+                raise InputError(f"{path}: colour image; brightfield planes must be grey")
+            array = array[..., 0]
+    else:
+        raise InputError(f"{path}: {kind} files are not read as image planes")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or min(array.shape[1:]) < 1:
+        raise InputError(f"{path}: unsupported image shape {tuple(array.shape)}; expected (H, W) or (P, H, W)")
+    return array.astype(np.float32)
+
+
 def _to_channel_first(path: Path, array: np.ndarray, axes: str, meta: dict) -> np.ndarray:
     """Reduce a TIFF series to ``(H, W)`` or ``(C, H, W)`` following rule 5 of the module docstring."""
     axes = axes.upper()

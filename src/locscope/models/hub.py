@@ -222,6 +222,9 @@ register_family("subcell", "locscope.models.subcell:load_subcell", config_classe
 register_family("latent", "locscope.models.latent:LatentDiffusion.from_pretrained",
                 config_classes=("LatentDiffusionConfig",), title="latent diffusion model")
 
+register_family("stain", "locscope.models.stain:load_stain", config_classes=("StainConfig",),
+                title="virtual-staining model", detect=lambda path: path.is_file() and path.name.endswith("_Network.pth"))
+
 register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")
 register_bundled("subcell-tiny", "subcell")

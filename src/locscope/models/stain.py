@@ -577,6 +577,32 @@ def load_published(state_dict: Mapping[str, torch.Tensor], config: StainConfig,
     return model.eval()
 
 
+def load_stain(path: str | Path, device: str | torch.device = "cpu") -> StainUNet:
+    """The hub's loader: a locscope model folder (``config.json`` + ``model.safetensors``) or a released
+    ``{epoch}_Network.pth`` with its network config beside it (``network_config.json``, or the released ``config.json``
+    holding ``model.which_networks``), loaded strictly."""
+    import json
+
+    from locscope.errors import InputError
+    from locscope.utils.checkpoint import read_torch_weights
+
+    path = Path(path)
+    if path.is_dir():
+        return StainUNet.from_pretrained(path, map_location=device)
+    for name in ("network_config.json", "config.json"):
+        config_path = path.parent / name
+        if config_path.is_file():
+            break
+    else:
+        raise InputError(f"{path}: a released network file needs its config beside it (network_config.json with the "
+                         "which_networks[0] entry, or the released config.json)")
+    try:
+        config = published_config(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{config_path}: not a released guided-I2I network config ({err})") from None
+    return load_published(read_torch_weights(path), config, source=str(path)).to(device)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
@@ -585,5 +611,5 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "StainConfig", "StainUNet", "StainClassifierConfig", "StainClassifier", "stain_base_config", "stain_tiny_config",
     "config_by_name", "classifier_config_for", "published_config", "convert_published_state_dict", "load_published",
-    "PUBLISHED_SCHEDULE_BUFFERS", "count_parameters",
+    "PUBLISHED_SCHEDULE_BUFFERS", "count_parameters", "load_stain",
 ]
