@@ -25,7 +25,9 @@ from locscope.errors import InputError
 from locscope.io.images import read_planes
 from locscope.models import hub
 from locscope.models.stain import StainClassifier, StainUNet
-from locscope.utils.atomic import atomic_path, write_json, write_text
+from locscope.utils.atomic import write_json, write_text
+from locscope.utils.filenames import file_name_for_id
+from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.device import resolve_device
 from locscope.utils.progress import note
 
@@ -35,6 +37,7 @@ CUTOFF = 15.0
 COLOURS = {"dna": (0.0, 0.35, 1.0), "rna": (0.0, 1.0, 1.0), "er": (0.0, 1.0, 0.0), "agp": (1.0, 0.0, 0.0),
            "mito": (1.0, 0.0, 1.0)}
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+STAIN_FILES = ("summary.json", "report.html")  # every stain output holds these
 
 
 @dataclass
@@ -231,7 +234,7 @@ def _png(path: Path, image: np.ndarray, scale: int = 1) -> None:
 def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_name: str | None = None,
               classifier_scale: float = 0.0, guidance: float | None = None, sampler: str = "ddim",
               steps: int | None = None, samples: int = 1, model: str | Path | StainModels | None = None, seed: int = 0,
-              device: str = "cpu", progress: bool = True) -> StainResult:
+              device: str = "cpu", overwrite: bool = False, progress: bool = True) -> StainResult:
     """Stain brightfield images and write TIFFs, composites, ``summary.json`` and ``report.html`` to ``out_dir``.
 
     Parameters
@@ -239,7 +242,8 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
     brightfield : sequence of path
         Brightfield stacks or one-plane files (see :func:`read_brightfield`), or folders of them.
     out_dir : path
-        Output folder (replaced atomically when the run succeeds).
+        Output folder: new or empty, or an earlier ``stain`` output with ``overwrite`` (the new output is written
+        beside it and swapped in when complete; see :mod:`locscope.utils.outputs`).
     class_name : str, optional
         The perturbation / target class (None: unconditioned, the null class).
     classifier_scale : float
@@ -254,6 +258,7 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
     model : str, path or StainModels, optional
         Bundled name, model folder or released ``*_Network.pth`` (default ``stain-tiny``), or loaded models.
     """
+    check_output_folder(out_dir, "stain", overwrite=overwrite, known_files=STAIN_FILES)
     check_options(sampler=sampler, samples=samples, steps=steps, classifier_scale=classifier_scale,
                   guidance=guidance, class_name=class_name)
     device_ = resolve_device(device)
@@ -285,14 +290,13 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
     names = list(cfg.target_channels)
     used: set[str] = set()
     rows = []
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+    with output_folder(out, "stain", overwrite=overwrite, known_files=STAIN_FILES) as tmp:
         import tifffile
 
         for (name, planes), prediction, cond in zip(images, predictions, condition.cpu().numpy()):
-            folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
+            folder = file_name_for_id(name)
             while folder in used:
-                folder += "_"
+                folder = file_name_for_id(folder + "~")
             used.add(folder)
             (tmp / folder).mkdir()
             _png(tmp / folder / "brightfield.png", _display(cond.mean(0)))
