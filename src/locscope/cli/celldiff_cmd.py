@@ -55,13 +55,22 @@ def generate_command(
                                                    "folder: --landmarks nucleus.png ER.png microtubule.png (one "
                                                    "option, several files), a repeated --landmarks, or a folder."),
     more_landmarks: Optional[List[Path]] = MoreLandmarks,
-    model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name or model directory."),
+    model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name, model directory, or a released "
+                              "CELL-Diff checkpoint folder (config.json + denoiser .bin + VAE .bin)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     overwrite: bool = OverwriteOption,
-    sampler: str = typer.Option("dpmsolver", "--sampler", help="ddim | dpmsolver"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, DPM-Solver++ 10)."),
-    guidance: float = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale (1 = none)."),
-    samples: int = typer.Option(4, "--samples", help="Images per sequence."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim | dpmsolver (default: dpmsolver; released "
+                                          "checkpoints: their DDIM)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, DPM-Solver++ 10; "
+                                        "released checkpoints: the config's timestep_respacing, DPM-Solver++ 20)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 2; "
+                                             "1 = none; not for released checkpoints)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Images per sequence (default 4; released "
+                                          "checkpoints: 1)."),
+    esm: Optional[Path] = typer.Option(None, "--esm", help="Released checkpoints: local transformers ESM2 directory "
+                                       "to use instead of the ESM2 weights inside the denoiser checkpoint."),
+    precision: str = typer.Option("fp32", "--precision", help="Released checkpoints: fp32 | bf16 (autocast; fast on "
+                                  "CPUs with native bf16)."),
     compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
                                               "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
                                               "models with the compartment bottleneck)."),
@@ -85,10 +94,42 @@ def generate_command(
         from locscope.io.sequences import read_sequences
 
         pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
-    result = generate(pairs, landmarks, out, model=model, sampler=sampler, steps=steps, guidance=guidance,
-                      samples=samples, seed=seed, device=device, compartment=compartment,
-                      placement=placement, overwrite=overwrite, passes=passes, temperature=temperature)
+    from locscope.models import hub
+
+    if Path(model).is_dir() and hub.family_of(model) == "celldiff-released":
+        released_generate(pairs, landmarks, out, model, sampler, steps, guidance, samples, esm, precision, seed,
+                          device, compartment, overwrite)
+        return
+    if esm is not None or precision != "fp32":
+        raise InputError("--esm / --precision: only for released CELL-Diff checkpoint folders")
+    result = generate(pairs, landmarks, out, model=model, sampler=sampler or "dpmsolver", steps=steps,
+                      guidance=2.0 if guidance is None else guidance, samples=4 if samples is None else samples,
+                      seed=seed, device=device, compartment=compartment, placement=placement,
+                      overwrite=overwrite, passes=passes, temperature=temperature)
     for entry in result.sequences:
         top = entry["top_compartment_image"] or entry.get("top_compartment_head") or "done"
         typer.echo(f"{entry['id']}: {top}")
+    typer.echo(f"report: {result.report}")
+
+
+def released_generate(pairs, landmarks, out, model, sampler, steps, guidance, samples, esm, precision, seed, device,
+                      compartment, overwrite) -> None:
+    """``generate`` for a released CELL-Diff checkpoint folder: map options and report (see generate_released)."""
+    from locscope.pipelines.generate_released import PRECISIONS, SAMPLERS, generate_released
+
+    if guidance is not None or compartment is not None:
+        raise InputError("--guidance / --compartment: released CELL-Diff checkpoints have neither classifier-free "
+                         "guidance nor a compartment condition")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise InputError(f"--sampler {sampler}: accepted {', '.join(SAMPLERS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: accepted {', '.join(PRECISIONS)}")
+    for option, value in (("--steps", steps), ("--samples", samples)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be at least 1; got {value}")
+    result = generate_released(pairs, landmarks, out, model, esm_path=esm, sampler=sampler or "ddim", steps=steps,
+                               samples=samples or 1, seed=seed, precision=precision, device=device,
+                               overwrite=overwrite)
+    for entry in result.sequences:
+        typer.echo(f"{entry['id']}: {len(entry['samples'])} image(s) in {result.out / entry['folder']}")
     typer.echo(f"report: {result.report}")

@@ -49,6 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locscope.diffusion.published_ddim import published_alphas_cumprod  # noqa: F401  (re-exported)
+from locscope.encoders.esm_layout import (
+    ROTARY_KEY,
+    fair_esm_to_transformers,
+    rotary_inv_freq,
+    transformers_to_fair_esm,
+)
 from locscope.errors import CheckpointError, InputError
 from locscope.utils.checkpoint import check_state_dict, read_torch_weights
 from locscope.utils.device import resolve_device
@@ -276,158 +283,68 @@ CELL_IMAGE_CHANNELS: dict[str, tuple[str, ...]] = {
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Diffusion schedule
+# ESM2 (transformers' EsmModel) under fair-esm parameter names (frozen sequence encoder)
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def published_alphas_cumprod(num_timesteps: int, schedule: str = "squaredcos_cap_v2") -> np.ndarray:
-    """Cumulative products alpha_bar_t, t = 0..T-1, of the published (guided-diffusion style) schedules, float64.
-
-    ``squaredcos_cap_v2`` (= ``cosine``, Nichol & Dhariwal 2021): beta_t = min(1 - f(t+1)/f(t), 0.999) with
-    f(t) = cos^2(((t/T) + 0.008) / 1.008 * pi/2). ``linear``: betas from 1e-4 to 0.02 scaled by 1000 / T.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(num_timesteps,)`` float64.
-    """
-    if num_timesteps < 1:
-        raise ValueError(f"num_timesteps={num_timesteps}: must be >= 1")
-    if schedule in ("squaredcos_cap_v2", "cosine"):
-        def alpha_bar(t: float) -> float:
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        betas = np.array([
-            min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), 0.999)
-            for i in range(num_timesteps)
-        ], dtype=np.float64)
-    elif schedule == "linear":
-        scale = 1000 / num_timesteps
-        betas = np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
-    else:
-        raise ValueError(f"schedule={schedule!r}: accepted 'squaredcos_cap_v2', 'cosine', 'linear'")
-    return np.cumprod(1.0 - betas)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# ESM2 in fair-esm layout (frozen sequence encoder)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-class EsmRotaryEmbedding(nn.Module):
-    """Rotary position embedding of ESM2 (Su et al. 2021); ``inv_freq`` is a saved buffer, as in fair-esm."""
-
-    def __init__(self, head_dim: int):
-        super().__init__()
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(k.shape[-2], device=k.device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(positions, self.inv_freq)
-        angles = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim)
-        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-class EsmSelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions and a key padding mask (fair-esm ``MultiheadAttention``)."""
-
-    def __init__(self, embed_dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.k_proj = nn.Linear(embed_dim, embed_dim)
-        self.v_proj = nn.Linear(embed_dim, embed_dim)
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.rot_emb = EsmRotaryEmbedding(self.head_dim)
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        batch, length, width = x.shape
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, T, head_dim)
-
-        q = heads(self.q_proj(x)) * self.head_dim**-0.5  # fair-esm scales q before the rotation
-        k, v = heads(self.k_proj(x)), heads(self.v_proj(x))
-        q, k = self.rot_emb(q, k)
-        scores = q @ k.transpose(-1, -2)  # (B, heads, T, T)
-        if padding_mask is not None:
-            scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
-        attn = scores.float().softmax(dim=-1).to(q.dtype) @ v  # (B, heads, T, head_dim)
-        return self.out_proj(attn.transpose(1, 2).reshape(batch, length, width))
-
-
-class EsmLayer(nn.Module):
-    """Pre-LayerNorm transformer layer of ESM2 (erf GELU MLP of width 4 x embed_dim)."""
-
-    def __init__(self, embed_dim: int, num_heads: int):
-        super().__init__()
-        self.self_attn = EsmSelfAttention(embed_dim, num_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
-        self.fc1 = nn.Linear(embed_dim, 4 * embed_dim)
-        self.fc2 = nn.Linear(4 * embed_dim, embed_dim)
-        self.final_layer_norm = nn.LayerNorm(embed_dim)
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), padding_mask)
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
-
-
-class EsmContactHead(nn.Module):
-    """Holds the published ``contact_head.regression`` weights (unused by CELL-Diff, kept for strict loading)."""
-
-    def __init__(self, num_layers: int, num_heads: int):
-        super().__init__()
-        self.regression = nn.Linear(num_layers * num_heads, 1)
-
-
-class EsmLMHead(nn.Module):
-    """Holds the published masked-LM head (``weight`` tied to ``embed_tokens``); unused by CELL-Diff."""
-
-    def __init__(self, embed_dim: int, vocab: int, weight: nn.Parameter):
-        super().__init__()
-        self.dense = nn.Linear(embed_dim, embed_dim)
-        self.layer_norm = nn.LayerNorm(embed_dim)
-        self.weight = weight
-        self.bias = nn.Parameter(torch.zeros(vocab))
-
 
 class FairEsm2(nn.Module):
-    """ESM2 (Lin et al. 2023) with fair-esm parameter names; returns the final layer-normed representation.
+    """ESM2 (Lin et al. 2023) computed by transformers' ``EsmForMaskedLM``, with the fair-esm state-dict layout.
 
-    Token dropout is on, as in every released ESM2: embeddings of ESM2's ``<mask>`` (id 32) are zeroed and all
+    The released checkpoints store the frozen ESM2 with fair-esm names (``embed_tokens``, ``layers.N.self_attn.q_proj``,
+    one rotary ``inv_freq`` per layer, ``lm_head``); ``state_dict()`` speaks those names and ``load_state_dict`` accepts
+    them (:mod:`locscope.encoders.esm_layout` maps them), so strict loading and its messages stay in the published
+    layout. Token dropout is on, as in every released ESM2: embeddings of ESM2's ``<mask>`` (id 32) are zeroed and all
     embeddings rescaled by ``(1 - 0.15 * 0.8) / (1 - observed mask ratio)``.
     """
 
     def __init__(self, embed_dim: int, num_layers: int, num_heads: int, vocab: int = 33):
+        from transformers import EsmConfig, EsmForMaskedLM
+
         super().__init__()
         self.num_layers = num_layers
-        self.embed_tokens = nn.Embedding(vocab, embed_dim, padding_idx=PAD_ID)
-        self.layers = nn.ModuleList(EsmLayer(embed_dim, num_heads) for _ in range(num_layers))
-        self.contact_head = EsmContactHead(num_layers, num_heads)
-        self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
-        self.lm_head = EsmLMHead(embed_dim, vocab, self.embed_tokens.weight)
+        config = EsmConfig(
+            vocab_size=vocab, hidden_size=embed_dim, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+            intermediate_size=4 * embed_dim, position_embedding_type="rotary", token_dropout=True,
+            mask_token_id=ESM2_MASK_ID, pad_token_id=PAD_ID, emb_layer_norm_before=False, layer_norm_eps=1e-5,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )
+        self.lm = EsmForMaskedLM(config)  # the masked-LM and contact heads are unused but part of the checkpoint
+        self._register_state_dict_hook(_esm_state_dict_to_fair)
+        self._register_load_state_dict_pre_hook(_esm_state_dict_from_fair)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(batch, length)`` int64 ids -> ``(batch, length, embed_dim)`` representations."""
-        padding = tokens.eq(PAD_ID)  # (B, T)
-        x = self.embed_tokens(tokens)
-        is_mask = tokens.eq(ESM2_MASK_ID)
-        x = x.masked_fill(is_mask[..., None], 0.0)
-        observed = is_mask.sum(-1).to(x.dtype) / (~padding).sum(-1)
-        x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
-        x = x * (~padding)[..., None].to(x.dtype)
-        key_padding = padding if padding.any() else None
-        for layer in self.layers:
-            x = layer(x, key_padding)
-        return self.emb_layer_norm_after(x)
+        """``(batch, length)`` int64 ids -> ``(batch, length, embed_dim)`` final layer-normed representations."""
+        return self.lm.esm(input_ids=tokens, attention_mask=tokens.ne(PAD_ID).long()).last_hidden_state
+
+
+def _esm_state_dict_to_fair(module: FairEsm2, state_dict: dict, prefix: str, local_metadata) -> None:
+    """``state_dict`` hook: transformers keys -> fair-esm keys (the one rotary table copied to every layer)."""
+    inner = prefix + "lm."
+    for key in [k for k in state_dict if k.startswith(inner)]:
+        value = state_dict.pop(key)
+        name = key[len(inner):]
+        if name == ROTARY_KEY:
+            state_dict.update({f"{prefix}layers.{i}.self_attn.rot_emb.inv_freq": value
+                               for i in range(module.num_layers)})
+        elif transformers_to_fair_esm(name) is not None:
+            state_dict[prefix + transformers_to_fair_esm(name)] = value
+
+
+def _esm_state_dict_from_fair(state_dict: dict, prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook: fair-esm keys -> transformers keys (the first layer's rotary table becomes the
+    model's; unknown keys are left for strict loading to report)."""
+    rotary = None
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "lm.")]:
+        try:
+            name = fair_esm_to_transformers(key[len(prefix):])
+        except KeyError:
+            continue
+        value = state_dict.pop(key)
+        if name is None:
+            rotary = value if rotary is None else rotary
+        else:
+            state_dict[prefix + "lm." + name] = value
+    if rotary is not None:
+        state_dict[prefix + "lm." + ROTARY_KEY] = rotary
 
 
 class EsmSequenceEmbedding(nn.Module):
@@ -666,6 +583,7 @@ class CellDiffV2Net(nn.Module):
         tokens: torch.Tensor,
         model_time: torch.Tensor,
         sqrt_one_minus_alphas_cumprod: torch.Tensor | None = None,
+        sequence_embeds: torch.Tensor | None = None,
     ) -> CellDiffV2Output:
         """Predict the noise (or x0) of the protein latent and the residue logits.
 
@@ -682,6 +600,9 @@ class CellDiffV2Net(nn.Module):
             ``(B,)`` diffusion step indices (0..T-1).
         sqrt_one_minus_alphas_cumprod : torch.Tensor, optional
             sqrt(1 - alpha_bar_t) broadcastable to the latent; only used when ``config.output_rescale``.
+        sequence_embeds : torch.Tensor, optional
+            ``(B, T, hidden_size)`` = :meth:`embed_sequence` of ``tokens``, computed once and reused at every
+            denoising step (it does not depend on the step); the published code recomputes it (ESM2) at each call.
 
         Returns
         -------
@@ -694,7 +615,7 @@ class CellDiffV2Net(nn.Module):
         time = time.reshape(-1).expand(protein_latent.shape[0])
         time_embeds = self.time_embedding(self.time_proj(time).to(protein_latent.dtype))  # (B, hidden)
 
-        seq_embeds = self.embed_sequence(tokens)  # (B, T, hidden)
+        seq_embeds = self.embed_sequence(tokens) if sequence_embeds is None else sequence_embeds  # (B, T, hidden)
 
         sample = self.img_conv_in(torch.cat([protein_latent, cell_latent], dim=1))
         skips: tuple[torch.Tensor, ...] = (sample,)
@@ -789,6 +710,94 @@ class PublishedCellDiff(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The per-channel VAE
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CellDiffV2VAEConfig:
+    """The published ``VAEConfig``: one grey channel in and out, ``latent_channels`` per image.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Image channels (1: every channel, protein or landmark, is encoded on its own by the same VAE).
+    num_down_blocks : int
+        Encoder / decoder blocks; the image is downsampled by ``2 ** (num_down_blocks - 1)``.
+    latent_channels : int
+        Channels of a latent.
+    vae_block_out_channels : tuple of int
+        Width per block (``num_down_blocks`` entries; the release: 128, 256, 512).
+    """
+
+    in_channels: int = 1
+    out_channels: int = 1
+    num_down_blocks: int = 3
+    latent_channels: int = 4
+    vae_block_out_channels: tuple[int, ...] = (128, 256, 512)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vae_block_out_channels, str):
+            self.vae_block_out_channels = tuple(int(c) for c in self.vae_block_out_channels.split(","))
+        self.vae_block_out_channels = tuple(int(c) for c in self.vae_block_out_channels)
+        if len(self.vae_block_out_channels) != self.num_down_blocks:
+            raise ValueError(f"vae_block_out_channels={list(self.vae_block_out_channels)}: needs num_down_blocks="
+                             f"{self.num_down_blocks} entries")
+
+    @property
+    def downsampling(self) -> int:
+        """Image side / latent side."""
+        return 2 ** (self.num_down_blocks - 1)
+
+    @classmethod
+    def from_published(cls, published: Mapping) -> "CellDiffV2VAEConfig":
+        """The VAE fields of a published ``config.json`` (a dict); other fields are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(published).items() if k in names})
+
+
+class PublishedCellVAE(nn.Module):
+    """The published ``VAEModel``: a diffusers ``AutoencoderKL`` under the attribute ``vae`` (state-dict prefix ``vae.``).
+
+    There is no latent scaling factor: the denoiser works on ``sample_latent`` directly and the decoder output is the
+    image in [-1, 1] (unclipped). ``AutoencoderKL.config.scaling_factor`` is never applied.
+
+    Parameters
+    ----------
+    config : CellDiffV2VAEConfig
+        Shape of the autoencoder.
+    """
+
+    def __init__(self, config: CellDiffV2VAEConfig):
+        from diffusers import AutoencoderKL
+
+        super().__init__()
+        self.config = config
+        n = config.num_down_blocks
+        self.vae = AutoencoderKL(
+            in_channels=config.in_channels, out_channels=config.out_channels,
+            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=config.vae_block_out_channels, layers_per_block=1,
+            latent_channels=config.latent_channels, norm_num_groups=32,
+        )
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 1, H, W)`` images in [-1, 1] -> the latent distribution's ``(mean, std)``, each ``(B, 4, h, w)``
+        (std = exp(0.5 logvar), logvar clamped to [-30, 20] as diffusers does)."""
+        distribution = self.vae.encode(images).latent_dist
+        return distribution.mean, distribution.std
+
+    def sample_latent(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The published landmark latent: ``mean + std * noise`` (``latent_dist.sample()`` with a given draw)."""
+        mean, std = self.encode(images)
+        return mean + std * noise
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(B, 4, h, w)`` latents -> ``(B, 1, H, W)`` images (raw decoder output, about [-1, 1], not clipped)."""
+        return self.vae.decode(latents).sample
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -871,10 +880,19 @@ def load_published_celldiff(
     --------
     >>> model = load_published_celldiff("hpa_pretrained.bin", "config.json")  # doctest: +SKIP
     """
-    source = str(checkpoint_path)
-    target = resolve_device(device)
     state_dict = read_published_state_dict(checkpoint_path)
-    config = CellDiffV2Config.from_published(config_json_path, **esm_shape_from_state_dict(state_dict, source))
+    return build_published_celldiff(state_dict, config_json_path, str(checkpoint_path), device)
+
+
+def build_published_celldiff(
+    state_dict: Mapping[str, torch.Tensor],
+    published_config: str | Path | Mapping,
+    source: str = "checkpoint",
+    device: str = "cpu",
+) -> PublishedCellDiff:
+    """Build the denoiser for a released ``state_dict`` and its ``config.json`` (path or dict), strictly, in eval
+    mode; errors name ``source``. See :func:`load_published_celldiff`."""
+    config = CellDiffV2Config.from_published(published_config, **esm_shape_from_state_dict(state_dict, source))
     with torch.device("meta"):  # build without allocating; the checkpoint supplies every saved tensor
         model = PublishedCellDiff(config)
     check_state_dict(model, state_dict, source)
@@ -882,7 +900,187 @@ def load_published_celldiff(
     _rebuild_non_persistent_buffers(model)
     model.net.protein_sequence_pos_embed.requires_grad_(False)
     model.net.protein_sequence_embedding.model.requires_grad_(False)
-    return model.to(target).eval()
+    return model.to(resolve_device(device)).eval()
+
+
+def load_published_vae(
+    checkpoint_path: str | Path,
+    config: CellDiffV2VAEConfig | Mapping,
+    device: str = "cpu",
+) -> PublishedCellVAE:
+    """Load the released per-channel VAE strictly and return it in eval mode.
+
+    Parameters
+    ----------
+    checkpoint_path : str or Path
+        ``torch.save`` of the ``VAEModel`` state dict (keys ``vae.encoder.*``, ``vae.decoder.*``, ``vae.quant_conv.*``,
+        ``vae.post_quant_conv.*``; a plain dict, ``{"model": ...}`` or ``{"module": ...}``, read with
+        ``weights_only=True``) or a ``.safetensors`` file.
+    config : CellDiffV2VAEConfig or mapping
+        The VAE shape, or the published ``config.json`` as a dict.
+    device : {'cpu', 'cuda', 'auto'}
+        Where to put the model.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable.
+    CheckpointError
+        Listing every missing, unexpected and misshaped key (the published loader drops them silently and keeps a
+        randomly initialised VAE).
+    """
+    vae_config = config if isinstance(config, CellDiffV2VAEConfig) else CellDiffV2VAEConfig.from_published(config)
+    state_dict = read_published_state_dict(checkpoint_path)
+    model = PublishedCellVAE(vae_config)
+    check_state_dict(model, state_dict, str(checkpoint_path))
+    model.load_state_dict(state_dict, strict=True)
+    model.requires_grad_(False)
+    return model.to(resolve_device(device)).eval()
+
+
+def read_esm2_directory(directory: str | Path) -> dict[str, torch.Tensor]:
+    """ESM2 weights from a local transformers directory, renamed to the released checkpoint's fair-esm keys.
+
+    The directory is what ``EsmForMaskedLM.save_pretrained`` writes (the layout of the ``facebook/esm2_*`` models):
+    ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin`` (or a shard index), keys ``esm.*`` and
+    ``lm_head.*``. Returned keys carry the ``net.protein_sequence_embedding.model.`` prefix.
+
+    Raises
+    ------
+    InputError
+        If the directory, its config or its weights are missing.
+    """
+    path = Path(directory)
+    esm_config = _read_json(path / "config.json")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            weights = read_published_state_dict(path / name)
+            break
+    else:
+        weights = read_published_state_dict(path)  # a shard index, or an error naming the directory
+    fair_weights = {}
+    for key, value in weights.items():
+        name = transformers_to_fair_esm(key)
+        if name is not None:
+            fair_weights[name] = value
+    if "embed_tokens.weight" in fair_weights:
+        fair_weights.setdefault("lm_head.weight", fair_weights["embed_tokens.weight"])  # tied
+    # Rotary tables are recomputed from the head width (transformers does not always save them).
+    layers = int(esm_config.get("num_hidden_layers", 0))
+    heads = int(esm_config.get("num_attention_heads", 0))
+    width = int(esm_config.get("hidden_size", 0))
+    if heads < 1 or width % heads:
+        raise InputError(f"{path / 'config.json'}: needs hidden_size divisible by num_attention_heads")
+    fair_weights.update({f"layers.{i}.self_attn.rot_emb.inv_freq": rotary_inv_freq(width // heads)
+                         for i in range(layers)})
+    return {_ESM_PREFIX + k: v for k, v in fair_weights.items()}
+
+
+@dataclasses.dataclass
+class ReleasedCellDiff:
+    """A released CELL-Diff checkpoint set, loaded: denoiser (with its ESM2), per-channel VAE and sampling settings.
+
+    Attributes
+    ----------
+    model : PublishedCellDiff
+        The denoiser (eval mode).
+    vae : PublishedCellVAE
+        The per-channel autoencoder (eval mode).
+    published_config : dict
+        The released ``config.json`` as read.
+    respacing : str
+        Its ``timestep_respacing`` (the release: ``"ddim100"``).
+    files : dict of str to Path
+        ``config``, ``denoiser``, ``vae`` (and ``esm`` when given) as used.
+    """
+
+    model: PublishedCellDiff
+    vae: PublishedCellVAE
+    published_config: dict
+    respacing: str
+    files: dict[str, Path]
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images the pair works on (latent side x the VAE's downsampling)."""
+        return self.model.config.sample_size * self.vae.config.downsampling
+
+
+_CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors")
+
+
+def load_released_checkpoint_set(
+    directory: str | Path,
+    device: str = "cpu",
+    esm_path: str | Path | None = None,
+) -> ReleasedCellDiff:
+    """Load a released CELL-Diff checkpoint set from one folder.
+
+    The folder holds the released ``config.json``, the VAE checkpoint it names in ``vae_loadcheck_path`` (looked up
+    by file name beside the config) and the denoiser checkpoint (the file named by ``loadcheck_path`` when present,
+    else the one other ``.bin`` / ``.pth`` / ``.safetensors`` file). ESM2 comes from the denoiser checkpoint (the
+    released files carry it) unless ``esm_path`` names a local transformers ESM2 directory.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The checkpoint set.
+    device : {'cpu', 'cuda', 'auto'}
+        Where to put the models.
+    esm_path : str or Path, optional
+        Local ESM2 directory (see :func:`read_esm2_directory`); replaces the checkpoint's ESM2 weights.
+
+    Returns
+    -------
+    ReleasedCellDiff
+
+    Raises
+    ------
+    InputError
+        One line naming the missing or unreadable file (or the config field) and what was expected.
+    CheckpointError
+        Naming the file whose keys or shapes do not match the config, with the keys.
+    """
+    folder = Path(directory)
+    config_path = folder / "config.json"
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a directory (expected a released checkpoint set: config.json + .bin files)")
+    published = _read_json(config_path)
+    if "vae_loadcheck_path" not in published:
+        raise InputError(f"{config_path}: no 'vae_loadcheck_path' (not a released CELL-Diff latent config)")
+    vae_path = folder / Path(str(published["vae_loadcheck_path"])).name
+    if not vae_path.is_file():
+        raise InputError(f"{vae_path}: file not found (the VAE checkpoint named by vae_loadcheck_path in {config_path})")
+    named = Path(str(published.get("loadcheck_path") or "")).name
+    if named and (folder / named).is_file():
+        denoiser_path = folder / named
+    else:
+        candidates = sorted(p for p in folder.iterdir()
+                            if p.suffix in _CHECKPOINT_SUFFIXES and p.is_file() and p != vae_path)
+        if len(candidates) != 1:
+            found = ", ".join(p.name for p in candidates) or "none"
+            raise InputError(f"{folder / (named or 'cell_diff.bin')}: denoiser checkpoint not found (expected the "
+                             f"file named by loadcheck_path, or exactly one other checkpoint file; found: {found})")
+        denoiser_path = candidates[0]
+    state_dict = read_published_state_dict(denoiser_path)
+    files = {"config": config_path, "denoiser": denoiser_path, "vae": vae_path}
+    if esm_path is not None:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(_ESM_PREFIX)}
+        state_dict.update(read_esm2_directory(esm_path))
+        files["esm"] = Path(esm_path)
+    elif not any(k.startswith(_ESM_PREFIX) for k in state_dict):
+        raise InputError(f"{denoiser_path}: no ESM2 weights ({_ESM_PREFIX}*); give a local ESM2 directory")
+    model = build_published_celldiff(state_dict, published, str(denoiser_path), device)
+    try:
+        vae_config = CellDiffV2VAEConfig.from_published(published)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{config_path}: invalid VAE fields ({err})") from None
+    vae = load_published_vae(vae_path, vae_config, device)
+    if vae_config.latent_channels != model.config.latent_channels:
+        raise InputError(f"{config_path}: VAE latent_channels {vae_config.latent_channels} != denoiser's "
+                         f"{model.config.latent_channels}")
+    respacing = str(published.get("timestep_respacing") or "ddim100")
+    return ReleasedCellDiff(model, vae, dict(published), respacing, files)
 
 
 def _rebuild_non_persistent_buffers(model: PublishedCellDiff) -> None:
@@ -895,6 +1093,9 @@ def _rebuild_non_persistent_buffers(model: PublishedCellDiff) -> None:
         table = get_2d_sincos_pos_embed(embed.pos_embed.shape[-1], grid, base_size=embed.base_size,
                                         interpolation_scale=embed.interpolation_scale, output_type="pt")
         embed.pos_embed = table.float().unsqueeze(0)
+    embeddings = model.net.protein_sequence_embedding.model.lm.esm.embeddings
+    if getattr(embeddings, "position_ids", None) is not None and embeddings.position_ids.is_meta:
+        embeddings.register_buffer("position_ids", torch.arange(embeddings.position_ids.shape[-1])[None], persistent=False)
     leftovers = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"model tensors left uninitialised after loading: {', '.join(leftovers)}")

@@ -209,6 +209,19 @@ def _published_celle2(path: Path) -> bool:
                for p in candidates)
 
 
+def _released_celldiff(path: Path) -> bool:
+    """A folder whose ``config.json`` is a released CELL-Diff (v2, latent) config (it names its VAE checkpoint)."""
+    config = path / CONFIG_NAME
+    if not config.is_file():
+        return False
+    try:
+        payload = json.loads(config.read_text())
+    except json.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and all(k in payload for k in ("vae_loadcheck_path", "esm_embedding",
+                                                                       "cell_image"))
+
+
 # ------------------------------------------------------------------------------------------- the registry
 # One register_family line per model family; one register_bundled line per model shipped in assets/models/.
 register_family("celldiff", "locscope.models.celldiff:CellDiff.from_pretrained", config_classes=("CellDiffConfig",),
@@ -221,6 +234,8 @@ register_family("subcell", "locscope.models.subcell:load_subcell", config_classe
                 title="SubCell model", detect=_published_subcell)
 register_family("latent", "locscope.models.latent:LatentDiffusion.from_pretrained",
                 config_classes=("LatentDiffusionConfig",), title="latent diffusion model")
+register_family("celldiff-released", "locscope.models.celldiff_v2:load_released_checkpoint_set",
+                title="released CELL-Diff checkpoint set", detect=_released_celldiff)
 
 register_family("stain", "locscope.models.stain:load_stain", config_classes=("StainConfig",),
                 title="virtual-staining model", detect=lambda path: path.is_file() and path.name.endswith("_Network.pth"))

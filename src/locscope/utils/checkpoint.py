@@ -71,8 +71,10 @@ def read_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
         raise InputError(f"{path}: not a readable weights-only torch checkpoint ({type(err).__name__}: {err})") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "model", "module"):  # Lightning / DeepSpeed / published-trainer wrappers
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(f"{path}: expected a dict of tensors")
     return dict(obj)
