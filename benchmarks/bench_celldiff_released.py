@@ -7,12 +7,12 @@ and the error of each fast option against the exact released DDIM-100 on the tin
 ``speed``: the released HPA configuration (U-Net 320/640/1280/1280 with 2 layers per block, 64 x 64 x 4 latents,
 8 adaLN-Zero blocks of width 1280, frozen ESM2-650M, VAE 128/256/512) with random weights. The released weights cannot
 be downloaded here; to stay within the machine's per-process memory, parameters of the same shape and name share one
-random tensor (same FLOPs and memory traffic per call; 1.67 G parameters would need 6.7 GB in float32). Each part is
-timed on its own (wall and process CPU seconds): the VAE (3 landmark encodes + 1 decode), ESM2 + projection for one
-sequence, one denoiser call with the sequence embedding precomputed (fp32, bf16 autocast, batch 1 and 4) and one
-released-style call that recomputes ESM2. Seconds per image are assembled from these by counting calls:
-released DDIM-100 = 100 x (denoiser + ESM2) + VAE; locscope = ESM2 once + N x denoiser + VAE. One fast configuration
-is also run end to end.
+random tensor (same FLOPs and memory traffic per call; 1.67 G parameters would need 6.7 GB in float32). FLOPs per call
+are counted (torch's FlopCounterMode on the meta device; ESM2 from its shapes); each part is timed on its own (wall
+and process CPU seconds): one denoiser call with the sequence embedding precomputed (bf16 autocast, fp32), ESM2 +
+projection for one sequence, one VAE encode and one decode. Seconds per image are assembled from these by counting
+calls: released DDIM-100 = 100 x (denoiser + ESM2) + 3 encodes + 1 decode; locscope = ESM2 once + N x denoiser +
+3 encodes + 1 decode.
 
 ``quality``: on ``../shared/golden/celldiff_v2_pipeline_tiny`` (random tiny weights), decoded images of each option
 against the exact released DDIM-100 (ESM2 recomputed every step, fp32) from the same landmarks and noises, and the
