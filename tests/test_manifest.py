@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from locscope.cli import main
-from locscope.data.manifest import build_store_from_manifest, parse_manifest
+from locscope.io.manifest import build_store_from_manifest, parse_manifest
 from locscope.data.store import Store, partial_path
 from locscope.errors import InputError
 from locscope.io import read_image, read_sequences

@@ -6,7 +6,8 @@ import scipy.linalg
 import torch
 
 from locscope.errors import CheckpointError, InputError
-from locscope.metrics.feature_networks import EncoderFeatureNetwork, HandcraftedFeatureNetwork, InceptionFeatureNetwork, load_feature_network
+from locscope.metrics.feature_networks import EncoderFeatureNetwork, HandcraftedFeatureNetwork, InceptionFeatureNetwork
+from locscope.pipelines.evaluate import load_feature_network
 from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance, frechet_distance_from_stats, to_uint8
 from locscope.metrics.inception import FIDInceptionV3, load_fid_inception
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import locscope.encoders.image as image_module
+import locscope.models.image_encoder as image_module
 from locscope.errors import InputError
-from locscope.encoders.image import SubCellImageEncoder, load_default_image_encoder
+from locscope.models.image_encoder import SubCellImageEncoder, load_default_image_encoder
 from locscope.models.subcell import SubCellConfig, SubCellModel
 
 

@@ -42,7 +42,7 @@ def build_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Read every item of MANIFEST and write a chunked dataset store."""
-    from locscope.data.manifest import build_store_from_manifest
+    from locscope.io.manifest import build_store_from_manifest
 
     channel_list = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
     store = build_store_from_manifest(manifest, out, sequences=sequences, channels=channel_list, image_dtype=dtype,

@@ -43,6 +43,15 @@ LEVEL3: tuple[str, ...] = (
     "plastid",
 )
 
+#: The level-1 compartments the simulator renders (every cell has all of them), in the order models index them
+#: (``CellDiffConfig.fraction_classes`` of the bundled model, the designer's condition).
+SIMULATOR_COMPARTMENTS: tuple[str, ...] = (
+    "nucleoplasm", "nucleoli", "nucleoli-fibrillar-center", "nuclear-speckles", "nuclear-bodies", "nuclear-membrane",
+    "cytosol", "endoplasmic-reticulum", "golgi-apparatus", "vesicles", "endosomes", "lysosomes", "peroxisomes",
+    "lipid-droplets", "mitochondria", "plasma-membrane", "actin-filaments", "microtubules", "intermediate-filaments",
+    "centrosome", "cytoskeleton",
+)
+
 LEVEL1_TO_LEVEL2: dict[str, str] = {
     "cytoskeleton": "cytoskeleton", "actin-filaments": "cytoskeleton", "plasma-membrane": "plasma-membrane",
     "centrosome": "cytoskeleton", "cytosol": "cytosol", "endoplasmic-reticulum": "endoplasmic-reticulum",

@@ -15,7 +15,7 @@ import numpy as np
 
 from locscope import channels as ch
 from locscope.errors import InputError
-from locscope.io.images import ImageRecord, check_file, name_channels, value_range
+from locscope.io.records import ImageRecord, check_file, name_channels, value_range
 
 PROTICELLI_LANDMARK_ORDER: tuple[str, ...] = (ch.MICROTUBULES, ch.NUCLEUS, ch.ER)
 PROTICELLI_PROTEIN_ORDER: tuple[str, ...] = (ch.MICROTUBULES, ch.PROTEIN, ch.NUCLEUS, ch.ER)

@@ -21,7 +21,7 @@ import numpy as np
 
 from locscope import channels as ch
 from locscope.errors import InputError
-from locscope.io.images import ImageRecord, check_file, name_channels
+from locscope.io.records import ImageRecord, check_file, name_channels
 
 # Excitation laser line (nm) -> canonical channel, for OpenCell's two-colour imaging (Hoechst 33342, mNeonGreen).
 LASER_CHANNELS: dict[int, str] = {405: ch.NUCLEUS, 488: ch.PROTEIN}

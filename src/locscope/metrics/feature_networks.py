@@ -1,10 +1,11 @@
-"""Feature networks for FID and the feature-space metrics, chosen by :func:`load_feature_network`.
+"""Feature networks for FID and the feature-space metrics, chosen by
+:func:`locscope.pipelines.evaluate.load_feature_network`.
 
 Every network maps CELL-Diff's 8-bit FID images ``(B, 3, H, W)`` (R = 0, G = protein, B = nucleus; see
 :func:`locscope.metrics.fid.fid_rgb`) to ``(B, D)`` features and has a ``name`` that reports must print:
 
 1. ``inception-v3-pool3``: the published FID network, from a local pytorch-fid weights file (``--features PATH``);
-2. ``locscope-image-encoder:<name>``: locscope's own image encoder (``locscope.encoders.image``), used when no
+2. ``locscope-image-encoder:<name>``: locscope's own image encoder (``locscope.models.image_encoder``), used when no
    Inception file is given;
 3. ``handcrafted-v1``: a fixed, weight-free descriptor (intensity histograms, moments, an 8 x 8 intensity layout and
    the radial power spectrum of each channel, plus protein/nucleus overlap), used when neither is available. It is
@@ -13,7 +14,6 @@ Every network maps CELL-Diff's 8-bit FID images ``(B, 3, H, W)`` (R = 0, G = pro
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,11 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from locscope.errors import InputError
 from locscope.metrics.arrays import to_numpy
 from locscope.utils.device import resolve_device
-
-log = logging.getLogger(__name__)
 
 
 class FeatureNetwork(Protocol):
@@ -105,46 +102,3 @@ class HandcraftedFeatureNetwork:
         ring = np.minimum((freq / 0.5 * self.n_radial).astype(int), self.n_radial)  # ring n_radial = corners
         profile = np.stack([power[:, ring == r].mean(axis=1) for r in range(self.n_radial)], axis=1)
         return np.log10(profile + 1e-12)
-
-
-def load_feature_network(features: str | Path | None = None, device: str = "auto") -> FeatureNetwork:
-    """Pick the feature network.
-
-    Parameters
-    ----------
-    features : {None, 'encoder', 'handcrafted'} or path
-        ``None`` (auto): locscope's image encoder when it loads, else ``handcrafted-v1`` (with a logged warning).
-        ``'encoder'``: the image encoder, an error when unavailable. ``'handcrafted'``: the weight-free descriptor.
-        A path: a local pytorch-fid ``pt_inception-2015-12-05-*.pth`` file (or the same tensors as safetensors) for
-        InceptionV3 pool3.
-    device : {'auto', 'cpu', 'cuda'}
-
-    Returns
-    -------
-    FeatureNetwork
-        Its ``name`` says which network was used.
-
-    Raises
-    ------
-    InputError
-        If a weights file is missing or unreadable, or ``'encoder'`` is requested and unavailable.
-    """
-    keyword = str(features).lower() if features is not None and not Path(features).exists() else None
-    if keyword in ("handcrafted", "handcrafted-v1"):
-        return HandcraftedFeatureNetwork()
-    if features is not None and keyword != "encoder":
-        return InceptionFeatureNetwork(features, device)
-    try:
-        from locscope.encoders.image import load_default_image_encoder
-    except ImportError:
-        if keyword == "encoder":
-            raise InputError("--features encoder: locscope.encoders.image is not available in this installation") from None
-        log.warning("locscope.encoders.image is not available; using the handcrafted-v1 feature network")
-        return HandcraftedFeatureNetwork()
-    try:
-        return EncoderFeatureNetwork(load_default_image_encoder(device=str(resolve_device(device))))
-    except InputError as err:
-        if keyword == "encoder":
-            raise
-        log.warning("default image encoder unavailable (%s); using the handcrafted-v1 feature network", err)
-        return HandcraftedFeatureNetwork()

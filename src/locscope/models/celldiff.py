@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
+from locscope.data.ontology import SIMULATOR_COMPARTMENTS
 from locscope.encoders.protein import (
     MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding, build_protein_encoder,
 )
@@ -146,13 +147,11 @@ def celldiff_tiny_config(**overrides) -> CellDiffConfig:
     """The CPU default: 32x32 images, cross-attention only at the lowest U-Net resolution, a 3-layer transformer, the
     compartment bottleneck over the simulator's 21 level-1 compartments with FiLM residual blocks, and a noisier schedule
     (base 16: logSNR shifted by 2 log(16/32)), which trained the bundled model's image path faster than base 64."""
-    from locscope.synth.compartments import COMPARTMENTS
-
     tiny = CellDiffConfig(
         image_size=32, channels=(16, 32, 48, 64), layers_per_group=1, attention_groups=(False, False, True),
         attention_grid=4, attention_heads=4, patch_size=1, transformer_width=96, transformer_layers=3,
         transformer_heads=4, sequence_dim=64, sequence_layers=3, max_sequence_length=320, max_sequence_tokens=40,
-        fraction_classes=tuple(COMPARTMENTS), resnet_time_norm="scale_shift", schedule_base=16,
+        fraction_classes=SIMULATOR_COMPARTMENTS, resnet_time_norm="scale_shift", schedule_base=16,
     )
     return dataclasses.replace(tiny, **overrides)
 

@@ -34,14 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from locscope.data.ontology import SIMULATOR_COMPARTMENTS
 from locscope.encoders.protein import PAD_ID, RESIDUE_IDS, UNKNOWN_ID, VOCAB
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
 
 
 def _compartments() -> tuple[str, ...]:
-    from locscope.synth import COMPARTMENTS
-
-    return tuple(COMPARTMENTS)
+    return SIMULATOR_COMPARTMENTS
 
 
 @dataclass

@@ -23,13 +23,16 @@ import numpy as np
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.errors import InputError
 from locscope.metrics.celle2 import nucleus_proportion, pdf_mae
-from locscope.metrics.feature_networks import FeatureNetwork, load_feature_network
+from locscope.metrics.feature_networks import (
+    EncoderFeatureNetwork, FeatureNetwork, HandcraftedFeatureNetwork, InceptionFeatureNetwork,
+)
 from locscope.metrics.features import classification_agreement, cluster_score, knn_accuracy, nn_match
 from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance_from_stats
 from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
 from locscope.metrics.threshold import mask_iou, threshold_mask
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity
+from locscope.utils.device import resolve_device
 from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import track
 
@@ -60,6 +63,45 @@ class SourceItem:
     channels: dict[str, np.ndarray]
     labels: list[str] = field(default_factory=list)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_feature_network(features: str | Path | None = None, device: str = "auto") -> FeatureNetwork:
+    """Pick the feature network.
+
+    Parameters
+    ----------
+    features : {None, 'encoder', 'handcrafted'} or path
+        ``None`` (auto): locscope's image encoder when it loads, else ``handcrafted-v1`` (with a logged warning).
+        ``'encoder'``: the image encoder, an error when unavailable. ``'handcrafted'``: the weight-free descriptor.
+        A path: a local pytorch-fid ``pt_inception-2015-12-05-*.pth`` file (or the same tensors as safetensors) for
+        InceptionV3 pool3.
+    device : {'auto', 'cpu', 'cuda'}
+
+    Returns
+    -------
+    FeatureNetwork
+        Its ``name`` says which network was used.
+
+    Raises
+    ------
+    InputError
+        If a weights file is missing or unreadable, or ``'encoder'`` is requested and unavailable.
+    """
+    keyword = str(features).lower() if features is not None and not Path(features).exists() else None
+    if keyword in ("handcrafted", "handcrafted-v1"):
+        return HandcraftedFeatureNetwork()
+    if features is not None and keyword != "encoder":
+        return InceptionFeatureNetwork(features, device)
+    from locscope.models.image_encoder import load_default_image_encoder
+
+    try:
+        return EncoderFeatureNetwork(load_default_image_encoder(device=str(resolve_device(device))))
+    except InputError as err:
+        if keyword == "encoder":
+            raise
+        log.warning("default image encoder unavailable (%s); using the handcrafted-v1 feature network", err)
+        return HandcraftedFeatureNetwork()
+
 
 
 @dataclass
@@ -350,7 +392,7 @@ def evaluate(
     pixel_size_nm : float, optional
         Pixel size for MSF (HPA 320, OpenCell 206); default: the store's or the files' own, else MSF is in pixels.
     features : {None, 'encoder', 'handcrafted'} or path
-        Feature network (:func:`locscope.metrics.feature_networks.load_feature_network`): a local pytorch-fid
+        Feature network (:func:`load_feature_network`): a local pytorch-fid
         InceptionV3 file, locscope's image encoder or the handcrafted descriptor; default: the encoder when it loads,
         else handcrafted (the report names the network).
     device : {'auto', 'cpu', 'cuda'}

@@ -335,7 +335,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.diffusion.celldiff_sampler import sample_protein_images
     from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
     from locscope.encoders.protein import tokenize
-    from locscope.training.celldiff_module import landmark_composite
+    from locscope.report.images import landmark_composite
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 

@@ -37,7 +37,7 @@ import torch
 
 from locscope.data import ontology
 from locscope.errors import InputError
-from locscope.pipelines.generate import load_celldiff
+from locscope.models import hub
 from locscope.utils.progress import track
 
 Method = Literal["image", "head", "combined"]
@@ -258,7 +258,7 @@ class LocalizationPredictor:
 
     Examples
     --------
-    >>> predictor = LocalizationPredictor(load_celldiff(), method="combined", samples=4)  # doctest: +SKIP
+    >>> predictor = LocalizationPredictor(hub.load("celldiff-tiny"), method="combined", samples=4)  # doctest: +SKIP
     >>> predictor.predict(["MPKKKRKV..."]).top()  # doctest: +SKIP
     ['nucleus']
     """
@@ -408,7 +408,8 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     if out is not None:
         check_output_file(out, overwrite=overwrite)
     seed_everything(seed)
-    net = load_celldiff(model, resolve_device(device))
+    net = hub.load(model, default="celldiff-tiny", families=("celldiff",), device=resolve_device(device),
+                   argument="--model")
     predictor = LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed)
     prediction = predictor.predict(list(sequences), progress=progress)
     text = predictions_csv(ids, prediction, method)

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from locscope.data.ontology import SIMULATOR_COMPARTMENTS
 from locscope.synth.draw import clip_paths, discs, random_walks, rasterize, sample_points, smooth_noise
 
 #: Compartments rendered for every cell, named by their level-1 ontology class.
-COMPARTMENTS: tuple[str, ...] = (
-    "nucleoplasm", "nucleoli", "nucleoli-fibrillar-center", "nuclear-speckles", "nuclear-bodies", "nuclear-membrane",
-    "cytosol", "endoplasmic-reticulum", "golgi-apparatus", "vesicles", "endosomes", "lysosomes", "peroxisomes",
-    "lipid-droplets", "mitochondria", "plasma-membrane", "actin-filaments", "microtubules", "intermediate-filaments",
-    "centrosome", "cytoskeleton",
-)
+COMPARTMENTS: tuple[str, ...] = SIMULATOR_COMPARTMENTS
 
 
 @dataclass
