@@ -31,8 +31,10 @@ from locscope.data import ontology
 from locscope.diffusion.celldiff_sampler import sample_protein_images
 from locscope.encoders.protein import tokenize
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
-from locscope.pipelines.generate import compartment_fractions, load_celldiff
-from locscope.pipelines.localize import LEVEL3_CLASSES, compartment_basis, level_probabilities, unmix_compartments
+from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.readout import (
+    LEVEL3_CLASSES, compartment_basis, compartment_fractions, level_probabilities, unmix_compartments,
+)
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement

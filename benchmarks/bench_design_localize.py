@@ -40,7 +40,8 @@ from locscope.pipelines.design import (
 )
 from locscope.pipelines.explain import mutagenesis_scan
 from locscope.pipelines.generate import load_celldiff
-from locscope.pipelines.localize import LEVEL3_CLASSES, LocalizationPredictor, level_probabilities
+from locscope.pipelines.localize import LocalizationPredictor
+from locscope.pipelines.readout import LEVEL3_CLASSES, level_probabilities
 from locscope.synth import COMPARTMENTS, SimulatorConfig, render_cell, place_protein
 from locscope.synth.grammar import localize_sequence, random_protein
 from locscope.synth.labelled import read_annotated_proteins

@@ -52,6 +52,20 @@ def test_samplers_recover_the_target_with_an_oracle_denoiser(sampler, steps, tol
     assert (images - target).abs().max().item() < tol
 
 
+def test_sampler_takes_fixed_initial_noise():
+    schedule = ShiftedCosineSchedule(image_size=32)
+
+    def shrink(x, t):
+        return 0.5 * x
+
+    drawn, _ = sample_images(shrink, (2, 1, 4, 4), schedule, "dpmsolver", 3, torch.Generator().manual_seed(7))
+    noise = torch.randn((2, 1, 4, 4), generator=torch.Generator().manual_seed(7))
+    given, _ = sample_images(shrink, (2, 1, 4, 4), schedule, "dpmsolver", 3, noise=noise)
+    assert torch.equal(drawn, given)
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 1, 4, 4\); got \(1, 1, 4, 4\)"):
+        sample_images(shrink, (2, 1, 4, 4), schedule, "dpmsolver", 3, noise=noise[:1])
+
+
 def test_sampler_names_and_guidance():
     with pytest.raises(ValueError, match="accepted values are ddim, dpmsolver"):
         make_scheduler(ShiftedCosineSchedule(32), "euler")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from locscope.pipelines.explain import mutagenesis_scan, mutate_window
-from locscope.pipelines.localize import LEVEL3_CLASSES, level_probabilities
+from locscope.pipelines.readout import LEVEL3_CLASSES, level_probabilities
 from locscope.synth import COMPARTMENTS
 from locscope.synth.grammar import localize_sequence, random_protein
 from test_design_support import cli_run, tiny_model_dir

@@ -12,7 +12,8 @@ import torch
 
 from locscope.cli import main
 from locscope.models.celldiff import CellDiff, celldiff_tiny_config
-from locscope.pipelines.generate import compartment_fractions, probability_map, read_landmarks, unit_range
+from locscope.pipelines.generate import probability_map, read_landmarks, unit_range
+from locscope.pipelines.readout import compartment_fractions
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples"
 

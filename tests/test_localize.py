@@ -6,9 +6,9 @@ import csv
 
 import numpy as np
 import pytest
-from locscope.pipelines.localize import (
-    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, level_probabilities, resolve_compartment, standard_cells,
-    unmix_compartments,
+from locscope.pipelines.localize import LocalizationPredictor
+from locscope.pipelines.readout import (
+    LEVEL2_CLASSES, LEVEL3_CLASSES, level_probabilities, resolve_compartment, standard_cells, unmix_compartments,
 )
 from locscope.synth import COMPARTMENTS, place_protein
 from test_design_support import cli_run, tiny_celldiff, tiny_model_dir  # noqa: F401  (fixture)
@@ -112,3 +112,25 @@ def test_localize_and_design_with_a_tiny_esm2_model(tmp_path):
     sequences, passes = decode_candidates(model, [MASK_ID] * 10, np.zeros((1, 16, 16), np.float32),
                                           cells[0].landmarks[None], None, candidates=2, passes=4)
     assert passes == 4 and all(len(s) == 10 and "<" not in s for s in sequences)
+
+
+def test_localize_honours_a_missing_landmark():
+    """localize samples through the one CELL-Diff sampler: an absent landmark gets the model's placeholder."""
+    import torch
+
+    from locscope.diffusion.celldiff_sampler import sample_protein_images
+    from locscope.models import hub
+
+    net = hub.load("celldiff-tiny")
+    sequences = ["MPKKKRKVEDPRLQ" * 3]
+    options = dict(samples=2, steps=2, seed=0)
+    full = LocalizationPredictor(net, "image", **options).predict(sequences, keep_images=True)
+    predictor = LocalizationPredictor(net, "image", landmark_present=[True, False, True], **options)
+    missing = predictor.predict(sequences, keep_images=True)
+    tokens = net.tokenize(sequences)[0].repeat_interleave(2, dim=0)
+    present = torch.tensor([[True, False, True]] * 2)
+    expected, nfe = sample_protein_images(net, predictor.landmarks, tokens, present, steps=2, noise=predictor.noise)
+    assert nfe == 4 and missing.images.shape == (1, 2, 32, 32)
+    np.testing.assert_allclose(missing.images[0], (expected[:, 0].numpy() + 1) / 2, atol=1e-5)
+    assert np.abs(missing.images - full.images).max() > 0.05   # the ER placeholder changes the images
+    np.testing.assert_allclose(missing.level3.sum(), 1.0, atol=1e-6)

@@ -43,6 +43,11 @@ LEVEL3: tuple[str, ...] = (
     "plastid",
 )
 
+#: The order of CELL-Diff's compartment head (the level-3 classes without plastid; ``CellDiffConfig.compartment_classes``).
+CELLDIFF_COMPARTMENT_CLASSES: tuple[str, ...] = (
+    "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
+)
+
 #: The level-1 compartments the simulator renders (every cell has all of them), in the order models index them
 #: (``CellDiffConfig.fraction_classes`` of the bundled model, the designer's condition).
 SIMULATOR_COMPARTMENTS: tuple[str, ...] = (

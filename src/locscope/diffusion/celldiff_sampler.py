@@ -1,7 +1,9 @@
 """Image generation with a CELL-Diff model: encode the sequence once, then run DDIM / DPM-Solver++ with guidance.
 
-``sample_protein_images`` is the one function the generate pipeline, the training-time validation gate and the
-localization/design verbs share.
+``sample_protein_images`` is the one function that samples CELL-Diff: the generate pipeline, the training-time
+validation gate, ``localize`` (every sequence in standard cells, ``noise=`` shared per cell) and ``design`` (scoring
+candidates against an image) all call it, so landmark presence, compartment placement and autocast mean the same
+everywhere.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def sample_protein_images(
     model, landmarks: torch.Tensor, tokens: torch.Tensor, landmark_present: torch.Tensor | None = None,
     samples: int = 1, sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
     generator: torch.Generator | None = None, autocast: bool = False, progress: bool = False,
-    fractions: torch.Tensor | None = None, placement: str = "soft",
+    fractions: torch.Tensor | None = None, placement: str = "soft", noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Generate ``samples`` protein images per (landmarks, sequence) row.
 
@@ -73,6 +75,9 @@ def sample_protein_images(
         (``'soft'``, the training-time behaviour), on one compartment drawn from it per image (``'sample'``: the K
         images then show the head's uncertainty as separate, clean placements), or on its most likely compartment
         (``'top'``).
+    noise : torch.Tensor, optional
+        ``(B * samples, 1, H, W)`` initial noise in the output row order (diffusers' ``latents=``); drawn with
+        ``generator`` when None.
 
     Returns
     -------
@@ -110,5 +115,5 @@ def sample_protein_images(
 
     size = model.config.image_size
     images, nfe = sample_images(denoise, (batch * samples, 1, size, size), schedule_for(model), sampler, steps,
-                                generator=generator, device=device, progress=progress)
+                                generator=generator, device=device, progress=progress, noise=noise)
     return images.clamp(-1.0, 1.0), nfe * (2 if guided else 1)

@@ -7,9 +7,11 @@ images' *declared* data range (e.g. 1.0 for [0, 1] floats, 255 for 8-bit): state
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from locscope.metrics.arrays import check_same_shape, to_numpy
 
@@ -39,24 +41,30 @@ def mae(real: Any, generated: Any) -> np.ndarray | float:
 
 
 def psnr(real: Any, generated: Any, data_range: float) -> np.ndarray | float:
-    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` in dB (``inf`` for identical images)."""
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` in dB (``inf`` for identical images), per image
+    (torchmetrics' ``peak_signal_noise_ratio`` over the last two axes, in float64)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     if not data_range > 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
-    err = np.asarray(mse(real, generated))
-    with np.errstate(divide="ignore"):
-        return _reduce(10 * np.log10(data_range**2 / err))
+    a, b = _pair(real, generated)
+    value = peak_signal_noise_ratio(torch.from_numpy(b), torch.from_numpy(a), data_range=data_range,
+                                    reduction="none", dim=(-2, -1))
+    return _reduce(value.numpy())
 
 
 def pcc(real: Any, generated: Any) -> np.ndarray | float:
-    """Pearson correlation of the flattened images (NaN when either image is constant)."""
+    """Pearson correlation of the flattened images (NaN when either image is constant; torchmetrics'
+    ``pearson_corrcoef`` over each image's pixels, in float64)."""
+    from torchmetrics.functional import pearson_corrcoef
+
     a, b = _pair(real, generated)
-    a = a.reshape(*a.shape[:-2], -1)
-    b = b.reshape(*b.shape[:-2], -1)
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((a**2).sum(axis=-1) * (b**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return _reduce(np.where(denom > 0, (a * b).sum(axis=-1) / np.where(denom > 0, denom, 1), np.nan))
+    lead = a.shape[:-2]
+    columns = [torch.from_numpy(x.reshape(-1, x.shape[-2] * x.shape[-1]).T.copy()) for x in (b, a)]  # (H*W, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about constant images, which give NaN as documented
+        value = pearson_corrcoef(*columns).reshape(lead)
+    return _reduce(value.numpy())
 
 
 SSIM_WINDOW = 11
@@ -80,8 +88,9 @@ def ssim(real: Any, generated: Any, data_range: float) -> np.ndarray | float:
     """Structural similarity (Wang et al. 2004): Gaussian window 11 x 11, sigma 1.5, K1 = 0.01, K2 = 0.03.
 
     The images are reflect-padded by 5 pixels, the SSIM map is computed at every original pixel and averaged: what
-    ``torchmetrics.functional.structural_similarity_index_measure`` returns with its defaults, computed here with
-    separable float64 filters (an order of magnitude faster on CPU than its 2-D convolution).
+    ``torchmetrics.functional.structural_similarity_index_measure`` returns with its defaults (a test checks the
+    agreement). Not torchmetrics itself: separable float64 filters are an order of magnitude faster on the CPU than
+    its 2-D convolution, and evaluation runs SSIM on every generated image.
 
     Parameters
     ----------

@@ -30,17 +30,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.models.embeddings import get_timestep_embedding
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
-from locscope.data.ontology import SIMULATOR_COMPARTMENTS
+from locscope.data.ontology import CELLDIFF_COMPARTMENT_CLASSES, SIMULATOR_COMPARTMENTS
 from locscope.encoders.protein import (
     MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding, build_protein_encoder,
 )
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
 
-LEVEL3_CLASSES: tuple[str, ...] = (
-    "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
-)
 
 
 @dataclass
@@ -116,7 +114,7 @@ class CellDiffConfig:
     esm_finetune: bool = False
     max_sequence_length: int = 2048
     max_sequence_tokens: int = 2048
-    compartment_classes: tuple[str, ...] = LEVEL3_CLASSES
+    compartment_classes: tuple[str, ...] = CELLDIFF_COMPARTMENT_CLASSES
     fraction_classes: tuple[str, ...] = ()
     resnet_time_norm: str = "default"
     num_train_timesteps: int = 1000
@@ -236,14 +234,6 @@ class CellDiffOutput:
     residue_logits: torch.Tensor
     compartment_logits: torch.Tensor
     fraction_logits: torch.Tensor
-
-
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (integer or fractional) timesteps ``(B,)`` -> ``(B, dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-torch.log(torch.tensor(max_period)) * torch.arange(half, device=timesteps.device) / half)
-    angles = timesteps.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -489,7 +479,8 @@ class CellDiff(nn.Module):
                 context: SequenceContext, landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``."""
         cfg = self.config
-        temb = self.time_mlp(timestep_embedding(timesteps, cfg.channels[0])) + self.pooled_to_time(context.pooled)
+        temb = self.time_mlp(get_timestep_embedding(timesteps, cfg.channels[0], flip_sin_to_cos=True,
+                                                   downscale_freq_shift=0)) + self.pooled_to_time(context.pooled)
         if cfg.fraction_classes:
             temb = temb + self.fractions_to_time(context.condition.to(temb.dtype))
         h = self.stem(torch.cat([noisy_image, self.prepare_landmarks(landmarks, landmark_present)], dim=1))

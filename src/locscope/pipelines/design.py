@@ -41,10 +41,10 @@ import numpy as np
 import torch
 
 from locscope.errors import InputError
-from locscope.pipelines.generate import load_celldiff, top_shares
-from locscope.pipelines.localize import (
-    LEVEL2_CLASSES, LEVEL3_CLASSES, LocalizationPredictor, generate_in_cells,
-    resolve_compartment, standard_cells,
+from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
+from locscope.pipelines.readout import (
+    COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
 )
 
 MAX_DESIGN_LENGTH = 2048
@@ -427,9 +427,11 @@ def refine_candidates(model, sequences: list[str], template: list[int], target: 
 
 
 def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray, landmarks: np.ndarray,
-                            samples: int = 2, seed: int = 0, batch_size: int = 16, **generation) -> tuple[np.ndarray, np.ndarray]:
+                            samples: int = 2, seed: int = 0, batch_size: int = 16, present: np.ndarray | None = None,
+                            **generation) -> tuple[np.ndarray, np.ndarray]:
     """Mean Pearson correlation between each sequence's images generated on ``landmarks`` ``(n_landmarks, H, W)``
-    and ``protein`` ``(H, W)``; returns ``(scores (N,), first images (N, H, W))``."""
+    (``present`` ``(n_landmarks,)`` bool: absent ones use the model's placeholder) and ``protein`` ``(H, W)``;
+    returns ``(scores (N,), first images (N, H, W))``."""
     device = next(model.parameters()).device
     size = model.config.image_size
     noise = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(seed))
@@ -437,7 +439,8 @@ def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray
     scores, firsts = [], []
     for start in range(0, len(sequences), batch_size):
         tokens = model.tokenize(list(sequences[start:start + batch_size]))[0]
-        images = generate_in_cells(model, tokens, marks, noise, **generation).cpu().numpy()  # (b, K, H, W)
+        images = generate_in_cells(model, tokens, marks, noise, landmark_present=present,
+                                   **generation).cpu().numpy()  # (b, K, H, W)
         scores.append(_mean_correlation(images, protein))
         firsts.append(images[:, 0])
     return np.concatenate(scores), np.concatenate(firsts)
@@ -527,8 +530,6 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     if target is not None:
         level, name = resolve_compartment(target)
         if level == "level1":
-            from locscope.synth import COMPARTMENTS
-
             scores = localization.level1[:, COMPARTMENTS.index(name)]
         else:
             probs, classes = (localization.level3, LEVEL3_CLASSES) if level == "level3" else (localization.level2,
@@ -538,7 +539,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
         score_method = f"{name} share of the generated images in {score_samples} standard simulator cells"
     else:
         scores, shown = image_similarity_scores(net, sequences, protein[0], marks[0], score_samples, seed, batch_size,
-                                                **generation)
+                                                present, **generation)
         score_method = f"mean Pearson correlation with the given image over {score_samples} generated images"
     score_seconds = time.perf_counter() - start
 

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from locscope.errors import InputError
-from locscope.pipelines.localize import LEVEL3_CLASSES
+from locscope.pipelines.readout import LEVEL3_CLASSES
 
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
 EXPLAIN_FILES = ("explain.json", "report.html")  # every explain output holds them
@@ -218,7 +218,8 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     from locscope.encoders.protein import encode_sequence
     from locscope.pipelines.design import protein_png
     from locscope.pipelines.generate import load_celldiff
-    from locscope.pipelines.localize import LocalizationPredictor, resolve_compartment
+    from locscope.pipelines.localize import LocalizationPredictor
+    from locscope.pipelines.readout import resolve_compartment
     from locscope.utils.atomic import write_bytes, write_json, write_text
     from locscope.utils.device import resolve_device
     from locscope.utils.outputs import check_output_folder, output_folder

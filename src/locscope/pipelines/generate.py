@@ -27,6 +27,7 @@ import torch
 
 from locscope.errors import InputError
 from locscope.models import hub
+from locscope.pipelines.readout import compartment_fractions, top_shares
 from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
@@ -145,45 +146,6 @@ def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: i
     return LandmarkCell(images, present, masks, source=", ".join(str(p) for p in paths))
 
 
-def compartment_fractions(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Share of a protein image's intensity in each level-3 class under simulator masks.
-
-    Each pixel is assigned to the most specific level-1 compartment covering it (the smallest mask), the intensity
-    above the image's 5th percentile (background) is summed per compartment and the level-1 sums are pooled into
-    level-3 classes; shares sum to 1 over the cell (pixels outside every mask are ignored).
-
-    Parameters
-    ----------
-    image : np.ndarray
-        ``(H, W)`` non-negative intensities.
-    masks : dict of str to np.ndarray
-        Level-1 compartment name -> ``(H, W)`` bool.
-
-    Returns
-    -------
-    dict of str to float
-        Level-3 class -> share in [0, 1].
-    """
-    from locscope.data import ontology
-
-    names = [n for n in masks if masks[n].any()]
-    if not names:
-        return {}
-    areas = np.array([masks[n].sum() for n in names], dtype=np.float64)
-    stack = np.stack([masks[n] for n in names])  # (M, H, W)
-    cost = np.where(stack, areas[:, None, None], np.inf)
-    owner = cost.argmin(0)
-    inside = stack.any(0)
-    signal = np.clip(image.astype(np.float64) - np.percentile(image, 5), 0, None) * inside
-    sums = np.bincount(owner.ravel(), weights=signal.ravel(), minlength=len(names))
-    total = sums.sum()
-    shares: dict[str, float] = {}
-    for name, value in zip(names, sums):
-        level3 = ontology.to_level3(name)
-        shares[level3] = shares.get(level3, 0.0) + (float(value / total) if total > 0 else 0.0)
-    return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
-
-
 def probability_map(images: np.ndarray) -> np.ndarray:
     """Per-pixel probability ``(H, W)`` that the protein is there: the fraction of ``images`` ``(K, H, W)`` in which
     the pixel is above that image's Otsu threshold."""
@@ -262,18 +224,11 @@ def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndar
     """Sequence-only compartment probabilities reported by ``generate``: ``(classes, (B, n) probabilities)``. Level-3
     models report :func:`locscope.pipelines.localize.sequence_head_probabilities` (which folds in the fraction head);
     models trained on other classes their raw compartment head."""
-    from locscope.pipelines.localize import LEVEL3_CLASSES, sequence_head_probabilities
+    from locscope.pipelines.readout import LEVEL3_CLASSES, sequence_head_probabilities
 
     if set(model.config.compartment_classes) == set(LEVEL3_CLASSES):
         return LEVEL3_CLASSES, sequence_head_probabilities(model, tokens)[0]
     return tuple(model.config.compartment_classes), model.predict_compartments(tokens).cpu().numpy()
-
-
-def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
-               min_share: float = 0.005) -> dict[str, float]:
-    """The ``n`` largest entries of a distribution ``(len(classes),)`` above ``min_share`` as ``{class: share}``."""
-    order = np.argsort(-distribution)[:n]
-    return {classes[i]: round(float(distribution[i]), 4) for i in order if distribution[i] > min_share}
 
 
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,

@@ -4,7 +4,7 @@ Method (selectable with ``method``):
 
 ``'image'``
     Generate the protein's image in ``samples`` standard simulator cells (fixed landmark cells rendered by
-    :func:`locscope.synth.render_cell` with seeds ``STANDARD_CELL_SEED + k``), then read off the compartment fractions
+    :func:`locscope.synth.render_cell` with seeds ``readout.STANDARD_CELL_SEED + k``), then read off the compartment fractions
     of each generated image by non-negative least-squares unmixing against the cell's ground-truth compartment
     patterns (blurred and illuminated exactly like the simulator's optics, plus a constant background term): the image
     is modelled as ``background + sum_c a_c * pattern_c`` and ``a_c / sum(a)`` is compartment ``c``'s share of the
@@ -28,142 +28,31 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
-from locscope.data import ontology
 from locscope.errors import InputError
 from locscope.models import hub
+from locscope.pipelines.readout import (
+    LEVEL2_CLASSES, LEVEL3_CLASSES, level2_from_level3, level_probabilities, sequence_head_probabilities,
+    standard_cells, unmix_compartments,
+)
 from locscope.utils.progress import track
 
 Method = Literal["image", "head", "combined"]
 METHODS: tuple[str, ...] = ("image", "head", "combined")
-LEVEL3_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL3 if c != "plastid")
-LEVEL2_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL2 if c != "plastid")
-ENDOMEMBRANE_LEVEL2: tuple[str, ...] = ("endoplasmic-reticulum", "golgi-apparatus", "vesicles")
-STANDARD_CELL_SEED = 7000
-
-
-# ------------------------------------------------------------------------------------------------ standard cells
-@dataclass
-class StandardCell:
-    """A simulator cell used to read compartments off generated images.
-
-    Attributes
-    ----------
-    landmarks : np.ndarray
-        ``(n_landmarks, H, W)`` float32 in [0, 1], in the model's landmark order.
-    basis : np.ndarray
-        ``(H * W, n_compartments + 1)`` float64: each compartment's pattern through blur and illumination, then a
-        constant background column.
-    cell : locscope.synth.RenderedCell
-    """
-
-    landmarks: np.ndarray
-    basis: np.ndarray
-    cell: object = field(repr=False)
-
-
-def standard_cells(image_size: int, landmark_channels: Sequence[str], n: int,
-                   first_seed: int = STANDARD_CELL_SEED) -> list[StandardCell]:
-    """Render ``n`` standard simulator crops of ``image_size`` pixels (seeds ``first_seed + k``)."""
-    from locscope.synth import SimulatorConfig, render_cell
-
-    cfg = SimulatorConfig(size=image_size)
-    cells = []
-    for k in range(n):
-        cell = render_cell(cfg, seed=first_seed + k)
-        landmarks = np.stack([cell.images[ch] for ch in landmark_channels]).astype(np.float32)
-        cells.append(StandardCell(landmarks, compartment_basis(cell, cfg), cell))
-    return cells
-
-
-def compartment_basis(cell, config) -> np.ndarray:
-    """Each level-1 compartment's protein pattern in a rendered simulator cell, through the cell's expression, blur and
-    illumination: ``(H * W, len(COMPARTMENTS) + 1)`` float64, the last column a constant background.
-
-    Parameters
-    ----------
-    cell : locscope.synth.RenderedCell
-    config : locscope.synth.SimulatorConfig
-        The configuration the cell was rendered with (blur and pixel size).
-    """
-    from scipy import ndimage
-
-    from locscope.synth import COMPARTMENTS
-
-    sigma_px = config.blur_nm / config.resolved_pixel_size_nm
-    expression = np.concatenate([[0.0], cell.expression]).astype(np.float32)[cell.instances]
-    columns = [cell.illumination * ndimage.gaussian_filter(cell.patterns[c] * expression, sigma_px, mode="nearest")
-               for c in COMPARTMENTS]
-    pixels = columns[0].size
-    return np.concatenate([np.stack(columns).reshape(len(COMPARTMENTS), -1), np.ones((1, pixels))]).T.astype(np.float64)
-
-
-def unmix_compartments(image: np.ndarray, cell: "StandardCell | np.ndarray") -> np.ndarray:
-    """Level-1 compartment shares of a protein image in a standard cell, ``(len(COMPARTMENTS),)`` summing to 1.
-
-    Parameters
-    ----------
-    image : np.ndarray
-        ``(H, W)`` protein image in [0, 1] rendered (or generated) in ``cell``.
-    cell : StandardCell or np.ndarray
-        The cell, or its :func:`compartment_basis` directly.
-
-    Returns
-    -------
-    np.ndarray
-        Non-negative least-squares coefficients of the compartment patterns, normalised (uniform when all are 0).
-    """
-    from scipy.optimize import nnls
-
-    basis = cell.basis if isinstance(cell, StandardCell) else cell
-    coefficients, _ = nnls(basis, np.asarray(image, np.float64).ravel())
-    shares = coefficients[:-1]
-    total = shares.sum()
-    return shares / total if total > 0 else np.full(shares.shape, 1.0 / shares.size)
-
-
-def level_probabilities(level1_shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum level-1 shares ``(..., len(COMPARTMENTS))`` into level-3 ``(..., 7)`` and level-2 ``(..., 9)`` classes."""
-    from locscope.synth import COMPARTMENTS
-
-    to3 = np.zeros((len(COMPARTMENTS), len(LEVEL3_CLASSES)))
-    to2 = np.zeros((len(COMPARTMENTS), len(LEVEL2_CLASSES)))
-    for i, name in enumerate(COMPARTMENTS):
-        to3[i, LEVEL3_CLASSES.index(ontology.to_level3(name))] = 1.0
-        to2[i, LEVEL2_CLASSES.index(ontology.to_level2(name))] = 1.0
-    return level1_shares @ to3, level1_shares @ to2
-
-
-def resolve_compartment(name: str) -> tuple[str, str]:
-    """A target compartment name -> ``(level, canonical name)`` with level ``'level3'``, ``'level2'`` or ``'level1'``.
-
-    Raises
-    ------
-    InputError
-        For a name that is not a level-3, level-2 or simulated level-1 class.
-    """
-    from locscope.synth import COMPARTMENTS
-
-    key = name.strip().lower().replace("_", "-").replace(" ", "-")
-    for level, classes in (("level3", LEVEL3_CLASSES), ("level2", LEVEL2_CLASSES), ("level1", COMPARTMENTS)):
-        if key in classes:
-            return level, key
-    raise InputError(f"unknown compartment {name!r}; accepted: {', '.join(LEVEL3_CLASSES)} (level 3), "
-                     f"{', '.join(c for c in LEVEL2_CLASSES if c not in LEVEL3_CLASSES)} (level 2), or a level-1 "
-                     f"class such as nucleoplasm")
 
 
 # ------------------------------------------------------------------------------------------------ generation
-@torch.no_grad()
 def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, noise: torch.Tensor,
-                      sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0) -> torch.Tensor:
-    """Generate every sequence's protein image in every cell, all from the same initial noise per cell.
+                      sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
+                      landmark_present: torch.Tensor | np.ndarray | Sequence[bool] | None = None) -> torch.Tensor:
+    """Generate every sequence's protein image in every cell, all from the same initial noise per cell
+    (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images` with one row per (sequence, cell)).
 
     Parameters
     ----------
@@ -178,34 +67,27 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
     steps : int, optional
     guidance : float
         Classifier-free guidance scale.
+    landmark_present : array-like of bool, optional
+        ``(n_landmarks,)`` or ``(K, n_landmarks)``; absent landmarks use the model's learned placeholder.
 
     Returns
     -------
     torch.Tensor
         ``(B, K, H, W)`` float32 in [0, 1].
     """
-    from locscope.diffusion.celldiff_sampler import schedule_for
-    from locscope.diffusion.samplers import DEFAULT_STEPS, classifier_free_guidance, make_scheduler
+    from locscope.diffusion.celldiff_sampler import sample_protein_images
 
     device = landmarks.device
     batch, cells = tokens.shape[0], landmarks.shape[0]
-    context = model.encode_sequence(tokens.to(device)).repeat(cells)  # rows [s0 c0, s0 c1, ..., s1 c0, ...]
-    cond_landmarks = landmarks.repeat(batch, 1, 1, 1)  # (B*K, n, H, W) in the same row order
-    if guidance != 1.0:
-        context = type(context).concat(context, model.null_context(batch * cells, device))
-        cond_landmarks = torch.cat([cond_landmarks, cond_landmarks])
-    scheduler = make_scheduler(schedule_for(model), sampler)
-    scheduler.set_timesteps(steps or DEFAULT_STEPS.get(sampler, 100), device=device)
-    x = noise.to(device).repeat(batch, 1, 1, 1)  # (B*K, 1, H, W)
-    for t in scheduler.timesteps:
-        timesteps = torch.full((x.shape[0],), int(t), dtype=torch.long, device=device)
-        if guidance == 1.0:
-            v = model.denoise(x, timesteps, cond_landmarks, context)[0].float()
-        else:
-            both = model.denoise(torch.cat([x, x]), torch.cat([timesteps, timesteps]), cond_landmarks, context)[0]
-            v = classifier_free_guidance(*both.float().chunk(2), guidance)
-        x = scheduler.step(v, t, x).prev_sample
-    images = (x.clamp(-1.0, 1.0) + 1.0) / 2.0
+    present = None
+    if landmark_present is not None:
+        present = torch.as_tensor(np.asarray(landmark_present, bool)).reshape(-1, landmarks.shape[1])
+        present = present.expand(cells, -1).repeat(batch, 1)
+    # rows [s0 c0, s0 c1, ..., s1 c0, ...]
+    images, _ = sample_protein_images(model, landmarks.repeat(batch, 1, 1, 1), tokens.to(device).repeat_interleave(
+        cells, dim=0), present, samples=1, sampler=sampler, steps=steps, guidance=guidance,
+        noise=noise.to(device).repeat(batch, 1, 1, 1))
+    images = (images + 1.0) / 2.0
     return images.reshape(batch, cells, *images.shape[-2:])
 
 
@@ -265,7 +147,7 @@ class LocalizationPredictor:
 
     def __init__(self, model, method: str = "combined", samples: int = 4, head_weight: float = 0.5,
                  sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
-                 seed: int = 0) -> None:
+                 seed: int = 0, landmark_present: Sequence[bool] | None = None) -> None:
         if method not in METHODS:
             raise InputError(f"method={method!r}: accepted values are {', '.join(METHODS)}")
         if samples < 1:
@@ -277,6 +159,7 @@ class LocalizationPredictor:
             raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
         self.model, self.method, self.samples, self.head_weight = model, method, samples, head_weight
         self.sampler, self.steps, self.guidance, self.batch_size = sampler, steps, guidance, batch_size
+        self.landmark_present = None if landmark_present is None else np.asarray(landmark_present, bool)
         self.device = next(model.parameters()).device
         cfg = model.config
         self.cells = standard_cells(cfg.image_size, cfg.landmark_channels, samples) if method != "head" else []
@@ -299,7 +182,8 @@ class LocalizationPredictor:
             p2 = np.full((len(chunk), len(LEVEL2_CLASSES)), np.nan)
             if self.method != "head":
                 generated = generate_in_cells(self.model, tokens, self.landmarks.to(self.device), self.noise,
-                                              self.sampler, self.steps, self.guidance).cpu().numpy()
+                                              self.sampler, self.steps, self.guidance,
+                                              self.landmark_present).cpu().numpy()
                 shares = np.array([[unmix_compartments(img, cell) for img, cell in zip(row, self.cells)]
                                    for row in generated])  # (b, K, n_compartments)
                 image3, image2 = level_probabilities(shares.mean(1))
@@ -310,66 +194,18 @@ class LocalizationPredictor:
                 head, head2 = sequence_head_probabilities(self.model, tokens)
                 if self.method == "head":
                     p3 = head
-                    p2 = head2 if head2 is not None else _level2_from_level3(head, None)
+                    p2 = head2 if head2 is not None else level2_from_level3(head, None)
                 elif head2 is not None:
                     p3 = self.head_weight * head + (1 - self.head_weight) * p3
                     p2 = self.head_weight * head2 + (1 - self.head_weight) * image2
                 else:
                     p3 = self.head_weight * head + (1 - self.head_weight) * p3
-                    p2 = _level2_from_level3(p3, image2)
+                    p2 = level2_from_level3(p3, image2)
             level3.append(p3)
             level2.append(p2)
         return Localization(np.concatenate(level3), np.concatenate(level2),
                             np.concatenate(level1) if level1 else None,
                             np.concatenate(images) if keep_images and images else None)
-
-
-def sequence_head_probabilities(model, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """The sequence heads' level-3 ``(B, 7)`` (over :data:`LEVEL3_CLASSES`) and, for models with a fraction head,
-    level-2 ``(B, 9)`` probabilities (else None), from ``tokens`` ``(B, L)`` alone.
-
-    With a fraction head (a distribution over level-1 compartments) the level-3 probabilities are the mean of the
-    level-3 head and the fraction head summed into level-3 classes; level 2 comes from the fraction head alone.
-
-    Raises
-    ------
-    InputError
-        If the model's compartment head does not predict the level-3 classes.
-    """
-    from locscope.synth import COMPARTMENTS
-
-    heads = tuple(model.config.compartment_classes)
-    if set(heads) != set(LEVEL3_CLASSES):
-        raise InputError(f"the model's compartment head predicts {heads}, not the level-3 classes")
-    with torch.no_grad():
-        context = model.encode_sequence(tokens)  # one encoder pass for both heads
-    head3 = context.compartment_logits.float().softmax(-1).cpu().numpy()[:, [heads.index(c) for c in LEVEL3_CLASSES]]
-    classes = model.config.fraction_classes
-    if not classes:
-        return head3, None
-    fractions = context.fraction_logits.float().softmax(-1).cpu().numpy()
-    level1 = np.zeros((len(fractions), len(COMPARTMENTS)))
-    for j, name in enumerate(classes):
-        if name in COMPARTMENTS:
-            level1[:, COMPARTMENTS.index(name)] += fractions[:, j]
-    from3, from2 = level_probabilities(level1 / np.clip(level1.sum(1, keepdims=True), 1e-12, None))
-    return 0.5 * (head3 + from3), from2
-
-
-def _level2_from_level3(level3: np.ndarray, image_level2: np.ndarray | None) -> np.ndarray:
-    """Level-2 probabilities consistent with ``level3``: classes that equal a level-3 class copy it; the endomembrane
-    classes (ER, Golgi, vesicles) split the endomembrane probability as the image does (NaN without images)."""
-    out = np.full((level3.shape[0], len(LEVEL2_CLASSES)), np.nan)
-    endomembrane = [j for j, c in enumerate(LEVEL2_CLASSES) if c in ENDOMEMBRANE_LEVEL2]
-    for j, name in enumerate(LEVEL2_CLASSES):
-        if name in LEVEL3_CLASSES:
-            out[:, j] = level3[:, LEVEL3_CLASSES.index(name)]
-    if image_level2 is not None:
-        parts = image_level2[:, endomembrane]
-        split = parts / np.clip(parts.sum(1, keepdims=True), 1e-12, None)
-        split[parts.sum(1) <= 0] = 1.0 / len(endomembrane)
-        out[:, endomembrane] = split * level3[:, [LEVEL3_CLASSES.index("endomembrane-system")]]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline

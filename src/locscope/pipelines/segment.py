@@ -78,10 +78,9 @@ def rescale_intensity(image: np.ndarray, low_percentile: float = 0.5, high_perce
 
 def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     """Zero the objects of a label image smaller than ``min_area_px`` pixels."""
-    areas = np.bincount(labels.ravel())
-    small = areas < min_area_px
-    small[0] = False
-    return np.where(small[labels], 0, labels)
+    from skimage import morphology
+
+    return morphology.remove_small_objects(labels, max_size=min_area_px - 1)
 
 
 def segment_nuclei(nucleus: np.ndarray, *, smoothing_sigma: float = 2.0, min_area_px: int = 200,

@@ -30,6 +30,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 
 from locscope.diffusion.celldiff_sampler import sample_protein_images, schedule_for
 from locscope.diffusion.masked import mask_random_residues, masked_residue_loss
@@ -279,7 +280,7 @@ class CellDiffModule(L.LightningModule):
                 (no_decay if parameter.ndim < 2 or "embed" in name or "positions" in name else decay).append(parameter)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.train_config.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=learning_rate_at(self.step, self.train_config), betas=(0.9, 0.999))
+                                      lr=self.train_config.learning_rate, betas=(0.9, 0.999))
         if self._optimizer_state is not None:
             if self.sharded:
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -288,12 +289,12 @@ class CellDiffModule(L.LightningModule):
                                          options=StateDictOptions(full_state_dict=True))
             else:
                 optimizer.load_state_dict(self._optimizer_state)
-        return optimizer
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        optimizer = self.optimizers()
-        for group in getattr(optimizer, "optimizer", optimizer).param_groups:
-            group["lr"] = learning_rate_at(self.step, self.train_config)
+        for group in optimizer.param_groups:  # the schedule's base; a resumed state holds the last step's lr
+            group["lr"] = group["initial_lr"] = self.train_config.learning_rate
+        offset, base = self.step, self.train_config.learning_rate
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda i: learning_rate_at(offset + i, self.train_config) / base)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cfg = self.train_config
@@ -343,7 +344,7 @@ class CellDiffModule(L.LightningModule):
         image_rows = (~sequence_task).float()
         per_sample = (out.image.float() - self.schedule.v_target(x0, noise, timesteps)).pow(2).mean(dim=(1, 2, 3))
         if cfg.image_loss == "v-min-snr":
-            snr = self.schedule.snr(timesteps)
+            snr = compute_snr(self.schedule, timesteps)
             per_sample = per_sample * snr.clamp(max=cfg.min_snr_gamma) / (snr + 1)
         image_loss = (per_sample * image_rows).sum() / image_rows.sum().clamp(min=1)
         sequence_rows = sequence_task.float()
@@ -368,6 +369,8 @@ class CellDiffModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.step  # already incremented by Lightning after the optimizer step
+        # diffusers' EMAModel decay schedule, kept by hand: it averages a parameter list, while this EMA is the whole
+        # state dict (buffers too), stays sharded like the model under FSDP and is saved as a loadable CellDiff
         decay = min(self.train_config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for name, value in self.model.state_dict().items():
