@@ -186,7 +186,7 @@ def test_image_size_resolution(tiny_model_dir):
     assert resolve_image_size(tiny_model_dir, model, None) == 32
     assert resolve_image_size("x/model_config.yaml", model, None) is None
     assert resolve_image_size(None, model, 0) is None and resolve_image_size(None, model, 48) == 48
-    with pytest.raises(InputError, match="--image-size must be 0"):
+    with pytest.raises(InputError, match="image_size must be 0"):
         resolve_image_size(None, model, -1)
 
 

@@ -72,7 +72,7 @@ def test_quantize_leaves_model_unchanged(tiny_model):
 
 
 def test_bad_precision_one_line(tiny_model):
-    with pytest.raises(InputError, match=r"^--precision 'fp16': accepted values are auto, fp32, bf16, int8$"):
+    with pytest.raises(InputError, match=r"^precision 'fp16': accepted values are auto, fp32, bf16, int8$"):
         embed_cells(tiny_model, random_cells(1), precision="fp16", progress=False)
 
 
@@ -160,9 +160,9 @@ def test_openvino_missing_is_one_line_error(tiny_model, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError, installed or not
-    with pytest.raises(InputError, match=r"^--backend openvino needs openvino \(pip install openvino nncf\)$"):
+    with pytest.raises(InputError, match=r"^backend openvino needs openvino \(pip install openvino nncf\)$"):
         embed_cells(tiny_model, random_cells(1), precision="int8", backend="openvino", progress=False)
-    with pytest.raises(InputError, match=r"^--backend 'onnx': accepted values are auto, torch, openvino$"):
+    with pytest.raises(InputError, match=r"^backend 'onnx': accepted values are auto, torch, openvino$"):
         embed_cells(tiny_model, random_cells(1), backend="onnx", progress=False)
     # the default falls back to the CPU's fastest exact precision and says why
     from locscope.pipelines import embed_runtime

@@ -18,6 +18,16 @@ class InputError(LocscopeError, ValueError):
     """An input file, record or argument is invalid."""
 
 
+class ArgumentError(InputError):
+    """A library function's argument is invalid. The message starts with the Python argument's name
+    (``ArgumentError("batch_size", "must be at least 1; got 0")`` -> ``batch_size must be at least 1; got 0``); the
+    CLI names the command's flag instead (``--batch-size must be at least 1; got 0``)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}{'' if message[:1] in (':', '=') else ' '}{message}")
+        self.argument = argument
+
+
 class CheckpointError(LocscopeError):
     """A checkpoint does not match the model: missing, unexpected or misshaped keys."""
 

@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 
 from locscope.cli.app import app, state
-from locscope.errors import LocscopeError, one_line
+from locscope.errors import ArgumentError, LocscopeError, one_line
 
 import importlib
 import pkgutil
@@ -19,15 +19,42 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.e
     importlib.import_module(f"{__name__}.{_module}")
 
 
+def option_flags(argv: list[str]) -> dict[str, str]:
+    """The options of the command ``argv`` invokes: Python parameter name -> its long flag (``batch_size`` ->
+    ``--batch-size``)."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for token in argv:
+        if token in getattr(command, "commands", {}):
+            command = command.commands[token]
+    return {p.name: max(p.opts, key=len) for p in command.params
+            if getattr(p, "param_type_name", "") == "option" and p.name and p.opts}
+
+
+def cli_message(err: LocscopeError, argv: list[str]) -> str:
+    """A library error as the command line says it: an :class:`~locscope.errors.ArgumentError` names the invoked
+    command's flag instead of the Python argument (``batch_size must be ...`` -> ``--batch-size must be ...``)."""
+    message = one_line(str(err))
+    argument = getattr(err, "argument", None)
+    if isinstance(err, ArgumentError) and message.startswith(argument):
+        flag = option_flags(argv).get(argument)
+        if flag:
+            return flag + message[len(argument):]
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line to stderr and exit with code 2."""
-    debug = state["debug"] or "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("LOCSCOPE_DEBUG")
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = state["debug"] or "--debug" in args or os.environ.get("LOCSCOPE_DEBUG")
     try:
         app(args=argv, prog_name="locscope")
     except LocscopeError as err:
         if debug:
             raise
-        Console(stderr=True).print(f"[red]error:[/red] {one_line(str(err))}", highlight=False, soft_wrap=True)
+        message = cli_message(err, args)
+        Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 CONFIG_NAME = "config.json"
@@ -164,7 +164,8 @@ def resolve(model: str | Path | None = None, *, default: str | None = None, fami
         The families the caller can run; another family is an error. The first one names the expected model in
         messages.
     argument : str
-        The caller's argument name, used in error messages (the CLI passes its option, e.g. ``"--model"``).
+        The caller's argument name, which error messages (:class:`~locscope.errors.ArgumentError`) start with; the
+        CLI shows the command's flag instead.
 
     Raises
     ------
@@ -175,7 +176,7 @@ def resolve(model: str | Path | None = None, *, default: str | None = None, fami
     title = FAMILIES[accepted[0]].title if len(accepted) == 1 else "model"
     name = str(model if model is not None else (default or ""))
     if not name:
-        raise InputError(f"{argument}: no model given (bundled names: {', '.join(bundled_names()) or 'none'})")
+        raise ArgumentError(argument, f": no model given (bundled names: {', '.join(bundled_names()) or 'none'})")
     if name in BUNDLED:
         ref = ModelRef(name, BUNDLED[name], ASSETS_DIR / "models" / name, bundled=True)
     else:
@@ -183,12 +184,13 @@ def resolve(model: str | Path | None = None, *, default: str | None = None, fami
         family = family_of(path) if path.exists() else None
         if family is None:
             names = [n for n in BUNDLED if BUNDLED[n] in accepted]
-            raise InputError(f"{argument} {name}: no {title} at {path} (expected a directory with config.json naming "
-                             f"its family + its weights; bundled names: {', '.join(names) or 'none'})")
+            raise ArgumentError(argument, f"{name}: no {title} at {path} (expected a directory with config.json "
+                                          f"naming its family + its weights; bundled names: "
+                                          f"{', '.join(names) or 'none'})")
         ref = ModelRef(name, family, path)
     if ref.family not in accepted:
-        raise InputError(f"{argument} {name}: a {FAMILIES[ref.family].title} ({ref.family}); expected "
-                         f"{' or '.join(accepted)}")
+        raise ArgumentError(argument, f"{name}: a {FAMILIES[ref.family].title} ({ref.family}); expected "
+                                      f"{' or '.join(accepted)}")
     return ref
 
 

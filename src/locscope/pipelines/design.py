@@ -197,7 +197,7 @@ def load_designer(model: str | Path | None = None, device: str | torch.device = 
     """
     from locscope.models import hub
 
-    return hub.load(model, default="designer-tiny", families=("designer",), device=device, argument="--designer")
+    return hub.load(model, default="designer-tiny", families=("designer",), device=device, argument="designer")
 
 
 def target_fractions(target: str, classes: Sequence[str]) -> np.ndarray:

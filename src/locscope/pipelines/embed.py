@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
@@ -100,8 +100,7 @@ def load_model(model: str | Path | None = None, device: str | torch.device = "cp
     InputError
         If the path does not exist or is neither a model directory nor a ``.yaml`` file.
     """
-    return hub.load(model, default="subcell-tiny", families=("subcell",), device=device, argument="--model",
-                    channels=channels)
+    return hub.load(model, default="subcell-tiny", families=("subcell",), device=device, channels=channels)
 
 
 def resolve_image_size(model: str | Path | None, subcell: SubCellModel, image_size: int | None) -> int | None:
@@ -110,7 +109,7 @@ def resolve_image_size(model: str | Path | None, subcell: SubCellModel, image_si
     does not resize: it expects 448 x 448 crops)."""
     if image_size is not None:
         if image_size < 0:
-            raise InputError(f"--image-size must be 0 (keep) or positive; got {image_size}")
+            raise ArgumentError("image_size", f"must be 0 (keep) or positive; got {image_size}")
         return image_size or None
     if model is not None and Path(model).suffix.lower() in {".yaml", ".yml"}:
         return None
@@ -363,13 +362,13 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
         With ``modes``: how the cells of each size ran.
     """
     if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1; got {batch_size}")
+        raise ArgumentError("batch_size", f"must be at least 1; got {batch_size}")
     if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision!r}: accepted values are {', '.join(PRECISIONS)}")
+        raise ArgumentError("precision", f"{precision!r}: accepted values are {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:
-        raise InputError(f"--backend {backend!r}: accepted values are {', '.join(BACKENDS)}")
+        raise ArgumentError("backend", f"{backend!r}: accepted values are {', '.join(BACKENDS)}")
     if calibration_cells < 1:
-        raise InputError(f"--calibration-cells must be at least 1; got {calibration_cells}")
+        raise ArgumentError("calibration_cells", f"must be at least 1; got {calibration_cells}")
     device = next(model.parameters()).device
     if device.type != "cpu" and (precision == "int8" or backend == "openvino"):
         what = "--backend openvino" if backend == "openvino" else "--precision int8"
@@ -422,7 +421,7 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
                 compiled = compile_openvino(model, normalised, precision, seven_bit_weights=choice.seven_bit_weights,
                                             int8_float=choice.int8_float)
             except ImportError as err:
-                raise InputError(f"--backend openvino needs {err.name or 'openvino'} (pip install openvino nncf)"
+                raise ArgumentError("backend", f"openvino needs {err.name or 'openvino'} (pip install openvino nncf)"
                                  ) from None
             calibration = "" if precision != "int8" else (f"cells spread over the input ({len(normalised)})" if spread
                                                           else f"first cells ({len(normalised)})")

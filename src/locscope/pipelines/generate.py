@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
 from locscope.pipelines.readout import compartment_fractions, top_shares
 from locscope.utils.atomic import atomic_path, write_json, write_text
@@ -46,7 +46,7 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
     InputError
         If no CELL-Diff model is found there.
     """
-    return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device, argument="--model")
+    return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device)
 
 
 def model_family(model: str | Path | None) -> str | None:
@@ -109,7 +109,7 @@ def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: i
     from locscope.io import read_images
 
     if not paths:
-        raise InputError("--landmarks: give at least one landmark image (nucleus, er, microtubules)")
+        raise ArgumentError("landmarks", ": give at least one landmark image (nucleus, er, microtubules)")
     records = read_images([Path(p) for p in paths])
     found: dict[str, np.ndarray] = {}
     pixel_size = None
@@ -120,13 +120,13 @@ def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: i
                 pixel_size = pixel_size or record.pixel_size_nm
     if not found:
         names = ", ".join(sorted({n for r in records for n in r.channels}))
-        raise InputError(f"--landmarks {paths[0]}: none of the model's landmark channels ({', '.join(channels)}) "
-                         f"found; the files hold: {names or 'nothing'}")
+        raise ArgumentError("landmarks", f"{paths[0]}: none of the model's landmark channels "
+                                         f"({', '.join(channels)}) found; the files hold: {names or 'nothing'}")
     if len(records) > 1 and len(found) < len(records):
         log.warning("--landmarks: %d records read; using the first image of each landmark channel", len(records))
     shapes = {image.shape for image in found.values()}
     if len(shapes) > 1:
-        raise InputError(f"--landmarks: landmark images differ in shape {sorted(shapes)}")
+        raise ArgumentError("landmarks", f": landmark images differ in shape {sorted(shapes)}")
     if pixel_size and model_pixel_size_nm:
         scaled = pixel_size * next(iter(shapes))[0] / size
         if abs(scaled - model_pixel_size_nm) / model_pixel_size_nm > 0.25:
@@ -206,17 +206,17 @@ def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
         name, _, weight = part.partition(":")
         name = name.strip().lower().replace(" ", "-").replace("_", "-")
         if name not in classes:
-            raise InputError(f"--compartment {text!r}: unknown compartment {name!r}; this model places proteins in: "
-                             f"{', '.join(classes)}")
+            raise ArgumentError("compartment", f"{text!r}: unknown compartment {name!r}; this model places "
+                                               f"proteins in: {', '.join(classes)}")
         try:
             value = float(weight) if weight.strip() else 1.0
         except ValueError:
-            raise InputError(f"--compartment {text!r}: weight {weight!r} of {name!r} is not a number") from None
+            raise ArgumentError("compartment", f"{text!r}: weight {weight!r} of {name!r} is not a number") from None
         if not np.isfinite(value) or value < 0:
-            raise InputError(f"--compartment {text!r}: weight of {name!r} must be >= 0")
+            raise ArgumentError("compartment", f"{text!r}: weight of {name!r} must be >= 0")
         target[list(classes).index(name)] += value
     if target.sum() <= 0:
-        raise InputError(f"--compartment {text!r}: the weights sum to 0")
+        raise ArgumentError("compartment", f"{text!r}: the weights sum to 0")
     return target / target.sum()
 
 
@@ -303,17 +303,17 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                                samples=samples, seed=seed, device=device, batch_size=batch_size, progress=progress,
                                overwrite=overwrite, output_command=output_command)
     if sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler!r}: accepted values are {', '.join(SAMPLERS)}")
+        raise ArgumentError("sampler", f"{sampler!r}: accepted values are {', '.join(SAMPLERS)}")
     if samples < 1:
-        raise InputError(f"--samples {samples}: must be >= 1")
+        raise ArgumentError("samples", f"{samples}: must be >= 1")
     if steps is not None and steps < 1:
-        raise InputError(f"--steps {steps}: must be >= 1")
+        raise ArgumentError("steps", f"{steps}: must be >= 1")
     if guidance < 0:
-        raise InputError(f"--guidance {guidance}: must be >= 0")
+        raise ArgumentError("guidance", f"{guidance}: must be >= 0")
     from locscope.diffusion.celldiff_sampler import PLACEMENTS
 
     if placement not in PLACEMENTS:
-        raise InputError(f"--placement {placement!r}: accepted values are {', '.join(PLACEMENTS)}")
+        raise ArgumentError("placement", f"{placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if not sequences:
         raise InputError("no sequences given (--sequence or --fasta)")
     check_output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES)
@@ -328,8 +328,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     target = None
     if compartment is not None:
         if not cfg.fraction_classes:
-            raise InputError("--compartment needs a model with the compartment bottleneck (config.fraction_classes); "
-                             f"{model or 'this model'} has none")
+            raise ArgumentError("compartment", "needs a model with the compartment bottleneck "
+                                               f"(config.fraction_classes); {model or 'this model'} has none")
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
     cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:

@@ -4,8 +4,8 @@ Method (selectable with ``method``):
 
 ``'image'``
     Generate the protein's image in ``samples`` standard simulator cells (fixed landmark cells rendered by
-    :func:`locscope.synth.render_cell` with seeds ``readout.STANDARD_CELL_SEED + k``), then read off the compartment fractions
-    of each generated image by non-negative least-squares unmixing against the cell's ground-truth compartment
+    :func:`locscope.synth.render_cell` with seeds ``readout.STANDARD_CELL_SEED + k``), then read off the compartment
+    fractions of each generated image by non-negative least-squares unmixing against the cell's ground-truth compartment
     patterns (blurred and illuminated exactly like the simulator's optics, plus a constant background term): the image
     is modelled as ``background + sum_c a_c * pattern_c`` and ``a_c / sum(a)`` is compartment ``c``'s share of the
     protein. On simulator images with known fractions this recovers the level-3 fractions to a total-variation error of
@@ -244,8 +244,7 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     if out is not None:
         check_output_file(out, overwrite=overwrite)
     seed_everything(seed)
-    net = hub.load(model, default="celldiff-tiny", families=("celldiff",), device=resolve_device(device),
-                   argument="--model")
+    net = hub.load(model, default="celldiff-tiny", families=("celldiff",), device=resolve_device(device))
     predictor = LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed)
     prediction = predictor.predict(list(sequences), progress=progress)
     text = predictions_csv(ids, prediction, method)

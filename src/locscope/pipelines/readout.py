@@ -224,7 +224,8 @@ def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
 
 
 __all__ = [
-    "COMPARTMENTS", "ENDOMEMBRANE_LEVEL2", "LEVEL2_CLASSES", "LEVEL3_CLASSES", "STANDARD_CELL_SEED", "StandardCell", "compartment_basis",
+    "COMPARTMENTS", "ENDOMEMBRANE_LEVEL2", "LEVEL2_CLASSES", "LEVEL3_CLASSES", "STANDARD_CELL_SEED", "StandardCell",
+    "compartment_basis",
     "compartment_fractions", "level2_from_level3", "level_probabilities", "resolve_compartment",
     "sequence_head_probabilities", "standard_cells", "top_shares", "unmix_compartments",
 ]
