@@ -227,3 +227,14 @@ def test_embed_store_default_calibrates_on_a_spread_sample(tiny_model_dir, tmp_p
     (mode,) = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
     assert (mode["backend"], mode["precision"], mode["cells"]) == ("openvino", "int8", 90)
     assert mode["calibration"] == "this run (64 cells spread over the input)"
+
+
+def test_classify_images_is_the_pipeline_behind_the_cli(tiny_model_dir, shared_data):
+    from locscope.pipelines.classify import classify_images
+
+    field = shared_data / "proticelli_landmarks" / "RELA_A-431" / "cell_9.tiff"
+    ranked, result = classify_images([field], model=tiny_model_dir, channel_order=["microtubules", "protein",
+                                     "nucleus", "er"], segment=True, output_size=64, top=2, device="cpu")
+    assert [cell_id for cell_id, _ in ranked] == result.ids == ["cell_9_cell1"]
+    probabilities = result.probabilities[0]
+    assert [name for name, _ in ranked[0][1]] == [result.class_names[i] for i in np.argsort(-probabilities)[:2]]

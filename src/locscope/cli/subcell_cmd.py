@@ -89,8 +89,7 @@ def classify(
 ) -> None:
     """Print the most probable localization classes of each cell (tab-separated: id, class (probability), ...)."""
     from locscope.channels import canonical_channel
-    from locscope.pipelines.embed import cells_from_images, embed_cells, load_model, resolve_image_size, top_classes
-    from locscope.utils.device import resolve_device
+    from locscope.pipelines.classify import classify_images
 
     order = None
     if channel_order:
@@ -98,16 +97,12 @@ def classify(
             order = [canonical_channel(name) for name in channel_order.split(",")]
         except ValueError as err:
             raise InputError(f"--channel-order: {err}") from None
-    subcell = load_model(model, device=resolve_device(device), channels=channels)
-    cells = cells_from_images(images, subcell.config.channels, channel_order=order, segment=segment,
-                              crop_size=crop_size, output_size=output_size)
-    result = embed_cells(subcell, cells, batch_size=batch_size, precision=precision, progress=False,
-                         image_size=resolve_image_size(model, subcell, image_size), backend=backend,
-                         calibration_cells=calibration_cells, use_cache=cache)
-    if result.probabilities is None:
-        raise InputError(f"{model}: this model has no classifiers")
-    for cell_id, ranked in zip(result.ids, top_classes(result.probabilities, result.class_names, k=top)):
-        typer.echo("\t".join([cell_id, *(f"{name} ({p:.3f})" for name, p in ranked)]))
+    ranked, _ = classify_images(images, model=model, channels=channels, channel_order=order, segment=segment,
+                                crop_size=crop_size, output_size=output_size, top=top, batch_size=batch_size,
+                                precision=precision, backend=backend, calibration_cells=calibration_cells,
+                                use_cache=cache, image_size=image_size, device=device)
+    for cell_id, classes in ranked:
+        typer.echo("\t".join([cell_id, *(f"{name} ({p:.3f})" for name, p in classes)]))
 
 
 @app.command("cache")

@@ -38,6 +38,7 @@ from locscope.encoders.protein import MASK_ID, PAD_ID
 from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
+from locscope.training.common import learning_rate_at, learning_rate_schedule, step_generator, truncate_metrics
 from locscope.utils.atomic import atomic_path, write_json
 from locscope.utils.outputs import check_run_folder
 
@@ -127,19 +128,6 @@ def read_train_config(path: str | Path | None, config_class: type = None):
     if getattr(config, "image_loss", "v") not in ("v", "v-min-snr"):
         raise InputError(f"{path}: image_loss={config.image_loss!r}: accepted values are v, v-min-snr")
     return config
-
-
-def learning_rate_at(step: int, config: CellDiffTrainConfig) -> float:
-    """Linear warm-up 0 -> lr over ``warmup_steps``, then linear decay to ``final_lr_fraction * lr`` at ``max_steps``."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-    return config.learning_rate * (1.0 - (1.0 - config.final_lr_fraction) * min(1.0, progress))
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The generator for every random draw of one training step (a pure function of seed, step and rank)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63))
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -289,12 +277,7 @@ class CellDiffModule(L.LightningModule):
                                          options=StateDictOptions(full_state_dict=True))
             else:
                 optimizer.load_state_dict(self._optimizer_state)
-        for group in optimizer.param_groups:  # the schedule's base; a resumed state holds the last step's lr
-            group["lr"] = group["initial_lr"] = self.train_config.learning_rate
-        offset, base = self.step, self.train_config.learning_rate
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda i: learning_rate_at(offset + i, self.train_config) / base)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": learning_rate_schedule(optimizer, self.train_config, self.step)}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cfg = self.train_config
@@ -510,7 +493,7 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
         state = module.load_checkpoint(last)
         step, epoch = state["step"], state["epoch"]
         module.step_offset, module.epoch_offset = step, epoch
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        truncate_metrics(run_dir / "metrics.jsonl", step)
     remaining = config.max_steps - step
     data = CellDiffDataModule(store, model_config.landmark_channels, model_config.compartment_classes,
                               model_config.image_size, model_config.max_sequence_length, config.batch_size,
@@ -549,13 +532,3 @@ def _strategy(config: CellDiffTrainConfig):
 
     devices = config.devices if isinstance(config.devices, int) and config.devices > 0 else "auto"
     return ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint being resumed (they will be logged again)."""
-    if not path.is_file():
-        return
-    from locscope.utils.atomic import write_text
-
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    write_text(path, "".join(line + "\n" for line in kept))

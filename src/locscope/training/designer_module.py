@@ -35,7 +35,7 @@ from locscope.diffusion.masked import mask_random_residues, masked_residue_loss
 from locscope.encoders.protein import MASK_ID, tokenize
 from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
-from locscope.training.celldiff_module import _truncate_metrics, learning_rate_at, step_generator
+from locscope.training.common import learning_rate_at, learning_rate_schedule, step_generator, truncate_metrics
 from locscope.utils.atomic import atomic_path, write_json
 from locscope.utils.outputs import check_run_folder
 
@@ -195,14 +195,10 @@ class DesignerModule(L.LightningModule):
         no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.train_config.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=learning_rate_at(self.step, self.train_config))
+                                      lr=self.train_config.learning_rate)
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
-        return optimizer
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = learning_rate_at(self.step, self.train_config)
+        return {"optimizer": optimizer, "lr_scheduler": learning_rate_schedule(optimizer, self.train_config, self.step)}
 
     def loss(self, tokens: torch.Tensor, lengths: torch.Tensor, fractions: torch.Tensor, motifs: torch.Tensor,
              generator: torch.Generator, drop_probability: float, span_probability: float) -> torch.Tensor:
@@ -318,7 +314,7 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
     step = module.load_checkpoint(last) if resume else 0
     module.step_offset = step
     if resume:
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        truncate_metrics(run_dir / "metrics.jsonl", step)
     remaining = config.max_steps - step
     if remaining > 0:
         batches = StepBatches(config, model_config.fraction_classes, step, remaining)
