@@ -46,6 +46,7 @@ from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
 )
+from locscope.report.images import protein_png
 
 MAX_DESIGN_LENGTH = 2048
 DECODERS: tuple[str, ...] = ("parallel", "one-per-pass")
@@ -575,22 +576,6 @@ def _rank(sequences: list[str], scores: np.ndarray, localization, shown: np.ndar
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-def protein_png(array: np.ndarray, nucleus: np.ndarray | None = None) -> bytes:
-    """A protein image (green) over a nucleus landmark (blue) as PNG bytes, upscaled for viewing."""
-    from PIL import Image
-
-    rgb = np.zeros((*array.shape, 3), np.float32)
-    rgb[..., 1] = array / max(float(array.max()), 1e-6)
-    if nucleus is not None:
-        rgb[..., 2] = 0.6 * nucleus / max(float(nucleus.max()), 1e-6)
-    image = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    scale = max(1, 160 // array.shape[0])
-    image = image.resize((array.shape[1] * scale, array.shape[0] * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_design_outputs(out: str | Path, result: DesignResult, protein: np.ndarray, landmarks: np.ndarray,
                          landmark_channels: Sequence[str], top: int = 8, overwrite: bool = False) -> None:
     """``candidates.fasta``, ``candidates.csv``, ``summary.json`` and ``report.html`` in folder ``out``, written

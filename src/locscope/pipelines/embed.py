@@ -490,7 +490,8 @@ def _write_embedding_files(result: EmbeddingResult, out_dir: Path, *, save_npy: 
                            save_attention: bool) -> list[Path]:
     import anndata
     import pandas as pd
-    from PIL import Image
+
+    from locscope.report.images import write_png
 
     obs = pd.DataFrame({"cell_id": result.ids}, index=pd.Index(result.ids, name="id"))
     adata = anndata.AnnData(X=result.embeddings.astype(np.float32), obs=obs)
@@ -531,8 +532,7 @@ def _write_embedding_files(result: EmbeddingResult, out_dir: Path, *, save_npy: 
                 written.append(path)
         if save_attention:
             path = out_dir / f"{stem}_attention_map.png"
-            with atomic_path(path, suffix=".png") as tmp:
-                Image.fromarray(_attention_png(result.attention[i])).save(tmp, format="PNG")
+            write_png(path, _attention_png(result.attention[i]))
             written.append(path)
     return written
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from locscope.channels import PROTEIN
 from locscope.metrics.threshold import threshold_mask
+from locscope.report.images import write_png
 from locscope.utils.atomic import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,10 +35,6 @@ PICTURE_COLUMNS = (
     ("generated_mask", "generated > quantile 0.5"),
     ("overlap", "masks: both / real only / generated only"),
 )
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path, format="PNG")
 
 
 def item_pictures(real: "SourceItem", generated: "SourceItem", folder: Path, index: int) -> dict[str, str]:
@@ -67,7 +63,7 @@ def item_pictures(real: "SourceItem", generated: "SourceItem", folder: Path, ind
     files = {"id": real.id}
     for column, plane in planes.items():
         name = f"{index:04d}_{column}.png"
-        _save_png(plane, folder / name)
+        write_png(folder / name, plane)
         files[column] = f"pictures/{name}"
     return files
 

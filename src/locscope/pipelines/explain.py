@@ -216,7 +216,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     ``explain.json`` and ``report.html`` into folder ``out`` (the output-folder policy of
     :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output)."""
     from locscope.encoders.protein import encode_sequence
-    from locscope.pipelines.design import protein_png
+    from locscope.report.images import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor
     from locscope.pipelines.readout import resolve_compartment

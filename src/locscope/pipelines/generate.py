@@ -34,6 +34,7 @@ from locscope.utils.outputs import check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
 MASKS_FILE = "compartment_masks.npz"
+PREVIEW_SCALE = 4  # PNGs show each model pixel as 4 x 4 pixels
 OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
 
 
@@ -167,16 +168,6 @@ class GenerateResult:
     seconds_per_image: float
 
 
-def _png(path: Path, image: np.ndarray, scale: int = 4) -> None:
-    """Write a [0, 1] grey ``(H, W)`` or RGB ``(H, W, 3)`` image as an 8-bit PNG, upscaled ``scale`` x (nearest)."""
-    from PIL import Image
-
-    array = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    array = np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), np.uint8))
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
 def _tiff(path: Path, image: np.ndarray) -> None:
     import tifffile
 
@@ -290,7 +281,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.diffusion.celldiff_sampler import sample_protein_images
     from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
     from locscope.encoders.protein import tokenize
-    from locscope.report.images import landmark_composite
+    from locscope.report.images import landmark_composite, write_png
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
@@ -334,7 +325,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
         composite = landmark_composite(cell.images, cfg.landmark_channels)
-        _png(out / "landmarks.png", composite)
+        write_png(out / "landmarks.png", composite, scale=PREVIEW_SCALE)
         lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
         present = torch.from_numpy(cell.present).to(torch_device)
         steps = steps or DEFAULT_STEPS[sampler]
@@ -365,18 +356,18 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 folder = out / _folder_name(name, used_names)
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, image in enumerate(stack):
-                    _png(folder / f"sample_{k}.png", image)
+                    write_png(folder / f"sample_{k}.png", image, scale=PREVIEW_SCALE)
                     _tiff(folder / f"sample_{k}.tif", image)
                 mean = stack.mean(0)
-                _png(folder / "mean.png", mean)
+                write_png(folder / "mean.png", mean, scale=PREVIEW_SCALE)
                 _tiff(folder / "mean.tif", mean)
                 prob = probability_map(stack)
-                _png(folder / "probability.png", prob)
+                write_png(folder / "probability.png", prob, scale=PREVIEW_SCALE)
                 _tiff(folder / "probability.tif", prob)
-                _png(folder / "landmarks.png", composite)
+                write_png(folder / "landmarks.png", composite, scale=PREVIEW_SCALE)
                 overlay = composite * 0.6
                 overlay[..., 1] = np.maximum(overlay[..., 1], mean / max(mean.max(), 1e-6))
-                _png(folder / "overlay.png", overlay)
+                write_png(folder / "overlay.png", overlay, scale=PREVIEW_SCALE)
                 fractions = {}
                 if cell.masks:
                     per_sample = [compartment_fractions(image, cell.masks) for image in stack]
