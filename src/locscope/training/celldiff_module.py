@@ -38,7 +38,9 @@ from locscope.encoders.protein import MASK_ID, PAD_ID
 from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
-from locscope.training.common import learning_rate_at, learning_rate_schedule, step_generator, truncate_metrics
+from locscope.training.common import (
+    augment, learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics,
+)
 from locscope.utils.atomic import atomic_path, write_json
 from locscope.utils.outputs import check_run_folder
 
@@ -128,25 +130,6 @@ def read_train_config(path: str | Path | None, config_class: type = None):
     if getattr(config, "image_loss", "v") not in ("v", "v-min-snr"):
         raise InputError(f"{path}: image_loss={config.image_loss!r}: accepted values are v, v-min-snr")
     return config
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 90-degree rotation and horizontal flip per sample, the same for all channels; ``(B, C, H, W)``."""
-    batch = images.shape[0]
-    rotations = torch.randint(0, 4, (batch,), generator=generator)
-    flips = torch.rand(batch, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for i in range(batch):
-        image = torch.rot90(images[i], int(rotations[i]), dims=(1, 2))
-        out[i] = image.flip(-1) if flips[i] else image
-    return out
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation per sample between ``(B, ...)`` tensors -> ``(B,)``."""
-    a = a.flatten(1).float() - a.flatten(1).float().mean(1, keepdim=True)
-    b = b.flatten(1).float() - b.flatten(1).float().mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
 def derangement(n: int, seed: int) -> np.ndarray:

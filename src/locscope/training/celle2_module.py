@@ -41,7 +41,7 @@ from locscope.channels import NUCLEUS
 from locscope.encoders.protein import PAD_ID
 from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
-from locscope.training.celldiff_module import _truncate_metrics, augment, step_generator
+from locscope.training.common import augment, step_generator, truncate_metrics
 from locscope.utils.atomic import atomic_path, write_json
 from locscope.utils.outputs import check_run_folder
 
@@ -368,7 +368,7 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     step = module.load_checkpoint(last) if resume else 0
     module.step_offset = step
     if resume:
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        truncate_metrics(run_dir / "metrics.jsonl", step)
     remaining = config.max_steps - step
     if remaining > 0:
         loader = torch.utils.data.DataLoader(range(remaining), batch_size=1, shuffle=False)  # the step drives the data

@@ -1,6 +1,7 @@
 """What every locscope training module shares: the warm-up + linear-decay learning rate (a ``LambdaLR`` that Lightning
-steps), the per-step random generator that makes resumed runs exact, and the metrics file kept in step with
-checkpoints. Training modules import these from here, never from each other.
+steps), the per-step random generator that makes resumed runs exact, the metrics file kept in step with checkpoints,
+the image augmentation and the per-sample Pearson correlation of validation gates. Training modules import these
+from here, never from each other.
 """
 
 from __future__ import annotations
@@ -47,4 +48,23 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
-__all__ = ["learning_rate_at", "learning_rate_schedule", "step_generator", "truncate_metrics"]
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 90-degree rotation and horizontal flip per sample, the same for all channels; ``(B, C, H, W)``."""
+    batch = images.shape[0]
+    rotations = torch.randint(0, 4, (batch,), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for i in range(batch):
+        image = torch.rot90(images[i], int(rotations[i]), dims=(1, 2))
+        out[i] = image.flip(-1) if flips[i] else image
+    return out
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per sample between ``(B, ...)`` tensors -> ``(B,)``."""
+    a = a.flatten(1).float() - a.flatten(1).float().mean(1, keepdim=True)
+    b = b.flatten(1).float() - b.flatten(1).float().mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
+
+
+__all__ = ["augment", "learning_rate_at", "learning_rate_schedule", "pearson", "step_generator", "truncate_metrics"]

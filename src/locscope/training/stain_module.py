@@ -42,7 +42,7 @@ from locscope.errors import InputError
 from locscope.models.stain import (
     StainClassifier, StainClassifierConfig, StainConfig, StainUNet, classifier_config_for, config_by_name,
 )
-from locscope.training.celldiff_module import _truncate_metrics, augment, learning_rate_at, pearson, step_generator
+from locscope.training.common import augment, learning_rate_at, pearson, step_generator, truncate_metrics
 from locscope.utils.atomic import atomic_path, write_json
 from locscope.utils.outputs import check_run_folder
 
@@ -361,7 +361,7 @@ def train_stain(run_dir: str | Path, config: StainTrainConfig | None = None, kin
     step = module.load_checkpoint(last) if resume else 0
     module.step_offset = step
     if resume:
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        truncate_metrics(run_dir / "metrics.jsonl", step)
     remaining = config.max_steps - step
     if remaining > 0:
         loader = torch.utils.data.DataLoader(StepBatches(config, classes, step, remaining), batch_size=1,
