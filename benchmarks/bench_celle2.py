@@ -32,7 +32,8 @@ from locscope.data import ontology
 from locscope.metrics.celle2 import binary_pixel_mae, nucleus_proportion_error, pdf_mae
 from locscope.metrics.pixel import ssim
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
-from locscope.pipelines.generate import compartment_fractions, probability_map
+from locscope.pipelines.generate import probability_map
+from locscope.pipelines.readout import compartment_fractions
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement

@@ -95,9 +95,9 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     """
     from locscope.diffusion.celle2_sampler import decode_image_tokens
     from locscope.models import hub
-    from locscope.pipelines.generate import (
-        OUTPUT_FILES, GenerateResult, _folder_name, _png, _tiff, compartment_fractions,
-    )
+    from locscope.pipelines.generate import PREVIEW_SCALE, OUTPUT_FILES, GenerateResult, _folder_name, _tiff
+    from locscope.pipelines.readout import compartment_fractions
+    from locscope.report.images import write_png
     from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
@@ -125,7 +125,7 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     nucleus, cell = nucleus_tokens(net, landmarks)
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
         nucleus_image = cell.images[0]
-        _png(out / "landmarks.png", nucleus_image)
+        write_png(out / "landmarks.png", nucleus_image, scale=PREVIEW_SCALE)
         trim = cfg.text_encoder == "builtin"  # the released ESM2 models always see the full text stream
         results, used_names, n_images, passes_used = [], {}, 0, 0
         started = time.perf_counter()
@@ -148,16 +148,16 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
                 folder.mkdir(parents=True, exist_ok=True)
                 images = np.clip(stack, 0, 1)
                 for k, (image, raw) in enumerate(zip(images, stack)):
-                    _png(folder / f"sample_{k}.png", image)
+                    write_png(folder / f"sample_{k}.png", image, scale=PREVIEW_SCALE)
                     _tiff(folder / f"sample_{k}.tif", image)
                     binary = (raw > 0.5).astype(np.float32)
-                    _png(folder / f"threshold_{k}.png", binary)
+                    write_png(folder / f"threshold_{k}.png", binary, scale=PREVIEW_SCALE)
                     _tiff(folder / f"threshold_{k}.tif", binary)
                 mean = images.mean(0)
                 for stem, image in (("mean", mean), ("probability", pdf)):
-                    _png(folder / f"{stem}.png", image)
+                    write_png(folder / f"{stem}.png", image, scale=PREVIEW_SCALE)
                     _tiff(folder / f"{stem}.tif", image)
-                _png(folder / "landmarks.png", nucleus_image)
+                write_png(folder / "landmarks.png", nucleus_image, scale=PREVIEW_SCALE)
                 fractions = compartment_fractions(pdf, cell.masks) if cell.masks else {}
                 nucleus_share = None
                 if cell.masks and NUCLEUS in cell.masks:
