@@ -86,3 +86,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(planes, network, capsys
     err = capsys.readouterr().err
     assert message in " ".join(err.split()) and "Traceback" not in err
     assert not out.exists() and not any(p.name.startswith(".bad") for p in planes.iterdir())
+
+
+def test_read_brightfield_from_a_simulator_store(tmp_path):
+    from locscope.errors import InputError
+    from locscope.synth import SimulatorConfig, simulate_store
+
+    store = simulate_store(tmp_path / "cells", 3, SimulatorConfig(size=16, brightfield=True, cell_painting=True,
+                                                                  perturbation="random"), seed=0)
+    images = read_brightfield([tmp_path / "cells"], 1)
+    assert [name for name, _ in images] == [str(store[i]["id"]) for i in range(3)]
+    assert images[0][1].shape == (1, 16, 16)
+    with pytest.raises(InputError, match="a store holds 1 brightfield plane per cell; the model takes 3"):
+        read_brightfield([tmp_path / "cells"], 3)

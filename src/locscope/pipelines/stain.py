@@ -67,7 +67,8 @@ def read_brightfield(paths: Sequence[str | Path], planes: int) -> list[tuple[str
     Parameters
     ----------
     paths : sequence of path
-        Files, or folders whose image files (sorted by name) are used.
+        Files, folders whose image files (sorted by name) are used, or dataset stores (every item's ``brightfield``
+        channel, one plane per cell).
     planes : int
         Planes per image the model expects.
 
@@ -84,14 +85,25 @@ def read_brightfield(paths: Sequence[str | Path], planes: int) -> list[tuple[str
         No files, a plane count that does not fit, or planes of different sizes (naming the files).
     """
     files: list[Path] = []
+    store_images: list[tuple[str, np.ndarray]] = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.is_dir() and (path / "zarr.json").is_file():  # a dataset store: every cell's brightfield channel
+            store_images.extend(_store_brightfield(path, planes))
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise InputError(f"{path}: no image files (.tif, .tiff, .png, .jpg) in this folder")
             files.extend(found)
         else:
             files.append(path)
+    if store_images:
+        if files:
+            raise InputError("give either dataset stores or brightfield image files, not both")
+        sizes = {img.shape[1:] for _, img in store_images}
+        if len(sizes) > 1:
+            raise InputError(f"brightfield images differ in size ({', '.join(f'{h}x{w}' for h, w in sorted(sizes))}); "
+                             "stain images of one size per run")
+        return store_images
     if not files:
         raise InputError("no brightfield files given")
     stacks = [(f, read_planes(f)) for f in files]
@@ -117,6 +129,19 @@ def read_brightfield(paths: Sequence[str | Path], planes: int) -> list[tuple[str
         listing = ", ".join(f"{files_[0].name} {img.shape[1]}x{img.shape[2]}" for _, img, files_ in images)
         raise InputError(f"brightfield images differ in size ({listing}); stain images of one size per run")
     return [(name, img.astype(np.float32)) for name, img, _ in images]
+
+
+def _store_brightfield(path: Path, planes: int) -> list[tuple[str, np.ndarray]]:
+    """The ``brightfield`` channel of every item of a dataset store (one plane per cell), named by item id."""
+    from locscope.data.store import Store
+
+    store = Store.open(path)
+    if "brightfield" not in store.channels:
+        raise InputError(f"{path}: store has no brightfield channel (channels: {', '.join(store.channels)})")
+    if planes != 1:
+        raise InputError(f"{path}: a store holds 1 brightfield plane per cell; the model takes {planes} per image")
+    return [(str(store[i]["id"]), store[i]["images"]["brightfield"][None].astype(np.float32))
+            for i in range(len(store))]
 
 
 def class_index(denoiser: StainUNet, class_name: str | None, argument: str = "class_name") -> int:
