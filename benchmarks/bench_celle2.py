@@ -1,10 +1,10 @@
 """CELL-E 2 vs CELL-Diff, side by side on the same held-out simulator proteins and cells, plus decoding cost.
 
     python benchmarks/bench_celle2.py --celle2 DIR [--celldiff celldiff-tiny] [--n 48] [--samples 2] [--out r.json]
+    python benchmarks/bench_celle2.py --base          # celle2-base: parameters, one forward pass at 256 x 256
 
 Proteins: rule-grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells at the
-models' resolution, and, with ``--real N``, held-out OpenCell proteins (the training store's test split) in
-label-faithful cells. Each protein is generated with its true sequence and, on the same cell, with another protein's
+models' resolution. Each protein is generated with its true sequence and, on the same cell, with another protein's
 (a derangement: the shuffled-sequence control). Models: CELL-E 2 with 1 and 8 decoding passes (nucleus only) and
 CELL-Diff with its fast solver (DPM-Solver++, 10 steps, guidance 2; nucleus, ER, microtubules).
 
@@ -38,7 +38,6 @@ from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement
 
-OPENCELL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "localization_sequences" / "opencell_raw.csv"
 NUCLEAR = ("nucleus", "nucleoli")
 
 
@@ -113,9 +112,38 @@ def scores(real, images, binary, pdf, cells, true_masks, true_level3, is_binary)
     }
 
 
+def base_forward(threads: int) -> dict:
+    """Parameter count of ``celle2_base_config()`` and the CPU time of one forward pass at 256 x 256 (random weights,
+    one nucleus image tokenized, 1000-residue text stream, every protein-image token masked)."""
+    from locscope.models.celle2 import Celle2, celle2_base_config, normalize_nucleus
+
+    torch.manual_seed(0)
+    cpu = time.process_time()
+    model = Celle2(celle2_base_config()).eval()
+    build = time.process_time() - cpu
+    counts = {"total": sum(p.numel() for p in model.parameters())}
+    for name in ("text_encoder", "nucleus_tokenizer", "protein_tokenizer"):
+        counts[name] = sum(p.numel() for p in getattr(model, name).parameters())
+    counts["transformer"] = counts["total"] - counts["text_encoder"] - counts["nucleus_tokenizer"] - \
+        counts["protein_tokenizer"]
+    text = model.tokenize(["M" + "A" * 999])
+    nucleus_image = normalize_nucleus(torch.rand(1, 1, 256, 256))
+    with torch.no_grad():
+        cpu, wall = time.process_time(), time.perf_counter()
+        nucleus = model.encode_nucleus(nucleus_image)
+        tokenize_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        logits = model(text, nucleus, torch.full_like(nucleus, model.protein_mask_id)).logits
+        forward_cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"parameters": counts, "tokens": int(logits.shape[1]), "build_cpu_s": build,
+            "nucleus_tokenize_cpu_s": tokenize_cpu, "forward_cpu_s": forward_cpu, "tokenize_and_forward_wall_s": wall,
+            "threads": threads}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--celle2", required=True, help="CELL-E 2 model (bundled name or directory)")
+    parser.add_argument("--base", action="store_true", help="only: celle2-base parameters and one forward pass")
+    parser.add_argument("--celle2", help="CELL-E 2 model (bundled name or directory)")
     parser.add_argument("--celldiff", default="celldiff-tiny")
     parser.add_argument("--n", type=int, default=48, help="held-out grammar proteins")
     parser.add_argument("--samples", type=int, default=2)
@@ -123,6 +151,11 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.base:
+        print(json.dumps({"cpu": cpu_name(), "celle2_base": base_forward(args.threads)}, indent=1))
+        return
+    if not args.celle2:
+        parser.error("--celle2 is required (or --base)")
     from locscope.models import hub
     from locscope.pipelines.generate import load_celldiff
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 import numpy as np
@@ -359,3 +360,23 @@ def test_generate_bad_input_is_one_line(golden, shared_data, tmp_path, landmark,
         generate([("s", sequence)], [shared_data / "celldiff_samples" / landmark], tmp_path / "out",
                  model=str(golden), progress=False)
     assert not (tmp_path / "out" / "s").exists()
+
+
+def test_design_infill_ranks_candidates_by_nucleus_proportion(shared_data, tmp_path):
+    from locscope.pipelines.design import design
+
+    torch.manual_seed(0)
+    Celle2(tiny_config(text_seq_len=24)).save_pretrained(tmp_path / "m")
+    template = "MVSKGEELFTGV<mask:4>"
+    result = design(tmp_path / "out", model=str(tmp_path / "m"), target="nucleus", template=template,
+                    landmarks=[shared_data / "celldiff_samples" / "opencell" / "1"], candidates=5, passes=2,
+                    score_samples=1, progress=False)
+    scores = [c.score for c in result.candidates]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert all(c.sequence.startswith("MVSKGEELFTGV") and len(c.sequence) == 16 for c in result.candidates)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["passes_per_candidate"] == 2 and 0 <= summary["reporter_score"] <= 1
+    assert {"random_residues_mean_score", "share_of_candidates_above_reporter"} <= set(summary)
+    with pytest.raises(InputError, match="--target nucleus"):
+        design(tmp_path / "o2", model=str(tmp_path / "m"), target="mitochondria", template=template,
+               landmarks=[shared_data / "celldiff_samples" / "opencell" / "1"], progress=False)

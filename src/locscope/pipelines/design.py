@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from locscope.errors import InputError
-from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.generate import load_celldiff, model_family
 from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
@@ -476,7 +476,15 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     from locscope.utils.seeding import seed_everything
 
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
+    if model_family(model) == "celle2":  # residue infill by CELL-E 2's own transformer, ranked by nucleus proportion
+        if image is not None:
+            raise InputError("--image: CELL-E 2 designs are ranked by nucleus proportion; give --target nucleus")
+        from locscope.pipelines.design_celle2 import design_celle2
 
+        return design_celle2(out, model=model, landmarks=landmarks, target=target, template=template, length=length,
+                             terminus=terminus, terminus_length=terminus_length, candidates=candidates,
+                             passes=passes, temperature=temperature, top_k=top_k, score_samples=score_samples,
+                             top=top, batch_size=batch_size, seed=seed, device=device, overwrite=overwrite)
     if target is not None:
         resolve_compartment(target)  # fail fast on an unknown name, before loading anything
     if image is None and target is None:
