@@ -49,6 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from locscope.encoders.esm_layout import ROTARY_KEY, fair_esm_to_transformers
 from locscope.encoders.protein import ESM_ALPHABET, MASK_ID, PAD_ID, VOCAB, BuiltinProteinEncoder, encode_sequence
 from locscope.errors import CheckpointError, InputError
 from locscope.utils.checkpoint import (
@@ -751,30 +752,6 @@ def map_taming_state_dict(state_dict: Mapping[str, torch.Tensor], levels: int, s
     return mapped
 
 
-def _fair_esm_to_transformers(key: str) -> str:
-    """One fair-esm ESM2 key -> the transformers ``EsmForMaskedLM`` key (layer rotary buffers are handled apart)."""
-    layer_names = {
-        "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
-        "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
-        "self_attn_layer_norm": "attention.LayerNorm", "fc1": "intermediate.dense", "fc2": "output.dense",
-        "final_layer_norm": "LayerNorm",
-    }
-    fixed = {"embed_tokens.weight": "esm.embeddings.word_embeddings.weight", "lm_head.weight": "lm_head.decoder.weight"}
-    if key in fixed:
-        return fixed[key]
-    if key.startswith("emb_layer_norm_after."):
-        return "esm.encoder." + key
-    if key.startswith("contact_head."):
-        return "esm." + key
-    if key.startswith("lm_head."):
-        return key
-    if key.startswith("layers."):
-        _, index, rest = key.split(".", 2)
-        module, leaf = rest.rsplit(".", 1)
-        return f"esm.encoder.layer.{index}.{layer_names[module]}.{leaf}"
-    raise KeyError(key)
-
-
 def map_published_state_dict(state_dict: Mapping[str, torch.Tensor], config: Celle2Config,
                              source: str) -> dict[str, torch.Tensor]:
     """Rename a released ``CELLE_trainer`` state dict (``celle.*``) to :class:`Celle2` names.
@@ -816,11 +793,11 @@ def map_published_state_dict(state_dict: Mapping[str, torch.Tensor], config: Cel
                 vq = map_taming_state_dict({name[len("condition_vae.model."):]: value}, levels, source)
                 mapped.update({"nucleus_tokenizer." + k: v for k, v in vq.items()})
             elif name.startswith("text_emb.model."):
-                esm_key = name[len("text_emb.model."):]
-                if esm_key.endswith("self_attn.rot_emb.inv_freq"):
+                esm_name = fair_esm_to_transformers(name[len("text_emb.model."):])
+                if esm_name is None:  # a per-layer rotary table (transformers keeps one)
                     esm_inv_freq.append(value)
                 else:
-                    mapped["text_encoder.model." + _fair_esm_to_transformers(esm_key)] = value
+                    mapped["text_encoder.model." + esm_name] = value
             elif name.startswith("text_emb.scale_layer."):
                 mapped["text_encoder." + name[len("text_emb."):]] = value
             elif name == "sep_emb.weight":
@@ -855,7 +832,7 @@ def map_published_state_dict(state_dict: Mapping[str, torch.Tensor], config: Cel
         first = esm_inv_freq[0]
         if any(t.shape != first.shape or not torch.equal(t, first) for t in esm_inv_freq):
             disagree.append("celle.text_emb.model.layers.*.self_attn.rot_emb.inv_freq differ between layers")
-        mapped["text_encoder.model.esm.rotary_embeddings.inv_freq"] = first
+        mapped["text_encoder.model." + ROTARY_KEY] = first
     tied = mapped.get("text_encoder.model.lm_head.decoder.weight")
     embed = mapped.get("text_encoder.model.esm.embeddings.word_embeddings.weight")
     if tied is not None and embed is not None and not torch.equal(tied, embed):
