@@ -322,6 +322,13 @@ def test_cpu_capability_detection(monkeypatch):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
         found = cpu_module.detect_cpu_capability()
         assert (found.native_bf16, found.vnni) == (bf16, vnni), limit
+    # an AMX CPU (Sapphire Rapids): native bf16 and VNNI through AMX alone, and still without AMX under a oneDNN cap
+    monkeypatch.setattr(cpu_module, "_cpuinfo", lambda: ("Intel Xeon Platinum 8488C", {"avx2", "avx512f", "amx_bf16",
+                                                                                        "amx_int8", "amx_tile"}))
+    found = cpu_module.detect_cpu_capability()
+    assert (found.native_bf16, found.vnni, found.flags) == (True, True, ("amx_bf16", "amx_int8"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert not cpu_module.detect_cpu_capability().native_bf16
     # an AVX2 CPU with AVX-VNNI (Alder Lake): VNNI at AVX2 level, no native bf16
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(cpu_module, "_cpuinfo", lambda: ("Intel Core i7-12700", {"avx2", "avx_vnni"}))
