@@ -108,9 +108,15 @@ def pt2e_int8(model: SubCellModel, example: torch.Tensor, calibration: torch.Ten
     return run
 
 
-def openvino_bf16(model: SubCellModel, calibration: torch.Tensor):
-    """The ViT in OpenVINO at bf16 inference precision (no quantization)."""
-    compiled = compile_openvino(model, calibration, "bf16")
+def openvino_mode(model: SubCellModel, calibration: torch.Tensor, precision: str = "bf16"):
+    """The ViT in OpenVINO at ``precision``: bf16 inference precision, or int8 calibrated on ``calibration`` (no
+    check) quantized the way the runtime chooses for this CPU (7-bit weights without VNNI, bf16 ops only where
+    native), i.e. ``--backend openvino --precision int8``."""
+    from locscope.pipelines.embed_runtime import cpu_capability, runtime_choice
+
+    choice = runtime_choice("cpu", cpu_capability())
+    compiled = compile_openvino(model, calibration, precision, seven_bit_weights=choice.seven_bit_weights,
+                                int8_float=choice.int8_float)
 
     def run(x):
         with torch.inference_mode():
@@ -162,7 +168,8 @@ def default_mode(model: SubCellModel, size: int, batch: int, n_images: int, cali
     return what, run
 
 
-EXTRA_ROWS = ("fp32-b1", "fp32", "bf16-autocast", "bf16-weights", "int8-torch", "openvino-bf16", "compile-bf16", "pt2e")
+EXTRA_ROWS = ("fp32-b1", "fp32", "bf16-autocast", "bf16-weights", "int8-torch", "openvino-bf16", "openvino-int8",
+              "compile-bf16", "pt2e")
 
 
 def pt2e_row(model: SubCellModel, example: torch.Tensor, calibration: torch.Tensor, batch: int, n_images: int):
@@ -186,6 +193,7 @@ def main() -> None:
     parser.add_argument("--calibration-cells", type=int, default=64, help="The default's int8 calibration cells "
                         "(embed's --calibration-cells; fewer = a shorter benchmark).")
     parser.add_argument("--no-warm-run", action="store_true", help="Skip the default's warm-cache whole run.")
+    parser.add_argument("--skip-default", action="store_true", help="Leave out the default (its calibration).")
     parser.add_argument("--rows", default=None, help="Only these extra rows (comma list of: " + ", ".join(EXTRA_ROWS)
                         + "); default all.")
     args = parser.parse_args()
@@ -220,11 +228,11 @@ def main() -> None:
     b = args.batch_size
     print(machine_description())
     print(f"SubCell ViT-B/16, 4 x {args.size} x {args.size}, torch {torch.__version__}, {args.threads} threads")
-    chosen, default_run = default_mode(model, args.size, b, args.images, args.calibration_cells, not args.no_warm_run)
-    rows = [
-        ("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images),
-        (f"locscope default (CPU): batch {b}, {chosen}", default_run, b, args.images),
-    ]
+    rows = [("SubCell CLI default: batch 1, fp32, autograd on, eager attention", baseline, 1, args.baseline_images)]
+    if not args.skip_default:
+        chosen, default_run = default_mode(model, args.size, b, args.images, args.calibration_cells,
+                                           not args.no_warm_run)
+        rows.append((f"locscope default (CPU): batch {b}, {chosen}", default_run, b, args.images))
     wanted = set() if args.skip_extra else set(EXTRA_ROWS) if args.rows is None else set(args.rows.split(","))
     unknown = wanted - set(EXTRA_ROWS)
     if unknown:
@@ -240,8 +248,10 @@ def main() -> None:
                                  inference(copy.deepcopy(model).to(torch.bfloat16), torch.bfloat16), b, args.images),
         "int8-torch": lambda: (f"--precision int8: batch {b}, int8 dynamic-quantized ViT Linear layers",
                                inference(quantize_encoder_int8(model)), b, args.images),
-        "openvino-bf16": lambda: (f"--backend openvino --precision bf16: batch {b}", openvino_bf16(model, calibration),
+        "openvino-bf16": lambda: (f"--backend openvino --precision bf16: batch {b}", openvino_mode(model, calibration),
                                   b, args.images),
+        "openvino-int8": lambda: (f"--backend openvino --precision int8: batch {b}, calibrated on {b} cells",
+                                  openvino_mode(model, calibration, "int8"), b, args.images),
         "compile-bf16": lambda: (f"batch {b}, bf16 weights, torch.compile (inductor, freezing)",
                                  compiled(copy.deepcopy(model).to(torch.bfloat16), torch.bfloat16), b, args.images),
         "pt2e": lambda: pt2e_row(model, images[:b], calibration, b, args.images),

@@ -44,18 +44,20 @@ def _private_cache_dir(tmp_path_factory) -> None:
     os.environ["LOCSCOPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("locscope-cache"))
 
 
-AVX2_CPU_FIELDS = dict(model="test AVX2 CPU", isa="AVX2", native_bf16=False, vnni=False, flags=(), threads=1)
+VNNI_CPU_FIELDS = dict(model="test AVX512-VNNI CPU", isa="AVX512", native_bf16=False, vnni=True,
+                       flags=("avx512_vnni",), threads=1)
 
 
 @pytest.fixture
 def int8_check_passes(monkeypatch):
     """For tests of what happens around a verified int8 model (cache, calibration sample, reporting), independent of
-    the CPU they run on: the runtime is told it is on an AVX2 CPU without VNNI or native bf16 (the choices every x86
-    CPU can run: 7-bit int8 weights, fp32 elsewhere) and the int8 check passes at cosine 0.99 instead of 0.999 (int8
-    accuracy differs between CPUs' kernels; the decision itself is tested with injected cosines)."""
+    the CPU they run on: the runtime is told it is on a CPU with VNNI and without native bf16 (int8 is tried, with
+    8-bit weights and fp32 for the other ops, which every x86 CPU runs) and the int8 check passes at cosine 0.99
+    instead of 0.999 (int8 accuracy differs between CPUs' kernels; the decision itself is tested with injected
+    cosines)."""
     from locscope.pipelines import embed_runtime
     from locscope.utils.cpu import CpuCapability
 
-    monkeypatch.setattr(embed_runtime, "cpu_capability", lambda: CpuCapability(**AVX2_CPU_FIELDS))
+    monkeypatch.setattr(embed_runtime, "cpu_capability", lambda: CpuCapability(**VNNI_CPU_FIELDS))
     monkeypatch.setattr(embed_runtime, "VERIFY_COSINE", 0.99)
     return embed_runtime

@@ -210,7 +210,7 @@ def test_auto_runs_verified_int8_then_reads_the_cache(tiny_model, tmp_path, monk
     (mode,) = first.modes
     assert (mode.backend, mode.precision, mode.calibration, mode.verified_cells, mode.cells) == (
         "openvino", "int8", "this run (64 cells)", 8, 80)
-    assert mode.verified_min_cosine >= 0.99 and mode.cpu["isa"] == "AVX2"
+    assert mode.verified_min_cosine >= 0.99 and mode.cpu == VNNI_CPU.to_dict()
     assert _cosine(first.embeddings, fp32.embeddings).min() > 0.99
     assert np.abs(first.embeddings - fp32.embeddings).max() > 1e-4  # int8 really ran
     assert len(_cache_entries()) == 1
@@ -240,7 +240,7 @@ def compile_in_fp32(monkeypatch) -> list:
     return asked
 
 
-@pytest.mark.parametrize("cpu", [AVX2_CPU, BF16_CPU], ids=["avx2", "avx512-bf16"])
+@pytest.mark.parametrize("cpu", [VNNI_CPU, BF16_CPU], ids=["avx512-vnni", "avx512-bf16"])
 def test_auto_falls_back_to_the_cpus_precision(tiny_model, tmp_path, monkeypatch, cpu):
     """Too few cells, or a failed int8 check (cosine injected): PyTorch in bf16 only where bf16 is native, else fp32;
     the outputs are exactly those of that precision asked explicitly."""
@@ -266,10 +266,39 @@ def test_auto_falls_back_to_the_cpus_precision(tiny_model, tmp_path, monkeypatch
     assert _cache_entries() == []  # nothing unverified is cached
 
 
-@pytest.mark.parametrize("cpu", [AVX2_CPU, VNNI_CPU, BF16_CPU], ids=["avx2", "avx512-vnni", "avx512-bf16"])
+def test_auto_skips_int8_without_vnni(tiny_model, tmp_path, monkeypatch):
+    """Without int8 dot-product instructions the default does not try int8 (no faster than fp32 there): PyTorch fp32
+    where bf16 is emulated, exactly the explicit fp32 outputs; asked for explicitly, OpenVINO int8 gets 7-bit
+    weights and fp32 for its other ops."""
+    from locscope.pipelines import embed_runtime
+
+    monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(embed_runtime, "cpu_capability", lambda: AVX2_CPU)
+    made = []
+    real_convert = embed_runtime.convert_openvino
+    monkeypatch.setattr(embed_runtime, "convert_openvino", lambda *a, **k: made.append(k) or real_convert(*a, **k))
+    cells = random_cells(80)
+    result = embed_cells(tiny_model, cells, batch_size=16, progress=False)
+    assert [(m.backend, m.precision, m.reason, m.cpu) for m in result.modes] == [
+        ("torch", "fp32", "auto: no VNNI on this CPU (int8 is not faster than fp32 there); bf16 emulated on this CPU",
+         AVX2_CPU.to_dict())]
+    assert made == [] and _cache_entries() == []
+    np.testing.assert_array_equal(result.embeddings, embed_cells(tiny_model, cells, batch_size=16, precision="fp32",
+                                                                 progress=False).embeddings)
+    import locscope.pipelines.embed as embed_module
+
+    asked = []
+    real_compile = embed_module.compile_openvino
+    monkeypatch.setattr(embed_module, "compile_openvino", lambda *a, **k: asked.append(k) or real_compile(*a, **k))
+    explicit = embed_cells(tiny_model, cells[:4], precision="int8", backend="openvino", progress=False)
+    assert asked == [{"seven_bit_weights": True, "int8_float": "fp32"}]
+    assert explicit.modes[0].calibration == "first cells (4)"
+
+
+@pytest.mark.parametrize("cpu", [VNNI_CPU, BF16_CPU], ids=["avx512-vnni", "avx512-bf16"])
 def test_auto_int8_is_made_for_the_cpu(tiny_model, tmp_path, monkeypatch, cpu):
-    """A passing check (cosine injected): int8 is used; its weights are on 7 bits where the CPU has no VNNI, and its
-    other ops in bf16 only where bf16 is native; the capability is recorded with the mode."""
+    """A passing check (cosine injected): int8 is used, with 8-bit weights (VNNI) and its other ops in bf16 only
+    where bf16 is native; the capability is recorded with the mode."""
     from locscope.pipelines import embed_runtime
 
     monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
@@ -300,9 +329,9 @@ def test_auto_int8_is_made_for_the_cpu(tiny_model, tmp_path, monkeypatch, cpu):
 def test_runtime_choice_per_capability():
     from locscope.pipelines.embed_runtime import RuntimeChoice, runtime_choice
 
-    assert runtime_choice("cpu", AVX2_CPU) == RuntimeChoice("fp32", "bf16 emulated on this CPU", True, "fp32")
-    assert runtime_choice("cpu", VNNI_CPU) == RuntimeChoice("fp32", "bf16 emulated on this CPU", False, "fp32")
-    assert runtime_choice("cpu", BF16_CPU) == RuntimeChoice("bf16", "bf16 native on this CPU", False, "bf16")
+    assert runtime_choice("cpu", AVX2_CPU) == RuntimeChoice("fp32", "bf16 emulated on this CPU", True, "fp32", False)
+    assert runtime_choice("cpu", VNNI_CPU) == RuntimeChoice("fp32", "bf16 emulated on this CPU", False, "fp32", True)
+    assert runtime_choice("cpu", BF16_CPU) == RuntimeChoice("bf16", "bf16 native on this CPU", False, "bf16", True)
     assert runtime_choice("cuda", None).fallback == "bf16"
 
 
@@ -350,10 +379,10 @@ def test_auto_recalibrates_a_cached_model_that_fails(tiny_model, tmp_path, monke
 
     monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     cells = random_cells(80)
-    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64, seven_bit_weights=True)  # AVX2: 7-bit weights
+    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64)
     # a cached model calibrated on cells unlike these (dim, flat): its ranges clip this run's activations
     dim = min_max_normalize(torch.from_numpy(np.stack([c.images for c in random_cells(16, seed=5)]))) * 0.05
-    embed_runtime.write_cached_int8(key, convert_openvino(tiny_model, dim, "int8", seven_bit_weights=True))
+    embed_runtime.write_cached_int8(key, convert_openvino(tiny_model, dim, "int8"))
     calls = []
     real_min_cosine = embed_runtime._min_cosine
 
@@ -376,7 +405,7 @@ def test_auto_ignores_an_unreadable_cache(tiny_model, tmp_path, monkeypatch, int
     from locscope.pipelines import embed_runtime
 
     monkeypatch.setenv("LOCSCOPE_CACHE_DIR", str(tmp_path / "cache"))
-    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64, seven_bit_weights=True)
+    key = embed_runtime.int8_cache_key(tiny_model, (32, 32), 64)
     folder = tmp_path / "cache" / "openvino" / key
     cells = random_cells(80)
     first = embed_cells(tiny_model, cells, batch_size=16, progress=False)
@@ -420,9 +449,9 @@ def test_embed_cli_reports_the_mode(tmp_path, tiny_model, monkeypatch, int8_chec
             "verified on 8 cells") in out.output
     modes = json.loads(anndata.read_h5ad(tmp_path / "out" / "embeddings.h5ad").uns["inference"])
     assert [(m["backend"], m["precision"], m["cells"]) for m in modes] == [("openvino", "int8", 80)]
-    assert modes[0]["cpu"] == AVX2_CPU.to_dict()  # the capability the mode was chosen for
-    assert "inference CPU: test AVX2 CPU, torch AVX2 kernels, bf16 emulated, no VNNI, 1 thread" in out.output
-    assert CpuCapability.from_dict(modes[0]["cpu"]) == AVX2_CPU
+    assert modes[0]["cpu"] == VNNI_CPU.to_dict()  # the capability the mode was chosen for
+    assert "inference CPU: test AVX512-VNNI CPU, torch AVX512 kernels, bf16 emulated, VNNI, 1 thread" in out.output
+    assert CpuCapability.from_dict(modes[0]["cpu"]) == VNNI_CPU
 
 
 def real_cells(shared_data, channels: str) -> list[CellInput]:

@@ -379,7 +379,8 @@ def embed_cells(model: SubCellModel, cells: Iterable[CellInput], *, batch_size: 
     why_not_int8 = ("" if precision != "auto" else f"--backend {backend}" if backend != "auto"
                     else f"on {device.type}" if device.type != "cpu"
                     else "no verification cells" if verification_cells < 1
-                    else "openvino / nncf not installed" if not openvino_available() else "")
+                    else "openvino / nncf not installed" if not openvino_available()
+                    else "no VNNI on this CPU (int8 is not faster than fp32 there)" if not choice.int8 else "")
     auto_int8 = precision == "auto" and not why_not_int8
     if backend == "auto":
         backend = "openvino" if auto_int8 else "torch"

@@ -9,15 +9,17 @@ The ``auto`` mode picks the fastest way to run the ViT whose embeddings this run
 2. The int8 model and PyTorch fp32 embed the other ``verification_cells`` (every ninth sample cell by default);
    the int8 model is used only if every one of their embeddings has cosine similarity >= ``VERIFY_COSINE`` (0.999)
    to fp32. A cached model that fails is recalibrated on this run's cells and verified again.
-3. Otherwise (GPU, too few cells, verification failed): PyTorch, in the fastest precision exact enough on this
+3. Otherwise (GPU, a CPU without VNNI, too few cells, verification failed): PyTorch, in the fastest precision exact
+   enough on this
    device (:func:`runtime_choice`): bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX512-BF16 /
    AMX-BF16), fp32 on CPUs where bf16 would be emulated (several times slower than fp32 there, slower than SubCell's
    own fp32 default).
 
-The CPU's capability (:func:`~locscope.utils.cpu.detect_cpu_capability`, recorded with each mode) also sets how int8
-is made: weights on 7 bits in every layer where the CPU has no VNNI (its int8 kernels would overflow 16-bit sums of
-full-range 8-bit products: the check failed there without it), and OpenVINO's non-quantized ops in bf16 only where
-bf16 is native.
+The CPU's capability (:func:`~locscope.utils.cpu.detect_cpu_capability`, recorded with each mode) also decides
+whether int8 is tried (only with VNNI / AMX int8 instructions: without them it was no faster than fp32) and how int8
+is made: weights on 7 bits in every layer where the CPU has no VNNI (``--backend openvino --precision int8``: its
+int8 kernels would overflow 16-bit sums of full-range 8-bit products), and OpenVINO's non-quantized ops in bf16 only
+where bf16 is native.
 
 Cache: a calibrated int8 ViT is written (atomically) as OpenVINO IR (``vit.xml`` + ``vit.bin``, no pickle, and a
 ``manifest.json`` of their SHA-256 digests, checked before reading) under
@@ -109,15 +111,20 @@ class RuntimeChoice:
     why : str
         Why that precision, for the mode's ``reason``.
     seven_bit_weights : bool
-        Quantize int8 weights on 7 bits in every layer (no VNNI).
+        Quantize int8 weights on 7 bits in every layer (no VNNI; for ``--backend openvino --precision int8``).
     int8_float : str
         OpenVINO's precision for the non-quantized ops of the int8 model: ``bf16`` or ``fp32``.
+    int8 : bool
+        Try verified int8 at all: only with int8 dot-product instructions (VNNI / AMX). Without them OpenVINO's
+        int8 ViT-B/16 ran no faster than PyTorch fp32 (1.78 vs 1.77 CPU s / image at 448 px with the kernels held
+        to AVX2) and missed the check (min cosine 0.9984-0.9985), so calibrating it would cost minutes for nothing.
     """
 
     fallback: str
     why: str
     seven_bit_weights: bool
     int8_float: str
+    int8: bool = True
 
 
 def cpu_capability() -> CpuCapability:
@@ -130,13 +137,14 @@ def runtime_choice(device_type: str, cpu: CpuCapability | None) -> RuntimeChoice
 
     bf16 autocast is the fallback only where bf16 is native (GPUs; CPUs with AVX512-BF16 / AMX-BF16: ~2x fp32 there);
     where it is emulated it runs several times slower than fp32 (9x SubCell's own fp32 default on an AVX2 CPU), so
-    fp32 is used. Without VNNI, int8 weights are quantized on 7 bits.
+    fp32 is used. Without VNNI, int8 is not tried (no faster than fp32 there) and, asked for explicitly, its weights
+    are quantized on 7 bits.
     """
     if device_type != "cpu" or cpu is None:
-        return RuntimeChoice("bf16", f"bf16 on {device_type}", False, "bf16")
+        return RuntimeChoice("bf16", f"bf16 on {device_type}", False, "bf16", False)
     if cpu.native_bf16:
-        return RuntimeChoice("bf16", "bf16 native on this CPU", not cpu.vnni, "bf16")
-    return RuntimeChoice("fp32", "bf16 emulated on this CPU", not cpu.vnni, "fp32")
+        return RuntimeChoice("bf16", "bf16 native on this CPU", not cpu.vnni, "bf16", cpu.vnni)
+    return RuntimeChoice("fp32", "bf16 emulated on this CPU", not cpu.vnni, "fp32", cpu.vnni)
 
 
 def openvino_available() -> bool:
