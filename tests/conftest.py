@@ -61,3 +61,11 @@ def int8_check_passes(monkeypatch):
     monkeypatch.setattr(embed_runtime, "cpu_capability", lambda: CpuCapability(**VNNI_CPU_FIELDS))
     monkeypatch.setattr(embed_runtime, "VERIFY_COSINE", 0.99)
     return embed_runtime
+
+
+@pytest.fixture(scope="session")
+def real_corpus():
+    """The real-protein corpus (SCL2205 + OpenCell + DeepLoc 1.0), built once per test run."""
+    from locscope.io.corpus import load_corpus
+
+    return load_corpus(_require(SHARED / "data"))

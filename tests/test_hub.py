@@ -11,8 +11,9 @@ from locscope.models.celldiff import CellDiff, celldiff_tiny_config
 
 
 def test_bundled_names_resolve_to_their_families():
-    assert hub.bundled_names() == ["celldiff-tiny", "designer-tiny", "subcell-tiny"]
-    for name, family in [("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"), ("subcell-tiny", "subcell")]:
+    assert hub.bundled_names() == ["celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small"]
+    for name, family in [("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"), ("subcell-tiny", "subcell"),
+                         ("localizer-small", "localizer")]:
         ref = hub.resolve(name)
         assert ref.family == family and ref.bundled and (ref.directory / "config.json").is_file()
     assert hub.resolve(None, default="designer-tiny").name == "designer-tiny"

@@ -85,7 +85,7 @@ def test_localize_cli_fasta_and_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert cli_run(["localize", "--sequence", "MPKKRKV", "--model", str(tmp_path / "nope")]) == 2
-    assert "no CELL-Diff model" in capsys.readouterr().err
+    assert "--model" in (err := capsys.readouterr().err) and "no model at" in err and "localizer-small" in err
 
 
 def test_localize_and_design_with_a_tiny_esm2_model(tmp_path):

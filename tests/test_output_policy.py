@@ -171,6 +171,7 @@ COMMANDS: dict[str, list[str]] = {
     "stain": ["stain", "--brightfield", "missing.tif"],
     "train stain": ["train", "stain"],
     "train stain-classifier": ["train", "stain-classifier"],
+    "train localizer": ["train", "localizer"],
     "train subcell": ["train", "subcell", "--data", "missing_store"],
     "dataset build": ["dataset", "build", "missing_manifest.csv"],
     "dataset export-lmdb": ["dataset", "export-lmdb", "missing_store"],

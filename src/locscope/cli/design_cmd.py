@@ -97,47 +97,48 @@ def train_designer_command(
 @app.command("localize")
 def localize_command(
     sequence: Optional[str] = typer.Option(None, "--sequence", help="One protein sequence."),
-    fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins."),
+    fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins, any size and "
+                                         "sequence length; streamed."),
     out: Optional[Path] = typer.Option(None, "--out", help="Predictions CSV (default: print to stdout)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
-    method: str = MethodOption,
+    method: Optional[str] = typer.Option(None, "--method", help="localizer (default: the sequence localizer trained "
+                                         "on real proteins) | image | head | combined (CELL-Diff; the default for a "
+                                         "CELL-Diff --model)."),
     samples: int = SamplesOption,
     head_weight: float = typer.Option(0.5, "--head-weight", help="Weight of the compartment head in 'combined'."),
     sampler: str = SamplerOption,
     steps: int = StepsOption,
     guidance: float = GuidanceOption,
     batch_size: int = BatchOption,
-    model: Optional[str] = ModelOption,
+    model: Optional[str] = typer.Option(None, "--model", help="Localizer (localizer-small, default) or CELL-Diff "
+                                       "(celldiff-tiny) bundled name or model directory."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
-    """Level-3 and level-2 localization probabilities and the top class of each protein."""
-    from locscope.pipelines.localize import localize
+    """Level-3, level-2 and level-1 localization probabilities and the top class of each protein."""
+    from locscope.pipelines.localize import localize, localize_file
 
     if (sequence is None) == (fasta is None):
         raise InputError("localize: give exactly one of --sequence SEQ or --fasta FILE")
-    if sequence is not None:
-        from locscope.encoders.protein import encode_sequence
+    options = dict(model=model, method=method, samples=samples, head_weight=head_weight, sampler=sampler, steps=steps,
+                   guidance=guidance, batch_size=batch_size, seed=seed, device=device)
+    if fasta is not None:
+        count = localize_file(fasta, out, progress=True, write=(lambda text: typer.echo(text, nl=False)),
+                              overwrite=overwrite, **options)
+        if out is not None:
+            typer.echo(f"{count} proteins -> {out}")
+        return
+    from locscope.encoders.protein import encode_sequence
 
-        sequence = "".join(sequence.split())
-        if "<" in sequence:
-            raise InputError("--sequence: localize needs a complete sequence (no <mask>)")
-        encode_sequence(sequence)
-        ids, sequences = ["sequence"], [sequence]
-    else:
-        from locscope.io.sequences import read_sequences
-
-        records = read_sequences(fasta)
-        if not records:
-            raise InputError(f"{fasta}: no sequences")
-        ids, sequences = [r.id for r in records], [r.sequence for r in records]
-    prediction, text = localize(sequences, ids, out, model=model, method=method, samples=samples,
-                                head_weight=head_weight, sampler=sampler, steps=steps, guidance=guidance,
-                                batch_size=batch_size, seed=seed, device=device, progress=True, overwrite=overwrite)
+    sequence = "".join(sequence.split())
+    if "<" in sequence:
+        raise InputError("--sequence: localize needs a complete sequence (no <mask>)")
+    encode_sequence(sequence)
+    prediction, text = localize([sequence], ["sequence"], out, progress=True, overwrite=overwrite, **options)
     if out is None:
         typer.echo(text, nl=False)
     else:
-        typer.echo(f"{len(ids)} proteins -> {out}")
+        typer.echo(f"1 protein -> {out}")
 
 
 @app.command("explain")

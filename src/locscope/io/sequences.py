@@ -21,7 +21,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 from locscope.errors import InputError
 from locscope.io.images import check_file
@@ -167,32 +167,60 @@ def read_fasta(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH, tr
     InputError
         Empty file, text before the first header, a header without sequence, an invalid residue, duplicate ids.
     """
+    return list(iter_fasta(path, max_length, truncate))
+
+
+def iter_fasta(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH,
+               truncate: bool = False) -> Iterator[SequenceRecord]:
+    """Yield the records of a FASTA file one at a time (proteome-scale files are never held whole).
+
+    The same validation and errors as :func:`read_fasta`; a duplicate id is reported when it is reached.
+    """
     path = _check_text_file(path)
-    records: list[SequenceRecord] = []
     header: str | None = None
     chunks: list[str] = []
     header_line = 0
+    seen: set[str] = set()
 
-    def flush() -> None:
-        if header is None:
-            return
-        records.append(_fasta_record(path, header, "".join(chunks), header_line, max_length, truncate))
+    def record() -> SequenceRecord:
+        parsed = _fasta_record(path, header, "".join(chunks), header_line, max_length, truncate)
+        if parsed.id in seen:
+            raise InputError(f"{path}: record '{parsed.id}' appears twice")
+        seen.add(parsed.id)
+        return parsed
 
     with open_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if line.startswith(">"):
-                flush()
+                if header is not None:
+                    yield record()
                 header, chunks, header_line = line[1:], [], line_number
             elif line.strip() and not line.startswith(";"):
                 if header is None:
                     raise InputError(f"{path}: line {line_number}: sequence data before the first '>' header; not a FASTA file")
                 chunks.append(line.strip())
-    flush()
-    if not records:
+    if header is None:
         raise InputError(f"{path}: no FASTA records (no line starts with '>')")
-    _check_unique(path, records)
-    return records
+    yield record()
+
+
+def count_records(path: str | Path) -> int:
+    """Records in a sequence file without validating them: FASTA headers, or table rows below the header."""
+    path = _check_text_file(path)
+    with open_text(path) as handle:
+        first = next((line for line in handle if line.strip()), "")
+        if first.startswith(">") or base_suffix(path) in FASTA_SUFFIXES:
+            return int(first.startswith(">")) + sum(1 for line in handle if line.startswith(">"))
+        return sum(1 for line in handle if line.strip())
+
+
+def iter_sequences(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False,
+                   **table_options: Any) -> Iterator[SequenceRecord]:
+    """Like :func:`read_sequences`, but FASTA records are read and validated one at a time."""
+    if _is_fasta(path):
+        return iter_fasta(path, max_length, truncate)
+    return iter(read_sequences(path, max_length, truncate, **table_options))
 
 
 def _fasta_record(path: Path, header: str, seq: str, line: int, max_length: int | None, truncate: bool) -> SequenceRecord:
@@ -296,6 +324,13 @@ def base_suffix(path: Path) -> str:
     return Path(path.stem).suffix.lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
 
 
+def _is_fasta(path: str | Path) -> bool:
+    path = _check_text_file(path)
+    with open_text(path) as handle:
+        first = next((line for line in handle if line.strip()), "")
+    return first.startswith(">") or base_suffix(path) in FASTA_SUFFIXES
+
+
 def _check_unique(path: Path, records: list[SequenceRecord]) -> None:
     seen: set[str] = set()
     for record in records:
@@ -331,9 +366,7 @@ def read_sequences(path: str | Path, max_length: int | None = DEFAULT_MAX_LENGTH
     ('Q9Y4C2', ['Cell.membrane'], True)
     """
     path = _check_text_file(path)
-    with open_text(path) as handle:
-        first = next((line for line in handle if line.strip()), "")
-    if first.startswith(">") or base_suffix(path) in FASTA_SUFFIXES:
+    if _is_fasta(path):
         return read_fasta(path, max_length, truncate)
     if base_suffix(path) in (".csv", ".tsv", ".tab", ".txt"):
         return read_sequence_table(path, max_length, truncate, **table_options)

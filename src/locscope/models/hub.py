@@ -238,6 +238,8 @@ register_family("latent", "locscope.models.latent:LatentDiffusion.from_pretraine
                 config_classes=("LatentDiffusionConfig",), title="latent diffusion model")
 register_family("celldiff-released", "locscope.models.celldiff_v2:load_released_checkpoint_set",
                 title="released CELL-Diff checkpoint set", detect=_released_celldiff)
+register_family("localizer", "locscope.models.localizer:SequenceLocalizer.from_pretrained",
+                config_classes=("LocalizerConfig",), title="sequence localizer")
 
 register_family("stain", "locscope.models.stain:load_stain", config_classes=("StainConfig",),
                 title="virtual-staining model", detect=lambda path: path.is_file() and path.name.endswith("_Network.pth"))
@@ -245,6 +247,7 @@ register_family("stain", "locscope.models.stain:load_stain", config_classes=("St
 register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")
 register_bundled("subcell-tiny", "subcell")
+register_bundled("localizer-small", "localizer")
 
 __all__ = [
     "ASSETS_DIR", "BUNDLED", "FAMILIES", "ModelFamily", "ModelRef", "asset_path", "bundled_names", "family_of",

@@ -1,6 +1,14 @@
-"""``locscope localize``: level-3 and level-2 localization probabilities of protein sequences from a CELL-Diff model.
+"""``locscope localize``: level-3, level-2 (and level-1) localization probabilities of protein sequences.
 
 Method (selectable with ``method``):
+
+``'localizer'`` (default)
+    The sequence localizer (:mod:`locscope.models.localizer`; bundled ``localizer-small``, trained on 12,269 real
+    proteins of SCL2205 + OpenCell + DeepLoc 1.0): independent (multi-label) probabilities of every level-3, level-2
+    and level-1 class. Any length: proteins longer than the model's ``max_length`` keep both termini.
+
+The other methods use a CELL-Diff model (``model`` a CELL-Diff directory or ``celldiff-tiny``; a CELL-Diff model
+given without a method runs ``'combined'``):
 
 ``'image'``
     Generate the protein's image in ``samples`` standard simulator cells (fixed landmark cells rendered by
@@ -15,7 +23,7 @@ Method (selectable with ``method``):
     fraction head over level-1 compartments: level 3 is the mean of the level-3 head and the fraction head summed into
     level-3 classes, level 2 the fraction head summed into level-2 classes. Models without it give level 3 only
     (level-2 classes that split the endomembrane system are left empty).
-``'combined'`` (default)
+``'combined'``
     ``weight * head + (1 - weight) * image`` at level 3 and (with a fraction head) at level 2; without a fraction head
     level 2 takes the image's split of each level-3 class.
 
@@ -43,8 +51,10 @@ from locscope.pipelines.readout import (
 )
 from locscope.utils.progress import track
 
-Method = Literal["image", "head", "combined"]
-METHODS: tuple[str, ...] = ("image", "head", "combined")
+Method = Literal["localizer", "image", "head", "combined"]
+METHODS: tuple[str, ...] = ("localizer", "image", "head", "combined")
+DEFAULT_LOCALIZER = "localizer-small"
+STREAM_CHUNK = 512  # sequences read, predicted and written at a time
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -103,19 +113,31 @@ class Localization:
     level2 : np.ndarray
         ``(N, 9)`` probabilities over :data:`LEVEL2_CLASSES` (NaN where the method cannot tell, see the module doc).
     level1 : np.ndarray or None
-        ``(N, len(COMPARTMENTS))`` image-derived level-1 shares (``None`` for ``method='head'``).
+        ``(N, len(COMPARTMENTS))`` image-derived level-1 shares (``None`` for ``method='head'``), or with
+        ``level1_classes`` the localizer's level-1 probabilities over those classes.
     images : np.ndarray or None
         ``(N, K, H, W)`` generated images in [0, 1] (``None`` for ``method='head'``).
+    level1_classes : tuple of str or None
+        Classes of ``level1`` when it is reported (the localizer), else None.
     """
 
     level3: np.ndarray
     level2: np.ndarray
     level1: np.ndarray | None = None
     images: np.ndarray | None = None
+    level1_classes: tuple[str, ...] | None = None
 
     def top(self, level: str = "level3") -> list[str]:
         """The most probable class of each sequence."""
-        probs, classes = (self.level3, LEVEL3_CLASSES) if level == "level3" else (self.level2, LEVEL2_CLASSES)
+        if level == "level3":
+            probs, classes = self.level3, LEVEL3_CLASSES
+        elif level == "level2":
+            probs, classes = self.level2, LEVEL2_CLASSES
+        elif level == "level1" and self.level1_classes is not None:
+            probs, classes = self.level1, self.level1_classes
+        else:
+            raise ValueError(f"level={level!r}: accepted values are level3, level2"
+                             + (", level1" if self.level1_classes else ""))
         return [classes[i] for i in np.nan_to_num(probs, nan=-1.0).argmax(1)]
 
 
@@ -208,28 +230,101 @@ class LocalizationPredictor:
                             np.concatenate(images) if keep_images and images else None)
 
 
+def load_localizer(model: str | Path | None = None, device: str | torch.device = "cpu"):
+    """A sequence localizer from a bundled name (``'localizer-small'``, default) or a model directory, in eval mode
+    (resolved by :mod:`locscope.models.hub`; InputError when there is none, CheckpointError for weights that do not
+    fit)."""
+    return hub.load(model, default=DEFAULT_LOCALIZER, families=("localizer",), device=device, argument="--model")
+
+
+class LocalizerPredictor:
+    """Sequence -> localization with a :class:`~locscope.models.localizer.SequenceLocalizer`.
+
+    ``predict`` returns a :class:`Localization` whose level-3 / level-2 columns are :data:`LEVEL3_CLASSES` /
+    :data:`LEVEL2_CLASSES` and whose ``level1`` holds the model's level-1 classes (``level1_classes``); a
+    plastid probability is reported at level 1 only.
+    """
+
+    def __init__(self, model, batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch_size={batch_size}: need at least 1 sequence per batch")
+        self.model, self.batch_size = model, batch_size
+        config = model.config
+        missing = ([c for c in LEVEL3_CLASSES if c not in config.level3_classes]
+                   + [c for c in LEVEL2_CLASSES if c not in config.level2_classes])
+        if missing:
+            raise InputError(f"the localizer does not predict {', '.join(missing)}")
+        self.columns3 = [config.level3_classes.index(c) for c in LEVEL3_CLASSES]
+        self.columns2 = [config.level2_classes.index(c) for c in LEVEL2_CLASSES]
+
+    def predict(self, sequences: Sequence[str], progress: bool = False) -> Localization:
+        """Localization of ``sequences`` (amino-acid strings of any length)."""
+        parts = []
+        starts = range(0, len(sequences), STREAM_CHUNK)
+        for start in track(starts, "localizing", enabled=progress and len(starts) > 1):
+            parts.append(self.model.predict_sequences(list(sequences[start:start + STREAM_CHUNK]), self.batch_size))
+        merged = {level: np.concatenate([p[level] for p in parts]) for level in ("level1", "level2", "level3")}
+        return Localization(merged["level3"][:, self.columns3].astype(np.float64),
+                            merged["level2"][:, self.columns2].astype(np.float64),
+                            merged["level1"].astype(np.float64), None, tuple(self.model.config.level1_classes))
+
+
 # ------------------------------------------------------------------------------------------------ the pipeline
-def predictions_csv(ids: Sequence[str], prediction: Localization, method: str) -> str:
-    """CSV text: ``id, top_level3, top_level2, method``, then one ``p3_<class>`` / ``p2_<class>`` column per class."""
+def predictions_csv(ids: Sequence[str], prediction: Localization, method: str, header: bool = True) -> str:
+    """CSV text: ``id, top_level3, top_level2, method``, then one ``p3_<class>`` / ``p2_<class>`` column per class;
+    with level-1 classes (the localizer) also ``top_level1`` and ``p1_<class>`` columns."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["id", "top_level3", "top_level2", "method"] + [f"p3_{c}" for c in LEVEL3_CLASSES]
-                    + [f"p2_{c}" for c in LEVEL2_CLASSES])
+    level1 = prediction.level1_classes
+    if header:
+        writer.writerow(["id", "top_level3", "top_level2", "method"] + [f"p3_{c}" for c in LEVEL3_CLASSES]
+                        + [f"p2_{c}" for c in LEVEL2_CLASSES]
+                        + (["top_level1"] + [f"p1_{c}" for c in level1] if level1 else []))
     top3, top2 = prediction.top("level3"), prediction.top("level2")
+    top1 = prediction.top("level1") if level1 else []
     for i, record_id in enumerate(ids):
         p2 = ["" if np.isnan(v) else f"{v:.4f}" for v in prediction.level2[i]]
         writer.writerow([record_id, top3[i], top2[i] if not np.isnan(prediction.level2[i]).all() else "", method]
-                        + [f"{v:.4f}" for v in prediction.level3[i]] + p2)
+                        + [f"{v:.4f}" for v in prediction.level3[i]] + p2
+                        + ([top1[i]] + [f"{v:.4f}" for v in prediction.level1[i]] if level1 else []))
     return buffer.getvalue()
 
 
+def make_predictor(model: str | Path | None = None, method: str | None = None, *, samples: int = 4,
+                   head_weight: float = 0.5, sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0,
+                   batch_size: int = 16, seed: int = 0, device: str = "auto"):
+    """The predictor of ``method`` -> ``(predictor, method)``.
+
+    ``method`` None runs the model's own method: ``'localizer'`` for a localizer (the default model
+    ``localizer-small``), ``'combined'`` for a CELL-Diff model.
+    """
+    from locscope.utils.device import resolve_device
+    from locscope.utils.seeding import seed_everything
+
+    if method is not None and method not in METHODS:
+        raise InputError(f"method={method!r}: accepted values are {', '.join(METHODS)}")
+    if method is None or method == "localizer":
+        families = ("localizer", "celldiff") if method is None else ("localizer",)
+        ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="--model")
+        method = method or ("localizer" if ref.family == "localizer" else "combined")
+    else:
+        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff",), argument="--model")
+    seed_everything(seed)
+    net = ref.load(device=resolve_device(device))
+    if method == "localizer":
+        return LocalizerPredictor(net, batch_size=batch_size), method
+    return LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed), method
+
+
 def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | None = None, *,
-             model: str | Path | None = None, method: str = "combined", samples: int = 4, head_weight: float = 0.5,
+             model: str | Path | None = None, method: str | None = None, samples: int = 4, head_weight: float = 0.5,
              sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
              seed: int = 0, device: str = "auto", progress: bool = True,
              overwrite: bool = False) -> tuple[Localization, str]:
     """Predict the localization of ``sequences`` and write ``out`` (CSV, atomic) if given; an existing ``out`` file
     is replaced only with ``overwrite``, a folder is refused (:func:`locscope.utils.outputs.check_output_file`).
+
+    ``method`` None picks the localizer, or ``'combined'`` for a CELL-Diff ``model`` (:func:`make_predictor`).
 
     Returns
     -------
@@ -237,17 +332,69 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     csv_text : str
     """
     from locscope.utils.atomic import write_text
-    from locscope.utils.device import resolve_device
     from locscope.utils.outputs import check_output_file
-    from locscope.utils.seeding import seed_everything
 
     if out is not None:
         check_output_file(out, overwrite=overwrite)
-    seed_everything(seed)
-    net = hub.load(model, default="celldiff-tiny", families=("celldiff",), device=resolve_device(device))
-    predictor = LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed)
+
+    predictor, method = make_predictor(model, method, samples=samples, head_weight=head_weight, sampler=sampler,
+                                       steps=steps, guidance=guidance, batch_size=batch_size, seed=seed, device=device)
     prediction = predictor.predict(list(sequences), progress=progress)
     text = predictions_csv(ids, prediction, method)
     if out is not None:
         write_text(out, text)
     return prediction, text
+
+
+def localize_file(path: str | Path, out: str | Path | None = None, *, model: str | Path | None = None,
+                  method: str | None = None, batch_size: int = 16, progress: bool = True, write=None,
+                  overwrite: bool = False, **options) -> int:
+    """Localize every protein of a FASTA (or sequence table) file, streamed: :data:`STREAM_CHUNK` records are read,
+    predicted and written at a time, so a whole proteome never sits in memory; any sequence length is accepted.
+
+    Parameters
+    ----------
+    path : path
+        FASTA / CSV / TSV of proteins (:func:`locscope.io.sequences.iter_sequences`).
+    out : path, optional
+        Predictions CSV, written atomically (nothing is left behind on an error); else rows go to ``write``. An
+        existing file is replaced only with ``overwrite`` (:func:`locscope.utils.outputs.check_output_file`).
+    write : callable, optional
+        Receives CSV text chunks when ``out`` is None (default: ``sys.stdout.write``).
+    **options
+        ``samples``, ``head_weight``, ``sampler``, ``steps``, ``guidance``, ``seed``, ``device`` of
+        :func:`make_predictor`.
+
+    Returns
+    -------
+    int
+        Proteins localized.
+    """
+    import itertools
+    import sys
+    from contextlib import ExitStack
+
+    from locscope.io.sequences import count_records, iter_sequences
+    from locscope.utils.atomic import atomic_path
+
+    from locscope.utils.outputs import check_output_file
+
+    if out is not None:
+        check_output_file(out, overwrite=overwrite)
+    total = count_records(path)
+    predictor, method = make_predictor(model, method, batch_size=batch_size, **options)
+    records = iter_sequences(path, max_length=None)
+    done = 0
+    with ExitStack() as stack:
+        if out is not None:
+            tmp = stack.enter_context(atomic_path(out))
+            handle = stack.enter_context(open(tmp, "w", newline=""))
+            write = handle.write
+        write = write or sys.stdout.write
+        chunks = iter(lambda: list(itertools.islice(records, STREAM_CHUNK)), [])
+        for chunk in track(chunks, f"localizing {total} proteins ({method})", total=-(-total // STREAM_CHUNK),
+                           enabled=progress):
+            prediction = predictor.predict([r.sequence for r in chunk])
+            write(predictions_csv([r.id for r in chunk], prediction, method, header=done == 0))
+            done += len(chunk)
+    return done

@@ -1,0 +1,210 @@
+"""Training of the sequence localizer (:mod:`locscope.models.localizer`) on the real-protein corpus.
+
+Data: the ``train`` split of :func:`locscope.io.corpus.load_corpus` (SCL2205 + OpenCell + DeepLoc 1.0, homology
+clusters never shared between splits); the ``val`` split picks the best epoch (level-3 macro average precision).
+Loss: binary cross-entropy per level over the proteins labelled at that level (level 1 is unknown for e.g. Swiss-Prot
+"Nucleus"), weighted ``level_weights``. Batches group proteins of similar length (less padding); the order of every
+epoch comes from ``seed + epoch``, so a killed run resumed from its last epoch checkpoint (``resume=True``) continues
+exactly as if it had not stopped.
+
+Run folder::
+
+    run_dir/checkpoint/   model.safetensors + config.json, optimizer.safetensors + .json, state.json (after each epoch)
+    run_dir/model/        the best epoch's model (bundle this folder)
+    run_dir/metrics.jsonl one line per epoch: loss, val scores, CPU seconds
+    run_dir/train_config.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from locscope.io.corpus import CLASSES, CorpusProtein, label_matrix, load_corpus
+from locscope.errors import InputError
+from locscope.models.localizer import LocalizerConfig, SequenceLocalizer
+from locscope.utils.atomic import replace_directory, write_json
+from locscope.utils.checkpoint import load_optimizer_state, save_optimizer_state
+from locscope.utils.outputs import check_run_folder
+from locscope.utils.progress import track
+
+LEVELS = ("level1", "level2", "level3")
+
+
+@dataclass
+class LocalizerTrainConfig:
+    """Settings of :func:`train_localizer` (saved as ``train_config.json`` in the run folder).
+
+    Parameters
+    ----------
+    shared_data : str
+        Folder with OpenCell's and DeepLoc's files (see :func:`locscope.io.corpus.load_corpus`).
+    model : dict
+        :class:`~locscope.models.localizer.LocalizerConfig` fields to override.
+    epochs, batch_size, learning_rate, weight_decay, warmup_steps : training schedule (AdamW, cosine decay).
+    level_weights : (3,) floats
+        Loss weights of levels 1, 2, 3.
+    oversample : dict
+        Label source -> times each of its training proteins is seen per epoch (e.g. ``{"opencell": 4}``: the
+        human image-based labels, the style of the level-1 classes users look for, are 7% of the proteins).
+    max_train_proteins : int or None
+        Use only the first N training proteins (tests).
+    seed : int
+    """
+
+    shared_data: str = "../shared/data"
+    model: dict = field(default_factory=lambda: {"width": 48, "layers": 2, "hidden": 192})
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    level_weights: tuple[float, float, float] = (0.5, 1.0, 1.0)
+    oversample: dict = field(default_factory=dict)
+    max_train_proteins: int | None = None
+    max_val_proteins: int | None = None
+    seed: int = 0
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of indices of similar length: sort by length with random tie-breaks, chunk, shuffle chunks."""
+    order = np.lexsort((rng.random(lengths.size), lengths))
+    batches = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def level_targets(proteins: list[CorpusProtein], config: LocalizerConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per level: ``(targets (N, n_classes) float, known (N,) bool)`` in the model's class order."""
+    out = {}
+    for level in LEVELS:
+        targets, known = label_matrix(proteins, level)
+        columns = [CLASSES[level].index(c) for c in config.classes(level)]
+        out[level] = torch.from_numpy(targets[:, columns]), torch.from_numpy(known)
+    return out
+
+
+def localizer_loss(logits: dict[str, torch.Tensor], targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                   weights: tuple[float, float, float]) -> torch.Tensor:
+    """Weighted sum over levels of the mean binary cross-entropy of the rows labelled at that level."""
+    total = logits["level3"].new_zeros(())
+    for weight, level in zip(weights, LEVELS):
+        target, known = targets[level]
+        if known.any():
+            total = total + weight * F.binary_cross_entropy_with_logits(logits[level][known], target[known])
+    return total
+
+
+def evaluate_split(model: SequenceLocalizer, proteins: list[CorpusProtein]) -> dict[str, float]:
+    """Level-3 and level-2 multi-label scores (:func:`locscope.metrics.sequence.multilabel_scores`) on ``proteins``."""
+    from locscope.metrics.sequence import multilabel_scores
+
+    probabilities = model.predict_sequences([p.sequence for p in proteins])
+    scores = {}
+    for level in ("level3", "level2"):
+        targets, known = level_targets(proteins, model.config)[level]
+        present = targets[known].numpy().sum(0) > 0
+        result = multilabel_scores(targets[known].numpy()[:, present] > 0, probabilities[level][known.numpy()][:, present])
+        scores.update({f"{level}_{k}": v for k, v in result.items() if k != "n_classes_without_positives"})
+    return scores
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = None, resume: bool = False,
+                    progress: bool = True) -> Path:
+    """Train (or resume) a sequence localizer; returns ``run_dir / 'model'`` (the best validation epoch).
+
+    Raises
+    ------
+    InputError
+        ``resume=True`` without a checkpoint in ``run_dir``; without ``resume``, a ``run_dir`` that is not new or
+        empty (:func:`locscope.utils.outputs.check_run_folder`).
+    """
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoint"))
+    checkpoint = run_dir / "checkpoint"
+    if resume:
+        if not (checkpoint / "state.json").is_file():
+            raise InputError(f"{run_dir}: no checkpoint to resume (checkpoint/state.json missing)")
+        from locscope.training.celldiff_module import read_train_config
+
+        config = read_train_config(run_dir / "train_config.json", LocalizerTrainConfig)
+    else:
+        config = config or LocalizerTrainConfig()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
+    corpus = load_corpus(config.shared_data, seed=config.seed)
+    train = [p for p in corpus.subset("train")[: config.max_train_proteins]
+             for _ in range(int(config.oversample.get(p.source, 1)))]
+    val = corpus.subset("val")[: config.max_val_proteins]
+    model_config = LocalizerConfig(**config.model)
+    torch.manual_seed(config.seed)
+    model = SequenceLocalizer(model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "step": 0, "best_val": -1.0, "best_epoch": -1, "cpu_seconds": 0.0}
+    if resume:
+        model = SequenceLocalizer.from_pretrained(checkpoint)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer.load_state_dict(load_optimizer_state(checkpoint))
+        state = json.loads((checkpoint / "state.json").read_text())
+    targets = level_targets(train, model_config)
+    lengths = np.array([min(len(p.sequence), model_config.max_length) for p in train])
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    for epoch in range(state["epoch"], config.epochs):
+        model.train()
+        torch.manual_seed(config.seed + epoch)  # dropout: the same on a resumed run
+        started = time.process_time()
+        batches = length_batches(lengths, config.batch_size, np.random.default_rng(config.seed + epoch))
+        losses = []
+        for batch in track(batches, f"epoch {epoch + 1}/{config.epochs}", enabled=progress):
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * _cosine(state["step"], total_steps, config.warmup_steps)
+            tokens = model.tokenize([train[i].sequence for i in batch])
+            index = torch.from_numpy(batch)
+            loss = localizer_loss(model(tokens), {k: (t[index], m[index]) for k, (t, m) in targets.items()},
+                                  config.level_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            state["step"] += 1
+        scores = evaluate_split(model, val)
+        state["cpu_seconds"] += time.process_time() - started
+        state["epoch"] = epoch + 1
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "cpu_seconds": state["cpu_seconds"],
+                  **{f"val_{k}": v for k, v in scores.items()}}
+        meta = {"epoch": epoch + 1, "train_proteins": len(train), "val_level3_macro_ap": scores["level3_macro_ap"]}
+        if scores["level3_macro_ap"] > state["best_val"]:
+            state["best_val"], state["best_epoch"] = scores["level3_macro_ap"], epoch + 1
+            _save_folder(run_dir / "model", lambda d: model.save_pretrained(d, extra=meta))
+        _save_folder(checkpoint, lambda d: (model.save_pretrained(d, extra=meta),
+                                            save_optimizer_state(d, optimizer.state_dict()),
+                                            write_json(d / "state.json", state)))
+        with open(run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    return run_dir / "model"
+
+
+def _save_folder(target: Path, write) -> None:
+    """Write a folder next to ``target`` and swap it in atomically."""
+    staging = target.with_name(target.name + ".tmp")
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    write(staging)
+    replace_directory(staging, target)

@@ -1,0 +1,111 @@
+"""The real-protein corpus: SCL2205 from the installed p-scldata, OpenCell, DeepLoc 1.0, label mapping, splits."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+
+from locscope.io import corpus as corpus_module
+from locscope.io.corpus import (
+    CorpusProtein, homology_clusters, label_matrix, merge_sources, read_scl2205, scldata_directory,
+)
+from locscope.errors import InputError
+
+
+@pytest.fixture
+def corpus(real_corpus):
+    return real_corpus
+
+
+def test_scldata_release_ships_the_data():
+    assert importlib.metadata.version("p-scldata") == "2025.6.0"
+    folder = scldata_directory()
+    assert (folder / "scl2205.csv").stat().st_size > 9_000_000
+    proteins = read_scl2205(folder)
+    assert len(proteins) == 19074
+    assert sum(p.source_split == "heldout" for p in proteins) == 2631
+
+
+def test_missing_scldata_files_are_one_line_errors(tmp_path, monkeypatch):
+    import importlib.util
+
+    (tmp_path / "scldata").mkdir()
+    (tmp_path / "scldata" / "__init__.py").write_text("")
+
+    class Spec:
+        origin = str(tmp_path / "scldata" / "__init__.py")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: Spec())
+    with pytest.raises(InputError, match="ships no data"):
+        scldata_directory()
+
+
+def test_splits_never_share_an_accession_a_sequence_or_a_homology_cluster(corpus):
+    seen_accession, seen_sequence, cluster_split = {}, {}, {}
+    for protein in corpus.proteins:
+        assert seen_accession.setdefault(protein.accession, protein.split) == protein.split
+        assert seen_sequence.setdefault(protein.sequence, protein.split) == protein.split
+        assert cluster_split.setdefault(protein.cluster, protein.split) == protein.split
+    assert len(seen_accession) == len(corpus) == len(seen_sequence)  # de-duplicated by accession and by sequence
+    assert all(p.split == "test" for p in corpus.proteins if p.source_split == "heldout" or "deeploc1" in p.sources)
+    counts = {split: len(corpus.subset(split)) for split in ("train", "val", "test")}
+    assert counts["train"] > 10000 and counts["val"] > 500
+    assert len(corpus.subset("test", source="opencell")) > 200  # held-out human proteins
+    assert len(corpus.subset("test", source="deeploc1")) > 1600
+
+
+@pytest.mark.parametrize("accession, source, level1, level2, level3", [
+    ("P01730", "scl2205", ("plasma-membrane",), ("plasma-membrane",), ("plasma-membrane",)),  # CD4, "Membrane"
+    ("P02655", "scl2205", ("vesicles",), ("vesicles",), ("endomembrane-system",)),  # APOC2, "Secreted"
+    ("P30952", "scl2205", ("peroxisomes",), ("vesicles",), ("endomembrane-system",)),  # yeast MLS1, "Peroxisome"
+    ("Q9Y6K9", "scl2205", None, ("cytosol", "nucleus"), ("cytosol", "nucleus")),  # NEMO, "Cytoplasm;Nucleus"
+    ("P06748", "opencell", ("nucleoli",), ("nucleoli",), ("nucleoli",)),  # NPM1: OpenCell's labels win over SCL2205
+])
+def test_label_mapping_on_known_entries(corpus, accession, source, level1, level2, level3):
+    protein = next(p for p in corpus.proteins if p.accession == accession)
+    assert (protein.source, protein.level1, protein.level2, protein.level3) == (source, level1, level2, level3)
+    if accession == "P06748":
+        assert protein.sources == ("opencell", "scl2205")
+
+
+def test_every_scl2205_class_maps_into_the_ontology():
+    from locscope.data import ontology
+
+    for level1, level2, level3 in (*corpus_module.SCL2205_LEVELS.values(), *corpus_module.DEEPLOC_LEVELS.values()):
+        assert set(level2) <= set(ontology.LEVEL2) and set(level3) <= set(ontology.LEVEL3)
+        if level1 is not None:
+            assert {ontology.to_level2(c) for c in level1} == set(level2)
+            assert {ontology.to_level3(c) for c in level1} == set(level3)
+
+
+def test_merge_keeps_one_entry_per_accession_and_sequence():
+    def protein(accession, sequence, source):
+        return CorpusProtein(accession, sequence, source, (source,), "train" if source == "scl2205" else "", (),
+                             None, ("cytosol",), ("cytosol",))
+
+    merged = merge_sources([protein("A1", "MKV", "scl2205"), protein("A2", "MLL", "scl2205")],
+                           [protein("A2", "MLLX", "deeploc1"), protein("A3", "MKV", "opencell")])
+    assert [(p.accession, p.source, p.sources) for p in merged] == [
+        ("A3", "opencell", ("opencell", "scl2205")), ("A2", "deeploc1", ("deeploc1", "scl2205"))]
+    assert merged[0].source_split == "train"  # the SCL2205 split of an OpenCell protein is kept
+
+
+def test_homology_clusters_link_close_homologs_only(rng):
+    residues = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    base = "".join(rng.choice(residues, 400))
+    mutant = list(base)
+    for position in rng.choice(400, 40, replace=False):  # 90% identity
+        mutant[position] = rng.choice(residues)
+    unrelated = "".join(rng.choice(residues, 400))
+    clusters = homology_clusters([base, unrelated, "".join(mutant)])
+    assert clusters[0] == clusters[2] != clusters[1]
+
+
+def test_label_matrix_marks_unknown_level1(corpus):
+    proteins = corpus.subset("train")[:200]
+    targets, known = label_matrix(proteins, "level1")
+    assert targets.shape == (200, 22) and (targets[~known] == 0).all() and (targets[known].sum(1) >= 1).all()
+    with pytest.raises(ValueError, match="level='level4'"):
+        label_matrix(proteins, "level4")
