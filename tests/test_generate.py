@@ -112,7 +112,7 @@ def test_landmarks_as_several_files_after_one_option(model_dir, tmp_path, capsys
 def test_missing_model_directory_is_an_input_error(tmp_path, capsys):
     code = run(["generate", "--sequence", "MKV", "--landmarks", str(EXAMPLES / "landmarks" / "cell_1"),
                 "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
-    assert code == 2 and "no CELL-Diff model" in capsys.readouterr().err
+    assert code == 2 and "no model at" in capsys.readouterr().err
 
 
 def test_landmarks_resized_subset_and_float_range(tmp_path):

@@ -180,3 +180,38 @@ def test_configs_and_discriminator():
         LatentDiffusionConfig(landmark_channels=("nucleus",))
     logits = PatchDiscriminator(1, width=8, layers=2)(torch.zeros(2, 1, 16, 16))
     assert logits.shape == (2, 1, 2, 2)
+
+
+def test_generate_with_a_latent_model(tmp_path, model, capsys):
+    from pathlib import Path
+
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from locscope.cli import main
+
+    def run(args):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        return 0
+
+    model.save_pretrained(tmp_path / "m")
+    cell = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
+    args = ["generate", "--sequence", SEQUENCES[0], "--landmarks", str(cell), "--model", str(tmp_path / "m"),
+            "--steps", "2", "--samples", "2", "--device", "cpu"]
+    assert run(args + ["--out", str(tmp_path / "a")]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["family"] == "latent" and summary["guidance"] == 3.0
+    assert summary["network_evaluations_per_image"] == 4  # 2 DPM-Solver++ steps x (conditional + unconditional)
+    entry = summary["sequences"][0]
+    assert entry["compartment_fractions"] and entry["conditioned_on"]["source"] == "fraction head"
+    assert tifffile.imread(tmp_path / "a" / "sequence" / "sample_1.tif").shape == (16, 16)
+    # without the nucleus the distance map cannot be made: a one-line error
+    Image.fromarray(np.full((16, 16), 100, np.uint8)).save(tmp_path / "ER.png")
+    code = run(["generate", "--sequence", "MKV", "--landmarks", str(tmp_path / "ER.png"), "--model",
+                str(tmp_path / "m"), "--out", str(tmp_path / "b")])
+    assert code == 2 and "no nucleus image" in capsys.readouterr().err
+    assert run(args + ["--out", str(tmp_path / "c"), "--placement", "top"]) == 2

@@ -55,16 +55,18 @@ def generate_command(
                                                    "folder: --landmarks nucleus.png ER.png microtubule.png (one "
                                                    "option, several files), a repeated --landmarks, or a folder."),
     more_landmarks: Optional[List[Path]] = MoreLandmarks,
-    model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name, model directory, or a released "
-                              "CELL-Diff checkpoint folder (config.json + denoiser .bin + VAE .bin)."),
+    model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name, model directory (CELL-Diff "
+                              "or latent diffusion), or a released CELL-Diff checkpoint folder (config.json + "
+                              "denoiser .bin + VAE .bin)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     overwrite: bool = OverwriteOption,
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim | dpmsolver (default: dpmsolver; released "
                                           "checkpoints: their DDIM)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, DPM-Solver++ 10; "
-                                        "released checkpoints: the config's timestep_respacing, DPM-Solver++ 20)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 2; "
-                                             "1 = none; not for released checkpoints)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, latent "
+                                        "models 50, DPM-Solver++ 10; released checkpoints: the config's "
+                                        "timestep_respacing, DPM-Solver++ 20)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 2, "
+                                             "latent models 3; 1 = none; not for released checkpoints)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Images per sequence (default 4; released "
                                           "checkpoints: 1)."),
     esm: Optional[Path] = typer.Option(None, "--esm", help="Released checkpoints: local transformers ESM2 directory "
@@ -82,7 +84,8 @@ def generate_command(
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:
-    """Generate protein localization images from sequences and cell landmarks (CELL-Diff, CELL-E 2)."""
+    """Generate protein localization images from sequences and cell landmarks (CELL-Diff, CELL-E 2, latent
+    diffusion)."""
     from locscope.pipelines.generate import generate
 
     landmarks = landmark_files(landmarks, more_landmarks)
@@ -103,7 +106,7 @@ def generate_command(
     if esm is not None or precision != "fp32":
         raise InputError("--esm / --precision: only for released CELL-Diff checkpoint folders")
     result = generate(pairs, landmarks, out, model=model, sampler=sampler or "dpmsolver", steps=steps,
-                      guidance=2.0 if guidance is None else guidance, samples=4 if samples is None else samples,
+                      guidance=guidance, samples=4 if samples is None else samples,
                       seed=seed, device=device, compartment=compartment, placement=placement,
                       overwrite=overwrite, passes=passes, temperature=temperature)
     for entry in result.sequences:

@@ -317,15 +317,15 @@ class LatentDiffusionConfig:
 
 
 def latent_tiny_config(**overrides) -> tuple[LatentAutoencoderConfig, LatentDiffusionConfig]:
-    """The CPU default: 64 x 64 protein images (the nucleus enters only as the distance map), 4x compression to a
-    16 x 16 x 4 latent, a 3-level U-Net (32/64/96) cross-attending at 8 x 8 and 4 x 4, ER and microtubule landmarks,
+    """The CPU default: 64 x 64 protein images (the nucleus enters only as the distance map), an autoencoder of widths
+    16/32/64 compressing 4x per side to a 16 x 16 x 4 latent, a 3-level U-Net (32/64/96) cross-attending at 8 x 8 and 4 x 4, ER and microtubule landmarks,
     the 21-compartment bottleneck of celldiff-tiny and a noisier schedule (base 8). ``overrides`` change denoiser
     fields; ``image_size`` changes both."""
     from locscope.synth.compartments import COMPARTMENTS
 
     size = overrides.pop("image_size", 64)
-    autoencoder = LatentAutoencoderConfig(image_channels=(PROTEIN,), image_size=size, block_channels=(32, 64, 64),
-                                          layers_per_block=1, latent_channels=4, norm_groups=16, mid_attention=False)
+    autoencoder = LatentAutoencoderConfig(image_channels=(PROTEIN,), image_size=size, block_channels=(16, 32, 64),
+                                          layers_per_block=1, latent_channels=4, norm_groups=8, mid_attention=False)
     denoiser = LatentDiffusionConfig(
         image_size=size, image_channels=(PROTEIN,), latent_channels=4, latent_size=autoencoder.latent_size,
         landmark_channels=("er", "microtubules"), block_channels=(32, 64, 96), attention_levels=(False, True, True),
@@ -602,6 +602,16 @@ class LatentDiffusion(nn.Module):
 
     def tokenize(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.denoiser.tokenize(sequences)
+
+    # the sequence-only readout shared with the other families (localize, generate's head probabilities)
+    def encode_sequence(self, tokens: torch.Tensor, **options) -> SequenceCondition:
+        return self.denoiser.encode_sequence(tokens, **options)
+
+    def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.denoiser.predict_compartments(tokens)
+
+    def predict_fractions(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.denoiser.predict_fractions(tokens)
 
     @torch.no_grad()
     def sample(self, distance_map: torch.Tensor, tokens: torch.Tensor, landmarks: torch.Tensor | None = None,

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from locscope.channels import NUCLEUS, PROTEIN
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
 from locscope.pipelines.readout import compartment_fractions, top_shares
@@ -56,6 +57,29 @@ def model_family(model: str | Path | None) -> str | None:
     if name in hub.BUNDLED:
         return hub.BUNDLED[name]
     return hub.family_of(Path(name)) if Path(name).exists() else None
+
+
+GENERATOR_FAMILIES = ("celldiff", "latent")  # the diffusion families generate() runs itself (CELL-E 2: its own)
+
+
+def latent_conditions(cell: "LandmarkCell", paths: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A latent diffusion model's spatial inputs from a cell read with channels ``(nucleus, *landmark_channels)``:
+    the nuclear distance map ``(1, 1, S, S)`` (nuclei segmented in the nucleus image) and the other landmarks
+    ``(1, n, S, S)`` in [-1, 1] (None without any).
+
+    Raises
+    ------
+    InputError
+        If the landmarks hold no nucleus image (the model is conditioned on its distance map).
+    """
+    from locscope.data.transforms import nuclear_distance_map, segment_nuclei
+
+    if not cell.present[0]:
+        raise ArgumentError("landmarks", f"{paths[0]}: no nucleus image; a latent diffusion model is conditioned on "
+                            "the nuclear distance map, so the nucleus is required (ER and microtubules are optional)")
+    distance = torch.from_numpy(nuclear_distance_map(segment_nuclei(cell.images[0])))[None, None]
+    others = torch.from_numpy(cell.images[1:] * 2 - 1)[None] if len(cell.images) > 1 else None
+    return distance, others
 
 
 @dataclass
@@ -224,7 +248,7 @@ def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndar
 
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
              model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
-             guidance: float = 2.0, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
+             guidance: float | None = None, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
              progress: bool = True, compartment: str | None = None, placement: str = "soft",
              overwrite: bool = False, output_command: str = "generate", passes: int = 1,
              temperature: float = 1.0) -> GenerateResult:
@@ -245,9 +269,9 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Bundled name (``'celldiff-tiny'``) or model directory.
     sampler : {'ddim', 'dpmsolver'}
     steps : int, optional
-        Denoising steps (default 100 for DDIM, 10 for DPM-Solver++).
-    guidance : float
-        Classifier-free guidance scale (1 = none).
+        Denoising steps (default 100 for DDIM, 50 for latent models; 10 for DPM-Solver++).
+    guidance : float, optional
+        Classifier-free guidance scale (1 = none; default 2 for CELL-Diff, 3 for latent diffusion models).
     samples : int
         Images per sequence (K >= 1).
     seed : int
@@ -280,6 +304,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
 
     from locscope.diffusion.celldiff_sampler import sample_protein_images
     from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
+    from locscope.models.latent import LATENT_DEFAULT_STEPS
     from locscope.encoders.protein import tokenize
     from locscope.report.images import landmark_composite, write_png
     from locscope.utils.device import resolve_device
@@ -299,7 +324,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         raise ArgumentError("samples", f"{samples}: must be >= 1")
     if steps is not None and steps < 1:
         raise ArgumentError("steps", f"{steps}: must be >= 1")
-    if guidance < 0:
+    if guidance is not None and guidance < 0:
         raise ArgumentError("guidance", f"{guidance}: must be >= 0")
     from locscope.diffusion.celldiff_sampler import PLACEMENTS
 
@@ -314,21 +339,30 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
     torch_device = resolve_device(device)
-    net = load_celldiff(model, torch_device)
+    ref = hub.resolve(model, default="celldiff-tiny", families=GENERATOR_FAMILIES, argument="--model")
+    net = ref.load(torch_device)
     cfg = net.config
+    latent = ref.family == "latent"
+    if latent and placement != "soft":
+        raise ArgumentError("placement", f"{placement!r}: only CELL-Diff models place samples; a latent diffusion "
+                            "model conditions every sample on the fraction head's whole distribution (soft)")
+    guidance = (3.0 if latent else 2.0) if guidance is None else guidance
     target = None
     if compartment is not None:
         if not cfg.fraction_classes:
             raise ArgumentError("compartment", "needs a model with the compartment bottleneck "
                                                f"(config.fraction_classes); {model or 'this model'} has none")
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
-    cell = read_landmarks(landmarks, cfg.landmark_channels, cfg.image_size)
+    channels = (NUCLEUS, *cfg.landmark_channels) if latent else cfg.landmark_channels
+    cell = read_landmarks(landmarks, channels, cfg.image_size)
+    if latent:
+        distance, latent_landmarks = latent_conditions(cell, landmarks)
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
-        composite = landmark_composite(cell.images, cfg.landmark_channels)
+        composite = landmark_composite(cell.images, channels)
         write_png(out / "landmarks.png", composite, scale=PREVIEW_SCALE)
         lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
         present = torch.from_numpy(cell.present).to(torch_device)
-        steps = steps or DEFAULT_STEPS[sampler]
+        steps = steps or (LATENT_DEFAULT_STEPS if latent else DEFAULT_STEPS)[sampler]
         results, used_names, nfe_total, n_images = [], {}, 0, 0
         started = time.perf_counter()
         batches = [sequences[i:i + batch_size] for i in range(0, len(sequences), batch_size)]
@@ -336,12 +370,21 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             tokens, _ = tokenize([s for _, s in batch], cfg.max_sequence_length)
             generator = torch.Generator(device=torch_device).manual_seed(seed + b)
             with torch.no_grad():
-                images, nfe = sample_protein_images(
-                    net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
-                    present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
-                    guidance=guidance, generator=generator,
-                    fractions=None if target is None else target[None].expand(len(batch), -1).to(torch_device),
-                    placement=placement)
+                fractions = None if target is None else target[None].expand(len(batch), -1).to(torch_device)
+                if latent:
+                    rows = len(batch)
+                    images, nfe = net.sample(
+                        distance.to(torch_device).expand(rows, -1, -1, -1), tokens.to(torch_device),
+                        None if latent_landmarks is None else latent_landmarks.to(torch_device).expand(rows, -1, -1, -1),
+                        present[None, 1:].expand(rows, -1), samples=samples, sampler=sampler, steps=steps,
+                        guidance=guidance, generator=generator, fractions=fractions)
+                    protein = cfg.image_channels.index(PROTEIN)
+                    images = images[:, protein:protein + 1]
+                else:
+                    images, nfe = sample_protein_images(
+                        net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
+                        present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
+                        guidance=guidance, generator=generator, fractions=fractions, placement=placement)
                 head_classes, head = sequence_head(net, tokens.to(torch_device))
                 if cfg.fraction_classes:
                     conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
@@ -385,7 +428,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
-        run = {"model": str(model or "celldiff-tiny"), "compartment": compartment, "placement": placement,
+        run = {"model": str(model or "celldiff-tiny"), "family": ref.family, "compartment": compartment, "placement": placement,
                "sampler": sampler, "steps": steps, "guidance": guidance,
                "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
                [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,

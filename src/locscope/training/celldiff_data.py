@@ -98,12 +98,11 @@ def load_split(store, split: str, landmark_channels: Sequence[str], classes: Seq
         indices = indices[np.linspace(0, len(indices) - 1, limit).round().astype(int)]
     elif limit is not None:
         indices = indices[:limit]
-    stacks = [to_unit_float(np.asarray(store.image_array(ch)[:]))[indices] if len(indices) else None
-              for ch in (PROTEIN, *landmark_channels)]
     if not len(indices):
         images = np.zeros((0, 1 + len(landmark_channels), image_size, image_size), np.float32)
-    else:
-        images = resize_stack(np.stack(stacks, axis=1), image_size) * 2.0 - 1.0
+    else:  # one channel at a time, selected before conversion and resized before stacking: bounded memory
+        images = np.stack([resize_stack(to_unit_float(np.asarray(store.image_array(ch)[:])[indices])[:, None],
+                                        image_size)[:, 0] for ch in (PROTEIN, *landmark_channels)], axis=1) * 2.0 - 1.0
     class_index = {name: i for i, name in enumerate(classes)}
     labels = np.zeros((len(indices), len(classes)), np.float32)
     fraction_index = {name: i for i, name in enumerate(fraction_classes)}

@@ -1,0 +1,128 @@
+"""Latent diffusion training: both stages through the CLI, the measured latent scaling, exact resume (in process for
+the autoencoder, after a SIGKILL for the denoiser) and the loss pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from locscope.cli import main
+from locscope.models.latent import LatentAutoencoder, LatentDiffusion
+from locscope.training.latent_module import dihedral
+
+from test_celldiff_training import make_store
+
+ROOT = Path(__file__).resolve().parents[1]
+AE = {"image_size": 16, "block_channels": [8, 8, 8], "layers_per_block": 1, "norm_groups": 4}
+DENOISER = {"block_channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "cross_attention_dim": 16,
+            "sequence_dim": 8, "sequence_layers": 1, "attention_head_dim": 8, "schedule_base": 4}
+
+
+def run(args: list[str]) -> int:
+    """The CLI's exit code."""
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
+def write_config(path: Path, overrides: dict, **extra) -> Path:
+    config = {"model": "latent-tiny", "model_overrides": overrides, "batch_size": 4, "max_steps": 4,
+              "steps_per_epoch": 2, "warmup_steps": 4, "val_items": 4, "log_every_steps": 1, "torch_threads": 1,
+              **extra}
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("store") / "cells")
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(store, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ae")
+    config = write_config(tmp / "ae.json", AE, discriminator_start=2, scaling_items=8)
+    assert run(["train", "latent-autoencoder", "--data", str(store), "--config", str(config),
+                 "--out", str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+def test_autoencoder_stage_measures_the_scaling_and_resumes_exactly(store, autoencoder_run, tmp_path):
+    ae = LatentAutoencoder.from_pretrained(autoencoder_run / "model")
+    assert ae.config.scaling_factor != 1.0 and ae.config.shift_factor != 0.0
+    records = [json.loads(line) for line in (autoencoder_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"l1", "kl", "perceptual"} <= set(records[0]) and "discriminator" in records[-2]
+    assert any("val_psnr" in r for r in records) and (autoencoder_run / "samples" / "step_000004.png").is_file()
+    # stop after the first epoch, resume to the end: the same weights, discriminator and optimizer state
+    config = write_config(tmp_path / "ae.json", AE, discriminator_start=2, scaling_items=8, max_steps=2)
+    run(["train", "latent-autoencoder", "--data", str(store), "--config", str(config), "--out", str(tmp_path / "r")])
+    saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    (tmp_path / "r" / "train_config.json").write_text(json.dumps({**saved, "max_steps": 4}))
+    assert run(["train", "latent-autoencoder", "--data", str(store), "--out", str(tmp_path / "r"), "--resume"]) == 0
+    for name in ("online", "model", "optimizer"):
+        a = load_file(str(autoencoder_run / "checkpoints" / "last" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "r" / "checkpoints" / "last" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # a run directory is never silently reused
+    assert run(["train", "latent-autoencoder", "--data", str(store), "--out", str(tmp_path / "r")]) == 2
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import lightning as L
+    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.latent_module import LatentTrainConfig, train_latent
+
+    class Kill(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if module.step == int(sys.argv[5]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    resume = sys.argv[4] == "1"
+    config = None if resume else read_train_config(sys.argv[6], LatentTrainConfig)
+    train_latent(sys.argv[1], sys.argv[2], sys.argv[3], config, resume=resume, progress=False, callbacks=[Kill()])
+""")
+
+
+def test_denoiser_stage_writes_a_model_and_resumes_exactly_after_a_kill(store, autoencoder_run, tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    config = write_config(tmp_path / "train.json", DENOISER, val_steps=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def launch(run: str, resume: bool, kill_at: int) -> int:
+        result = subprocess.run([sys.executable, str(script), str(store), str(autoencoder_run / "model"),
+                                 str(tmp_path / run), "1" if resume else "0", str(kill_at), str(config)],
+                                env=env, capture_output=True, timeout=600)
+        assert result.returncode in (0, -9), result.stderr.decode()[-3000:]
+        return result.returncode
+
+    assert launch("straight", False, -1) == 0
+    assert launch("killed", False, 3) == -9  # killed after the step-2 checkpoint, during step 3
+    assert json.loads((tmp_path / "killed" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+    assert launch("killed", True, -1) == 0
+    for name in ("online", "optimizer", "model"):
+        a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    model = LatentDiffusion.from_pretrained(tmp_path / "straight" / "model")
+    assert model.config.latent_size == 4 and model.autoencoder.config.scaling_factor != 1.0
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert {"image_loss", "compartment_loss", "fraction_loss"} <= set(records[0])
+    assert any("val_pcc_true" in r for r in records)
+
+
+def test_dihedral_covers_the_eight_symmetries():
+    image = torch.arange(16.0).reshape(1, 4, 4)
+    variants = {tuple(dihedral(image, d).flatten().tolist()) for d in range(8)}
+    assert len(variants) == 8 and torch.equal(dihedral(image, 0), image)
