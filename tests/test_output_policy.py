@@ -171,6 +171,8 @@ COMMANDS: dict[str, list[str]] = {
     "stain": ["stain", "--brightfield", "missing.tif"],
     "train stain": ["train", "stain"],
     "train stain-classifier": ["train", "stain-classifier"],
+    "train latent": ["train", "latent", "--data", "missing_store", "--autoencoder", "missing_autoencoder"],
+    "train latent-autoencoder": ["train", "latent-autoencoder", "--data", "missing_store"],
     "train localizer": ["train", "localizer"],
     "train subcell": ["train", "subcell", "--data", "missing_store"],
     "dataset build": ["dataset", "build", "missing_manifest.csv"],

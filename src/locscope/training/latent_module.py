@@ -463,6 +463,9 @@ class LatentDenoiserModule(_LatentStage):
 # ------------------------------------------------------------------------------------------------ the two runs
 def _start_run(run_dir: Path, config, config_class, resume: bool):
     """``(config, last checkpoint dir)``; with ``resume`` the run's saved config is used."""
+    from locscope.utils.outputs import check_run_folder
+
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
     last = run_dir / "checkpoints" / "last"
     if resume:
         if not (last / "state.json").is_file():
