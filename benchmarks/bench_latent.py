@@ -2,6 +2,7 @@
 
     python benchmarks/bench_latent.py --model DIR [--celldiff celldiff-tiny] [--synthetic 48] [--steps 10]
         [--threads 1] [--out results.json]
+    python benchmarks/bench_latent.py --autoencoder DIR [--synthetic 48]      # the autoencoder alone
 
 Cells: grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells, drawn with the same
 seeds at each model's own resolution (the latent model's 64 x 64, celldiff-tiny's 32 x 32), so both models see the
@@ -105,9 +106,23 @@ def truth_scores(images: np.ndarray, cells, pixel_size_nm: float) -> dict:
             "msf_resolution_nm": float(np.nanmean(msf_resolution_nm(images, pixel_size_nm)))}
 
 
+def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float) -> dict:
+    """PSNR / SSIM of the autoencoder's reconstructions of ``real`` ``(N, H, W)`` in [0, 1] (protein channel) and the
+    truth scores of the reconstructions."""
+    x = torch.from_numpy(real.astype(np.float32) * 2 - 1)[:, None]
+    with torch.no_grad():
+        recon = ((ae.decode(ae.encode(x)).clamp(-1, 1)[:, 0].numpy()) + 1) / 2
+    return {"psnr": float(np.mean(psnr(real, recon, data_range=1.0))),
+            "ssim": float(np.mean(ssim(real, recon, data_range=1.0))),
+            **{f"reconstruction_{k}": v for k, v in truth_scores(recon, cells, pixel_size_nm).items()},
+            **{f"original_{k}": v for k, v in truth_scores(real, cells, pixel_size_nm).items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="Latent diffusion model (bundled name or directory).")
+    parser.add_argument("--model", default=None, help="Latent diffusion model (bundled name or directory).")
+    parser.add_argument("--autoencoder", default=None, help="Only evaluate this autoencoder directory "
+                        "(RUN/model of `locscope train latent-autoencoder`).")
     parser.add_argument("--celldiff", default="celldiff-tiny")
     parser.add_argument("--synthetic", type=int, default=48)
     parser.add_argument("--sampler", default="dpmsolver")
@@ -124,6 +139,19 @@ def main() -> None:
     sequences = held_out_proteins(args.synthetic)
     shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
     report = {"settings": vars(args), "cpu": cpu_name()}
+    if args.autoencoder:
+        from locscope.models.latent import LatentAutoencoder
+
+        ae = LatentAutoencoder.from_pretrained(args.autoencoder)
+        cfg, cells = cells_at(ae.config.image_size, sequences)
+        real = np.stack([c.protein for c in cells])
+        report["autoencoder"] = {"image_size": ae.config.image_size, **reconstruction_scores(ae, real, cells,
+                                                                                            cfg.resolved_pixel_size_nm)}
+        print(json.dumps(report["autoencoder"], indent=1), flush=True)
+    if not args.model:
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        return
     for family, name in (("latent", args.model), ("celldiff", args.celldiff)):
         model = hub.load(name, families=(family,))
         cfg, cells = cells_at(model.config.image_size, sequences)
@@ -138,13 +166,7 @@ def main() -> None:
         real = np.stack([c.protein for c in cells])
         row["real_simulated_images"] = truth_scores(real, cells, pixel)
         if family == "latent":
-            ae = model.autoencoder
-            x = torch.from_numpy(real.astype(np.float32) * 2 - 1)[:, None]
-            with torch.no_grad():
-                recon = ((ae.decode(ae.encode(x)).clamp(-1, 1)[:, 0].numpy()) + 1) / 2
-            row["autoencoder"] = {"psnr": float(np.mean(psnr(real, recon, data_range=1.0))),
-                                  "ssim": float(np.mean(ssim(real, recon, data_range=1.0))),
-                                  **{f"reconstruction_{k}": v for k, v in truth_scores(recon, cells, pixel).items()}}
+            row["autoencoder"] = reconstruction_scores(model.autoencoder, real, cells, pixel)
         report[family] = row
         print(json.dumps({family: row}, indent=1), flush=True)
     if args.out:
