@@ -205,6 +205,7 @@ def test_generate_with_a_latent_model(tmp_path, model, capsys):
     assert run(args + ["--out", str(tmp_path / "a")]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["family"] == "latent" and summary["guidance"] == 3.0
+    assert summary["landmark_channels_present"] == ["nucleus", "er", "microtubules"]
     assert summary["network_evaluations_per_image"] == 4  # 2 DPM-Solver++ steps x (conditional + unconditional)
     entry = summary["sequences"][0]
     assert entry["compartment_fractions"] and entry["conditioned_on"]["source"] == "fraction head"

@@ -1,4 +1,4 @@
-"""``locscope train latent-autoencoder`` and ``locscope train latent``: the two stages of the latent diffusion family."""
+"""``locscope train latent-autoencoder`` and ``locscope train latent``: the latent diffusion family's two stages."""
 
 from __future__ import annotations
 

@@ -318,7 +318,8 @@ class LatentDiffusionConfig:
 
 def latent_tiny_config(**overrides) -> tuple[LatentAutoencoderConfig, LatentDiffusionConfig]:
     """The CPU default: 64 x 64 protein images (the nucleus enters only as the distance map), an autoencoder of widths
-    16/32/64 compressing 4x per side to a 16 x 16 x 4 latent, a 3-level U-Net (32/64/96) cross-attending at 8 x 8 and 4 x 4, ER and microtubule landmarks,
+    16/32/64 compressing 4x per side to a 16 x 16 x 4 latent, a 3-level U-Net (32/64/96) cross-attending at 8 x 8
+    and 4 x 4, ER and microtubule landmarks,
     the 21-compartment bottleneck of celldiff-tiny and a noisier schedule (base 8). ``overrides`` change denoiser
     fields; ``image_size`` changes both."""
     from locscope.synth.compartments import COMPARTMENTS
@@ -403,9 +404,9 @@ class LatentDenoiser(nn.Module):
 
     Examples
     --------
-    >>> cfg = LatentDiffusionConfig(image_size=16, latent_size=4, block_channels=(8, 16), attention_levels=(False, True),
-    ...                             layers_per_block=1, norm_groups=4, cross_attention_dim=16, sequence_dim=8,
-    ...                             sequence_layers=1, schedule_base=4)
+    >>> cfg = LatentDiffusionConfig(image_size=16, latent_size=4, block_channels=(8, 16),
+    ...                             attention_levels=(False, True), layers_per_block=1, norm_groups=4,
+    ...                             cross_attention_dim=16, sequence_dim=8, sequence_layers=1, schedule_base=4)
     >>> net = LatentDenoiser(cfg)
     >>> cond = net.encode_sequence(net.tokenize(["MPKKKRKV", "MLSRAVCG"])[0])
     >>> net(torch.randn(2, 4, 4, 4), torch.tensor([10, 500]), torch.zeros(2, 1, 4, 4), cond).shape

@@ -373,11 +373,12 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 fractions = None if target is None else target[None].expand(len(batch), -1).to(torch_device)
                 if latent:
                     rows = len(batch)
+                    others = None if latent_landmarks is None else latent_landmarks.expand(rows, -1, -1, -1)
                     images, nfe = net.sample(
                         distance.to(torch_device).expand(rows, -1, -1, -1), tokens.to(torch_device),
-                        None if latent_landmarks is None else latent_landmarks.to(torch_device).expand(rows, -1, -1, -1),
-                        present[None, 1:].expand(rows, -1), samples=samples, sampler=sampler, steps=steps,
-                        guidance=guidance, generator=generator, fractions=fractions)
+                        None if others is None else others.to(torch_device), present[None, 1:].expand(rows, -1),
+                        samples=samples, sampler=sampler, steps=steps, guidance=guidance, generator=generator,
+                        fractions=fractions)
                     protein = cfg.image_channels.index(PROTEIN)
                     images = images[:, protein:protein + 1]
                 else:
@@ -428,10 +429,11 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
-        run = {"model": str(model or "celldiff-tiny"), "family": ref.family, "compartment": compartment, "placement": placement,
+        run = {"model": str(model or "celldiff-tiny"), "family": ref.family, "compartment": compartment,
+               "placement": placement,
                "sampler": sampler, "steps": steps, "guidance": guidance,
                "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
-               [c for c, p in zip(cfg.landmark_channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
+               [c for c, p in zip(channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
                "seconds_per_image": seconds / max(n_images, 1), "sequences": results}
         write_json(out / "summary.json", run)
         buffer = io.StringIO()

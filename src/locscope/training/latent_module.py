@@ -259,7 +259,9 @@ class _LatentStage(L.LightningModule):
     def load_checkpoint(self, directory: Path) -> dict:
         from safetensors.torch import load_file
 
-        from locscope.utils.checkpoint import load_optimizer_state, load_state_dict_strict, read_torch_weights
+        from locscope.utils.checkpoint import (
+            check_state_dict, load_optimizer_state, load_state_dict_strict, read_torch_weights,
+        )
 
         online = load_file(str(directory / "online.safetensors"))
         extra = {k[len("extra."):]: v for k, v in online.items() if k.startswith("extra.")}
@@ -267,7 +269,7 @@ class _LatentStage(L.LightningModule):
                                source=str(directory / "online.safetensors"))
         self.load_extra_state(extra, str(directory / "online.safetensors"))
         ema = read_torch_weights(directory / "model.safetensors")
-        load_state_dict_strict(copy.deepcopy(self.net), ema, source=str(directory / "model.safetensors"))
+        check_state_dict(self.net, ema, source=str(directory / "model.safetensors"))
         self.ema = {k: v.clone() for k, v in ema.items()}
         self._optimizer_state = load_optimizer_state(directory)
         return json.loads((directory / "state.json").read_text())
@@ -535,7 +537,7 @@ def _sequence_batch(split, pairs: list[tuple[int, int]]) -> dict[str, torch.Tens
     return {**batch, "index": torch.tensor([i for i, _ in pairs])}
 
 
-def _store_channels(store, image_channels, landmark_channels) -> tuple[str, ...]:
+def _store_channels(image_channels, landmark_channels) -> tuple[str, ...]:
     """Store channels to load after the protein: the other image channels, the nucleus, the landmarks (deduplicated)."""
     names = [c for c in image_channels if c != "protein"] + [NUCLEUS] + list(landmark_channels)
     return tuple(dict.fromkeys(names))
@@ -559,7 +561,7 @@ def train_latent_autoencoder(store: str | Path, run_dir: str | Path, config: Lat
     if autoencoder_config.image_channels[0] != "protein":
         raise InputError("train config: the autoencoder's image_channels must start with 'protein'")
     opened = Store.open(store)
-    channels = _store_channels(opened, autoencoder_config.image_channels, ("er", "microtubules"))
+    channels = _store_channels(autoencoder_config.image_channels, ("er", "microtubules"))
     channels = tuple(c for c in channels if c in opened.channels or c in autoencoder_config.image_channels)
     args = (channels, (), autoencoder_config.image_size, 1024)
     train = load_split(opened, "train", *args)
@@ -580,12 +582,14 @@ def train_latent_autoencoder(store: str | Path, run_dir: str | Path, config: Lat
     n = min(config.scaling_items, len(images))
     subset = images[np.linspace(0, len(images) - 1, n).round().astype(int), :len(autoencoder_config.image_channels)]
     autoencoder.config = fit_latent_scaling(autoencoder, subset.split(64))
-    autoencoder.save_pretrained(run_dir / "model", extra={"step": module.step, "train_config": dataclasses.asdict(config)})
+    autoencoder.save_pretrained(run_dir / "model", extra={"step": module.step,
+                                                          "train_config": dataclasses.asdict(config)})
     return run_dir / "model"
 
 
-def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path, config: LatentTrainConfig | None = None,
-                 resume: bool = False, progress: bool = True, callbacks: list | None = None) -> Path:
+def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path,
+                 config: LatentTrainConfig | None = None, resume: bool = False, progress: bool = True,
+                 callbacks: list | None = None) -> Path:
     """Train the denoiser (stage 2) on latents of the trained ``autoencoder`` (a directory from stage 1); returns
     ``RUN_DIR/model``, a :class:`~locscope.models.latent.LatentDiffusion` directory (EMA denoiser + the autoencoder).
 
@@ -608,7 +612,7 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
     except (TypeError, ValueError) as err:
         raise InputError(f"train config: model_overrides: {err}") from None
     opened = Store.open(store)
-    channels = _store_channels(opened, ae_config.image_channels, denoiser_config.landmark_channels)
+    channels = _store_channels(ae_config.image_channels, denoiser_config.landmark_channels)
     args = (channels, denoiser_config.compartment_classes, ae_config.image_size, denoiser_config.max_sequence_length)
     train = load_split(opened, "train", *args, fraction_classes=denoiser_config.fraction_classes)
     val = load_split(opened, "val", *args, limit=config.val_items, spread=True,
