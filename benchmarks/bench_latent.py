@@ -3,6 +3,7 @@
     python benchmarks/bench_latent.py --model DIR [--celldiff celldiff-tiny] [--synthetic 48] [--steps 10]
         [--threads 1] [--out results.json]
     python benchmarks/bench_latent.py --autoencoder DIR [--synthetic 48]      # the autoencoder alone
+    python benchmarks/bench_latent.py --cost                                 # CPU cost of latent-tiny vs celldiff-tiny
 
 Cells: grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells, drawn with the same
 seeds at each model's own resolution (the latent model's 64 x 64, celldiff-tiny's 32 x 32), so both models see the
@@ -118,6 +119,50 @@ def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float) -> 
             **{f"original_{k}": v for k, v in truth_scores(real, cells, pixel_size_nm).items()}}
 
 
+def cost(batch: int = 32, repeat: int = 3) -> dict:
+    """CPU seconds (``time.process_time``) of the ``latent_tiny_config`` networks (random weights: cost does not
+    depend on them) and of celldiff-tiny's architecture, per training step at ``batch`` and per network evaluation and
+    decode per image, on 200-residue grammar proteins."""
+    from locscope.models.celldiff import CellDiff, celldiff_tiny_config
+    from locscope.models.latent import LatentAutoencoder, LatentDenoiser, latent_tiny_config
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    targets = grammar_targets()
+    sequences = [random_protein(targets[i % len(targets)], rng, length=200)[0] for i in range(batch)]
+    ae_config, config = latent_tiny_config()
+    latent, autoencoder = LatentDenoiser(config), LatentAutoencoder(ae_config)
+    celldiff = CellDiff(celldiff_tiny_config())
+    tokens = latent.tokenize(sequences)[0]
+    t = torch.randint(0, 1000, (batch,))
+    size = config.latent_size
+
+    def latent_call():
+        return latent(torch.randn(batch, 4, size, size), t, torch.randn(batch, 3, size, size),
+                      latent.encode_sequence(tokens))
+
+    def celldiff_call():
+        return celldiff(torch.randn(batch, 1, 32, 32), t, torch.randn(batch, 3, 32, 32), tokens).image
+
+    def seconds(fn) -> float:
+        fn()
+        start = time.process_time()
+        for _ in range(repeat):
+            fn()
+        return (time.process_time() - start) / repeat
+
+    out = {"parameters": {"latent_denoiser": sum(p.numel() for p in latent.parameters()),
+                          "latent_autoencoder": sum(p.numel() for p in autoencoder.parameters()),
+                          "celldiff_tiny": sum(p.numel() for p in celldiff.parameters())}}
+    out["train_step_cpu_s"] = {"latent": seconds(lambda: latent_call().pow(2).mean().backward()),
+                               "celldiff": seconds(lambda: celldiff_call().pow(2).mean().backward())}
+    with torch.no_grad():
+        out["network_evaluation_cpu_s_per_image"] = {"latent": seconds(latent_call) / batch,
+                                                     "celldiff": seconds(celldiff_call) / batch}
+        out["decode_cpu_s_per_image"] = seconds(lambda: autoencoder.decode(torch.randn(batch, 4, size, size))) / batch
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Latent diffusion model (bundled name or directory).")
@@ -131,6 +176,8 @@ def main() -> None:
     parser.add_argument("--celldiff-guidance", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cost", action="store_true", help="Also measure CPU seconds per training step / network "
+                        "evaluation of latent-tiny's and celldiff-tiny's architectures.")
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,6 +186,9 @@ def main() -> None:
     sequences = held_out_proteins(args.synthetic)
     shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
     report = {"settings": vars(args), "cpu": cpu_name()}
+    if args.cost:
+        report["cost"] = cost()
+        print(json.dumps(report["cost"], indent=1), flush=True)
     if args.autoencoder:
         from locscope.models.latent import LatentAutoencoder
 
