@@ -39,7 +39,7 @@ from locscope.metrics.pixel import psnr, ssim
 from locscope.metrics.resolution import msf_resolution_nm
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
 from locscope.models import hub
-from locscope.pipelines.generate import compartment_fractions
+from locscope.pipelines.readout import compartment_fractions
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement
