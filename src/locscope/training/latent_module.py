@@ -141,7 +141,7 @@ class PerceptualDistance(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from locscope.encoders.image import load_default_image_encoder
+        from locscope.models.image_encoder import load_default_image_encoder
 
         encoder = load_default_image_encoder("cpu")
         self.encoder = encoder.model.encoder.requires_grad_(False).eval()
