@@ -69,3 +69,27 @@ def real_corpus():
     from locscope.io.corpus import load_corpus
 
     return load_corpus(_require(SHARED / "data"))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``locscope`` command line in this process: ``cli([...]) -> (exit code, stdout, stderr)``."""
+    from locscope.cli import main
+
+    def run(args: list) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def error_line(err: str) -> str:
+    """The single ``error:`` line of a command's stderr (a progress bar may precede it; never a traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

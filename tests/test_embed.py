@@ -12,7 +12,7 @@ from locscope.cli import main
 from locscope.errors import InputError
 from locscope.models.subcell import SUBCELL_CLASS_NAMES, SubCellConfig, SubCellModel, min_max_normalize
 from locscope.pipelines.embed import (
-    CellInput, cells_from_csv, embed_cells, read_path_list, read_stack, run_embed, top_classes,
+    CellInput, cells_from_csv, cells_from_images, embed_cells, read_path_list, run_embed, top_classes,
 )
 from locscope.utils.checkpoint import save_pretrained
 from locscope.utils.filenames import file_name_for_id
@@ -190,13 +190,15 @@ def test_image_size_resolution(tiny_model_dir):
         resolve_image_size(None, model, -1)
 
 
-def test_read_stack_and_user_errors(tmp_path, tiny_model_dir, capsys):
+def test_image_files_and_user_errors(tmp_path, tiny_model_dir, capsys):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "chw.tif", np.zeros((3, 20, 24), np.float32))
-    assert read_stack(tmp_path / "chw.tif", ["nucleus", "er", "protein"])["er"].shape == (20, 24)
-    with pytest.raises(InputError, match="give their order with --channel-order"):
-        read_stack(tmp_path / "chw.tif")
+    tifffile.imwrite(tmp_path / "chw.tif", np.zeros((5, 20, 24), np.uint16))
+    cell = next(cells_from_images([tmp_path / "chw.tif"], "rybg",
+                                  channel_order=["nucleus", "er", "protein", "microtubules", "dna"]))
+    assert cell.images.shape == (4, 20, 24)
+    with pytest.raises(InputError, match="5 channels of uint16 and no channel names; give channel_order"):
+        next(cells_from_images([tmp_path / "chw.tif"], "rybg"))
     with pytest.raises(SystemExit) as info:
         main(["embed", "--csv", str(tmp_path / "absent.csv"), "-o", str(tmp_path / "o"), "--model",
               str(tiny_model_dir)])

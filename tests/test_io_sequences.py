@@ -14,7 +14,7 @@ def test_deeploc_fasta(shared_data):
     with pytest.raises(InputError) as err:
         read_sequences(path)
     assert str(err.value) == (f"{path}: record 'Q9C0D2': sequence length 2601 exceeds max length 2048 "
-                              "(pass --truncate to cut it)")
+                              "(pass --truncate to keep both termini, or raise --max-length)")
     records = read_sequences(path, truncate=True)
     assert len(records) == 1678
     first = records[0]
@@ -90,7 +90,7 @@ def test_bad_sequence_inputs(tmp_path):
     assert _error(fasta) == f"{fasta}: binary file, expected FASTA or CSV/TSV text"
     fasta.write_text(">long\n" + "A" * 30 + "\n")
     assert _error(fasta, max_length=20) == (f"{fasta}: record 'long': sequence length 30 exceeds max length 20 "
-                                            "(pass --truncate to cut it)")
+                                            "(pass --truncate to keep both termini, or raise --max-length)")
     table = tmp_path / "t.csv"
     table.write_text("id,sequence\nx1,MKV\nx2,MK1V\n")
     assert _error(table) == (f"{table}: line 3: record 'x2' position 3: invalid residue '1' "

@@ -14,27 +14,15 @@ import numpy as np
 import pytest
 import typer.main
 
-from locscope.cli import app, main
+from locscope.cli import app
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import MARKER, written_by
 
+from conftest import error_line
+
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples"
 LANDMARKS = str(EXAMPLES / "landmarks" / "cell_1")
-
-
-def run(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, capsys.readouterr().err
-
-
-def one_line_error(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
-    return lines[0]
 
 
 def unrelated_folder(path: Path) -> Path:
@@ -86,14 +74,14 @@ def test_embed_ids_a_slash_b_and_a_underscore_b_get_their_own_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["out"]
 
 
-def test_generate_record_named_dot_dot_stays_inside_out(tmp_path, capsys):
+def test_generate_record_named_dot_dot_stays_inside_out(tmp_path, cli):
     fasta = tmp_path / "two.fasta"
     fasta.write_text(">..\nMPKKKRKVEDA\n>a/b\nMLSLRQSIRFFKPATRTLCSSRYLL\n>a_b\nMPKKKRKVEDA\n")
     run_dir = tmp_path / "run"
     (run_dir / "out").mkdir(parents=True)
     (run_dir / "result.json").write_text("keep")
-    code, err = run(["generate", "--fasta", fasta, "--landmarks", LANDMARKS, "--out", run_dir / "out", "--steps", "1",
-                     "--samples", "1", "--device", "cpu"], capsys)
+    code, _, err = cli(["generate", "--fasta", fasta, "--landmarks", LANDMARKS, "--out", run_dir / "out", "--steps", "1",
+                     "--samples", "1", "--device", "cpu"])
     assert code == 0, err
     assert (run_dir / "result.json").read_text() == "keep"
     assert sorted(p.name for p in run_dir.iterdir()) == ["out", "result.json"]
@@ -105,7 +93,7 @@ def test_generate_record_named_dot_dot_stays_inside_out(tmp_path, capsys):
 
 
 # -------------------------------------------------------------------------------------------- output folder policy
-def test_export_lmdb_never_deletes_an_unrelated_folder(tmp_path, capsys):
+def test_export_lmdb_never_deletes_an_unrelated_folder(tmp_path, cli):
     from locscope.data.store import write_store
 
     store = tmp_path / "store"
@@ -114,43 +102,43 @@ def test_export_lmdb_never_deletes_an_unrelated_folder(tmp_path, capsys):
                 channels=["protein"], image_shape=(4, 4), progress=False)
     project = unrelated_folder(tmp_path / "project")
     for extra in ([], ["--overwrite"]):
-        code, err = run(["dataset", "export-lmdb", store, "--out", project, "--quiet", *extra], capsys)
-        assert code == 2 and "not empty" in one_line_error(err)
+        code, _, err = cli(["dataset", "export-lmdb", store, "--out", project, "--quiet", *extra])
+        assert code == 2 and "not empty" in error_line(err)
         assert_untouched(project)
     out = tmp_path / "lmdb"
-    assert run(["dataset", "export-lmdb", store, "--out", out, "--quiet"], capsys)[0] == 0
+    assert cli(["dataset", "export-lmdb", store, "--out", out, "--quiet"])[0] == 0
     assert written_by(out) == "dataset export-lmdb" and (out / "data.mdb").is_file()
-    code, err = run(["dataset", "export-lmdb", store, "--out", out, "--quiet"], capsys)
-    assert code == 2 and "--overwrite" in one_line_error(err)
-    assert run(["dataset", "export-lmdb", store, "--out", out, "--quiet", "--overwrite"], capsys)[0] == 0
+    code, _, err = cli(["dataset", "export-lmdb", store, "--out", out, "--quiet"])
+    assert code == 2 and "--overwrite" in error_line(err)
+    assert cli(["dataset", "export-lmdb", store, "--out", out, "--quiet", "--overwrite"])[0] == 0
     assert sorted(json.loads((out / "train_keys.json").read_text()) + json.loads((out / "val_keys.json").read_text())
                   + json.loads((out / "test_keys.json").read_text())) == ["c0", "c1", "c2"]
 
 
-def test_generate_refuses_to_merge_into_an_earlier_output(tmp_path, capsys):
+def test_generate_refuses_to_merge_into_an_earlier_output(tmp_path, cli):
     args = ["generate", "--sequence", "MPKKKRKVEDA", "--landmarks", LANDMARKS, "--steps", "1", "--samples", "1",
             "--device", "cpu", "--out", tmp_path / "out"]
-    assert run(args, capsys)[0] == 0
+    assert cli(args)[0] == 0
     stale = tmp_path / "out" / "sequence" / "sample_7.png"
     stale.write_bytes(b"old")
-    code, err = run(args, capsys)
-    assert code == 2 and "--overwrite" in one_line_error(err) and stale.exists()
-    assert run(args + ["--overwrite"], capsys)[0] == 0
+    code, _, err = cli(args)
+    assert code == 2 and "--overwrite" in error_line(err) and stale.exists()
+    assert cli(args + ["--overwrite"])[0] == 0
     assert not stale.exists() and (tmp_path / "out" / "sequence" / "sample_0.png").is_file()
     assert written_by(tmp_path / "out") == "generate"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the old output was swapped out and removed
 
 
-def test_simulate_does_not_silently_replace_a_complete_store(tmp_path, capsys):
+def test_simulate_does_not_silently_replace_a_complete_store(tmp_path, cli):
     from locscope.data.store import Store
 
     base = ["simulate", "--n", "2", "--size", "32", "--masks", "none", "--out", tmp_path / "store"]
-    assert run(base + ["--seed", "1"], capsys)[0] == 0
+    assert cli(base + ["--seed", "1"])[0] == 0
     before = Store.open(tmp_path / "store")[0]["images"]["protein"].copy()
-    code, err = run(base + ["--seed", "2"], capsys)
-    assert code == 2 and "--overwrite" in one_line_error(err)
+    code, _, err = cli(base + ["--seed", "2"])
+    assert code == 2 and "--overwrite" in error_line(err)
     assert np.array_equal(Store.open(tmp_path / "store")[0]["images"]["protein"], before)
-    assert run(base + ["--seed", "2", "--overwrite"], capsys)[0] == 0
+    assert cli(base + ["--seed", "2", "--overwrite"])[0] == 0
     assert Store.open(tmp_path / "store").attrs["seed"] == 2
 
 
@@ -201,7 +189,7 @@ def test_the_walk_covers_every_command_with_out():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_every_command_refuses_a_bad_out_in_one_line(name, tmp_path, capsys, monkeypatch):
+def test_every_command_refuses_a_bad_out_in_one_line(name, tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("precious\n")
@@ -211,14 +199,14 @@ def test_every_command_refuses_a_bad_out_in_one_line(name, tmp_path, capsys, mon
     else:
         bad = [a_file, project, a_file / "below"]
     for out in bad:
-        code, err = run([*COMMANDS[name], "--out", out], capsys)
+        code, _, err = cli([*COMMANDS[name], "--out", out])
         assert code == 2, (name, out, err)
-        assert str(out.name) in one_line_error(err)
+        assert str(out.name) in error_line(err)
     assert a_file.read_text() == "precious\n"
     assert_untouched(project)
     if name not in FILE_OUTPUTS and not name.startswith("train ") or name == "train celldiff-data":
-        code, err = run([*COMMANDS[name], "--out", project, "--overwrite"], capsys)  # never replaces unrelated data
-        assert code == 2 and "not empty" in one_line_error(err), (name, err)
+        code, _, err = cli([*COMMANDS[name], "--out", project, "--overwrite"])  # never replaces unrelated data
+        assert code == 2 and "not empty" in error_line(err), (name, err)
         assert_untouched(project)
 
 
@@ -245,7 +233,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_two_builds_into_one_store_race_safely(tmp_path, capsys):
+def test_two_builds_into_one_store_race_safely(tmp_path, cli):
     from locscope.data.store import Store, lock_path, partial_path
 
     out, ready, go = tmp_path / "store", tmp_path / "ready", tmp_path / "go"
@@ -256,9 +244,8 @@ def test_two_builds_into_one_store_race_safely(tmp_path, capsys):
             time.sleep(0.02)
         assert ready.exists(), writer.stderr.read().decode() if writer.poll() is not None else "writer never started"
         # a second build (the CLI, other settings) into the same store while the first one writes
-        code, err = run(["simulate", "--n", "3", "--size", "32", "--masks", "none", "--seed", "6", "--out", out],
-                        capsys)
-        assert code == 2 and "another run is writing it" in one_line_error(err)
+        code, _, err = cli(["simulate", "--n", "3", "--size", "32", "--masks", "none", "--seed", "6", "--out", out])
+        assert code == 2 and "another run is writing it" in error_line(err)
         assert not out.exists() and partial_path(out).exists()  # the first build's work is untouched
     finally:
         go.touch()
@@ -267,12 +254,12 @@ def test_two_builds_into_one_store_race_safely(tmp_path, capsys):
     store = Store.open(out)
     assert len(store) == 4 and [int(store[i]["images"]["protein"][0, 0]) for i in range(4)] == [0, 1, 2, 3]
     assert not lock_path(out).exists() and not partial_path(out).exists()
-    assert run(["dataset", "info", out], capsys)[0] == 0
+    assert cli(["dataset", "info", out])[0] == 0
 
 
-def test_output_marker_names_the_command(tmp_path, capsys):
-    code, err = run(["demo", "--simulator", "--size", "32", "--out", tmp_path / "demo"], capsys)
+def test_output_marker_names_the_command(tmp_path, cli):
+    code, _, err = cli(["demo", "--simulator", "--size", "32", "--out", tmp_path / "demo"])
     assert code == 0, err
     assert json.loads((tmp_path / "demo" / MARKER).read_text())["command"] == "demo"
-    code, err = run(["explain", "--sequence", "MPKKKRKV", "--out", tmp_path / "demo"], capsys)
-    assert code == 2 and "not an earlier `locscope explain` output" in one_line_error(err)
+    code, _, err = cli(["explain", "--sequence", "MPKKKRKV", "--out", tmp_path / "demo"])
+    assert code == 2 and "not an earlier `locscope explain` output" in error_line(err)

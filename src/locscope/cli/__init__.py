@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> None:
         message = cli_message(err, args)
         Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
+    except OSError as err:  # a file the user named cannot be read or written (permissions, disk full, ...)
+        if debug or err.errno is None:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        Console(stderr=True).print(f"[red]error:[/red] {where}{err.strerror or one_line(str(err))}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)

@@ -38,6 +38,10 @@ def main_options(
 
 SeedOption = typer.Option(0, "--seed", help="Random seed (results are reproducible for a seed).")
 DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+MaxLengthOption = typer.Option(2048, "--max-length", help="Longest accepted sequence (longer ones fail unless "
+                                                        "--truncate).")
+TruncateOption = typer.Option(False, "--truncate", help="Cut sequences longer than --max-length, keeping both termini "
+                                                        "(the first and last halves); the cut is reported.")
 OverwriteOption = typer.Option(False, "--overwrite", help="Replace an earlier output of this command in --out (the new one is written beside it, then swapped in); other non-empty folders are always refused.")
 
 LANDMARKS_HOW = "--landmarks a.png b.png c.png (one option, several files), a repeated --landmarks, or a folder"

@@ -7,9 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, MoreLandmarks, OverwriteOption, SeedOption, app, landmark_files
+from locscope.cli.app import (
+    DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, app, landmark_files,
+)
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
+from locscope.io.sequences import sequences_from_options, truncation_note
 
 
 @train_app.command("celldiff")
@@ -51,6 +54,8 @@ def celldiff_data_command(
 def generate_command(
     sequence: Optional[str] = typer.Option(None, "--sequence", help="One amino-acid sequence."),
     fasta: Optional[Path] = typer.Option(None, "--fasta", help="FASTA (or sequence table) of proteins."),
+    max_length: int = MaxLengthOption,
+    truncate: bool = TruncateOption,
     landmarks: Optional[List[Path]] = typer.Option(None, "--landmarks", help="Landmark image files or a sample "
                                                    "folder: --landmarks nucleus.png ER.png microtubule.png (one "
                                                    "option, several files), a repeated --landmarks, or a folder."),
@@ -89,14 +94,10 @@ def generate_command(
     from locscope.pipelines.generate import generate
 
     landmarks = landmark_files(landmarks, more_landmarks)
-    if (sequence is None) == (fasta is None):
-        raise InputError("give exactly one of --sequence SEQ or --fasta FILE")
-    if sequence is not None:
-        pairs = [("sequence", sequence.strip())]
-    else:
-        from locscope.io.sequences import read_sequences
-
-        pairs = [(r.id, r.sequence) for r in read_sequences(fasta)]
+    records = sequences_from_options(sequence, fasta, max_length=max_length, truncate=truncate)
+    for note in filter(None, map(truncation_note, records)):
+        typer.echo(f"note: {note}", err=True)
+    pairs = [(r.id, r.sequence) for r in records]
     from locscope.models import hub
 
     if Path(model).is_dir() and hub.family_of(model) == "celldiff-released":

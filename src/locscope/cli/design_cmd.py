@@ -7,9 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, MoreLandmarks, OverwriteOption, SeedOption, app, landmark_files
+from locscope.cli.app import (
+    DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, app, landmark_files,
+)
 from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
+from locscope.io.sequences import read_sequence_text
 
 ModelOption = typer.Option(None, "--model", help="CELL-Diff model directory or bundled name (default: celldiff-tiny).")
 MethodOption = typer.Option("combined", "--method", help="image (K generated images read off the simulator's "
@@ -128,12 +131,9 @@ def localize_command(
         if out is not None:
             typer.echo(f"{count} proteins -> {out}")
         return
-    from locscope.encoders.protein import encode_sequence
-
-    sequence = "".join(sequence.split())
     if "<" in sequence:
         raise InputError("--sequence: localize needs a complete sequence (no <mask>)")
-    encode_sequence(sequence)
+    sequence = read_sequence_text(sequence, max_length=None).sequence  # the FASTA rules; any length, as --fasta
     prediction, text = localize([sequence], ["sequence"], out, progress=True, overwrite=overwrite, **options)
     if out is None:
         typer.echo(text, nl=False)
@@ -144,6 +144,8 @@ def localize_command(
 @app.command("explain")
 def explain_command(
     sequence: str = typer.Option(..., "--sequence", help="The protein sequence to explain."),
+    max_length: int = MaxLengthOption,
+    truncate: bool = TruncateOption,
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (track.png, report.html, explain.json)."),
     overwrite: bool = OverwriteOption,
     window: int = typer.Option(7, "--window", help="Residues mutated to alanine together (1 = single residues)."),
@@ -164,7 +166,8 @@ def explain_command(
 
     scan, segments = explain(sequence, out, model=model, method=method, samples=samples, window=window, stride=stride,
                              target=target, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size,
-                             seed=seed, device=device, overwrite=overwrite)
+                             seed=seed, device=device, overwrite=overwrite, max_length=max_length,
+                             truncate=truncate)
     typer.echo(f"predicted {scan.compartment} ({scan.wild_type[scan.target]:.2f})")
     for segment in segments:
         typer.echo("  " + segment.describe(scan.compartment))

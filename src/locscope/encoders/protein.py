@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from locscope.errors import InputError
+from locscope.errors import InputError, one_line
+from locscope.io.sequences import keep_termini
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 PAD_ID, MASK_ID, UNKNOWN_ID = 0, 1, 2
@@ -73,11 +75,9 @@ def decode_tokens(tokens: torch.Tensor | list[int]) -> str:
 
 
 def crop_termini(ids: list[int], max_length: int) -> list[int]:
-    """Keep both termini of a sequence longer than ``max_length`` (sorting signals sit there): drop the middle."""
-    if len(ids) <= max_length:
-        return ids
-    head = (max_length + 1) // 2
-    return ids[:head] + ids[len(ids) - (max_length - head):]
+    """Keep both termini of a sequence longer than ``max_length`` (sorting signals sit there): drop the middle
+    (:func:`locscope.io.sequences.keep_termini`, the rule ``--truncate`` uses too)."""
+    return keep_termini(ids, max_length)
 
 
 def tokenize(sequences: list[str], max_length: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,11 +273,16 @@ class Esm2ProteinEncoder(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError(f"{path}: not an ESM2 model directory (config.json missing); ESM2 weights are never downloaded")
+        from locscope.utils.checkpoint import check_finite_weights, unsafe_pickle_error
+
         try:
             config = EsmConfig.from_pretrained(str(path), local_files_only=True)
             self.esm = EsmModel.from_pretrained(str(path), config=config, local_files_only=True, add_pooling_layer=False)
+        except pickle.UnpicklingError as err:  # a pytorch_model.bin holding more than tensors
+            raise unsafe_pickle_error(path, err) from None
         except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot load ESM2 weights ({err})") from None
+            raise InputError(f"{path}: cannot load ESM2 weights ({one_line(str(err))})") from None
+        check_finite_weights(self.esm.state_dict(), str(path))
         self.dim = config.hidden_size
         self.finetune = finetune
         self.cache_dir = Path(cache_dir) if cache_dir else None

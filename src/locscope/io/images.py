@@ -20,12 +20,19 @@ Channel rules (also in README "Reading data"):
    channel axis; ``Z`` is max-projected; ``T`` longer than 1 is refused. OME channel names are used when present.
    Float ``H x W x 3`` / ``H x W x 4`` stacks are landmark stacks (ProtiCelli order, see :mod:`locscope.io.landmarks`).
 6. One grey plane with no name hint is the protein channel.
+
+Every command reads images through :func:`read_image` / :func:`read_images` (``embed`` / ``classify`` too, via
+:func:`read_single_channel` for SubCell path lists), so every command accepts and refuses the same files: NaN / Inf
+pixels are refused naming channel and position; images above :func:`max_pixels` (default 16384 x 16384, environment
+``LOCSCOPE_MAX_PIXELS``) are refused from their header, before any pixel is decoded; 8/16-bit depth is kept.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -61,6 +68,75 @@ _SIGNATURES = {
 
 
 # ---------------------------------------------------------------- helpers shared by the readers
+
+DEFAULT_MAX_PIXELS = 16384 * 16384
+MAX_PIXELS_VARIABLE = "LOCSCOPE_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The largest image (height x width, per plane) the readers accept: ``$LOCSCOPE_MAX_PIXELS`` or 16384 x 16384."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE)
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a positive number of pixels")
+    return value
+
+
+def image_dimensions(path: Path, kind: str) -> tuple[int, int] | None:
+    """``(height, width)`` of a PNG / JPEG / TIFF / NPY file from its header (no pixel is decoded), or None."""
+    try:
+        if kind == "png":
+            with open(path, "rb") as handle:
+                header = handle.read(24)
+            width, height = struct.unpack(">II", header[16:24])
+            return height, width
+        if kind == "jpeg":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+        if kind == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, shape = series.axes.upper(), series.shape
+                if "Y" in axes and "X" in axes:
+                    return shape[axes.index("Y")], shape[axes.index("X")]
+                return tuple(shape[-2:]) if len(shape) >= 2 else None  # type: ignore[return-value]
+        if kind == "npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return tuple(shape[-2:]) if len(shape) >= 2 else None  # type: ignore[return-value]
+    except (OSError, ValueError, struct.error, IndexError):
+        return None  # the reader itself reports a corrupt file
+    except Exception:  # noqa: BLE001 - third-party header parsers raise their own types; the reader reports them
+        return None
+    return None
+
+
+def check_image_size(path: Path, kind: str) -> None:
+    """InputError when the file's planes exceed :func:`max_pixels` (read from the header, before decoding)."""
+    dims = image_dimensions(path, kind)
+    limit = max_pixels()
+    if dims is not None and dims[0] * dims[1] > limit:
+        raise InputError(f"{path}: {dims[1]} x {dims[0]} pixels is above the limit of {limit} pixels per image; "
+                         f"crop or tile it, or raise the limit with the environment variable {MAX_PIXELS_VARIABLE}")
+
+
+def check_finite(record: ImageRecord) -> ImageRecord:
+    """InputError naming channel and position of the first NaN / Inf pixel of a float record; else ``record``."""
+    for name, plane in record.channels.items():
+        if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+            row, col = np.argwhere(~np.isfinite(plane))[0]
+            value = plane[row, col]
+            raise InputError(f"{record.path}: channel '{name}' has a non-finite value ({value}) at row {row} "
+                             f"col {col}; images must hold finite numbers")
+    return record
 
 
 def sniff_format(path: Path) -> str:
@@ -225,6 +301,7 @@ def read_hpa_channel(path: str | Path) -> ImageRecord:
         raise InputError(f"{path}: not an HPA channel file name ({{id}}_{{red,green,blue,yellow}}.ext)")
     hpa_id, colour = id_colour
     kind = sniff_format(path)
+    check_image_size(path, kind)
     if kind == "tiff":
         array = _tiff_plain_array(path)
     elif kind in ("png", "jpeg"):
@@ -444,8 +521,8 @@ def _named(path: Path, kind: str, array: np.ndarray, channel_order: Sequence[str
         meta["channel_source"] = "hpa composite R,G,B,Y"
     else:
         raise InputError(
-            f"{path}: {n_channels} channels of {array.dtype} and no channel names; pass channel_order "
-            f"(e.g. --channels microtubules,nucleus,er)"
+            f"{path}: {n_channels} channels of {array.dtype} and no channel names; give channel_order "
+            f"(the channel names in file order, e.g. microtubules,nucleus,er)"
         )
     if len(set(names)) != len(names):
         raise InputError(f"{path}: channel names repeat ({', '.join(names)}); pass channel_order")
@@ -494,7 +571,8 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
     Raises
     ------
     InputError
-        Missing, empty, truncated or non-image file; wrong channel count; unidentifiable channels.
+        Missing, empty, truncated or non-image file; wrong channel count; unidentifiable channels; NaN / Inf pixels;
+        more pixels than :func:`max_pixels`.
 
     Examples
     --------
@@ -502,6 +580,11 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
     >>> rec.format, list(rec.channels)              # doctest: +SKIP
     ('hpa-display-rgb', ['er'])
     """
+    return check_finite(_read_image(path, channel_order, layout, index))
+
+
+def _read_image(path: str | Path, channel_order: Sequence[str] | None, layout: str | None,
+                index: int | None) -> ImageRecord:
     path = Path(path)
     layout = layout or "auto"
     if layout not in LAYOUTS:
@@ -510,6 +593,7 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
         return read_celldiff_sample(path)
     path = check_file(path)
     kind = sniff_format(path)
+    check_image_size(path, kind)
     if layout == "auto":
         if kind == "npy":
             layout = "cytoself-npy"
@@ -538,6 +622,22 @@ def read_image(path: str | Path, channel_order: Sequence[str] | None = None, lay
             raise InputError(f"{path}: .npy files are read with layout='cytoself-npy'")
         return _flat_record(path, decode_png_jpeg(path, kind), kind, channel_order)
     raise AssertionError(f"unhandled layout {layout!r}")  # LAYOUTS and the branches above list the same names
+
+
+def read_single_channel(path: str | Path) -> np.ndarray:
+    """The one channel of an image file as ``(H, W)`` (source dtype), read by :func:`read_image`; for inputs that
+    say the channel themselves, e.g. a column of SubCell's path-list CSV.
+
+    Raises
+    ------
+    InputError
+        Everything :func:`read_image` refuses, and a file that holds several channels.
+    """
+    record = read_image(path)
+    if len(record.channels) != 1:
+        raise InputError(f"{record.path}: holds {len(record.channels)} channels ({', '.join(record.channels)}); "
+                         f"expected one channel in this file")
+    return next(iter(record.channels.values()))
 
 
 def _group_key(path: Path) -> tuple[str, ...] | None:
@@ -599,7 +699,7 @@ def read_images(paths: Iterable[str | Path], channel_order: Sequence[str] | None
             records.append(_merge(files[0].parent / item[2], "hpa-fov", [read_hpa_channel(p) for p in files]))
         else:
             records.append(_merge(files[0].parent, "celldiff-sample", [read_image(p) for p in files]))
-    return records
+    return [check_finite(record) for record in records]
 
 
 def _expand_folders(paths: Iterable[str | Path]) -> list[Path]:

@@ -9,8 +9,15 @@ Validation (:func:`validate_sequence`), applied to every record read:
   treat X as their unknown token); :func:`standardise` applies that map;
 - one trailing ``*`` (stop codon) is allowed and removed; ``*`` elsewhere is an invalid residue;
 - any other character is an error naming the record and its 1-based position; empty sequences are errors;
-- longer than ``max_length`` (default 2048) is an error unless ``truncate=True``, which keeps the first
-  ``max_length`` residues and records the original length in ``SequenceRecord.original_length``.
+- longer than ``max_length`` (default 2048) is an error unless ``truncate=True``, which keeps both termini (the
+  first ``ceil(max_length / 2)`` and the last ``floor(max_length / 2)`` residues, :func:`keep_termini`: sorting
+  signals sit at both ends) and records the original length in ``SequenceRecord.original_length``.
+
+Every way a sequence enters locscope goes through :func:`validate_sequence`: FASTA and CSV / TSV files
+(:func:`read_sequences`), manifests, a sequence typed on the command line (:func:`read_sequence_text`, ``--sequence``)
+and design templates with ``<mask:N>`` spans (:func:`validate_template`, ``--template``), so the same input gives the
+same sequence, limits and messages everywhere. A model that reads fewer residues than a sequence has crops it with the
+same :func:`keep_termini` rule, and the commands report it (:func:`model_crop_note`), never silently.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 from locscope.errors import InputError
 from locscope.io.images import check_file
+
+_MASK_SPAN = re.compile(r"<mask(?::(\d+))?>", re.IGNORECASE)
 
 STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 EXTENDED_AMINO_ACIDS = "XBZUO"
@@ -129,10 +138,94 @@ def validate_sequence(seq: str, record: str, source: str | Path, max_length: int
         if not truncate:
             raise InputError(
                 f"{source}: record '{record}': sequence length {len(seq)} exceeds max length {max_length} "
-                "(pass --truncate to cut it)"
+                "(pass --truncate to keep both termini, or raise --max-length)"
             )
-        seq = seq[:max_length]
+        seq = keep_termini(seq, max_length)
     return seq
+
+
+def keep_termini(seq: Sequence[Any], max_length: int) -> Any:
+    """The first ``ceil(max_length / 2)`` and last ``floor(max_length / 2)`` items of a longer sequence (string or
+    token list): the one cropping rule of ``--truncate`` and of models that read at most ``max_length`` residues."""
+    if len(seq) <= max_length:
+        return seq
+    head = (max_length + 1) // 2
+    return seq[:head] + seq[len(seq) - (max_length - head):]
+
+
+def model_crop_note(length: int, model_length: int) -> str | None:
+    """How a model that reads ``model_length`` residues crops a sequence of ``length`` residues, or None."""
+    if length <= model_length:
+        return None
+    head = (model_length + 1) // 2
+    return (f"the model reads {model_length} of {length} residues (the first {head} and the last "
+            f"{model_length - head})")
+
+
+def read_sequence_text(text: str, record: str = "sequence", source: str = "--sequence",
+                       max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False) -> SequenceRecord:
+    """A sequence given as text (e.g. ``--sequence``), validated exactly like a FASTA record
+    (:func:`validate_sequence`); ``original_length`` records its length before ``truncate``."""
+    raw_length = len("".join(str(text).split()).rstrip("*"))
+    return SequenceRecord(record, validate_sequence(text, record, source, max_length, truncate),
+                          original_length=raw_length)
+
+
+def sequences_from_options(sequence: str | None, path: str | Path | None, *,
+                           max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False) -> list[SequenceRecord]:
+    """Exactly one of a typed sequence (``--sequence``, record id ``sequence``) or a FASTA / CSV / TSV file
+    (``--fasta``), validated the same way (:func:`read_sequence_text`, :func:`read_sequences`)."""
+    if (sequence is None) == (path is None):
+        raise InputError("give exactly one of --sequence SEQ or --fasta FILE")
+    if sequence is not None:
+        return [read_sequence_text(sequence, max_length=max_length, truncate=truncate)]
+    return read_sequences(path, max_length=max_length, truncate=truncate)
+
+
+def truncation_note(record: SequenceRecord) -> str | None:
+    """What ``truncate`` did to a record (``None`` if it was not cut), for the user to read."""
+    if not record.truncated:
+        return None
+    head = (len(record) + 1) // 2
+    return (f"record '{record.id}': {record.original_length} residues cut to {len(record)} (--truncate keeps the "
+            f"first {head} and the last {len(record) - head})")
+
+
+def validate_template(text: str, source: str = "--template", max_length: int | None = DEFAULT_MAX_LENGTH) -> str:
+    """Validate a design template: residues as :func:`validate_sequence` (same letters, trailing ``*``, positions
+    counted with each ``<mask:N>`` span as N residues) plus ``<mask>`` / ``<mask:N>`` spans; returns it normalised
+    (upper-case residues, whitespace and the trailing ``*`` removed, spans written ``<mask:N>``).
+
+    Raises
+    ------
+    InputError
+        An invalid residue (naming its position), ``*`` before the end, an empty template, a template longer than
+        ``max_length`` (templates are never truncated: a cut could remove the spans to design).
+    """
+    text = "".join(str(text).split())
+    if text.endswith("*"):
+        text = text[:-1]
+    parts = _MASK_SPAN.split(text)
+    # split() alternates residue text and the captured span length (None for a bare <mask>)
+    residues, spans, out, position = parts[0::2], parts[1::2], [], 0
+    for k, chunk in enumerate(residues):
+        for offset, residue in enumerate(chunk.upper(), start=1):
+            if residue not in ALLOWED:
+                raise InputError(f"{source}: position {position + offset}: invalid residue {residue!r} (accepted: 20 "
+                                 "standard amino acids + X B Z U O, and <mask> / <mask:N> spans)")
+        out.append(chunk.upper())
+        position += len(chunk)
+        if k < len(spans):
+            n = int(spans[k] or 1)
+            if n < 1:
+                raise InputError(f"{source}: position {position + 1}: <mask:{n}> needs at least one residue")
+            out.append(f"<mask:{n}>")
+            position += n
+    if position == 0:
+        raise InputError(f"{source}: empty template")
+    if max_length is not None and position > max_length:
+        raise InputError(f"{source}: template length {position} exceeds max length {max_length} (raise --max-length)")
+    return "".join(out)
 
 
 def standardise(seq: str) -> str:

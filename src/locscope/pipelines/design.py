@@ -123,10 +123,10 @@ def build_template(template: str | None = None, length: int | None = None, termi
             raise InputError(f"--length {length}: must be between 1 and {MAX_DESIGN_LENGTH}")
         ids = [MASK_ID] * length
     else:
-        try:
-            ids = encode_sequence(template)
-        except InputError as error:
-            raise InputError(f"--template: {error}") from None
+        from locscope.io.sequences import validate_template
+
+        # the validator every sequence goes through (same letters, trailing '*', messages); the length is checked below
+        ids = encode_sequence(validate_template(template, "--template", max_length=None))
     if terminus is not None:
         if terminus not in ("N", "C"):
             raise InputError(f"--terminus {terminus!r}: accepted values are N, C")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import ArgumentError, InputError
+from locscope.io.images import read_image, read_single_channel
 from locscope.models import hub
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SubCellModel, compile_openvino, load_published, min_max_normalize, quantize_encoder_int8,
@@ -117,32 +118,6 @@ def resolve_image_size(model: str | Path | None, subcell: SubCellModel, image_si
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
-def read_plane(path: str | Path) -> np.ndarray:
-    """Read one channel image as ``(H, W)`` float32; colour images (HPA display colours) are reduced by their maximum
-    over colours, so a red, yellow (R+G), blue or green image gives its own intensity."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: image file not found")
-    try:
-        if path.suffix.lower() in {".tif", ".tiff"}:
-            import tifffile
-
-            image = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                image = np.asarray(im)
-    except Exception as err:  # readers raise many types for corrupt files
-        raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
-    image = np.squeeze(image)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., :3].max(axis=-1)
-    if image.ndim != 2:
-        raise InputError(f"{path}: expected a single-channel (H, W) image, got shape {image.shape}")
-    return image.astype(np.float32)
-
-
 def read_path_list(csv_path: str | Path) -> list[tuple[str, dict[str, Path]]]:
     """Parse SubCell's path-list CSV into ``(output_prefix, {channel: path})`` rows.
 
@@ -198,7 +173,7 @@ def stack_cell(channel_images: dict[str, np.ndarray], channels: str, source: str
 
 def _csv_cell(csv_path: str | Path, row: tuple[str, dict[str, Path]], channels: str) -> CellInput:
     prefix, paths = row
-    planes = {name: read_plane(path) for name, path in paths.items()}
+    planes = {name: read_single_channel(path) for name, path in paths.items()}
     return CellInput(prefix, stack_cell(planes, channels, f"{csv_path}: {prefix}"))
 
 
@@ -227,57 +202,15 @@ def _store_cell(store_path: str | Path, item: dict, channels: str) -> CellInput:
     return CellInput(str(item["id"]), stack_cell(item["images"], channels, f"{store_path}: item {item['id']}"))
 
 
-def read_stack(path: str | Path, channel_order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a multi-channel image file into ``{channel: (H, W) float32}``.
-
-    TIFF stacks may be ``(H, W, C)`` or ``(C, H, W)`` (the smaller axis, at most 8, is the channel axis); RGB(A) PNG /
-    JPEG files are HPA composites (red microtubules, green protein, blue nucleus) unless ``channel_order`` says otherwise.
-
-    Raises
-    ------
-    InputError
-        Unreadable file, single-channel image, or a ``channel_order`` whose length does not match the channels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: image file not found")
-    try:
-        if path.suffix.lower() in {".tif", ".tiff"}:
-            import tifffile
-
-            array = np.squeeze(np.asarray(tifffile.imread(path)))
-            default = None
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
-            default = (MICROTUBULES, PROTEIN, NUCLEUS)
-    except Exception as err:  # readers raise many types for corrupt files
-        raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
-    if array.ndim != 3:
-        raise InputError(f"{path}: expected a multi-channel image, got shape {array.shape}")
-    if array.shape[-1] <= 8 and array.shape[-1] <= array.shape[0]:
-        array = np.moveaxis(array, -1, 0)  # (H, W, C) -> (C, H, W)
-    elif array.shape[0] > 8:
-        raise InputError(f"{path}: cannot tell the channel axis of shape {array.shape} (at most 8 channels)")
-    order = tuple(channel_order) if channel_order else default
-    if order is None:
-        raise InputError(f"{path}: {array.shape[0]} channels; give their order with --channel-order "
-                         f"(e.g. microtubules,protein,nucleus,er)")
-    if len(order) != array.shape[0]:
-        raise InputError(f"{path}: {array.shape[0]} channels but --channel-order names {len(order)}")
-    return {name: plane.astype(np.float32) for name, plane in zip(order, array)}
-
-
 def cells_from_images(paths: Sequence[str | Path], channels: str, *, channel_order: Sequence[str] | None = None,
                       segment: bool = False, crop_size: int = 512, output_size: int | None = None) -> Iterator[CellInput]:
-    """Yield cells from multi-channel image files: each file is one cell, or (``segment=True``) a field of view cut
-    into single-cell crops with :mod:`locscope.pipelines.segment` (ids ``{stem}_cell{label}``)."""
+    """Yield cells from image files read by :func:`locscope.io.read_image` (the reader every command uses; channels
+    named by its rules or ``channel_order``): each file is one cell, or (``segment=True``) a field of view cut into
+    single-cell crops with :mod:`locscope.pipelines.segment` (ids ``{stem}_cell{label}``)."""
     from locscope.pipelines.segment import crop_cells, segment_field
 
     for path in paths:
-        planes = read_stack(path, channel_order)
+        planes = read_image(path, channel_order=channel_order).channels
         stem = Path(path).stem
         if not segment:
             yield CellInput(stem, stack_cell(planes, channels, str(path)))
@@ -583,7 +516,7 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
 
 __all__ = [
     "BACKENDS", "CSV_COLUMNS", "CellInput", "DEFAULT_MODEL_DIR", "EmbeddingResult", "cells_from_csv", "cells_from_images",
-    "cells_from_store", "embed_cells", "load_model", "read_path_list", "read_plane", "read_stack", "run_embed",
+    "cells_from_store", "embed_cells", "load_model", "read_path_list", "run_embed",
     "spread_indices",
     "stack_cell", "top_classes",
     "write_embedding_outputs",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,8 +26,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from locscope.errors import InputError
+from locscope.io.sequences import DEFAULT_MAX_LENGTH, model_crop_note, read_sequence_text, truncation_note
 from locscope.pipelines.readout import LEVEL3_CLASSES
 
+log = logging.getLogger(__name__)
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
 EXPLAIN_FILES = ("explain.json", "report.html")  # every explain output holds them
 
@@ -210,12 +213,12 @@ def track_png(scan: Mutagenesis, segments: list[Segment]) -> bytes:
 def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, method: str = "combined",
             samples: int = 4, window: int = 7, stride: int = 2, target: str | None = None, segments: int = 3,
             sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
-            seed: int = 0, device: str = "auto", progress: bool = True,
-            overwrite: bool = False) -> tuple[Mutagenesis, list[Segment]]:
+            seed: int = 0, device: str = "auto", progress: bool = True, overwrite: bool = False,
+            max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False) -> tuple[Mutagenesis, list[Segment]]:
     """Explain one sequence's localization; writes ``track.png``, ``wild_type.png``, ``mutant.png``,
     ``explain.json`` and ``report.html`` into folder ``out`` (the output-folder policy of
-    :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output)."""
-    from locscope.encoders.protein import encode_sequence
+    :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output). ``sequence`` is validated like
+    every sequence (:func:`locscope.io.sequences.read_sequence_text`, ``max_length`` / ``truncate``)."""
     from locscope.report.images import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor
@@ -225,10 +228,12 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.seeding import seed_everything
 
-    sequence = "".join(sequence.split()).upper()
     if "<" in sequence:
         raise InputError("--sequence: explain needs a complete sequence (no <mask>)")
-    encode_sequence(sequence)  # one-line InputError naming the bad position
+    record = read_sequence_text(sequence, max_length=max_length, truncate=truncate)
+    if record.truncated:
+        log.warning("%s", truncation_note(record))
+    sequence = record.sequence
     check_output_folder(out, "explain", overwrite=overwrite, known_files=EXPLAIN_FILES)
     if target is not None:
         level, target = resolve_compartment(target)
@@ -236,6 +241,9 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
             raise InputError(f"--target {target!r}: explain works on the level-3 classes: {', '.join(LEVEL3_CLASSES)}")
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
+    crop = model_crop_note(len(sequence), net.config.max_sequence_length)
+    if crop:
+        log.warning("--sequence: %s", crop)
     predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
                                       batch_size=batch_size, seed=seed)
     scorer = _progress_scorer(predictor, progress)
@@ -252,7 +260,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
         write_bytes(out / "wild_type.png", protein_png(pictures[0]))
         write_bytes(out / "mutant.png", protein_png(pictures[1]))
         payload = {
-            "sequence": sequence, "method": method, "window": window, "stride": stride, "explained_class": scan.compartment,
+            "sequence": sequence, "original_length": record.original_length, "model_input": crop, "method": method, "window": window, "stride": stride, "explained_class": scan.compartment,
             "wild_type": dict(zip(scan.classes, np.round(scan.wild_type, 4).tolist())),
             "segments": [{**vars(s), "text": s.describe(scan.compartment)} for s in found],
             "most_disruptive_mutant": {"start": int(scan.starts[worst]) + 1, "end": int(scan.starts[worst]) + window,

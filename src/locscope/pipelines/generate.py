@@ -27,6 +27,7 @@ import torch
 
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.errors import ArgumentError, InputError
+from locscope.io.sequences import model_crop_note
 from locscope.models import hub
 from locscope.pipelines.readout import compartment_fractions, top_shares
 from locscope.utils.atomic import atomic_path, write_json, write_text
@@ -36,6 +37,7 @@ from locscope.utils.outputs import check_output_folder, output_folder
 log = logging.getLogger(__name__)
 MASKS_FILE = "compartment_masks.npz"
 PREVIEW_SCALE = 4  # PNGs show each model pixel as 4 x 4 pixels
+SMALL_LANDMARK_FACTOR = 4  # warn when a landmark image's side is at most 1/4 of the model input's
 OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
 
 
@@ -152,6 +154,10 @@ def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: i
     shapes = {image.shape for image in found.values()}
     if len(shapes) > 1:
         raise ArgumentError("landmarks", f": landmark images differ in shape {sorted(shapes)}")
+    height, width = next(iter(shapes))
+    if min(height, width) * SMALL_LANDMARK_FACTOR <= size:
+        log.warning("--landmarks: %d x %d images are far smaller than the model's %d x %d input; they are upsampled "
+                    "%.0fx and carry little structure", height, width, size, size, size / min(height, width))
     if pixel_size and model_pixel_size_nm:
         scaled = pixel_size * next(iter(shapes))[0] / size
         if abs(scaled - model_pixel_size_nm) / model_pixel_size_nm > 0.25:
@@ -357,6 +363,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cell = read_landmarks(landmarks, channels, cfg.image_size)
     if latent:
         distance, latent_landmarks = latent_conditions(cell, landmarks)
+    model_length = getattr(cfg, "max_sequence_length", None)
+    for name, seq in sequences:
+        if model_length and model_crop_note(len(seq), model_length):
+            log.warning("sequence %r: %s", name, model_crop_note(len(seq), model_length))
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
         composite = landmark_composite(cell.images, channels)
         write_png(out / "landmarks.png", composite, scale=PREVIEW_SCALE)
@@ -423,6 +433,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                          "top_compartment_image": next(iter(fractions), None),
                          "head_probabilities": {c: float(p) for c, p in zip(head_classes, head_probs)},
                          "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
+                if model_crop_note(len(seq), cfg.max_sequence_length):
+                    entry["model_input"] = model_crop_note(len(seq), cfg.max_sequence_length)
                 if condition is not None:
                     entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
                                                "level1": top_shares(condition, cfg.fraction_classes)}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from locscope.errors import CheckpointError, InputError
+from locscope.errors import CheckpointError, InputError, one_line
 from locscope.utils.atomic import atomic_path, write_json
 
 C = TypeVar("C")
@@ -51,32 +53,64 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     model.load_state_dict(dict(state_dict), strict=True)
 
 
+ACCEPTED_WEIGHT_FORMATS = ("safetensors files, or PyTorch checkpoints (.pth / .bin) that hold only tensors "
+                           "(torch.save of a state dict)")
+
+
+def unsafe_pickle_error(path: str | Path, err: BaseException) -> InputError:
+    """The one-line refusal of a pickle that holds more than tensors. It says which formats locscope accepts and never
+    repeats PyTorch's advice to load with ``weights_only=False`` (that would run code from the file)."""
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(err))
+    what = f" (it references {found.group(1)})" if found else ""
+    return InputError(f"{path}: refusing to unpickle it: the file holds more than tensors{what}, and unpickling it "
+                      f"could run code; locscope reads {ACCEPTED_WEIGHT_FORMATS}")
+
+
+def check_finite_weights(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming the first floating-point tensor that holds NaN or Inf (weights are refused at load
+    time: they would only produce garbage later)."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"{source}: tensor '{key}' holds {bad} NaN / Inf value(s) of {tensor.numel()}; "
+                                      f"refusing non-finite weights")
+
+
 def read_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.bin`` tensor dict with ``weights_only=True`` or a ``.safetensors`` file.
 
     Raises
     ------
     InputError
-        If the file is missing, not a checkpoint, or holds anything but tensors.
+        If the file is missing, not a checkpoint, holds anything but tensors (:func:`unsafe_pickle_error`).
+    CheckpointError
+        If a floating-point tensor holds NaN or Inf (:func:`check_finite_weights`).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            obj = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
             raise InputError(f"{path}: not a readable safetensors file ({err})") from None
+        check_finite_weights(obj, str(path))
+        return obj
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused a global: never suggest weights_only=False
+        raise unsafe_pickle_error(path, err) from None
     except Exception as err:
-        raise InputError(f"{path}: not a readable weights-only torch checkpoint ({type(err).__name__}: {err})") from None
+        raise InputError(f"{path}: not a readable weights-only torch checkpoint ({type(err).__name__}: "
+                         f"{one_line(str(err))[:200]}); locscope reads {ACCEPTED_WEIGHT_FORMATS}") from None
     for wrapper in ("state_dict", "model", "module"):  # Lightning / DeepSpeed / published-trainer wrappers
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(f"{path}: expected a dict of tensors")
+    check_finite_weights(obj, str(path))
     return dict(obj)
 
 
