@@ -265,5 +265,5 @@ def test_imagej_hyperstack_pixel_size(tmp_path, rng):
     np.testing.assert_array_equal(rec.channels["nucleus"], zcyx[:, 0].max(axis=0))
     with pytest.raises(InputError) as err:
         read_image(tmp_path / "hyper.tif")
-    assert str(err.value) == (f"{tmp_path / 'hyper.tif'}: 2 channels of uint16 and no channel names; pass channel_order "
-                              "(e.g. --channels microtubules,nucleus,er)")
+    assert str(err.value) == (f"{tmp_path / 'hyper.tif'}: 2 channels of uint16 and no channel names; give channel_order "
+                              "(the channel names in file order, e.g. microtubules,nucleus,er)")

@@ -4,6 +4,7 @@ limits, same messages; long sequences usable with --truncate keeping both termin
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,8 @@ def test_localize_reads_long_sequences_with_truncate_and_typed_equals_fasta(tmp_
     long_fasta.write_text(f">A2RRP1\n{'M' + 'A' * 2369 + 'KDEL'}\n>short\n{NLS}\n")
     code, _, err = cli(["localize", "--fasta", long_fasta, "--method", "head"])
     assert code == 2 and "sequence length 2374 exceeds max length 2048 (pass --truncate" in error_line(err)
-    code, out, err = cli(["localize", "--fasta", long_fasta, "--method", "head", "--truncate"])
+    with caplog.at_level(logging.WARNING, logger="locscope"):
+        code, out, err = cli(["localize", "--fasta", long_fasta, "--method", "head", "--truncate"])
     assert code == 0, err
     assert "record 'A2RRP1': 2374 residues cut to 2048" in err
     assert "the model reads 320 of 2048 residues" in caplog.text  # celldiff-tiny's own crop is reported too
@@ -92,7 +94,8 @@ def test_generate_reports_what_the_model_reads(tmp_path, cli, caplog):
             "--samples", "1", "--device", "cpu", "--out", tmp_path / "out"]
     code, _, err = cli(args)
     assert code == 2 and "--truncate" in error_line(err)
-    code, _, err = cli(args + ["--truncate"])
+    with caplog.at_level(logging.WARNING, logger="locscope"):
+        code, _, err = cli(args + ["--truncate"])
     assert code == 0, err
     entry = json.loads((tmp_path / "out" / "sequence" / "result.json").read_text())
     assert entry["length"] == 2048
@@ -103,3 +106,15 @@ def test_generate_reports_what_the_model_reads(tmp_path, cli, caplog):
     assert code == 2 and "position 4: invalid residue '*'" in error_line(err) and not (tmp_path / "bad").exists()
     code, _, err = cli(["design", "--target", "nucleus", "--template", "MVSKJ<mask:4>", "--out", tmp_path / "d"])
     assert code == 2 and error_line(err).startswith("error: --template: position 5: invalid residue 'J'")
+
+
+def test_level_tables_for_the_simulator_are_validated_too(tmp_path):
+    from locscope.synth.labelled import read_annotated_proteins
+
+    table = tmp_path / "levels.csv"
+    header = "target_name,annotations_grade_3,annotations_grade_2,annotations_grade_1,level1,level2,level3,Sequence\n"
+    table.write_text(header + "P1,nucleoplasm,,,nucleoplasm,nucleus,nucleus,mpkkkrkv*\n")
+    assert read_annotated_proteins(table)[0].sequence == "MPKKKRKV"
+    table.write_text(header + "P1,nucleoplasm,,,nucleoplasm,nucleus,nucleus,MPKJKRKV\n")
+    with pytest.raises(InputError, match=r"levels.csv: record 'P1' position 4: invalid residue 'J'"):
+        read_annotated_proteins(table)

@@ -69,18 +69,21 @@ def read_annotated_proteins(path: str | Path) -> list[AnnotatedProtein]:
     Raises
     ------
     InputError
-        If the file is not a level table with a ``Sequence`` column.
+        If the file is not a level table with a ``Sequence`` column, or a sequence is invalid
+        (:func:`locscope.io.sequences.validate_sequence`, no length limit).
     """
     from locscope.io.labels import read_level_table
+    from locscope.io.sequences import validate_sequence
 
     records = read_level_table(path)
     if records and "Sequence" not in records[0].extra and "sequence" not in records[0].extra:
         raise InputError(f"{path}: no 'Sequence' column; label-faithful rendering needs sequences")
     proteins = []
     for rec in records:
-        sequence = (rec.extra.get("Sequence") or rec.extra.get("sequence") or "").strip().upper()
+        sequence = (rec.extra.get("Sequence") or rec.extra.get("sequence") or "").strip()
         if not sequence:
             continue
+        sequence = validate_sequence(sequence, rec.id, path, max_length=None)  # any length: the simulator reads all
         grades: dict[str, int] = {}
         for grade in (1, 2, 3):
             for term in (rec.extra.get(f"annotations_grade_{grade}") or "").split(";"):

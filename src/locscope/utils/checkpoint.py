@@ -53,8 +53,8 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     model.load_state_dict(dict(state_dict), strict=True)
 
 
-ACCEPTED_WEIGHT_FORMATS = ("safetensors files, or PyTorch checkpoints (.pth / .bin) that hold only tensors "
-                           "(torch.save of a state dict)")
+ACCEPTED_WEIGHT_FORMATS = ("safetensors files, or weights-only PyTorch checkpoints (.pth / .bin / .ckpt that hold "
+                           "only tensors and plain values)")
 
 
 def unsafe_pickle_error(path: str | Path, err: BaseException) -> InputError:
