@@ -126,3 +126,13 @@ def test_a_tiny_landmark_is_upsampled_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="locscope.pipelines.generate"):
         read_landmarks([tmp_path / "nucleus.png"], ("nucleus", "er", "microtubules"), 32)
     assert not any("far smaller" in r.getMessage() for r in caplog.records)
+
+
+def test_z_stacks_are_projected_one_plane_at_a_time(tmp_path, monkeypatch):
+    stack = np.random.default_rng(0).integers(0, 60000, (5, 2, 12, 10), dtype=np.uint16)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "zstack.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", lambda *a, **k: pytest.fail("read the whole stack"))
+    record = read_image(tmp_path / "zstack.tif", channel_order=["nucleus", "protein"])
+    assert record.metadata["z_projected"] == 5 and record.metadata["source_shape"] == [5, 2, 12, 10]
+    assert np.array_equal(record.channels["nucleus"], stack[:, 0].max(axis=0))
+    assert np.array_equal(record.channels["protein"], stack[:, 1].max(axis=0))

@@ -398,8 +398,8 @@ def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> I
                 if has_micromanager_channels(tif):
                     return read_micromanager_tiff(path, channel_order=channel_order)
             series = tif.series[0]
-            axes = series.axes
-            array = series.asarray()
+            axes, source_shape = series.axes, list(series.shape)
+            array, reduced_axes, projected = _series_array(series)
             root = _ome_root(tif)
             ome_names, pixel_size_nm = _ome_channel_names(root), _ome_pixel_size_nm(root)
             if pixel_size_nm is None:
@@ -410,8 +410,8 @@ def read_tiff(path: str | Path, channel_order: Sequence[str] | None = None) -> I
     except Exception:
         raise InputError(f"{path}: truncated or corrupt TIFF file") from None
     kind = "ome-tiff" if is_ome else "tiff"
-    meta: dict[str, Any] = {"axes": axes, "source_shape": list(array.shape), "source_dtype": str(array.dtype)}
-    array = _to_channel_first(path, array, axes, meta)
+    meta: dict[str, Any] = {"axes": axes, "source_shape": source_shape, "source_dtype": str(array.dtype), **projected}
+    array = _to_channel_first(path, array, reduced_axes, meta)
     if array.ndim == 2:
         return _named(path, kind, array[None], channel_order, ome_names, pixel_size_nm, meta)
     n_channels = array.shape[0]
@@ -438,6 +438,7 @@ def read_planes(path: str | Path) -> np.ndarray:
     """
     path = check_file(path)
     kind = sniff_format(path)
+    check_image_size(path, kind)  # the limit every reader applies, before decoding
     if kind == "tiff":
         import tifffile
 
@@ -466,7 +467,27 @@ def read_planes(path: str | Path) -> np.ndarray:
         array = array[None]
     if array.ndim != 3 or min(array.shape[1:]) < 1:
         raise InputError(f"{path}: unsupported image shape {tuple(array.shape)}; expected (H, W) or (P, H, W)")
+    check_finite(ImageRecord(path, kind, {f"plane {i}": plane for i, plane in enumerate(array)}))
     return array.astype(np.float32)
+
+
+def _series_array(series: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """``(array, axes, metadata)`` of a TIFF series. A z-stack stored one plane per page is max-projected page by
+    page, so memory holds the projection and one plane, never the whole stack; other series are read whole."""
+    axes, shape = series.axes.upper(), tuple(series.shape)
+    pages = series.pages
+    planes = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    plain = ("Z" in axes and axes.endswith("YX") and len(pages) == planes and all(p is not None for p in pages)
+             and tuple(pages[0].shape) == shape[-2:])
+    if not plain:
+        return series.asarray(), axes, {}
+    z = axes.index("Z")
+    lowest = -np.inf if np.dtype(series.dtype).kind == "f" else np.iinfo(series.dtype).min
+    projection = np.full(shape[:z] + shape[z + 1:], lowest, dtype=series.dtype)
+    for page, index in zip(pages, np.ndindex(*shape[:-2])):
+        target = index[:z] + index[z + 1:]
+        np.maximum(projection[target], page.asarray(), out=projection[target])
+    return projection, axes.replace("Z", ""), {"z_projected": int(shape[z])}
 
 
 def _to_channel_first(path: Path, array: np.ndarray, axes: str, meta: dict) -> np.ndarray:
