@@ -263,3 +263,26 @@ def test_output_marker_names_the_command(tmp_path, cli):
     assert json.loads((tmp_path / "demo" / MARKER).read_text())["command"] == "demo"
     code, _, err = cli(["explain", "--sequence", "MPKKKRKV", "--out", tmp_path / "demo"])
     assert code == 2 and "not an earlier `locscope explain` output" in error_line(err)
+
+
+def test_output_folder_swaps_only_a_finished_output(tmp_path, monkeypatch):
+    from locscope.utils.outputs import output_folder
+
+    out = tmp_path / "out"
+    with output_folder(out, "generate") as work:
+        (work / "summary.json").write_text("1")
+    with pytest.raises(RuntimeError):  # a run that fails half-way leaves the earlier output whole
+        with output_folder(out, "generate", overwrite=True) as work:
+            (work / "summary.json").write_text("2")
+            raise RuntimeError("killed")
+    assert (out / "summary.json").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with output_folder(tmp_path / "link", "generate") as work:  # a symlinked folder: written at its target
+        (work / "summary.json").write_text("3")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "summary.json").read_text() == "3"
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with output_folder(".", "generate") as work:  # `--out .` in an empty folder
+        (work / "summary.json").write_text("4")
+    assert (tmp_path / "here" / "summary.json").read_text() == "4"

@@ -88,8 +88,7 @@ def output_folder(path: str | os.PathLike, command: str, *, overwrite: bool = Fa
     success mark it as ``command``'s output and swap it into place; on error it is deleted and ``path`` is unchanged.
     """
     path = check_output_folder(path, command, overwrite=overwrite, known_files=known_files, option=option)
-    if path.is_symlink():
-        path = path.resolve()  # swap the folder the link points to; the link stays
+    path = path.resolve()  # `--out .` has a real parent; a symlinked folder is swapped at its target, the link stays
     with atomic_path(path) as work:
         work.mkdir()
         yield work
