@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from locscope.errors import InputError, one_line
-from locscope.io.sequences import keep_termini
+from locscope.utils.sequences import keep_termini
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 PAD_ID, MASK_ID, UNKNOWN_ID = 0, 1, 2

@@ -28,10 +28,11 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterator
 
 from locscope.errors import InputError
 from locscope.io.images import check_file
+from locscope.utils.sequences import keep_termini  # noqa: F401 - part of this module's interface
 
 _MASK_SPAN = re.compile(r"<mask(?::(\d+))?>", re.IGNORECASE)
 
@@ -142,15 +143,6 @@ def validate_sequence(seq: str, record: str, source: str | Path, max_length: int
             )
         seq = keep_termini(seq, max_length)
     return seq
-
-
-def keep_termini(seq: Sequence[Any], max_length: int) -> Any:
-    """The first ``ceil(max_length / 2)`` and last ``floor(max_length / 2)`` items of a longer sequence (string or
-    token list): the one cropping rule of ``--truncate`` and of models that read at most ``max_length`` residues."""
-    if len(seq) <= max_length:
-        return seq
-    head = (max_length + 1) // 2
-    return seq[:head] + seq[len(seq) - (max_length - head):]
 
 
 def model_crop_note(length: int, model_length: int) -> str | None:
