@@ -59,32 +59,21 @@ def test_both_termini_are_kept():
 
 def test_every_sequence_command_has_the_options_its_errors_name():
     commands = typer.main.get_command(app).commands
-    for name in ("generate", "localize", "explain", "inspect"):
+    for name in ("generate", "explain", "inspect"):  # localize reads any length (streamed)
         options = {opt for param in commands[name].params for opt in getattr(param, "opts", ())}
         assert {"--max-length", "--truncate"} <= options, name
     build = typer.main.get_command(app).commands["dataset"].commands["build"]
     assert {"--max-length", "--truncate"} <= {o for p in build.params for o in getattr(p, "opts", ())}
 
 
-def test_localize_reads_long_sequences_with_truncate_and_typed_equals_fasta(tmp_path, cli, caplog):
-    long_fasta = tmp_path / "long.fasta"
-    long_fasta.write_text(f">A2RRP1\n{'M' + 'A' * 2369 + 'KDEL'}\n>short\n{NLS}\n")
-    code, _, err = cli(["localize", "--fasta", long_fasta, "--method", "head"])
-    assert code == 2 and "sequence length 2374 exceeds max length 2048 (pass --truncate" in error_line(err)
-    with caplog.at_level(logging.WARNING, logger="locscope"):
-        code, out, err = cli(["localize", "--fasta", long_fasta, "--method", "head", "--truncate"])
-    assert code == 0, err
-    assert "record 'A2RRP1': 2374 residues cut to 2048" in err
-    assert "the model reads 320 of 2048 residues" in caplog.text  # celldiff-tiny's own crop is reported too
-    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["A2RRP1", "short"]
-    code, out_long, _ = cli(["localize", "--fasta", long_fasta, "--method", "head", "--max-length", "3000"])
-    assert code == 0
+def test_localize_typed_sequences_get_the_fasta_rules(tmp_path, cli):
     # a trailing '*' and lower case: the same prediction typed or from a FASTA file
     (tmp_path / "nls.fasta").write_text(f">sequence\n{NLS}\n")
-    code, from_file, _ = cli(["localize", "--fasta", tmp_path / "nls.fasta", "--method", "head"])
-    code2, typed, _ = cli(["localize", "--sequence", NLS.lower() + "*", "--method", "head"])
-    assert code == code2 == 0 and typed == from_file
-    code, _, err = cli(["localize", "--sequence", "MKVJL", "--method", "head"])
+    code, from_file, err = cli(["localize", "--fasta", tmp_path / "nls.fasta"])
+    assert code == 0, err
+    code, typed, err = cli(["localize", "--sequence", NLS.lower() + "*"])
+    assert code == 0 and typed == from_file, err
+    code, _, err = cli(["localize", "--sequence", "MKVJL"])
     assert code == 2 and error_line(err) == f"error: --sequence: record 'sequence' position 4: invalid residue 'J' {ACCEPTED}"
 
 
