@@ -39,10 +39,10 @@ from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
-    augment, learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics,
+    append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, step_trainer,
+    truncate_metrics,
 )
 from locscope.utils.atomic import atomic_path, write_json
-from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -356,10 +356,7 @@ class CellDiffModule(L.LightningModule):
             self._log_sums = {}
 
     def _append_metrics(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+        append_metrics(self.run_dir, record)
 
     # -- EMA model, validation, checkpoints -----------------------------------------------------------------------
     def ema_model(self, ema: dict | None = None) -> CellDiff:
@@ -451,21 +448,9 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     """
     from locscope.training.celldiff_data import CellDiffDataModule
 
-    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
-    last = run_dir / "checkpoints" / "last"
-    if resume:
-        if not (last / "state.json").is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
-        saved = json.loads((run_dir / "train_config.json").read_text())
-        config = CellDiffTrainConfig(**saved)
-    else:
-        if last.exists():
-            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        config = config or CellDiffTrainConfig()
+    run_dir, last, config = open_run(run_dir, resume, config, CellDiffTrainConfig)
+    if not resume:
         write_json(run_dir / "train_config.json", dataclasses.asdict(config))
-    if config.max_steps % config.steps_per_epoch:
-        raise InputError(f"train config: max_steps={config.max_steps} must be a multiple of steps_per_epoch="
-                         f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
     model_config = config.model_config()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -487,13 +472,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     module._val_split = data.val if data.val is not None and len(data.val) >= 2 else None
     if remaining > 0:
         torch.manual_seed(config.seed + step)  # training draws use step_generator; this covers third-party layers
-        trainer = L.Trainer(
-            max_steps=remaining, max_epochs=-1, accelerator=config.accelerator, devices=config.devices,
-            strategy=_strategy(config), gradient_clip_val=config.grad_clip or None, logger=False,
-            enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-            num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
-            max_time={"minutes": config.max_minutes} if config.max_minutes else None, callbacks=callbacks,
-        )
+        trainer = step_trainer(config, remaining, progress, max_epochs=-1, strategy=_strategy(config),
+                               callbacks=callbacks)
         trainer.fit(module, train_dataloaders=data.train_dataloader())
         ema = module.full_state()[1] if module.sharded else None  # collective under FSDP
         if trainer.global_rank != 0:

@@ -41,9 +41,8 @@ from locscope.channels import NUCLEUS
 from locscope.encoders.protein import PAD_ID
 from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
-from locscope.training.common import augment, step_generator, truncate_metrics
+from locscope.training.common import append_metrics, augment, open_run, restore_step, step_generator, step_trainer
 from locscope.utils.atomic import atomic_path, write_json
-from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -291,10 +290,7 @@ class Celle2Module(L.LightningModule):
         return record
 
     def _append_metrics(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+        append_metrics(self.run_dir, record)
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write weights, optimizer state, the step and the code-usage record."""
@@ -341,18 +337,8 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     """
     from locscope.data.store import Store
 
-    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
-    last = run_dir / "checkpoints" / "last"
-    if resume:
-        if not (last / "state.json").is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
-        config = Celle2TrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
-    else:
-        config = config or Celle2TrainConfig()
-    for name in ("max_steps", "tokenizer_steps"):
-        if getattr(config, name) % config.steps_per_epoch:
-            raise InputError(f"train config: {name}={getattr(config, name)} must be a multiple of steps_per_epoch="
-                             f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
+    run_dir, last, config = open_run(run_dir, resume, config, Celle2TrainConfig,
+                                     step_fields=("max_steps", "tokenizer_steps"), refuse_existing=False)
     model_config = config.model_config()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -365,19 +351,11 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
         write_json(run_dir / "train_config.json", dataclasses.asdict(config))
     torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
     module = Celle2Module(model_config, config, train, val, run_dir)
-    step = module.load_checkpoint(last) if resume else 0
-    module.step_offset = step
-    if resume:
-        truncate_metrics(run_dir / "metrics.jsonl", step)
+    step = restore_step(module, last, run_dir, resume)
     remaining = config.max_steps - step
     if remaining > 0:
         loader = torch.utils.data.DataLoader(range(remaining), batch_size=1, shuffle=False)  # the step drives the data
-        trainer = L.Trainer(max_steps=remaining, max_epochs=1, accelerator=config.accelerator, devices=config.devices,
-                            gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-                            limit_val_batches=0, use_distributed_sampler=False,
-                            max_time={"minutes": config.max_minutes} if config.max_minutes else None)
-        trainer.fit(module, train_dataloaders=loader)
+        step_trainer(config, remaining, progress).fit(module, train_dataloaders=loader)
     module.model.save_pretrained(run_dir / "model", extra={"step": module.step,
                                                            "train_config": dataclasses.asdict(config)})
     return run_dir / "model"

@@ -1,6 +1,7 @@
 """What every locscope training module shares: the warm-up + linear-decay learning rate (a ``LambdaLR`` that Lightning
 steps), the per-step random generator that makes resumed runs exact, the metrics file kept in step with checkpoints,
-the image augmentation and the per-sample Pearson correlation of validation gates. Training modules import these
+the image augmentation, the per-sample Pearson correlation of validation gates, opening a run folder (fresh or
+resumed), restoring a step-driven module from its last checkpoint and the Lightning trainer of step-driven runs. Training modules import these
 from here, never from each other.
 """
 
@@ -10,9 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
+from locscope.errors import InputError
 from locscope.utils.atomic import write_text
+from locscope.utils.outputs import check_run_folder
 
 
 def learning_rate_at(step: int, config: CellDiffTrainConfig) -> float:
@@ -48,6 +52,60 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``run_dir/metrics.jsonl`` and print it (floats rounded to 5 digits)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+
+
+def open_run(run_dir: str | Path, resume: bool, config: Any, config_class: type,
+             step_fields: tuple[str, ...] = ("max_steps",), refuse_existing: bool = True) -> tuple[Path, Path, Any]:
+    """Check a run folder and settle the run's config; returns ``(run_dir, checkpoints/last, config)``.
+
+    With ``resume`` the folder's ``train_config.json`` is the config (and ``checkpoints/last/state.json`` must
+    exist); otherwise ``config`` (``config_class()`` when None), and with ``refuse_existing`` an existing
+    ``checkpoints/last`` is an error. Every field of ``step_fields`` must be a multiple of ``steps_per_epoch``.
+    """
+    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
+    last = run_dir / "checkpoints" / "last"
+    if resume:
+        if not (last / "state.json").is_file():
+            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
+        config = config_class(**json.loads((run_dir / "train_config.json").read_text()))
+    else:
+        if refuse_existing and last.exists():
+            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        config = config or config_class()
+    for name in step_fields:
+        if getattr(config, name) % config.steps_per_epoch:
+            raise InputError(f"train config: {name}={getattr(config, name)} must be a multiple of steps_per_epoch="
+                             f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
+    return run_dir, last, config
+
+
+def restore_step(module: Any, last: Path, run_dir: Path, resume: bool) -> int:
+    """The step a run starts from: 0, or with ``resume`` the step of ``last`` (loaded into ``module``, metric lines
+    logged after it dropped). Sets ``module.step_offset``."""
+    step = module.load_checkpoint(last) if resume else 0
+    module.step_offset = step
+    if resume:
+        truncate_metrics(run_dir / "metrics.jsonl", step)
+    return step
+
+
+def step_trainer(config: Any, remaining: int, progress: bool, **options: Any) -> L.Trainer:
+    """A Lightning trainer for ``remaining`` steps of a run whose data and validation the module drives (no Lightning
+    logger, checkpoints, sanity or validation loops); ``options`` add to or replace these ``L.Trainer`` arguments."""
+    settings = dict(max_steps=remaining, max_epochs=1, accelerator=config.accelerator, devices=config.devices,
+                    gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                    limit_val_batches=0, use_distributed_sampler=False,
+                    max_time={"minutes": config.max_minutes} if config.max_minutes else None)
+    return L.Trainer(**{**settings, **options})
+
+
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random 90-degree rotation and horizontal flip per sample, the same for all channels; ``(B, C, H, W)``."""
     batch = images.shape[0]
@@ -67,4 +125,5 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-__all__ = ["augment", "learning_rate_at", "learning_rate_schedule", "pearson", "step_generator", "truncate_metrics"]
+__all__ = ["append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
+           "restore_step", "step_generator", "step_trainer", "truncate_metrics"]

@@ -35,9 +35,10 @@ from locscope.diffusion.masked import mask_random_residues, masked_residue_loss
 from locscope.encoders.protein import MASK_ID, tokenize
 from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
-from locscope.training.common import learning_rate_at, learning_rate_schedule, step_generator, truncate_metrics
+from locscope.training.common import (
+    append_metrics, learning_rate_at, learning_rate_schedule, open_run, restore_step, step_generator, step_trainer,
+)
 from locscope.utils.atomic import atomic_path, write_json
-from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -247,10 +248,7 @@ class DesignerModule(L.LightningModule):
         return record
 
     def _append_metrics(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+        append_metrics(self.run_dir, record)
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write weights, optimizer state and the step."""
@@ -291,19 +289,7 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
         ``resume`` without a checkpoint; a run directory that already holds a run without ``resume``; ``max_steps``
         not a multiple of ``steps_per_epoch``.
     """
-    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
-    last = run_dir / "checkpoints" / "last"
-    if resume:
-        if not (last / "state.json").is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
-        config = DesignerTrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
-    else:
-        if last.exists():
-            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        config = config or DesignerTrainConfig()
-    if config.max_steps % config.steps_per_epoch:
-        raise InputError(f"train config: max_steps={config.max_steps} must be a multiple of steps_per_epoch="
-                         f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
+    run_dir, last, config = open_run(run_dir, resume, config, DesignerTrainConfig)
     model_config = config.model_config()
     if not resume:
         write_json(run_dir / "train_config.json", dataclasses.asdict(config))
@@ -311,20 +297,12 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
     module = DesignerModule(model_config, config, run_dir)
-    step = module.load_checkpoint(last) if resume else 0
-    module.step_offset = step
-    if resume:
-        truncate_metrics(run_dir / "metrics.jsonl", step)
+    step = restore_step(module, last, run_dir, resume)
     remaining = config.max_steps - step
     if remaining > 0:
         batches = StepBatches(config, model_config.fraction_classes, step, remaining)
         loader = torch.utils.data.DataLoader(batches, batch_size=1, shuffle=False)
-        trainer = L.Trainer(max_steps=remaining, max_epochs=1, accelerator=config.accelerator, devices=config.devices,
-                            gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-                            limit_val_batches=0, use_distributed_sampler=False,
-                            max_time={"minutes": config.max_minutes} if config.max_minutes else None)
-        trainer.fit(module, train_dataloaders=loader)
+        step_trainer(config, remaining, progress).fit(module, train_dataloaders=loader)
     module.model.save_pretrained(run_dir / "model", extra={"step": module.step,
                                                            "train_config": dataclasses.asdict(config)})
     return run_dir / "model"

@@ -42,9 +42,10 @@ from locscope.errors import InputError
 from locscope.models.stain import (
     StainClassifier, StainClassifierConfig, StainConfig, StainUNet, classifier_config_for, config_by_name,
 )
-from locscope.training.common import augment, learning_rate_at, pearson, step_generator, truncate_metrics
+from locscope.training.common import (
+    append_metrics, augment, learning_rate_at, open_run, pearson, restore_step, step_generator, step_trainer,
+)
 from locscope.utils.atomic import atomic_path, write_json
-from locscope.utils.outputs import check_run_folder
 
 
 @dataclass
@@ -280,10 +281,7 @@ class StainModule(L.LightningModule):
     def _append_metrics(self, record: dict) -> None:
         if self.global_rank != 0:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+        append_metrics(self.run_dir, record)
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write EMA weights (loadable model), online weights, optimizer state and the step."""
@@ -336,19 +334,7 @@ def train_stain(run_dir: str | Path, config: StainTrainConfig | None = None, kin
         ``resume`` without a checkpoint; a run directory that already holds a run without ``resume``; ``max_steps``
         not a multiple of ``steps_per_epoch``; a store without the needed channels.
     """
-    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
-    last = run_dir / "checkpoints" / "last"
-    if resume:
-        if not (last / "state.json").is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
-        config = StainTrainConfig(**json.loads((run_dir / "train_config.json").read_text()))
-    else:
-        if last.exists():
-            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        config = config or StainTrainConfig()
-    if config.max_steps % config.steps_per_epoch:
-        raise InputError(f"train config: max_steps={config.max_steps} must be a multiple of steps_per_epoch="
-                         f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
+    run_dir, last, config = open_run(run_dir, resume, config, StainTrainConfig)
     if config.data is not None:
         check_store(config.data)
     classes = config.denoiser_config().classes
@@ -358,20 +344,12 @@ def train_stain(run_dir: str | Path, config: StainTrainConfig | None = None, kin
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
     module = StainModule(kind, config, run_dir)
-    step = module.load_checkpoint(last) if resume else 0
-    module.step_offset = step
-    if resume:
-        truncate_metrics(run_dir / "metrics.jsonl", step)
+    step = restore_step(module, last, run_dir, resume)
     remaining = config.max_steps - step
     if remaining > 0:
         loader = torch.utils.data.DataLoader(StepBatches(config, classes, step, remaining), batch_size=1,
                                              shuffle=False)
-        trainer = L.Trainer(max_steps=remaining, max_epochs=1, accelerator=config.accelerator, devices=config.devices,
-                            strategy=config.strategy, gradient_clip_val=config.grad_clip or None, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                            num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
-                            max_time={"minutes": config.max_minutes} if config.max_minutes else None,
-                            callbacks=callbacks)
+        trainer = step_trainer(config, remaining, progress, strategy=config.strategy, callbacks=callbacks)
         trainer.fit(module, train_dataloaders=loader)
         if trainer.global_rank != 0:
             return run_dir / "model"
