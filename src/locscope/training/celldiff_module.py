@@ -253,6 +253,8 @@ class CellDiffModule(L.LightningModule):
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=self.train_config.learning_rate, betas=(0.9, 0.999))
         if self._optimizer_state is not None:
+            for group in optimizer.param_groups:  # the saved groups carry the scheduler's base rate
+                group["initial_lr"] = self.train_config.learning_rate
             if self.sharded:
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
