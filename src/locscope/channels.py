@@ -11,7 +11,7 @@ NUCLEUS = "nucleus"
 ER = "er"
 MICROTUBULES = "microtubules"
 BRIGHTFIELD = "brightfield"
-# Cell Painting (seed 003): DNA, RNA, ER, AGP (actin/Golgi/plasma membrane), mitochondria.
+# Cell Painting: DNA, RNA, ER, AGP (actin/Golgi/plasma membrane), mitochondria.
 DNA, RNA, AGP, MITO = "dna", "rna", "agp", "mito"
 
 LANDMARKS: tuple[str, ...] = (NUCLEUS, ER, MICROTUBULES)

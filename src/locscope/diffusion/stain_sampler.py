@@ -1,4 +1,4 @@
-"""Sampling for class-guided image-to-image diffusion (virtual staining, seed 003).
+"""Sampling for class-guided image-to-image diffusion (virtual staining).
 
 The schedule is the published linear one (``betas = linspace(beta_start, beta_end, T)`` in float64, gamma =
 cumprod(1 - beta), every buffer derived in float64 and cast to float32); the network sees the noise level gamma itself.

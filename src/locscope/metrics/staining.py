@@ -1,4 +1,4 @@
-"""Virtual-staining metrics (seed 003, Tables 1-2): image-level and feature-level agreement of predicted Cell Painting
+"""Virtual-staining metrics (the guided I2I paper, Tables 1-2): image-level and feature-level agreement of predicted Cell Painting
 images with the real ones.
 
 Image level (per image and channel, from :mod:`locscope.metrics.pixel`): PCC, SSIM, MSE, MAE.

@@ -1,4 +1,4 @@
-"""CELL-Diff: a unified diffusion model over protein sequences and microscopy images (seed 000).
+"""CELL-Diff: a unified diffusion model over protein sequences and microscopy images.
 
 Architecture (the seed's pixel-space first release), read top to bottom:
 

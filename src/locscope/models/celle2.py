@@ -1,4 +1,4 @@
-"""CELL-E 2 (seed 004): a bidirectional masked-token transformer from protein sequence + nucleus image to a
+"""CELL-E 2: a bidirectional masked-token transformer from protein sequence + nucleus image to a
 localization image, and back.
 
 Read top to bottom:

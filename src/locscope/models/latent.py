@@ -1,4 +1,4 @@
-"""Latent diffusion for protein localization images (proteoscope, seed 001), built from diffusers parts.
+"""Latent diffusion for protein localization images (proteoscope), built from diffusers parts.
 
 Two networks, trained one after the other and stored together:
 

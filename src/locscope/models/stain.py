@@ -1,4 +1,4 @@
-"""Virtual staining: class-guided image-to-image diffusion from brightfield to Cell Painting (seed 003).
+"""Virtual staining: class-guided image-to-image diffusion from brightfield to Cell Painting.
 
 Two networks, read top to bottom:
 

@@ -1,4 +1,4 @@
-"""SubCell: a ViT that embeds single-cell fluorescence images and classifies protein localization (seed 002).
+"""SubCell: a ViT that embeds single-cell fluorescence images and classifies protein localization.
 
 Architecture (Gupta et al. 2024, "SubCell: Vision foundation models for microscopy capture single-cell biology"):
 

@@ -1,4 +1,4 @@
-"""Brightfield and 5-channel Cell Painting stains for the virtual-staining task (seed 003).
+"""Brightfield and 5-channel Cell Painting stains for the virtual-staining task.
 
 Cell Painting channels (Bray et al. 2016): ``dna`` (Hoechst), ``rna`` (SYTO 14: nucleoli + cytoplasmic RNA), ``er``
 (concanavalin A), ``agp`` (phalloidin + wheat-germ agglutinin: actin, Golgi, plasma membrane), ``mito`` (MitoTracker).

@@ -12,7 +12,7 @@ from locscope.errors import InputError
 
 Mode = Literal["crop", "field"]
 
-#: Cell Painting perturbation classes (seed 003): each changes the phenotype in a known way.
+#: Cell Painting perturbation classes: each changes the phenotype in a known way.
 PERTURBATIONS: tuple[str, ...] = (
     "control", "fragmented-mitochondria", "condensed-nuclei", "enlarged-cells", "disrupted-microtubules",
 )
