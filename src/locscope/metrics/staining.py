@@ -1,5 +1,5 @@
-"""Virtual-staining metrics (the guided I2I paper, Tables 1-2): image-level and feature-level agreement of predicted Cell Painting
-images with the real ones.
+"""Virtual-staining metrics (the guided I2I paper, Tables 1-2): image-level and feature-level agreement of predicted
+Cell Painting images with the real ones.
 
 Image level (per image and channel, from :mod:`locscope.metrics.pixel`): PCC, SSIM, MSE, MAE.
 Feature level, on per-image profiles (handcrafted CellProfiler-like features per channel from
