@@ -46,7 +46,9 @@ from locscope.models.latent import (
 from locscope.training.celldiff_data import EpochSampler, collate, load_split
 from locscope.report.images import write_sample_grid
 from locscope.training.celldiff_module import derangement
-from locscope.training.common import learning_rate_at, pearson, step_generator, truncate_metrics
+from locscope.training.common import (
+    learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics,
+)
 from locscope.utils.atomic import atomic_path, write_json
 
 
@@ -194,11 +196,7 @@ class _LatentStage(L.LightningModule):
                                       weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
-        return optimizer
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = learning_rate_at(self.step, self.train_config)
+        return {"optimizer": optimizer, "lr_scheduler": learning_rate_schedule(optimizer, self.train_config, self.step)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch, step_generator(self.train_config.seed, self.step, 0))

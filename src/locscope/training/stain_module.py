@@ -43,7 +43,8 @@ from locscope.models.stain import (
     StainClassifier, StainClassifierConfig, StainConfig, StainUNet, classifier_config_for, config_by_name,
 )
 from locscope.training.common import (
-    append_metrics, augment, learning_rate_at, open_run, pearson, restore_step, step_generator, step_trainer,
+    append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, restore_step, step_generator,
+    step_trainer,
 )
 from locscope.utils.atomic import atomic_path, write_json
 
@@ -193,13 +194,11 @@ class StainModule(L.LightningModule):
                                       weight_decay=self.train_config.weight_decay)
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
-        return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": learning_rate_schedule(optimizer, self.train_config, self.step)}
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # dropout draws from the global generator: seed it per step so that a resumed run repeats them
         torch.manual_seed(int(step_generator(self.train_config.seed, self.step, self.global_rank).initial_seed()) + 1)
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = learning_rate_at(self.step, self.train_config)
 
     def loss(self, condition: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, drop_probability: float) -> torch.Tensor:
