@@ -1,4 +1,6 @@
-"""Command-line interface. ``cli`` only parses and calls pipelines; each command lives in its own module."""
+"""Command-line interface: one module per command (``cli/generate.py`` is ``locscope generate``,
+``cli/train/celldiff.py`` is ``locscope train celldiff``); a command parses its options and calls a
+pipeline function."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ from rich.console import Console
 from locscope.cli.app import app, state
 from locscope.errors import ArgumentError, LocscopeError, one_line
 
-import importlib
-import pkgutil
-
-# Each ``locscope/cli/*_cmd.py`` module attaches its commands to ``app`` when imported; importing them in name
-# order keeps ``--help`` stable and lets command modules be added without editing this file.
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd")):
-    importlib.import_module(f"{__name__}.{_module}")
+# One module per command; importing a module attaches its command to ``app`` (this order is the order of --help).
+from locscope.cli import (  # noqa: F401  (imported for their commands)
+    generate, demo, design, localize, explain, evaluate, inspect, simulate, stain, embed, classify, cache,
+)
+from locscope.cli.train import (  # noqa: F401
+    celldiff, celldiff_data, celle2, designer, latent_autoencoder, latent, localizer, stain as train_stain,
+    stain_classifier, subcell,
+)
+from locscope.cli import dataset  # noqa: F401
 
 
 def option_flags(argv: list[str]) -> dict[str, str]:

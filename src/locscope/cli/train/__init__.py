@@ -1,4 +1,4 @@
-"""``locscope train <model>``: the training command group; each model family's CLI module adds its command here."""
+"""``locscope train MODEL``: the ``train`` command group; each model's training command is a module of this package."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from locscope.cli.train_cmd import train_app
+from locscope.cli.train import train_app
 
 
 @train_app.command("localizer")

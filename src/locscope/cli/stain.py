@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
-from locscope.cli.train_cmd import train_app
+from locscope.cli.app import app
+from locscope.cli.options import DeviceOption, OverwriteOption, SeedOption
 
 
 @app.command("stain")
@@ -52,39 +52,3 @@ def stain_command(
                        overwrite=overwrite)
     typer.echo(f"{len(result.images)} image(s) stained ({result.network_evaluations} network evaluations per image); "
                f"report: {result.report}")
-
-
-def _train(kind: str, data: Optional[Path], config: Optional[Path], out: Path, resume: bool) -> None:
-    from locscope.training.celldiff_module import read_train_config
-    from locscope.training.stain_module import StainTrainConfig, train_stain
-
-    train_config = None
-    if not resume:
-        train_config = read_train_config(config, StainTrainConfig)
-        if data is not None:
-            train_config.data = str(data)
-    model_dir = train_stain(out, train_config, kind=kind, resume=resume)
-    typer.echo(f"model written to {model_dir}")
-
-
-@train_app.command("stain")
-def train_stain_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset store with brightfield + Cell Painting channels "
-                                        "and perturbations (default: simulator cells rendered for every step)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Training config (YAML/JSON; StainTrainConfig)."),
-    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, final model)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-) -> None:
-    """Train the virtual-staining denoiser (brightfield -> Cell Painting, class through AdaGN)."""
-    _train("denoiser", data, config, out, resume)
-
-
-@train_app.command("stain-classifier")
-def train_stain_classifier_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset store (as for train stain; default: simulator)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Training config (YAML/JSON; StainTrainConfig)."),
-    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, final model)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-) -> None:
-    """Train the noisy-image classifier p(class | y_t) used by --classifier-scale."""
-    _train("classifier", data, config, out, resume)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from locscope.cli.app import DeviceOption, OverwriteOption, SeedOption, app
+from locscope.cli.app import app
+from locscope.cli.options import DeviceOption, OverwriteOption, SeedOption
 
 
 @app.command("demo")

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from locscope.cli.app import OverwriteOption, SeedOption, app
+from locscope.cli.app import app
+from locscope.cli.options import OverwriteOption, SeedOption
 from locscope.errors import InputError
 
 dataset_app = typer.Typer(help="Build, inspect, export and import dataset stores.", no_args_is_help=True)

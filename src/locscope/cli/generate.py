@@ -1,4 +1,4 @@
-"""``locscope train celldiff``, ``locscope train celldiff-data`` and ``locscope generate``."""
+"""``locscope generate``: protein localization images from sequences and cell landmarks."""
 
 from __future__ import annotations
 
@@ -7,47 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from locscope.cli.app import (
-    DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, app, landmark_files,
+from locscope.cli.app import app
+from locscope.cli.options import (
+    DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, landmark_files,
 )
-from locscope.cli.train_cmd import train_app
 from locscope.errors import InputError
 from locscope.io.sequences import sequences_from_options, truncation_note
-
-
-@train_app.command("celldiff")
-def train_celldiff_command(
-    data: Path = typer.Option(..., "--data", help="Dataset store (protein + landmark channels, sequences, labels)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Training config (YAML/JSON; CellDiffTrainConfig)."),
-    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, samples, metrics, final model)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-) -> None:
-    """Train CELL-Diff (sequence + landmarks -> protein image, masked residues, compartments)."""
-    from locscope.training.celldiff_module import read_train_config, train_celldiff
-
-    model_dir = train_celldiff(data, out, None if resume else read_train_config(config), resume=resume)
-    typer.echo(f"model written to {model_dir}")
-
-
-@train_app.command("celldiff-data")
-def celldiff_data_command(
-    out: Path = typer.Option(..., "--out", help="Store directory to write."),
-    overwrite: bool = OverwriteOption,
-    sequences: Optional[Path] = typer.Option(None, "--sequences", help="Level table with sequences "
-                                             "(opencell_raw.csv): real proteins in label-faithful cells."),
-    size: int = typer.Option(32, "--size", help="Image side in pixels."),
-    cells_per_protein: int = typer.Option(4, "--cells-per-protein"),
-    synthetic: int = typer.Option(4000, "--synthetic", help="Cells with rule-grammar proteins."),
-    masks: bool = typer.Option(False, "--masks", help="Also store compartment masks (for evaluation)."),
-    workers: int = typer.Option(1, "--workers"),
-    seed: int = SeedOption,
-) -> None:
-    """Simulate CELL-Diff training data: real sequences in label-faithful cells + grammar proteins."""
-    from locscope.training.celldiff_data import build_training_store
-
-    store = build_training_store(out, sequences, image_size=size, cells_per_protein=cells_per_protein,
-                                 n_synthetic=synthetic, seed=seed, workers=workers, masks=masks, overwrite=overwrite)
-    typer.echo(f"{len(store)} items written to {out}")
 
 
 @app.command("generate")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from locscope.cli.app import OverwriteOption, SeedOption, app
+from locscope.cli.app import app
+from locscope.cli.options import OverwriteOption, SeedOption
 from locscope.errors import InputError
 
 
