@@ -349,6 +349,30 @@ def test_generate_with_a_released_model_writes_outputs_and_is_seeded(golden, sha
     assert set(np.unique(threshold).tolist()) <= {0, 65535}
 
 
+def test_generate_reports_the_nucleus_proportion_of_simulator_cells(tmp_path):
+    """result.json's nucleus_proportion: the threshold images' share inside the nucleus image's Otsu mask, averaged
+    over the samples (the simulator's masks are named by compartment, so it is read from the nucleus image)."""
+    import tifffile
+
+    from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
+    from locscope.models.hub import asset_path
+    from locscope.pipelines.generate import generate
+    from locscope.pipelines.generate_celle2 import nucleus_tokens
+
+    torch.manual_seed(0)
+    Celle2(tiny_config(text_seq_len=24)).save_pretrained(tmp_path / "m")
+    cell_dir = asset_path("examples/landmarks/cell_1")  # simulator landmarks with compartment_masks.npz
+    generate([("nls", "MSPKKKRKVEDP")], [cell_dir], tmp_path / "out", model=str(tmp_path / "m"), samples=3, seed=1,
+             progress=False)
+    entry = json.loads((tmp_path / "out" / "nls" / "result.json").read_text())
+    assert entry["compartment_fractions"] and entry["nucleus_proportion"] is not None
+    _, cell = nucleus_tokens(Celle2.from_pretrained(tmp_path / "m"), [cell_dir])
+    binary = np.stack([tifffile.imread(tmp_path / "out" / "nls" / f"threshold_{k}.tif") > 0 for k in range(3)])
+    shares = nucleus_proportion(binary, np.broadcast_to(nucleus_mask(cell.images[0]), binary.shape))
+    assert entry["nucleus_proportion"] == pytest.approx(float(np.nanmean(shares)), abs=1e-12)
+    assert 0.0 <= entry["nucleus_proportion"] <= 1.0
+
+
 @pytest.mark.parametrize("landmark, sequence, message", [
     ("hpa/1/ER.png", "MSPKKK", "CELL-E 2 needs a nucleus image; the files hold only er"),
     ("hpa/1", "M" * 25, "25 residues; the model's residue limit is 24"),
@@ -377,6 +401,6 @@ def test_design_infill_ranks_candidates_by_nucleus_proportion(shared_data, tmp_p
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["passes_per_candidate"] == 2 and 0 <= summary["reporter_score"] <= 1
     assert {"random_residues_mean_score", "share_of_candidates_above_reporter"} <= set(summary)
-    with pytest.raises(InputError, match="--target nucleus"):
+    with pytest.raises(InputError, match="^target mitochondria: .*; use target nucleus$"):
         design(tmp_path / "o2", model=str(tmp_path / "m"), target="mitochondria", template=template,
                landmarks=[shared_data / "celldiff_samples" / "opencell" / "1"], progress=False)

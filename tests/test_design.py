@@ -23,6 +23,22 @@ def test_build_template():
     assert build_template("MVSK", terminus="N", terminus_length=2)[:3] == [MASK_ID, MASK_ID, VOCAB.index("M")]
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"target": "nucleus", "length": 0}, "^length 0: must be between 1 and 2048$"),
+    ({"target": "nucleus", "template": "MVSKJ<mask:3>"}, "^template: position 5: invalid residue 'J'"),
+    ({"target": "nucleus", "template": "MVSK"}, "^template has no <mask> or <mask:N> span and no terminus is given"),
+    ({"length": 9}, "^target or image: give target COMPARTMENT, or image PROTEIN_IMAGE with landmarks FILES$"),
+    ({"target": "nucleus", "length": 9, "refine_rounds": -1}, r"^refine_rounds -1: must be >= 0$"),
+])
+def test_library_errors_name_the_python_arguments(tmp_path, options, message):
+    from locscope.errors import ArgumentError
+    from locscope.pipelines.design import design
+
+    with pytest.raises(ArgumentError, match=message):
+        design(tmp_path / "o", progress=False, **options)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--target", "nucleus", "--template", "MVSKGEELF"], "no <mask>"),
     (["--target", "nucleus", "--length", "0"], "--length 0"),

@@ -21,11 +21,16 @@ class InputError(LocscopeError, ValueError):
 class ArgumentError(InputError):
     """A library function's argument is invalid. The message starts with the Python argument's name
     (``ArgumentError("batch_size", "must be at least 1; got 0")`` -> ``batch_size must be at least 1; got 0``); the
-    CLI names the command's flag instead (``--batch-size must be at least 1; got 0``)."""
+    CLI names the command's flag instead (``--batch-size must be at least 1; got 0``).
 
-    def __init__(self, argument: str, message: str) -> None:
+    ``mentions`` lists further argument names the message refers to as whole words (``ArgumentError("image", "needs
+    landmarks", mentions=("landmarks",))``); the CLI writes their flags too (``--image needs --landmarks``).
+    """
+
+    def __init__(self, argument: str, message: str, mentions: tuple[str, ...] = ()) -> None:
         super().__init__(f"{argument}{'' if message[:1] in (':', '=') else ' '}{message}")
         self.argument = argument
+        self.mentions = tuple(mentions)
 
 
 class CheckpointError(LocscopeError):

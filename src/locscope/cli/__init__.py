@@ -5,6 +5,7 @@ pipeline function."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from rich.console import Console
@@ -38,13 +39,17 @@ def option_flags(argv: list[str]) -> dict[str, str]:
 
 def cli_message(err: LocscopeError, argv: list[str]) -> str:
     """A library error as the command line says it: an :class:`~locscope.errors.ArgumentError` names the invoked
-    command's flag instead of the Python argument (``batch_size must be ...`` -> ``--batch-size must be ...``)."""
+    command's flags instead of the Python arguments (``batch_size must be ...`` -> ``--batch-size must be ...``; the
+    names in ``err.mentions`` wherever they occur as words)."""
     message = one_line(str(err))
-    argument = getattr(err, "argument", None)
-    if isinstance(err, ArgumentError) and message.startswith(argument):
-        flag = option_flags(argv).get(argument)
-        if flag:
-            return flag + message[len(argument):]
+    if not isinstance(err, ArgumentError):
+        return message
+    flags = option_flags(argv)
+    for name in err.mentions:
+        if name in flags:
+            message = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", flags[name], message)
+    if message.startswith(err.argument) and err.argument in flags:
+        message = flags[err.argument] + message[len(err.argument):]
     return message
 
 

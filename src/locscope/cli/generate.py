@@ -11,7 +11,6 @@ from locscope.cli.app import app
 from locscope.cli.options import (
     DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, landmark_files,
 )
-from locscope.errors import InputError
 from locscope.io.sequences import sequences_from_options, truncation_note
 
 
@@ -57,48 +56,21 @@ def generate_command(
     """Generate protein localization images from sequences and cell landmarks (CELL-Diff, CELL-E 2, latent
     diffusion)."""
     from locscope.pipelines.generate import generate
+    from locscope.pipelines.generate_released import ReleasedGenerateResult
 
     landmarks = landmark_files(landmarks, more_landmarks)
     records = sequences_from_options(sequence, fasta, max_length=max_length, truncate=truncate)
     for note in filter(None, map(truncation_note, records)):
         typer.echo(f"note: {note}", err=True)
-    pairs = [(r.id, r.sequence) for r in records]
-    from locscope.models import hub
-
-    if Path(model).is_dir() and hub.family_of(model) == "celldiff-released":
-        released_generate(pairs, landmarks, out, model, sampler, steps, guidance, samples, esm, precision, seed,
-                          device, compartment, overwrite)
-        return
-    if esm is not None or precision != "fp32":
-        raise InputError("--esm / --precision: only for released CELL-Diff checkpoint folders")
-    result = generate(pairs, landmarks, out, model=model, sampler=sampler or "dpmsolver", steps=steps,
-                      guidance=guidance, samples=4 if samples is None else samples,
-                      seed=seed, device=device, compartment=compartment, placement=placement,
-                      overwrite=overwrite, passes=passes, temperature=temperature)
-    for entry in result.sequences:
-        top = entry["top_compartment_image"] or entry.get("top_compartment_head") or "done"
-        typer.echo(f"{entry['id']}: {top}")
-    typer.echo(f"report: {result.report}")
-
-
-def released_generate(pairs, landmarks, out, model, sampler, steps, guidance, samples, esm, precision, seed, device,
-                      compartment, overwrite) -> None:
-    """``generate`` for a released CELL-Diff checkpoint folder: map options and report (see generate_released)."""
-    from locscope.pipelines.generate_released import PRECISIONS, SAMPLERS, generate_released
-
-    if guidance is not None or compartment is not None:
-        raise InputError("--guidance / --compartment: released CELL-Diff checkpoints have neither classifier-free "
-                         "guidance nor a compartment condition")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise InputError(f"--sampler {sampler}: accepted {', '.join(SAMPLERS)}")
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: accepted {', '.join(PRECISIONS)}")
-    for option, value in (("--steps", steps), ("--samples", samples)):
-        if value is not None and value < 1:
-            raise InputError(f"{option} must be at least 1; got {value}")
-    result = generate_released(pairs, landmarks, out, model, esm_path=esm, sampler=sampler or "ddim", steps=steps,
-                               samples=samples or 1, seed=seed, precision=precision, device=device,
-                               overwrite=overwrite)
-    for entry in result.sequences:
-        typer.echo(f"{entry['id']}: {len(entry['samples'])} image(s) in {result.out / entry['folder']}")
+    result = generate([(r.id, r.sequence) for r in records], landmarks, out, model=model, sampler=sampler,
+                      steps=steps, guidance=guidance, samples=samples, seed=seed, device=device,
+                      compartment=compartment, placement=placement, overwrite=overwrite, passes=passes,
+                      temperature=temperature, esm=esm, precision=precision)
+    if isinstance(result, ReleasedGenerateResult):
+        for entry in result.sequences:
+            typer.echo(f"{entry['id']}: {len(entry['samples'])} image(s) in {result.out / entry['folder']}")
+    else:
+        for entry in result.sequences:
+            top = entry["top_compartment_image"] or entry.get("top_compartment_head") or "done"
+            typer.echo(f"{entry['id']}: {top}")
     typer.echo(f"report: {result.report}")

@@ -33,22 +33,10 @@ def stain_command(
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Predict the Cell Painting channels (DNA, RNA, ER, AGP, Mito) of brightfield images."""
-    from locscope.pipelines.stain import (
-        STAIN_FILES, check_classifier, check_options, class_index, load_stain_models, run_stain,
-    )
-    from locscope.utils.outputs import check_output_folder
+    from locscope.pipelines.stain import run_stain
 
-    check_output_folder(out, "stain", overwrite=overwrite, known_files=STAIN_FILES)
-
-    check_options(sampler=sampler, samples=samples, steps=steps, classifier_scale=classifier_scale, guidance=guidance,
-                  class_name=class_name, names={"sampler": "--sampler", "samples": "--samples", "steps": "--steps",
-                                                "classifier_scale": "--classifier-scale", "guidance": "--guidance",
-                                                "class_name": "--class"})
-    models = load_stain_models(model, "cpu", argument="--model")
-    class_index(models.denoiser, class_name, argument="--class")
-    check_classifier(models, classifier_scale, argument="--classifier-scale")
     result = run_stain(brightfield, out, class_name=class_name, classifier_scale=classifier_scale, guidance=guidance,
-                       sampler=sampler, steps=steps, samples=samples, model=models, seed=seed, device=device,
+                       sampler=sampler, steps=steps, samples=samples, model=model, seed=seed, device=device,
                        overwrite=overwrite)
     typer.echo(f"{len(result.images)} image(s) stained ({result.network_evaluations} network evaluations per image); "
                f"report: {result.report}")

@@ -8,7 +8,9 @@ One module per family: :mod:`~locscope.metrics.threshold` (median thresholds, Io
 :mod:`~locscope.metrics.truth` (against the simulator's masks), :mod:`~locscope.metrics.sequence` (multi-label AP/F1).
 """
 
-from locscope.metrics.celle2 import binary_pixel_mae, nucleus_proportion, nucleus_proportion_error, pdf_mae
+from locscope.metrics.celle2 import (
+    binary_pixel_mae, nucleus_mask, nucleus_proportion, nucleus_proportion_error, pdf_mae,
+)
 from locscope.metrics.features import (
     classification_agreement,
     cluster_score,
@@ -34,7 +36,7 @@ __all__ = [
     "FeatureStats", "MSFResult", "PIXEL_SIZE_NM", "average_precision", "binary_pixel_mae", "classification_agreement",
     "cluster_score", "coarsen_scores", "hierarchical_scores", "cosine_similarity", "fid_rgb", "frechet_distance", "frechet_distance_from_stats", "iou",
     "iou_vs_truth", "knn_accuracy", "knn_predict", "localization_fidelity", "mae", "mask_iou", "median_threshold",
-    "mse", "msf", "msf_resolution_nm", "multilabel_scores", "multilabel_targets", "nn_match", "nucleus_proportion",
+    "mse", "msf", "msf_resolution_nm", "multilabel_scores", "multilabel_targets", "nn_match", "nucleus_mask", "nucleus_proportion",
     "nucleus_proportion_error", "pcc", "pdf_mae", "pixel_metrics", "power_spectrum", "psnr", "radial_sum", "ssim",
     "threshold_mask", "to_uint8", "true_protein_mask",
 ]

@@ -27,7 +27,8 @@ def nucleus_proportion(protein_mask: Any, nucleus_mask: Any) -> np.ndarray | flo
     Returns
     -------
     float or ndarray, shape (B,)
-        NaN for an empty protein mask.
+        In [0, 1]; NaN for an empty protein mask (no protein pixels: the share is undefined; callers that rank by it
+        decide what an empty image scores).
     """
     b, single = as_image_batch(protein_mask, "protein_mask", dtype=bool)
     m, _ = as_image_batch(nucleus_mask, "nucleus_mask", dtype=bool)
@@ -36,6 +37,28 @@ def nucleus_proportion(protein_mask: Any, nucleus_mask: Any) -> np.ndarray | flo
     total = b.sum(axis=(1, 2)).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return unbatch(np.where(total > 0, inside / np.maximum(total, 1), np.nan), single)
+
+
+def nucleus_mask(nucleus_image: Any) -> np.ndarray:
+    """The nucleus mask ``M`` of a nucleus image: pixels above its Otsu threshold (none for a constant image).
+
+    Parameters
+    ----------
+    nucleus_image : array_like, shape (H, W)
+        The nucleus landmark, any intensity range.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    from skimage.filters import threshold_otsu
+
+    image = np.asarray(nucleus_image)
+    if image.ndim != 2:
+        raise ValueError(f"nucleus_image: expected shape (H, W), got {image.shape}")
+    if not image.max() > image.min():
+        return np.zeros(image.shape, bool)
+    return image > threshold_otsu(image)
 
 
 def nucleus_proportion_error(

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.pipelines.generate import load_celldiff, model_family
 from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
@@ -118,23 +118,29 @@ def build_template(template: str | None = None, length: int | None = None, termi
 
     if template is None:
         if length is None:
-            raise InputError("design: give --length L, --template SEQ or --image/--target with --length")
+            raise ArgumentError("length", "or template: give length L (a whole sequence to design) or template SEQ "
+                                          "(with <mask> spans to infill)", mentions=("length", "template"))
         if not 1 <= length <= MAX_DESIGN_LENGTH:
-            raise InputError(f"--length {length}: must be between 1 and {MAX_DESIGN_LENGTH}")
+            raise ArgumentError("length", f"{length}: must be between 1 and {MAX_DESIGN_LENGTH}")
         ids = [MASK_ID] * length
     else:
         from locscope.io.sequences import validate_template
 
         # the validator every sequence goes through (same letters, trailing '*', messages); the length is checked below
-        ids = encode_sequence(validate_template(template, "--template", max_length=None))
+        try:
+            text = validate_template(template, "template", max_length=None)
+        except InputError as err:  # the sequence rules' message starts with the source: "template: position 9: ..."
+            raise ArgumentError("template", str(err).removeprefix("template")) from None
+        ids = encode_sequence(text)
     if terminus is not None:
         if terminus not in ("N", "C"):
-            raise InputError(f"--terminus {terminus!r}: accepted values are N, C")
+            raise ArgumentError("terminus", f"{terminus!r}: accepted values are N, C")
         if terminus_length < 1:
-            raise InputError(f"--terminus-length {terminus_length}: must be >= 1")
+            raise ArgumentError("terminus_length", f"{terminus_length}: must be >= 1")
         ids = [MASK_ID] * terminus_length + ids if terminus == "N" else ids + [MASK_ID] * terminus_length
     if MASK_ID not in ids:
-        raise InputError("--template has no <mask> or <mask:N> span and no --terminus: nothing to design")
+        raise ArgumentError("template", "has no <mask> or <mask:N> span and no terminus is given: nothing to design",
+                            mentions=("terminus",))
     if not 1 <= len(ids) <= MAX_DESIGN_LENGTH:
         raise InputError(f"design length {len(ids)}: must be between 1 and {MAX_DESIGN_LENGTH}")
     return ids
@@ -213,7 +219,7 @@ def target_fractions(target: str, classes: Sequence[str]) -> np.ndarray:
     _, name = resolve_compartment(target)
     compartment = TARGET_IMAGE_COMPARTMENT.get(name, name)
     if compartment not in classes:
-        raise InputError(f"--target {target}: the designer has no class {compartment!r}")
+        raise ArgumentError("target", f"{target}: the designer has no class {compartment!r}")
     fractions = np.zeros(len(classes))
     fractions[list(classes).index(compartment)] = 1.0
     return fractions
@@ -256,7 +262,7 @@ def decode_candidates(model, template: list[int] | list[list[int]], protein: np.
     from locscope.utils.progress import track
 
     if decoder not in DECODERS:
-        raise InputError(f"--decoder {decoder!r}: accepted values are {', '.join(DECODERS)}")
+        raise ArgumentError("decoder", f"{decoder!r}: accepted values are {', '.join(DECODERS)}")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     sequences, total_passes = [], 0
@@ -319,9 +325,9 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
 
     classes = model.config.fraction_classes
     if not classes:
-        raise InputError("reading the compartments an image shows needs a CELL-Diff model with the compartment "
-                         "bottleneck (config.fraction_classes); with this model use --proposer celldiff and no "
-                         "--refine-rounds")
+        raise ArgumentError("model", "has no compartment bottleneck (config.fraction_classes), which reading the "
+                                     "compartments an image shows needs; with this model use proposer celldiff and "
+                                     "no refine_rounds", mentions=("proposer", "refine_rounds"))
     device = next(model.parameters()).device
     n = len(classes)
     schedule = schedule_for(model)
@@ -378,6 +384,14 @@ def head_target_scores(model, sequences: Sequence[str], target: str | np.ndarray
     return np.nan_to_num(probs[:, classes.index(name)], nan=0.0)
 
 
+def check_refinement(refine_rounds: int, refine_fraction: float) -> None:
+    """Validate the refinement options (:class:`~locscope.errors.ArgumentError` naming them)."""
+    if refine_rounds < 0:
+        raise ArgumentError("refine_rounds", f"{refine_rounds}: must be >= 0")
+    if not 0.0 < refine_fraction <= 1.0:
+        raise ArgumentError("refine_fraction", f"{refine_fraction}: must be in (0, 1]")
+
+
 def refine_candidates(model, sequences: list[str], template: list[int], target: str | np.ndarray, protein: np.ndarray,
                       landmarks: np.ndarray, rounds: int, fraction: float = 0.2, passes: int = 16,
                       temperature: float = 1.0, top_k: int | None = None, batch_size: int = 32,
@@ -397,10 +411,7 @@ def refine_candidates(model, sequences: list[str], template: list[int], target: 
     """
     from locscope.encoders.protein import MASK_ID, encode_sequence
 
-    if rounds < 0:
-        raise InputError(f"--refine-rounds {rounds}: must be >= 0")
-    if not 0.0 < fraction <= 1.0:
-        raise InputError(f"--refine-fraction {fraction}: must be in (0, 1]")
+    check_refinement(rounds, fraction)
     designable = np.flatnonzero(np.asarray(template) == MASK_ID)
     rng = np.random.default_rng(seed)
     population, total_passes = list(sequences), 0
@@ -478,7 +489,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
     if model_family(model) == "celle2":  # residue infill by CELL-E 2's own transformer, ranked by nucleus proportion
         if image is not None:
-            raise InputError("--image: CELL-E 2 designs are ranked by nucleus proportion; give --target nucleus")
+            raise ArgumentError("image", ": CELL-E 2 designs are ranked by nucleus proportion; give target nucleus",
+                                mentions=("target",))
         from locscope.pipelines.design_celle2 import design_celle2
 
         return design_celle2(out, model=model, landmarks=landmarks, target=target, template=template, length=length,
@@ -488,13 +500,16 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     if target is not None:
         resolve_compartment(target)  # fail fast on an unknown name, before loading anything
     if image is None and target is None:
-        raise InputError("design: give --image PROTEIN_IMAGE --landmarks FILES, or --target COMPARTMENT")
+        raise ArgumentError("target", "or image: give target COMPARTMENT, or image PROTEIN_IMAGE with landmarks "
+                                      "FILES", mentions=("target", "image", "landmarks"))
     if image is not None and not landmarks:
-        raise InputError("design: --image needs --landmarks (nucleus / ER / microtubule images of the same cell)")
+        raise ArgumentError("image", "needs landmarks (nucleus / ER / microtubule images of the same cell)",
+                            mentions=("landmarks",))
     if candidates < 1:
-        raise InputError(f"--candidates {candidates}: must be >= 1")
+        raise ArgumentError("candidates", f"{candidates}: must be >= 1")
     if proposer not in PROPOSERS:
-        raise InputError(f"--proposer {proposer!r}: accepted values are {', '.join(PROPOSERS)}")
+        raise ArgumentError("proposer", f"{proposer!r}: accepted values are {', '.join(PROPOSERS)}")
+    check_refinement(refine_rounds, refine_fraction)
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))

@@ -24,22 +24,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError
+from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
 from locscope.utils.atomic import write_json, write_text
 
 NUCLEAR_TARGETS = ("nucleus", "nucleoplasm")
 
 
-def nucleus_proportion(binary: np.ndarray, nucleus: np.ndarray) -> np.ndarray:
-    """Share of the above-threshold pixels inside the nucleus, per image: ``binary`` ``(N, H, W)`` bool, ``nucleus``
-    ``(H, W)`` bool -> ``(N,)`` (0 for an empty image)."""
-    inside = (binary & nucleus).sum(axis=(1, 2))
-    return inside / np.maximum(binary.sum(axis=(1, 2)), 1)
-
-
 def score_sequences(net, token_rows: torch.Tensor, nucleus_ids: torch.Tensor, nucleus: np.ndarray, samples: int,
                     seed: int, batch_size: int) -> np.ndarray:
-    """Mean nucleus proportion of ``samples`` one-pass images per token row ``(N, L)`` -> ``(N,)``."""
+    """Mean nucleus proportion (:func:`locscope.metrics.celle2.nucleus_proportion`) of ``samples`` one-pass images per
+    token row ``(N, L)`` -> ``(N,)``; an image without protein pixels scores 0 (it shows nothing in the nucleus)."""
     from locscope.diffusion.celle2_sampler import decode_image_tokens
 
     scores = []
@@ -49,7 +44,8 @@ def score_sequences(net, token_rows: torch.Tensor, nucleus_ids: torch.Tensor, nu
             sample = decode_image_tokens(net, text, nucleus_ids.expand(len(text), -1), passes=1,
                                          generator=torch.Generator(device=text.device).manual_seed(seed + start))
             binary = (net.decode_protein(sample.tokens)[:, 0] > 0.5).cpu().numpy()
-        scores.append(nucleus_proportion(binary, nucleus).reshape(-1, samples).mean(1))
+        shares = np.nan_to_num(nucleus_proportion(binary, np.broadcast_to(nucleus, binary.shape)), nan=0.0)
+        scores.append(shares.reshape(-1, samples).mean(1))
     return np.concatenate(scores)
 
 
@@ -69,8 +65,6 @@ def design_celle2(out: str | Path, *, model: str | Path, landmarks: Sequence[str
         A target other than the nucleus, no nucleus image, a model with the released ESM2 text encoder, a template
         beyond the model's residue limit, or bad options.
     """
-    from skimage.filters import threshold_otsu
-
     from locscope.diffusion.masked_decoding import decode_parallel
     from locscope.encoders.protein import AMINO_ACIDS, MASK_ID, RESIDUE_IDS, VOCAB, decode_tokens
     from locscope.models import hub
@@ -81,27 +75,27 @@ def design_celle2(out: str | Path, *, model: str | Path, landmarks: Sequence[str
 
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
     if target not in NUCLEAR_TARGETS:
-        raise InputError(f"--target {target}: CELL-E 2 designs rank candidates by their nucleus proportion; use "
-                         f"--target nucleus")
+        raise ArgumentError("target", f"{target}: CELL-E 2 designs rank candidates by their nucleus proportion; use "
+                                      "target nucleus", mentions=("target",))
     if not landmarks:
-        raise InputError("design with CELL-E 2: give --landmarks with a nucleus image (its only landmark)")
-    for name, value in (("--candidates", candidates), ("--passes", passes), ("--score-samples", score_samples)):
+        raise ArgumentError("landmarks", ": CELL-E 2 designs need a nucleus image (its only landmark)")
+    for name, value in (("candidates", candidates), ("passes", passes), ("score_samples", score_samples)):
         if value < 1:
-            raise InputError(f"{name} {value}: must be >= 1")
+            raise ArgumentError(name, f"{value}: must be >= 1")
     ids = build_template(template, length, terminus, terminus_length)
     if MASK_ID not in ids:
-        raise InputError("design: the template has no <mask> residues to infill")
+        raise ArgumentError("template", "has no <mask> residues to infill")
     torch_device = resolve_device(device)
-    net = hub.load(model, families=("celle2",), device=torch_device, argument="--model")
+    net = hub.load(model, families=("celle2",), device=torch_device, argument="model")
     if net.config.text_encoder != "builtin":
-        raise InputError(f"--model {model}: residue infill needs a CELL-E 2 model with locscope's sequence encoder "
-                         f"(this one reads ESM2 tokens)")
+        raise ArgumentError("model", f"{model}: residue infill needs a CELL-E 2 model with locscope's sequence "
+                                     "encoder (this one reads ESM2 tokens)")
     if len(ids) > net.config.text_seq_len:
-        raise InputError(f"design: the template has {len(ids)} residues; the model's residue limit is "
-                         f"{net.config.text_seq_len}")
+        raise ArgumentError("template", f"has {len(ids)} residues; the model's residue limit is "
+                                        f"{net.config.text_seq_len}")
     nucleus_ids, cell = nucleus_tokens(net, landmarks)
     image = cell.images[0]
-    nucleus = image > threshold_otsu(image) if image.max() > image.min() else np.zeros(image.shape, bool)
+    nucleus = nucleus_mask(image)
     blocked = torch.tensor([token not in AMINO_ACIDS for token in VOCAB], device=torch_device)
     template_row = torch.tensor(ids, device=torch_device)
 

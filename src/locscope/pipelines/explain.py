@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError
 from locscope.io.sequences import DEFAULT_MAX_LENGTH, model_crop_note, read_sequence_text, truncation_note
 from locscope.pipelines.readout import LEVEL3_CLASSES
 
@@ -149,9 +149,9 @@ def mutagenesis_scan(score_fn: ScoreFn, sequence: str, *, window: int = 7, strid
     """
     sequence = sequence.upper()
     if window < 1 or stride < 1:
-        raise InputError(f"window={window}, stride={stride}: both must be >= 1")
+        raise ArgumentError("window", f"={window}, stride={stride}: both must be >= 1", mentions=("stride",))
     if window > len(sequence):
-        raise InputError(f"window={window} is longer than the sequence ({len(sequence)} residues)")
+        raise ArgumentError("window", f"={window} is longer than the sequence ({len(sequence)} residues)")
     classes = tuple(classes)
     starts = list(range(0, len(sequence) - window + 1, stride))
     if starts[-1] != len(sequence) - window:
@@ -164,7 +164,7 @@ def mutagenesis_scan(score_fn: ScoreFn, sequence: str, *, window: int = 7, strid
     elif target in classes:
         index = classes.index(target)
     else:
-        raise InputError(f"target {target!r}: accepted classes are {', '.join(classes)}")
+        raise ArgumentError("target", f"{target!r}: accepted classes are {', '.join(classes)}")
     effects = wild_type[index] - mutant_probabilities[:, index]
     total = np.zeros(len(sequence))
     count = np.zeros(len(sequence))
@@ -229,7 +229,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     from locscope.utils.seeding import seed_everything
 
     if "<" in sequence:
-        raise InputError("--sequence: explain needs a complete sequence (no <mask>)")
+        raise ArgumentError("sequence", ": explain needs a complete sequence (no <mask>)")
     record = read_sequence_text(sequence, max_length=max_length, truncate=truncate)
     if record.truncated:
         log.warning("%s", truncation_note(record))
@@ -238,12 +238,13 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     if target is not None:
         level, target = resolve_compartment(target)
         if level != "level3":
-            raise InputError(f"--target {target!r}: explain works on the level-3 classes: {', '.join(LEVEL3_CLASSES)}")
+            raise ArgumentError("target", f"{target!r}: explain works on the level-3 classes: "
+                                          f"{', '.join(LEVEL3_CLASSES)}")
     seed_everything(seed)
     net = load_celldiff(model, resolve_device(device))
     crop = model_crop_note(len(sequence), net.config.max_sequence_length)
     if crop:
-        log.warning("--sequence: %s", crop)
+        log.warning("sequence: %s", crop)
     predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
                                       batch_size=batch_size, seed=seed)
     scorer = _progress_scorer(predictor, progress)

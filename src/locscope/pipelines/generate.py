@@ -20,7 +20,7 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from locscope.pipelines.readout import compartment_fractions, top_shares
 from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
+
+if TYPE_CHECKING:
+    from locscope.pipelines.generate_released import ReleasedGenerateResult
 
 log = logging.getLogger(__name__)
 MASKS_FILE = "compartment_masks.npz"
@@ -253,15 +256,19 @@ def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndar
 
 
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
-             model: str | Path | None = None, sampler: str = "dpmsolver", steps: int | None = None,
-             guidance: float | None = None, samples: int = 4, seed: int = 0, device: str = "auto", batch_size: int = 8,
-             progress: bool = True, compartment: str | None = None, placement: str = "soft",
+             model: str | Path | None = None, sampler: str | None = None, steps: int | None = None,
+             guidance: float | None = None, samples: int | None = None, seed: int = 0, device: str = "auto",
+             batch_size: int = 8, progress: bool = True, compartment: str | None = None, placement: str = "soft",
              overwrite: bool = False, output_command: str = "generate", passes: int = 1,
-             temperature: float = 1.0) -> GenerateResult:
+             temperature: float = 1.0, esm: str | Path | None = None,
+             precision: str = "fp32") -> GenerateResult | "ReleasedGenerateResult":
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
-    A CELL-E 2 model (``--model celle2-...``) is run by :func:`locscope.pipelines.generate_celle2.generate_celle2`
-    (``passes``, ``temperature``, ``samples``, ``seed``; the diffusion options do not apply).
+    The model's family (:mod:`locscope.models.hub`) picks the loop: CELL-Diff and latent diffusion models run here;
+    a CELL-E 2 model runs :func:`locscope.pipelines.generate_celle2.generate_celle2` (``passes``, ``temperature``,
+    ``samples``, ``seed``; the diffusion options do not apply); a released CELL-Diff checkpoint folder runs
+    :func:`locscope.pipelines.generate_released.generate_released` (``sampler``, ``steps``, ``samples``, ``seed``,
+    ``esm``, ``precision``) and returns its :class:`~locscope.pipelines.generate_released.ReleasedGenerateResult`.
 
     Parameters
     ----------
@@ -273,13 +280,14 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Output directory (one sub-folder per sequence, plus ``report.html``, ``summary.json``, ``summary.csv``).
     model : str or path, optional
         Bundled name (``'celldiff-tiny'``) or model directory.
-    sampler : {'ddim', 'dpmsolver'}
+    sampler : {'ddim', 'dpmsolver'}, optional
+        Default DPM-Solver++ (released checkpoints: their DDIM).
     steps : int, optional
         Denoising steps (default 100 for DDIM, 50 for latent models; 10 for DPM-Solver++).
     guidance : float, optional
         Classifier-free guidance scale (1 = none; default 2 for CELL-Diff, 3 for latent diffusion models).
-    samples : int
-        Images per sequence (K >= 1).
+    samples : int, optional
+        Images per sequence (K >= 1; default 4, released checkpoints 1).
     seed : int
         Seeds the initial noise; the same seed gives the same images.
     device : {'auto', 'cpu', 'cuda'}
@@ -300,6 +308,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         folders are always refused (:mod:`locscope.utils.outputs`).
     output_command : str
         The command the output folder is marked as written by (``demo`` runs this function too).
+    esm : path, optional
+        Released checkpoints only: a local transformers ESM2 directory replacing the checkpoint's ESM2.
+    precision : {'fp32', 'bf16'}
+        Released checkpoints only: bf16 autocast.
 
     Raises
     ------
@@ -316,9 +328,25 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
-    if model_family(model) == "celle2":
+    family = model_family(model)
+    if family == "celldiff-released":
+        from locscope.pipelines.generate_released import generate_released
+
+        if guidance is not None:
+            raise ArgumentError("guidance", ": released CELL-Diff checkpoints have no classifier-free guidance")
         if compartment is not None:
-            raise InputError("--compartment: CELL-E 2 models place the protein from its sequence only")
+            raise ArgumentError("compartment", ": released CELL-Diff checkpoints have no compartment condition")
+        return generate_released(sequences, landmarks, out_dir, model, esm_path=esm, sampler=sampler or "ddim",
+                                 steps=steps, samples=1 if samples is None else samples, seed=seed,
+                                 precision=precision, device=device, progress=progress, overwrite=overwrite)
+    for name, value in (("esm", esm), ("precision", None if precision == "fp32" else precision)):
+        if value is not None:
+            raise ArgumentError(name, ": only for released CELL-Diff checkpoint folders")
+    sampler = sampler or "dpmsolver"
+    samples = 4 if samples is None else samples
+    if family == "celle2":
+        if compartment is not None:
+            raise ArgumentError("compartment", ": CELL-E 2 models place the protein from its sequence only")
         from locscope.pipelines.generate_celle2 import generate_celle2
 
         return generate_celle2(sequences, landmarks, out_dir, model=model, passes=passes, temperature=temperature,
@@ -345,7 +373,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
     torch_device = resolve_device(device)
-    ref = hub.resolve(model, default="celldiff-tiny", families=GENERATOR_FAMILIES, argument="--model")
+    ref = hub.resolve(model, default="celldiff-tiny", families=GENERATOR_FAMILIES)
     net = ref.load(torch_device)
     cfg = net.config
     latent = ref.family == "latent"

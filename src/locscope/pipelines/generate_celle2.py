@@ -6,7 +6,9 @@ nucleus image -> :func:`locscope.diffusion.celle2_sampler.decode_image_tokens` (
 forward passes) -> write, per sequence, the decoded samples (``sample_k``, the tokenizer's raw output in [0, 1]),
 their binary threshold images (``threshold_k``: > 0.5, CELL-E 2's output), the mean image and the probability map
 (CELL-E 2's "PDF": the decoded expectation of the codebook under each token's distribution, averaged over the K
-samples), compartment fractions under simulator masks when the landmarks come with them; then ``summary.json``,
+samples), the nucleus proportion (:func:`locscope.metrics.celle2.nucleus_proportion` of the threshold images inside
+the nucleus image's Otsu mask, averaged over the samples with protein pixels: the score ``design`` ranks CELL-E 2
+candidates by), compartment fractions under simulator masks when the landmarks come with them; then ``summary.json``,
 ``summary.csv`` and ``report.html``. CELL-E 2 sees the nucleus only: ER / microtubule images are ignored (with a
 notice); a missing nucleus is an error.
 """
@@ -26,6 +28,7 @@ import torch
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.errors import InputError
+from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
 from locscope.utils.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,7 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     nucleus, cell = nucleus_tokens(net, landmarks)
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
         nucleus_image = cell.images[0]
+        nucleus_region = nucleus_mask(nucleus_image)  # as design ranks CELL-E 2 candidates
         write_png(out / "landmarks.png", nucleus_image, scale=PREVIEW_SCALE)
         trim = cfg.text_encoder == "builtin"  # the released ESM2 models always see the full text stream
         results, used_names, n_images, passes_used = [], {}, 0, 0
@@ -159,11 +163,8 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
                     _tiff(folder / f"{stem}.tif", image)
                 write_png(folder / "landmarks.png", nucleus_image, scale=PREVIEW_SCALE)
                 fractions = compartment_fractions(pdf, cell.masks) if cell.masks else {}
-                nucleus_share = None
-                if cell.masks and NUCLEUS in cell.masks:
-                    thresholds = stack > 0.5
-                    inside = (thresholds & cell.masks[NUCLEUS]).sum(axis=(1, 2))
-                    nucleus_share = float(np.mean(inside / np.maximum(thresholds.sum(axis=(1, 2)), 1)))
+                shares = nucleus_proportion(stack > 0.5, np.broadcast_to(nucleus_region, stack.shape))
+                nucleus_share = None if np.isnan(shares).all() else float(np.nanmean(shares))
                 entry = {"id": name, "folder": folder.name, "length": len(sequence), "samples": samples,
                          "compartment_fractions": fractions, "top_compartment_image": next(iter(fractions), None),
                          "nucleus_proportion": nucleus_share}

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
@@ -283,7 +283,7 @@ def generate_released(
     ------
     InputError
         Bad checkpoint set, landmarks or sequence (one line naming the file / record).
-    ValueError
+    ArgumentError
         If ``sampler``, ``steps``, ``samples`` or ``precision`` is out of range (naming the argument).
     """
     from locscope.models import hub
@@ -291,13 +291,12 @@ def generate_released(
     from locscope.utils.device import resolve_device
 
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r}: accepted {', '.join(SAMPLERS)}")
+        raise ArgumentError("sampler", f"{sampler}: accepted {', '.join(SAMPLERS)}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: accepted {', '.join(PRECISIONS)}")
-    if samples < 1:
-        raise ValueError(f"samples={samples}: must be >= 1")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps={steps}: must be >= 1")
+        raise ArgumentError("precision", f"{precision}: accepted {', '.join(PRECISIONS)}")
+    for name, value in (("steps", steps), ("samples", samples)):
+        if value is not None and value < 1:
+            raise ArgumentError(name, f"must be at least 1; got {value}")
     if not sequences:
         raise InputError("sequences: nothing to generate (no sequence given)")
     folders: dict[str, str] = {}

@@ -43,7 +43,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
 from locscope.pipelines.readout import (
     LEVEL2_CLASSES, LEVEL3_CLASSES, level2_from_level3, level_probabilities, sequence_head_probabilities,
@@ -171,14 +171,15 @@ class LocalizationPredictor:
                  sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
                  seed: int = 0, landmark_present: Sequence[bool] | None = None) -> None:
         if method not in METHODS:
-            raise InputError(f"method={method!r}: accepted values are {', '.join(METHODS)}")
+            raise ArgumentError("method", f"={method!r}: accepted values are {', '.join(METHODS)}")
         if samples < 1:
-            raise InputError(f"samples={samples}: need at least 1 generated image per sequence")
+            raise ArgumentError("samples", f"={samples}: need at least 1 generated image per sequence")
         if not 0.0 <= head_weight <= 1.0:
-            raise InputError(f"head_weight={head_weight}: must be between 0 and 1")
+            raise ArgumentError("head_weight", f"={head_weight}: must be between 0 and 1")
         heads = tuple(model.config.compartment_classes)
         if method != "image" and set(heads) != set(LEVEL3_CLASSES):
-            raise InputError(f"method={method!r}: the model's compartment head predicts {heads}, not the level-3 classes")
+            raise ArgumentError("method", f"={method!r}: the model's compartment head predicts {heads}, not the level-3 "
+                                          "classes")
         self.model, self.method, self.samples, self.head_weight = model, method, samples, head_weight
         self.sampler, self.steps, self.guidance, self.batch_size = sampler, steps, guidance, batch_size
         self.landmark_present = None if landmark_present is None else np.asarray(landmark_present, bool)
@@ -234,7 +235,7 @@ def load_localizer(model: str | Path | None = None, device: str | torch.device =
     """A sequence localizer from a bundled name (``'localizer-small'``, default) or a model directory, in eval mode
     (resolved by :mod:`locscope.models.hub`; InputError when there is none, CheckpointError for weights that do not
     fit)."""
-    return hub.load(model, default=DEFAULT_LOCALIZER, families=("localizer",), device=device, argument="--model")
+    return hub.load(model, default=DEFAULT_LOCALIZER, families=("localizer",), device=device, argument="model")
 
 
 class LocalizerPredictor:
@@ -247,7 +248,7 @@ class LocalizerPredictor:
 
     def __init__(self, model, batch_size: int = 64) -> None:
         if batch_size < 1:
-            raise InputError(f"batch_size={batch_size}: need at least 1 sequence per batch")
+            raise ArgumentError("batch_size", f"={batch_size}: need at least 1 sequence per batch")
         self.model, self.batch_size = model, batch_size
         config = model.config
         missing = ([c for c in LEVEL3_CLASSES if c not in config.level3_classes]
@@ -302,13 +303,13 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
     from locscope.utils.seeding import seed_everything
 
     if method is not None and method not in METHODS:
-        raise InputError(f"method={method!r}: accepted values are {', '.join(METHODS)}")
+        raise ArgumentError("method", f"={method!r}: accepted values are {', '.join(METHODS)}")
     if method is None or method == "localizer":
         families = ("localizer", "celldiff") if method is None else ("localizer",)
-        ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="--model")
+        ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="model")
         method = method or ("localizer" if ref.family == "localizer" else "combined")
     else:
-        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff",), argument="--model")
+        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff",), argument="model")
     seed_everything(seed)
     net = ref.load(device=resolve_device(device))
     if method == "localizer":

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from locscope.data.transforms import standardize
 from locscope.diffusion.stain_sampler import DEFAULT_STEPS, SAMPLERS, LinearSchedule, sample_stain
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.io.images import read_planes
 from locscope.models import hub
 from locscope.models.stain import StainClassifier, StainUNet
@@ -49,10 +49,9 @@ class StainModels:
     name: str
 
 
-def load_stain_models(model: str | Path | None = None, device: str | torch.device = "cpu",
-                      argument: str = "model") -> StainModels:
+def load_stain_models(model: str | Path | None = None, device: str | torch.device = "cpu") -> StainModels:
     """Resolve ``model`` (bundled name, locscope model folder or released ``*_Network.pth``) through the hub."""
-    ref = hub.resolve(model, default=DEFAULT_MODEL, families=("stain",), argument=argument)
+    ref = hub.resolve(model, default=DEFAULT_MODEL, families=("stain",))
     denoiser = ref.load(device)
     classifier_dir = ref.directory / "classifier"
     classifier = None
@@ -144,43 +143,44 @@ def _store_brightfield(path: Path, planes: int) -> list[tuple[str, np.ndarray]]:
             for i in range(len(store))]
 
 
-def class_index(denoiser: StainUNet, class_name: str | None, argument: str = "class_name") -> int:
-    """The index of ``class_name`` (None: the null class); InputError listing the known classes otherwise."""
+def class_index(denoiser: StainUNet, class_name: str | None) -> int:
+    """The index of ``class_name`` (None: the null class).
+
+    Raises
+    ------
+    ArgumentError
+        For a name that is not one of the model's classes (listing them).
+    """
     classes = denoiser.config.classes
     if class_name is None:
         return denoiser.config.null_class
     if class_name not in classes:
         known = ", ".join(classes) if classes else "none (an unlabelled model)"
-        raise InputError(f"{argument} {class_name!r}: not a class of this model; known classes: {known}")
+        raise ArgumentError("class_name", f"{class_name!r}: not a class of this model; known classes: {known}")
     return classes.index(class_name)
 
 
-#: How :func:`check_options` names the options (the CLI passes its flags).
-PYTHON_NAMES = {"sampler": "sampler", "samples": "samples", "steps": "steps", "classifier_scale": "classifier_scale",
-                "guidance": "guidance", "class_name": "class_name"}
-
-
 def check_options(*, sampler: str, samples: int, steps: int | None, classifier_scale: float, guidance: float | None,
-                  class_name: str | None, names: dict[str, str] = PYTHON_NAMES) -> None:
-    """Validate the sampling options before anything is read or written (InputError naming ``names[option]``)."""
+                  class_name: str | None) -> None:
+    """Validate the sampling options before anything is read or written (:class:`~locscope.errors.ArgumentError`)."""
     if sampler not in SAMPLERS:
-        raise InputError(f"{names['sampler']} {sampler}: accepted values are {', '.join(SAMPLERS)}")
+        raise ArgumentError("sampler", f"{sampler}: accepted values are {', '.join(SAMPLERS)}")
     if samples < 1:
-        raise InputError(f"{names['samples']} {samples}: must be >= 1")
+        raise ArgumentError("samples", f"{samples}: must be >= 1")
     if steps is not None and steps < 1:
-        raise InputError(f"{names['steps']} {steps}: must be >= 1")
+        raise ArgumentError("steps", f"{steps}: must be >= 1")
     if classifier_scale < 0:
-        raise InputError(f"{names['classifier_scale']} {classifier_scale}: must be >= 0")
+        raise ArgumentError("classifier_scale", f"{classifier_scale}: must be >= 0")
     if (classifier_scale or guidance is not None) and class_name is None:
-        raise InputError(f"{names['classifier_scale']} / {names['guidance']} steer toward a class: give "
-                         f"{names['class_name']}")
+        raise ArgumentError("classifier_scale", "/ guidance steer toward a class: give class_name",
+                            mentions=("guidance", "class_name"))
 
 
-def check_classifier(models: StainModels, classifier_scale: float, argument: str = "classifier_scale") -> None:
+def check_classifier(models: StainModels, classifier_scale: float) -> None:
     """Classifier guidance needs a classifier beside the denoiser."""
     if classifier_scale and models.classifier is None:
-        raise InputError(f"{argument} {classifier_scale}: model {models.name} has no classifier (a classifier/ folder "
-                         "beside its weights)")
+        raise ArgumentError("classifier_scale", f"{classifier_scale}: model {models.name} has no classifier (a "
+                                                "classifier/ folder beside its weights)")
 
 
 def predict_stains(models: StainModels, brightfield: torch.Tensor, class_label: int, *, sampler: str = "ddim",
@@ -296,7 +296,7 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
     label = class_index(models.denoiser, class_name)
     check_classifier(models, classifier_scale)
     if steps is not None and steps > cfg.num_train_timesteps:
-        raise InputError(f"steps={steps}: the model has {cfg.num_train_timesteps} diffusion steps")
+        raise ArgumentError("steps", f"={steps}: the model has {cfg.num_train_timesteps} diffusion steps")
     images = read_brightfield(brightfield, cfg.condition_planes)
     if len(images[0][1].shape) != 3 or min(images[0][1].shape[1:]) < 2:
         raise InputError(f"{images[0][0]}: brightfield image too small {images[0][1].shape[1:]}")
