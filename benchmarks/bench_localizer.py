@@ -6,7 +6,8 @@ Corpus: :func:`locscope.io.corpus.load_corpus` (SCL2205 from the installed p-scl
 * ``frequency``: every protein gets the training class frequencies (:class:`MajorityBaseline`);
 * ``kmer-lr``: one-vs-rest logistic regression on hashed 1-3-mer counts (:class:`KmerBaseline`);
 * ``localizer``: the trained :class:`~locscope.models.localizer.SequenceLocalizer` (``--model``, default the bundled
-  ``localizer-small``).
+  ``localizer-small``), each test set read in the label style the model learnt its source in (``source_styles``:
+  OpenCell proteins in the ``image`` style of the bundled model, the others in its default style).
 
 Test sets (all in the ``test`` split): the SCL2205 held-out proteins (labels from SCL2205), DeepLoc 1.0 validation
 proteins (DeepLoc labels), held-out OpenCell proteins (human, image-based labels incl. nucleoli). Scores: level-3 and
@@ -58,11 +59,12 @@ def scores_on(truth: np.ndarray, known: np.ndarray, probabilities: np.ndarray) -
     return {**result, "n": int(known.sum()), "classes": int(present.sum())}
 
 
-def localizer_probabilities(model_dir: str | None, sequences: list[str]) -> dict[str, np.ndarray]:
+def localizer_probabilities(model_dir: str | None, sequences: list[str], source: str) -> dict[str, np.ndarray]:
+    """Probabilities in the corpus' class order, from the label style the model learnt ``source``'s labels in."""
     from locscope.pipelines.localize import load_localizer
 
     model = load_localizer(model_dir)
-    probabilities = model.predict_sequences(sequences)
+    probabilities = model.predict_sequences(sequences, style=model.config.style_of(source))
     # the model's class order -> the corpus order
     return {level: probabilities[level][:, [model.config.classes(level).index(c) for c in CLASSES[level]]]
             for level in LEVELS}
@@ -83,7 +85,7 @@ def accuracy(args) -> dict:
         results[f"kmer_fit_cpu_seconds_{level}"] = time.process_time() - started
     for name, proteins in tests.items():
         sequences = [p.sequence for p in proteins]
-        model_probabilities = localizer_probabilities(args.model, sequences)
+        model_probabilities = localizer_probabilities(args.model, sequences, TEST_SETS[name]["source"])
         for level in LEVELS:
             truth, known = label_matrix(proteins, level)
             rows = {"localizer": model_probabilities[level]}

@@ -181,3 +181,63 @@ def test_targeting_signals_move_a_reporter():
 
 
 ROBUST_SIGNALS = ("SV40 large-T NLS", "COX8A presequence", "preprolactin signal peptide + KDEL", "H-Ras CAAX tail")
+
+
+def test_kmer_counts_are_normalised_hashed_kmers():
+    from locscope.models.localizer import kmer_counts
+
+    model = SequenceLocalizer(LocalizerConfig(**TINY))
+    counts = kmer_counts(model.tokenize(["AAA", "AXA"]), 4096)
+    # AAA: A x3, AA x2, AAA x1 in three buckets; AXA: A x2 only (X and padding never count)
+    assert sorted(counts[0][counts[0] > 0].tolist()) == pytest.approx(sorted(np.array([3, 2, 1]) / np.sqrt(14)))
+    assert counts[1][counts[1] > 0].tolist() == pytest.approx([1.0])
+
+
+def test_translation_heads_learn_a_second_label_style(tmp_path, real_corpus):
+    from locscope.metrics.sequence import multilabel_scores
+    from locscope.training.localizer_module import fit_translation_heads, level_targets
+
+    torch.manual_seed(0)
+    config = LocalizerConfig(**TINY, label_styles=("uniprot", "image"), source_styles={"opencell": "image"},
+                             kmer_buckets=256)
+    model = SequenceLocalizer(config).eval()
+    proteins = real_corpus.subset("train", source="opencell")[:80]
+    sequences = [p.sequence for p in proteins]
+    before = model.predict_sequences(sequences)
+    fit_translation_heads(model, proteins, "image", c=4.0)
+    after = model.predict_sequences(sequences)
+    image = model.predict_sequences(sequences, style="image")
+    np.testing.assert_array_equal(before["level3"], after["level3"])  # the first style's heads are untouched
+    targets, known = level_targets(proteins, config)["level3"]
+    present = targets.numpy().sum(0) > 0
+    fitted = multilabel_scores(targets.numpy()[:, present] > 0, image["level3"][:, present])["macro_ap"]
+    assert fitted > 0.6  # fitted on these proteins: far above the class prevalences (~0.15 on average)
+    model.save_pretrained(tmp_path / "styles")
+    again = SequenceLocalizer.from_pretrained(tmp_path / "styles").predict_sequences(sequences, style="image")
+    np.testing.assert_allclose(again["level3"], image["level3"], atol=1e-6)
+    with pytest.raises(ValueError, match="label styles are uniprot, image"):
+        model.predict_sequences(sequences, style="hpa")
+    with pytest.raises(ValueError, match="translation heads exist for image"):
+        fit_translation_heads(model, proteins, "uniprot")
+
+
+def test_training_with_two_label_styles(tmp_path, real_corpus, monkeypatch):
+    from locscope.io.corpus import Corpus
+    from locscope.training import localizer_module
+    from locscope.training.localizer_module import LocalizerTrainConfig, train_localizer
+
+    small = Corpus(real_corpus.subset("train", source="scl2205")[:40] + real_corpus.subset("train", source="opencell")[:24]
+                   + real_corpus.subset("val")[:16] + real_corpus.subset("val", source="opencell")[:16])
+    monkeypatch.setattr(localizer_module, "load_corpus", lambda *args, **kwargs: small)
+    model_config = {**TINY, "label_styles": ["uniprot", "image"], "source_styles": {"opencell": "image"},
+                    "kmer_buckets": 64}
+    config = LocalizerTrainConfig(model=model_config, epochs=1, batch_size=16, warmup_steps=2)
+    model_dir = train_localizer(tmp_path / "run", config, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["epoch"] == 1 and lines[1]["translation"] == ["image"]
+    assert {"val_uniprot_level3_macro_ap", "val_image_level3_macro_ap"} <= set(lines[1])
+    meta = json.loads((model_dir / "config.json").read_text())["_meta"]
+    assert meta["train_proteins"] == 64 and "val_image_level3_macro_ap" in meta
+    assert SequenceLocalizer.from_pretrained(model_dir).config.source_styles == {"opencell": "image"}
+    assert train_localizer(tmp_path / "run", resume=True, progress=False) == model_dir  # complete: nothing to redo
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -22,6 +22,15 @@ network reads them with four views of one residue encoding, read top to bottom:
 
 The concatenation goes through a two-layer MLP to three sigmoid heads: level-1, level-2 and level-3 classes
 (``locscope.data.ontology``), trained jointly (:mod:`locscope.training.localizer_module`).
+
+Label styles: sources annotate the same protein differently (Swiss-Prot calls any membrane protein "Membrane" and
+gathers nucleoli into the nucleus; imaging of tagged human proteins sees the ER, Golgi and vesicles of such a protein as
+endomembrane and resolves nucleoli). With several ``label_styles`` the first style's heads read the shared features
+and every further style is a *translation* of it: its three heads read the first style's logits (all levels, scaled
+by :data:`TRANSLATION_LOGIT_SCALE`) together with L2-normalised hashed counts of the protein's 1-3-mers
+(``kmer_buckets``), few enough inputs to be fitted on a small source without overfitting the network
+(:func:`locscope.training.localizer_module.fit_translation_heads`). ``source_styles`` says which label source was
+trained through which style, and a prediction names the style it wants (default: the first).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ PROFILES: tuple[tuple[str, int, float], ...] = (
     ("LIVMFAWC", 19, 0.7), ("ST", 10, 0.5), ("PG", 10, 0.5), ("Q", 10, 0.5), ("H", 5, 0.6),
 )
 NUM_PROFILE_FEATURES = 2 * len(PROFILES)
+TRANSLATION_LOGIT_SCALE = 0.1  # first-style logits (~ -10..5) brought near the scale of the unit-norm k-mer counts
 
 
 @dataclass
@@ -79,6 +89,12 @@ class LocalizerConfig:
     protein_encoder : {'builtin', 'esm2'}
     esm_path : str or None
         ESM2 directory for ``protein_encoder='esm2'`` (frozen; never downloaded).
+    label_styles : tuple of str
+        Annotation styles with their own heads (see the module docstring); the first is the default.
+    kmer_buckets : int
+        Hashed 1-3-mer buckets read by the heads of the styles after the first (0: logits only).
+    source_styles : dict
+        Label source (``locscope.io.corpus.SOURCE_PRIORITY``) -> its style; sources not named use the first style.
     """
 
     level1_classes: tuple[str, ...] = ontology.LEVEL1
@@ -96,8 +112,18 @@ class LocalizerConfig:
     max_length: int = 1000
     protein_encoder: str = "builtin"
     esm_path: str | None = None
+    label_styles: tuple[str, ...] = ("reference",)
+    source_styles: dict = dataclasses.field(default_factory=dict)
+    kmer_buckets: int = 0
 
     def __post_init__(self) -> None:
+        self.label_styles = tuple(self.label_styles)
+        if not self.label_styles or len(set(self.label_styles)) != len(self.label_styles) or not all(
+                style.isidentifier() for style in self.label_styles):
+            raise ValueError(f"label_styles={self.label_styles!r}: need distinct identifier names, at least one")
+        unknown = sorted(set(self.source_styles.values()) - set(self.label_styles))
+        if unknown:
+            raise ValueError(f"source_styles names styles {unknown} that are not in label_styles={self.label_styles}")
         if self.protein_encoder not in ("builtin", "esm2"):
             raise ValueError(f"protein_encoder={self.protein_encoder!r}: accepted values are builtin, esm2")
         if self.protein_encoder == "esm2" and not self.esm_path:
@@ -119,6 +145,24 @@ class LocalizerConfig:
             return self.level3_classes
         raise ValueError(f"level={level!r}: accepted values are level1, level2, level3")
 
+    def style_of(self, source: str) -> str:
+        """The label style a protein annotated by ``source`` was trained through."""
+        return self.source_styles.get(source, self.label_styles[0])
+
+    def check_style(self, style: str | None) -> str:
+        """``style`` (None = the default, the first) checked against :attr:`label_styles`."""
+        if style is None:
+            return self.label_styles[0]
+        if style not in self.label_styles:
+            raise ValueError(f"style={style!r}: this model's label styles are {', '.join(self.label_styles)}")
+        return style
+
+
+def head_name(style_index: int, style: str, level: str) -> str:
+    """Key of a head in :attr:`SequenceLocalizer.heads`: the level for the first style (so single-style weights keep
+    their names), ``'<style>_<level>'`` for the others."""
+    return level if style_index == 0 else f"{style}_{level}"
+
 
 def dipeptide_composition(tokens: torch.Tensor) -> torch.Tensor:
     """Fraction of each of the 400 standard dipeptides, ``(B, 400)`` float (pairs with other tokens ignored)."""
@@ -128,6 +172,25 @@ def dipeptide_composition(tokens: torch.Tensor) -> torch.Tensor:
     counts = torch.zeros(tokens.shape[0], NUM_DIPEPTIDES, device=tokens.device)
     counts.scatter_add_(1, pair, valid.float())
     return counts / valid.sum(1, keepdim=True).clamp(min=1)
+
+
+def kmer_counts(tokens: torch.Tensor, buckets: int) -> torch.Tensor:
+    """L2-normalised counts of the protein's 1-, 2- and 3-mers of standard residues hashed into ``buckets``,
+    ``(B, buckets)`` float (a fixed multiplicative hash of the k-mer's residue codes; padding never counts)."""
+    residue = tokens - UNKNOWN_ID  # 1..20 standard residues, 0 for X, negative for padding / mask
+    counts = torch.zeros(tokens.shape[0], buckets, device=tokens.device)
+    for k in (1, 2, 3):
+        if tokens.shape[1] < k:
+            continue
+        windows = residue.unfold(1, k, 1)  # (B, L - k + 1, k)
+        valid = (windows > 0).all(2)
+        code = torch.zeros_like(windows[..., 0])
+        for j in range(k):
+            code = code * 21 + windows[..., j].clamp(min=0)
+        code = code + k * 21 ** 3  # 1-, 2- and 3-mers never share a code
+        bucket = (code * 2654435761) % buckets
+        counts.scatter_add_(1, bucket * valid, valid.float())
+    return counts / counts.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
 
 def profile_features(tokens: torch.Tensor) -> torch.Tensor:
@@ -240,8 +303,11 @@ class SequenceLocalizer(nn.Module):
         features = 2 * width + 2 * config.window_segments * width + 2 * width
         self.mlp = nn.Sequential(nn.LayerNorm(features), nn.Dropout(config.dropout), nn.Linear(features, config.hidden),
                                  nn.GELU(), nn.Dropout(config.dropout))
-        self.heads = nn.ModuleDict({level: nn.Linear(config.hidden, len(config.classes(level)))
-                                    for level in ("level1", "level2", "level3")})
+        logits = sum(len(config.classes(level)) for level in ("level1", "level2", "level3"))
+        self.heads = nn.ModuleDict({
+            head_name(i, style, level): nn.Linear(config.hidden if i == 0 else logits + config.kmer_buckets,
+                                                  len(config.classes(level)))
+            for i, style in enumerate(config.label_styles) for level in ("level1", "level2", "level3")})
 
     def tokenize(self, sequences: list[str]) -> torch.Tensor:
         """``(B, L)`` tokens, long proteins cropped to ``max_length`` keeping both termini."""
@@ -264,8 +330,32 @@ class SequenceLocalizer(nn.Module):
         return torch.cat([_batch_independent(sequence_features(tokens), tokens), dipeptide_composition(tokens),
                           profile_features(tokens), tail_onehot], 1)
 
-    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``tokens`` ``(B, L)`` -> ``{'level1': (B, n1), 'level2': (B, n2), 'level3': (B, n3)}`` logits."""
+    def forward(self, tokens: torch.Tensor, style: str | None = None) -> dict[str, torch.Tensor]:
+        """``tokens`` ``(B, L)`` -> ``{'level1': (B, n1), 'level2': (B, n2), 'level3': (B, n3)}`` logits of the
+        label ``style`` (default: the first of ``config.label_styles``)."""
+        style = self.config.check_style(style)
+        logits = self.style_logits(self.features(tokens))
+        if style == self.config.label_styles[0]:
+            return logits
+        return self.style_logits(self.translation_inputs(tokens, logits), style)
+
+    def translation_inputs(self, tokens: torch.Tensor, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, n_logits + kmer_buckets)`` input of the heads of the styles after the first: the first style's
+        logits (scaled) and the hashed k-mer counts."""
+        parts = [TRANSLATION_LOGIT_SCALE * torch.cat([logits[level] for level in ("level1", "level2", "level3")], 1)]
+        if self.config.kmer_buckets:
+            parts.append(kmer_counts(tokens, self.config.kmer_buckets))
+        return torch.cat(parts, 1)
+
+    def style_logits(self, inputs: torch.Tensor, style: str | None = None) -> dict[str, torch.Tensor]:
+        """Logits of one label style from its heads' inputs: :meth:`features` for the first style,
+        :meth:`translation_inputs` for the others."""
+        style = self.config.check_style(style)
+        index = self.config.label_styles.index(style)
+        return {level: self.heads[head_name(index, style, level)](inputs) for level in ("level1", "level2", "level3")}
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, hidden)`` shared features of ``tokens`` (the input of every head)."""
         mask = tokens != PAD_ID
         lengths = mask.sum(1)
         x = self.residue_features(tokens) * mask[..., None]  # (B, L, width)
@@ -277,31 +367,33 @@ class SequenceLocalizer(nn.Module):
         body_mean = h.sum(1) / lengths[:, None].clamp(min=1)
         pooled = torch.cat([body_max, body_mean, self.n_terminus(n_part, n_mask), self.c_terminus(c_part, c_mask),
                             self.global_projection(self.global_features(tokens))], 1)
-        hidden = self.mlp(pooled)
-        return {level: head(hidden) for level, head in self.heads.items()}
+        return self.mlp(pooled)
 
     @torch.no_grad()
-    def predict_probabilities(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict_probabilities(self, tokens: torch.Tensor, style: str | None = None) -> dict[str, torch.Tensor]:
         """Sigmoid probabilities of every class (multi-label), same keys and shapes as :meth:`forward`."""
-        return {level: logits.float().sigmoid() for level, logits in self(tokens).items()}
+        return {level: logits.float().sigmoid() for level, logits in self(tokens, style).items()}
 
     @torch.no_grad()
-    def predict_sequences(self, sequences: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
-        """Probabilities ``{'level1': (N, n1), ...}`` float32 of ``sequences``, in input order.
+    def predict_sequences(self, sequences: list[str], batch_size: int = 64,
+                          style: str | None = None) -> dict[str, np.ndarray]:
+        """Probabilities ``{'level1': (N, n1), ...}`` float32 of ``sequences`` in label ``style``, in input order.
 
         Batches group sequences of similar length (less padding); each sequence's result does not depend on the
         others (no batch statistics).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config.check_style(style)
         was_training = self.training
         self.eval()
         order = np.argsort([len(s) for s in sequences], kind="stable")
-        out = {level: np.zeros((len(sequences), len(self.config.classes(level))), np.float32) for level in self.heads}
+        out = {level: np.zeros((len(sequences), len(self.config.classes(level))), np.float32)
+               for level in ("level1", "level2", "level3")}
         device = next(self.parameters()).device
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            probabilities = self.predict_probabilities(self.tokenize([sequences[i] for i in chunk]).to(device))
+            probabilities = self.predict_probabilities(self.tokenize([sequences[i] for i in chunk]).to(device), style)
             for level in out:
                 out[level][chunk] = probabilities[level].cpu().numpy()
         self.train(was_training)

@@ -3,7 +3,13 @@
 Data: the ``train`` split of :func:`locscope.io.corpus.load_corpus` (SCL2205 + OpenCell + DeepLoc 1.0, homology
 clusters never shared between splits); the ``val`` split picks the best epoch (level-3 macro average precision).
 Loss: binary cross-entropy per level over the proteins labelled at that level (level 1 is unknown for e.g. Swiss-Prot
-"Nucleus"), weighted ``level_weights``. Batches group proteins of similar length (less padding); the order of every
+"Nucleus"), weighted ``level_weights``.
+
+Label styles (``model: {label_styles: [...], source_styles: {source: style}}``,
+:class:`~locscope.models.localizer.LocalizerConfig`): the network and the first style's heads are trained on the
+proteins of the first style's sources; then the heads of every further style (a linear translation of the first
+style's logits plus hashed k-mer counts) are fitted on the training proteins of that style's sources with the
+network frozen (:func:`fit_translation_heads`, L2-regularised logistic regression, strength ``translation_c``). Batches group proteins of similar length (less padding); the order of every
 epoch comes from ``seed + epoch``, so a killed run resumed from its last epoch checkpoint (``resume=True``) continues
 exactly as if it had not stopped.
 
@@ -55,6 +61,9 @@ class LocalizerTrainConfig:
     oversample : dict
         Label source -> times each of its training proteins is seen per epoch (e.g. ``{"opencell": 4}``: the
         human image-based labels, the style of the level-1 classes users look for, are 7% of the proteins).
+    translation_c : float
+        Inverse L2 strength of the translation heads (as scikit-learn's ``C``: the penalty is
+        ``|W|^2 / (2 C N)`` beside the mean cross-entropy of N proteins).
     max_train_proteins : int or None
         Use only the first N training proteins (tests).
     seed : int
@@ -69,6 +78,7 @@ class LocalizerTrainConfig:
     warmup_steps: int = 100
     level_weights: tuple[float, float, float] = (0.5, 1.0, 1.0)
     oversample: dict = field(default_factory=dict)
+    translation_c: float = 4.0
     max_train_proteins: int | None = None
     max_val_proteins: int | None = None
     seed: int = 0
@@ -102,18 +112,95 @@ def localizer_loss(logits: dict[str, torch.Tensor], targets: dict[str, tuple[tor
     return total
 
 
+def own_style_probabilities(model: SequenceLocalizer, proteins: list[CorpusProtein]) -> dict[str, np.ndarray]:
+    """Probabilities of every protein from the heads of its label source's style, in input order."""
+    out: dict[str, np.ndarray] = {}
+    for style in model.config.label_styles:
+        rows = [i for i, p in enumerate(proteins) if model.config.style_of(p.source) == style]
+        if not rows:
+            continue
+        part = model.predict_sequences([proteins[i].sequence for i in rows], style=style)
+        for level, values in part.items():
+            out.setdefault(level, np.zeros((len(proteins), values.shape[1]), np.float32))[rows] = values
+    return out
+
+
 def evaluate_split(model: SequenceLocalizer, proteins: list[CorpusProtein]) -> dict[str, float]:
-    """Level-3 and level-2 multi-label scores (:func:`locscope.metrics.sequence.multilabel_scores`) on ``proteins``."""
+    """Level-3 and level-2 multi-label scores (:func:`locscope.metrics.sequence.multilabel_scores`) on ``proteins``,
+    each protein scored in its own label style; with several styles also ``<style>_level3_macro_ap``."""
     from locscope.metrics.sequence import multilabel_scores
 
-    probabilities = model.predict_sequences([p.sequence for p in proteins])
+    probabilities = own_style_probabilities(model, proteins)
     scores = {}
     for level in ("level3", "level2"):
         targets, known = level_targets(proteins, model.config)[level]
         present = targets[known].numpy().sum(0) > 0
         result = multilabel_scores(targets[known].numpy()[:, present] > 0, probabilities[level][known.numpy()][:, present])
         scores.update({f"{level}_{k}": v for k, v in result.items() if k != "n_classes_without_positives"})
+    if len(model.config.label_styles) > 1:
+        targets, known = level_targets(proteins, model.config)["level3"]
+        for style in model.config.label_styles:
+            rows = known.numpy() & np.array([model.config.style_of(p.source) == style for p in proteins])
+            present = targets[rows].numpy().sum(0) > 0
+            if rows.any():
+                scores[f"{style}_level3_macro_ap"] = multilabel_scores(
+                    targets[rows].numpy()[:, present] > 0, probabilities["level3"][rows][:, present])["macro_ap"]
     return scores
+
+
+@torch.no_grad()
+def translation_inputs(model: SequenceLocalizer, proteins: list[CorpusProtein], batch_size: int = 64) -> torch.Tensor:
+    """``(N, inputs)`` inputs of the translation heads (:meth:`SequenceLocalizer.translation_inputs`), input order."""
+    model.eval()
+    order = np.argsort([len(p.sequence) for p in proteins], kind="stable")
+    rows: list[torch.Tensor] = [torch.empty(0)] * len(proteins)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        tokens = model.tokenize([proteins[i].sequence for i in chunk])
+        for i, row in zip(chunk, model.translation_inputs(tokens, model(tokens))):
+            rows[i] = row
+    return torch.stack(rows) if rows else torch.zeros(0)
+
+
+def fit_translation_heads(model: SequenceLocalizer, proteins: list[CorpusProtein], style: str,
+                          c: float = 4.0, max_iter: int = 200) -> None:
+    """Fit the three heads of ``style`` (not the first) on ``proteins`` with the network frozen: per level the mean
+    binary cross-entropy over the proteins labelled at that level plus ``|W|^2 / (2 c N)`` (biases free), full-batch
+    L-BFGS from zero weights (deterministic)."""
+    if style == model.config.label_styles[0] or style not in model.config.label_styles:
+        raise ValueError(f"style={style!r}: translation heads exist for {', '.join(model.config.label_styles[1:])}")
+    if c <= 0:
+        raise ValueError(f"c={c}: must be > 0")
+    if not proteins:
+        raise ValueError(f"no training proteins for the label style {style!r}")
+    inputs = translation_inputs(model, proteins)
+    targets = level_targets(proteins, model.config)
+    index = model.config.label_styles.index(style)
+    from locscope.models.localizer import head_name
+
+    for level in LEVELS:
+        target, known = targets[level]
+        head = model.heads[head_name(index, style, level)]
+        if not known.any():
+            continue
+        x, y = inputs[known], target[known]
+        weight = torch.zeros_like(head.weight, requires_grad=True)
+        prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
+        bias = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-6, tolerance_change=1e-9)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = (F.binary_cross_entropy_with_logits(x @ weight.T + bias, y, reduction="sum") / len(x)
+                    + weight.pow(2).sum() / (2 * c * len(x)))
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
@@ -145,10 +232,13 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "train_config.json", dataclasses.asdict(config))
     corpus = load_corpus(config.shared_data, seed=config.seed)
-    train = [p for p in corpus.subset("train")[: config.max_train_proteins]
-             for _ in range(int(config.oversample.get(p.source, 1)))]
-    val = corpus.subset("val")[: config.max_val_proteins]
     model_config = LocalizerConfig(**config.model)
+    first = model_config.label_styles[0]
+    all_train = corpus.subset("train")[: config.max_train_proteins]
+    train = [p for p in all_train if model_config.style_of(p.source) == first
+             for _ in range(int(config.oversample.get(p.source, 1)))]
+    all_val = corpus.subset("val")[: config.max_val_proteins]
+    val = [p for p in all_val if model_config.style_of(p.source) == first]
     torch.manual_seed(config.seed)
     model = SequenceLocalizer(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -195,6 +285,23 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
                                             write_json(d / "state.json", state)))
         with open(run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
+    if len(model_config.label_styles) > 1 and not state.get("translated"):
+        model = SequenceLocalizer.from_pretrained(run_dir / "model")
+        started = time.process_time()
+        for style in model_config.label_styles[1:]:
+            fit_translation_heads(model, [p for p in all_train if model_config.style_of(p.source) == style], style,
+                                  config.translation_c)
+        scores = evaluate_split(model, all_val)
+        state["cpu_seconds"] += time.process_time() - started
+        state["translated"] = True
+        meta = {"epoch": state["best_epoch"], "train_proteins": len(all_train), "val_level3_macro_ap": state["best_val"],
+                **{f"val_{k}": v for k, v in scores.items() if k.endswith("level3_macro_ap")}}
+        _save_folder(run_dir / "model", lambda d: model.save_pretrained(d, extra=meta))
+        write_json(checkpoint / "state.json", state)
+        with open(run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"translation": list(model_config.label_styles[1:]),
+                                     "cpu_seconds": state["cpu_seconds"],
+                                     **{f"val_{k}": v for k, v in scores.items()}}) + "\n")
     return run_dir / "model"
 
 
