@@ -122,23 +122,28 @@ def throughput(args) -> dict:
 
 
 def signal_panel(model_dir: str | None) -> dict:
-    """Literature targeting signals on EGFP: does the fusion raise the predicted probability of its class?"""
+    """Literature targeting signals on EGFP: does the fusion raise the predicted probability of its class? (every
+    label style of the model)"""
     from locscope.data.signals import EGFP, PANEL
     from locscope.pipelines.localize import load_localizer
 
     model = load_localizer(model_dir)
-    base = model.predict_sequences([EGFP])
-    fused = model.predict_sequences([signal.fuse() for signal in PANEL])
-    rows = []
-    for i, signal in enumerate(PANEL):
-        column = model.config.classes(signal.level).index(signal.target)
-        before, after = float(base[signal.level][0, column]), float(fused[signal.level][i, column])
-        rows.append({"signal": signal.name, "level": signal.level, "target": signal.target, "reporter": before,
-                     "fusion": after, "right_way": after > before})
-        print(f"{signal.name:40s} {signal.level}:{signal.target:22s} {before:.3f} -> {after:.3f}"
-              f" {'ok' if after > before else 'WRONG'}")
-    print(f"{sum(r['right_way'] for r in rows)}/{len(rows)} signals move EGFP the right way")
-    return {"rows": rows, "right_way": sum(r["right_way"] for r in rows), "panel": len(rows)}
+    out = {}
+    for style in model.config.label_styles:
+        base = model.predict_sequences([EGFP], style=style)
+        fused = model.predict_sequences([signal.fuse() for signal in PANEL], style=style)
+        rows = []
+        print(f"\nlabel style {style}")
+        for i, signal in enumerate(PANEL):
+            column = model.config.classes(signal.level).index(signal.target)
+            before, after = float(base[signal.level][0, column]), float(fused[signal.level][i, column])
+            rows.append({"signal": signal.name, "level": signal.level, "target": signal.target, "reporter": before,
+                         "fusion": after, "right_way": after > before})
+            print(f"{signal.name:40s} {signal.level}:{signal.target:22s} {before:.3f} -> {after:.3f}"
+                  f" {'ok' if after > before else 'WRONG'}")
+        print(f"{sum(r['right_way'] for r in rows)}/{len(rows)} signals move EGFP the right way ({style})")
+        out[style] = {"rows": rows, "right_way": sum(r["right_way"] for r in rows), "panel": len(rows)}
+    return out
 
 
 def print_table(results: dict) -> None:

@@ -109,3 +109,37 @@ def test_label_matrix_marks_unknown_level1(corpus):
     assert targets.shape == (200, 22) and (targets[~known] == 0).all() and (targets[known].sum(1) >= 1).all()
     with pytest.raises(ValueError, match="level='level4'"):
         label_matrix(proteins, "level4")
+
+
+def test_corpus_proteins_render_where_their_annotation_says(corpus):
+    from locscope.synth.labelled import corpus_annotated_proteins
+
+    by_accession = {p.accession: p for p in corpus.proteins}
+    picks = [by_accession[a] for a in ("Q9Y6K9", "P02655", "P06748", "P01730")]  # NEMO, APOC2, NPM1, CD4
+    rendered = {p.id: p for p in corpus_annotated_proteins(picks)}
+    assert rendered["Q9Y6K9"].compartments == {"cytosol": 0.5, "nucleoplasm": 0.5}  # level 1 unknown: from level 2
+    assert rendered["P02655"].compartments == {"vesicles": 1.0}
+    assert rendered["P06748"].compartments == {"nucleoli": 1.0} and rendered["P06748"].source == "corpus:opencell"
+    assert "P01730" not in rendered  # SCL2205 "Membrane": any membrane, no single image follows it
+
+
+def test_celldiff_store_from_the_corpus_keeps_its_splits(tmp_path, corpus):
+    from locscope.data.store import Store
+    from locscope.training.celldiff_data import build_training_store
+
+    store = build_training_store(tmp_path / "cells", None, corpus=corpus, corpus_limit=12, image_size=32,
+                                 cells_per_protein=1, n_synthetic=0, progress=False)
+    split_of = {p.accession: p for p in corpus.proteins}
+    store = Store.open(tmp_path / "cells")
+    assert 6 <= len(store) <= 12  # SCL2205 "Membrane" proteins (~1 in 4) are left out
+    splits = set()
+    for i in range(len(store)):
+        item = store[i]
+        protein = split_of[item["protein_id"]]
+        assert store.split_indices(protein.split).tolist().count(i) == 1  # the corpus split, never another
+        assert item["sequence"] == protein.sequence
+        assert set(item["labels"]["level3"]) == set(protein.level3) - {"plastid"}  # the image follows the annotation
+        splits.add(protein.split)
+    assert {"train", "test"} <= splits
+    with pytest.raises(InputError, match="give one source"):
+        build_training_store(tmp_path / "other", "opencell_raw.csv", corpus=corpus, progress=False)

@@ -61,3 +61,18 @@ def test_explain_cli_writes_the_report(tmp_path, capsys):
         assert (out / name).stat().st_size > 100
     assert cli_run(["explain", "--sequence", "MPK<mask:3>", "--out", str(out), "--model", str(model)]) == 2
     assert "no <mask>" in capsys.readouterr().err
+
+
+def test_explain_with_the_localizer_finds_a_signal_peptide(tmp_path):
+    """The bundled localizer on a real reporter: mutating the preprolactin signal peptide removes the secretory
+    pathway (endomembrane-system) prediction, so the strongest segment lies in it."""
+    from locscope.data.signals import PANEL
+
+    fusion = next(s for s in PANEL if s.name.startswith("preprolactin")).fuse()
+    out = tmp_path / "explain"
+    assert cli_run(["explain", "--sequence", fusion, "--out", str(out), "--method", "localizer", "--window", "7",
+                    "--stride", "3", "--target", "endomembrane-system"]) == 0
+    payload = json.loads((out / "explain.json").read_text())
+    assert payload["method"] == "localizer" and payload["explained_class"] == "endomembrane-system"
+    assert payload["segments"][0]["start"] <= 35  # the signal peptide is residues 1-35
+    assert not (out / "wild_type.png").exists() and (out / "report.html").stat().st_size > 1000

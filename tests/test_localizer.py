@@ -241,3 +241,15 @@ def test_training_with_two_label_styles(tmp_path, real_corpus, monkeypatch):
     assert SequenceLocalizer.from_pretrained(model_dir).config.source_styles == {"opencell": "image"}
     assert train_localizer(tmp_path / "run", resume=True, progress=False) == model_dir  # complete: nothing to redo
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_label_style_option(tmp_path, capsys):
+    _, directory = tiny_localizer(tmp_path, label_styles=("uniprot", "image"), kmer_buckets=32)
+    assert cli_run(["localize", "--sequence", "MKKRKVLLSSKL", "--model", str(directory), "--label-style", "image"]) == 0
+    image = capsys.readouterr().out
+    assert cli_run(["localize", "--sequence", "MKKRKVLLSSKL", "--model", str(directory)]) == 0
+    default = capsys.readouterr().out
+    assert image.splitlines()[0] == default.splitlines()[0] and image != default
+    assert cli_run(["localize", "--sequence", "MKKRKVLLSSKL", "--model", str(directory), "--label-style", "hpa"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--label-style 'hpa': this localizer's label styles are uniprot, image"), err

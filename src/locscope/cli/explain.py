@@ -9,8 +9,7 @@ import typer
 
 from locscope.cli.app import app
 from locscope.cli.options import (
-    CellDiffModelOption, DeviceOption, GuidanceOption, MaxLengthOption, MethodOption, OverwriteOption, SamplerOption,
-    SamplesOption, SeedOption, SequenceBatchOption, StepsOption, TruncateOption,
+    DeviceOption, GuidanceOption, MaxLengthOption, OverwriteOption, SamplerOption, SamplesOption, SeedOption, SequenceBatchOption, StepsOption, TruncateOption,
 )
 
 
@@ -24,8 +23,12 @@ def explain_command(
     window: int = typer.Option(7, "--window", help="Residues mutated to alanine together (1 = single residues)."),
     stride: int = typer.Option(2, "--stride", help="Residues between window starts."),
     target: Optional[str] = typer.Option(None, "--target", help="Level-3 class to explain (default: the top class)."),
-    model: Optional[str] = CellDiffModelOption,
-    method: str = MethodOption,
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory or bundled name: a localizer for "
+                                       "--method localizer (default localizer-small), else CELL-Diff (default "
+                                       "celldiff-tiny)."),
+    method: str = typer.Option("combined", "--method", help="localizer (the sequence localizer trained on real "
+                               "proteins; no images) | image (K generated images read off the simulator's "
+                               "compartments) | head (CELL-Diff's sequence-only compartment head) | combined (mean)."),
     samples: int = SamplesOption,
     seed: int = SeedOption,
     sampler: str = SamplerOption,
@@ -33,6 +36,8 @@ def explain_command(
     guidance: float = GuidanceOption,
     batch_size: int = SequenceBatchOption,
     device: str = DeviceOption,
+    label_style: Optional[str] = typer.Option(None, "--label-style", help="With --method localizer: uniprot (default) "
+                                              "| image (see locscope localize --help)."),
 ) -> None:
     """In-silico mutagenesis: which residues drive the predicted localization."""
     from locscope.pipelines.explain import explain
@@ -40,7 +45,7 @@ def explain_command(
     scan, segments = explain(sequence, out, model=model, method=method, samples=samples, window=window, stride=stride,
                              target=target, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size,
                              seed=seed, device=device, overwrite=overwrite, max_length=max_length,
-                             truncate=truncate)
+                             truncate=truncate, label_style=label_style)
     typer.echo(f"predicted {scan.compartment} ({scan.wild_type[scan.target]:.2f})")
     for segment in segments:
         typer.echo("  " + segment.describe(scan.compartment))

@@ -35,6 +35,9 @@ def localize_command(
                                        "(celldiff-tiny) bundled name or model directory."),
     seed: int = SeedOption,
     device: str = DeviceOption,
+    label_style: Optional[str] = typer.Option(None, "--label-style", help="Annotation style of a localizer's "
+                                              "probabilities: uniprot (default; Swiss-Prot-style curated locations) "
+                                              "| image (what imaging of tagged human proteins shows, OpenCell)."),
 ) -> None:
     """Level-3, level-2 and level-1 localization probabilities and the top class of each protein."""
     from locscope.pipelines.localize import localize, localize_file
@@ -42,7 +45,7 @@ def localize_command(
     if (sequence is None) == (fasta is None):
         raise InputError("localize: give exactly one of --sequence SEQ or --fasta FILE")
     options = dict(model=model, method=method, samples=samples, head_weight=head_weight, sampler=sampler, steps=steps,
-                   guidance=guidance, batch_size=batch_size, seed=seed, device=device)
+                   guidance=guidance, batch_size=batch_size, seed=seed, device=device, label_style=label_style)
     if fasta is not None:
         count = localize_file(fasta, out, progress=True, write=(lambda text: typer.echo(text, nl=False)),
                               overwrite=overwrite, **options)

@@ -6,7 +6,10 @@ standard cells and the same initial noise, so differences come from the sequence
 of the wild type's top class probability, ``p_wt - p_mutant``; a residue's attribution is the mean effect of the
 windows covering it. The strongest non-overlapping windows are listed as segments ("residues 127-133 drive nucleus
 localization"), drawn as a track along the sequence, and the images of the wild type and of the most disruptive mutant
-are generated side by side.
+are generated side by side (CELL-Diff methods). With ``method='localizer'`` the probabilities come from the sequence
+localizer trained on real proteins (:mod:`locscope.models.localizer`; no images): on literature targeting signals
+fused to real proteins its attribution ranks the signal's residues above the rest
+(``benchmarks/bench_explain_signals.py``, docs/benchmarks.md).
 
 Glycine rather than alanine scanning by default: alanine is hydrophobic (Kyte-Doolittle 1.8), so a run of alanines
 inside a hydrophobic stretch *creates* a transmembrane helix and sends the mutant to a membrane; on simulator proteins
@@ -214,11 +217,15 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
             samples: int = 4, window: int = 7, stride: int = 2, target: str | None = None, segments: int = 3,
             sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
             seed: int = 0, device: str = "auto", progress: bool = True, overwrite: bool = False,
-            max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False) -> tuple[Mutagenesis, list[Segment]]:
-    """Explain one sequence's localization; writes ``track.png``, ``wild_type.png``, ``mutant.png``,
-    ``explain.json`` and ``report.html`` into folder ``out`` (the output-folder policy of
-    :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output). ``sequence`` is validated like
-    every sequence (:func:`locscope.io.sequences.read_sequence_text`, ``max_length`` / ``truncate``)."""
+            max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False,
+            label_style: str | None = None) -> tuple[Mutagenesis, list[Segment]]:
+    """Explain one sequence's localization; writes ``track.png``, ``wild_type.png``, ``mutant.png`` (not for
+    ``method='localizer'``, which generates no images), ``explain.json`` and ``report.html`` into folder ``out`` (the
+    output-folder policy of :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output).
+    ``sequence`` is validated like every sequence (:func:`locscope.io.sequences.read_sequence_text`, ``max_length`` /
+    ``truncate``). ``method``: ``'localizer'`` (``model`` a localizer, default ``localizer-small``) or a CELL-Diff
+    method (``'image'``, ``'head'``, ``'combined'``; ``model`` a CELL-Diff model, default ``celldiff-tiny``);
+    ``label_style`` picks the localizer's annotation style (:func:`locscope.pipelines.localize.make_predictor`)."""
     from locscope.report.images import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor
@@ -241,27 +248,43 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
             raise ArgumentError("target", f"{target!r}: explain works on the level-3 classes: "
                                           f"{', '.join(LEVEL3_CLASSES)}")
     seed_everything(seed)
-    net = load_celldiff(model, resolve_device(device))
-    crop = model_crop_note(len(sequence), net.config.max_sequence_length)
+    if method == "localizer":
+        from locscope.pipelines.localize import make_predictor
+
+        predictor, _ = make_predictor(model, "localizer", batch_size=batch_size, device=device,
+                                      label_style=label_style)
+        crop = model_crop_note(len(sequence), predictor.model.config.max_length)
+    else:
+        if label_style is not None:
+            raise ArgumentError("label_style", f"{label_style!r}: label styles belong to method 'localizer'")
+        net = load_celldiff(model, resolve_device(device))
+        crop = model_crop_note(len(sequence), net.config.max_sequence_length)
+        predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
+                                          batch_size=batch_size, seed=seed)
     if crop:
         log.warning("sequence: %s", crop)
-    predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
-                                      batch_size=batch_size, seed=seed)
     scorer = _progress_scorer(predictor, progress)
     scan = mutagenesis_scan(scorer, sequence, window=window, stride=stride, target=target)
     found = scan.segments(segments)
     worst = int(np.argmax(scan.effects))
-    imager = predictor if method != "head" else LocalizationPredictor(net, "image", 1, sampler=sampler, steps=steps,
-                                                                      guidance=guidance, seed=seed)
-    pictures = imager.predict([sequence, scan.mutants[worst]], keep_images=True).images[:, 0]
+    pictures, style = None, None
+    if method == "localizer":
+        style = predictor.model.config.check_style(label_style)
+    else:
+        imager = predictor if method != "head" else LocalizationPredictor(net, "image", 1, sampler=sampler,
+                                                                          steps=steps, guidance=guidance, seed=seed)
+        images = imager.predict([sequence, scan.mutants[worst]], keep_images=True).images[:, 0]
+        pictures = [protein_png(image) for image in images]
 
     with output_folder(out, "explain", overwrite=overwrite, known_files=EXPLAIN_FILES) as out:
         track = track_png(scan, found)
         write_bytes(out / "track.png", track)
-        write_bytes(out / "wild_type.png", protein_png(pictures[0]))
-        write_bytes(out / "mutant.png", protein_png(pictures[1]))
+        if pictures:
+            write_bytes(out / "wild_type.png", pictures[0])
+            write_bytes(out / "mutant.png", pictures[1])
         payload = {
-            "sequence": sequence, "original_length": record.original_length, "model_input": crop, "method": method, "window": window, "stride": stride, "explained_class": scan.compartment,
+            "sequence": sequence, "original_length": record.original_length, "model_input": crop, "method": method,
+            "label_style": style, "window": window, "stride": stride, "explained_class": scan.compartment,
             "wild_type": dict(zip(scan.classes, np.round(scan.wild_type, 4).tolist())),
             "segments": [{**vars(s), "text": s.describe(scan.compartment)} for s in found],
             "most_disruptive_mutant": {"start": int(scan.starts[worst]) + 1, "end": int(scan.starts[worst]) + window,
@@ -271,7 +294,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
             "windows": [{"start": int(s) + 1, "effect": round(float(e), 5)} for s, e in zip(scan.starts, scan.effects)],
         }
         write_json(out / "explain.json", payload)
-        write_text(out / "report.html", _report(payload, track, protein_png(pictures[0]), protein_png(pictures[1])))
+        write_text(out / "report.html", _report(payload, track, *(pictures or (None, None))))
     return scan, found
 
 
@@ -282,7 +305,7 @@ def _progress_scorer(predictor, progress: bool) -> ScoreFn:
     return score
 
 
-def _report(payload: dict, track: bytes, wild_type: bytes, mutant: bytes) -> str:
+def _report(payload: dict, track: bytes, wild_type: bytes | None, mutant: bytes | None) -> str:
     def img(data: bytes) -> str:
         return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
@@ -290,13 +313,17 @@ def _report(payload: dict, track: bytes, wild_type: bytes, mutant: bytes) -> str
         "<li>no window changes the prediction by more than 0.02</li>"
     wt = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["wild_type"].items(), key=lambda kv: -kv[1])[:3])
     mut = payload["most_disruptive_mutant"]
+    pictures = (f"<h2>Wild type vs most disruptive mutant (residues {mut['start']}-{mut['end']} mutated)</h2>"
+                f"<figure>{img(wild_type)}<figcaption>wild type</figcaption></figure>"
+                f"<figure>{img(mutant)}<figcaption>mutant</figcaption></figure>") if wild_type and mutant else (
+        f"<h2>Most disruptive mutant: residues {mut['start']}-{mut['end']}</h2><p>"
+        + html.escape(", ".join(f"{k} {v:.2f}" for k, v in sorted(mut["probabilities"].items(), key=lambda kv: -kv[1])[:3]))
+        + "</p>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope explain</title>
 <style>body{{font-family:sans-serif;margin:2em}} code{{word-break:break-all;font-size:11px}}
 figure{{display:inline-block;margin:0 1em}} img{{image-rendering:pixelated}}</style></head><body>
 <h1>Localization signals</h1><p>Predicted ({html.escape(payload['method'])}): {html.escape(wt)}.</p>
 <h2>Strongest segments</h2><ol>{items}</ol>{img(track)}
-<h2>Wild type vs most disruptive mutant (residues {mut['start']}-{mut['end']} mutated)</h2>
-<figure>{img(wild_type)}<figcaption>wild type</figcaption></figure>
-<figure>{img(mutant)}<figcaption>mutant</figcaption></figure>
+{pictures}
 <p><code>{html.escape(payload['sequence'])}</code></p></body></html>
 """

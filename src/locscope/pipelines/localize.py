@@ -246,11 +246,14 @@ class LocalizerPredictor:
     plastid probability is reported at level 1 only.
     """
 
-    def __init__(self, model, batch_size: int = 64) -> None:
+    def __init__(self, model, batch_size: int = 64, label_style: str | None = None) -> None:
         if batch_size < 1:
             raise ArgumentError("batch_size", f"={batch_size}: need at least 1 sequence per batch")
-        self.model, self.batch_size = model, batch_size
         config = model.config
+        if label_style is not None and label_style not in config.label_styles:
+            raise ArgumentError("label_style", f"{label_style!r}: this localizer's label styles are "
+                                f"{', '.join(config.label_styles)}")
+        self.model, self.batch_size, self.label_style = model, batch_size, label_style
         missing = ([c for c in LEVEL3_CLASSES if c not in config.level3_classes]
                    + [c for c in LEVEL2_CLASSES if c not in config.level2_classes])
         if missing:
@@ -263,7 +266,8 @@ class LocalizerPredictor:
         parts = []
         starts = range(0, len(sequences), STREAM_CHUNK)
         for start in track(starts, "localizing", enabled=progress and len(starts) > 1):
-            parts.append(self.model.predict_sequences(list(sequences[start:start + STREAM_CHUNK]), self.batch_size))
+            parts.append(self.model.predict_sequences(list(sequences[start:start + STREAM_CHUNK]), self.batch_size,
+                                                      self.label_style))
         merged = {level: np.concatenate([p[level] for p in parts]) for level in ("level1", "level2", "level3")}
         return Localization(merged["level3"][:, self.columns3].astype(np.float64),
                             merged["level2"][:, self.columns2].astype(np.float64),
@@ -293,11 +297,12 @@ def predictions_csv(ids: Sequence[str], prediction: Localization, method: str, h
 
 def make_predictor(model: str | Path | None = None, method: str | None = None, *, samples: int = 4,
                    head_weight: float = 0.5, sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0,
-                   batch_size: int = 16, seed: int = 0, device: str = "auto"):
+                   batch_size: int = 16, seed: int = 0, device: str = "auto", label_style: str | None = None):
     """The predictor of ``method`` -> ``(predictor, method)``.
 
     ``method`` None runs the model's own method: ``'localizer'`` for a localizer (the default model
-    ``localizer-small``), ``'combined'`` for a CELL-Diff model.
+    ``localizer-small``), ``'combined'`` for a CELL-Diff model. ``label_style`` picks a localizer's annotation
+    style (``localizer-small``: ``'uniprot'``, the default, or ``'image'``; see :mod:`locscope.models.localizer`).
     """
     from locscope.utils.device import resolve_device
     from locscope.utils.seeding import seed_everything
@@ -313,7 +318,10 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
     seed_everything(seed)
     net = ref.load(device=resolve_device(device))
     if method == "localizer":
-        return LocalizerPredictor(net, batch_size=batch_size), method
+        return LocalizerPredictor(net, batch_size=batch_size, label_style=label_style), method
+    if label_style is not None:
+        raise ArgumentError("label_style", f"{label_style!r}: label styles belong to the sequence localizer "
+                            f"(method 'localizer'), not to method {method!r}")
     return LocalizationPredictor(net, method, samples, head_weight, sampler, steps, guidance, batch_size, seed), method
 
 
@@ -321,7 +329,7 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
              model: str | Path | None = None, method: str | None = None, samples: int = 4, head_weight: float = 0.5,
              sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
              seed: int = 0, device: str = "auto", progress: bool = True,
-             overwrite: bool = False) -> tuple[Localization, str]:
+             overwrite: bool = False, label_style: str | None = None) -> tuple[Localization, str]:
     """Predict the localization of ``sequences`` and write ``out`` (CSV, atomic) if given; an existing ``out`` file
     is replaced only with ``overwrite``, a folder is refused (:func:`locscope.utils.outputs.check_output_file`).
 
@@ -339,7 +347,8 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
         check_output_file(out, overwrite=overwrite)
 
     predictor, method = make_predictor(model, method, samples=samples, head_weight=head_weight, sampler=sampler,
-                                       steps=steps, guidance=guidance, batch_size=batch_size, seed=seed, device=device)
+                                       steps=steps, guidance=guidance, batch_size=batch_size, seed=seed, device=device,
+                                       label_style=label_style)
     prediction = predictor.predict(list(sequences), progress=progress)
     text = predictions_csv(ids, prediction, method)
     if out is not None:
@@ -363,7 +372,7 @@ def localize_file(path: str | Path, out: str | Path | None = None, *, model: str
     write : callable, optional
         Receives CSV text chunks when ``out`` is None (default: ``sys.stdout.write``).
     **options
-        ``samples``, ``head_weight``, ``sampler``, ``steps``, ``guidance``, ``seed``, ``device`` of
+        ``samples``, ``head_weight``, ``sampler``, ``steps``, ``guidance``, ``seed``, ``device``, ``label_style`` of
         :func:`make_predictor`.
 
     Returns

@@ -5,13 +5,19 @@ Fractions follow the annotation's grades when the table has OpenCell grades (gra
 0.5, grade 1 0.25; level-1 classes without a grade weigh 0.5): a protein annotated ``nucleoplasm`` (grade 3) and
 ``cytosol`` (grade 1) is rendered with 80 % of its amount in the nucleoplasm and 20 % in the cytosol. Every annotated
 class visible in 2-D gets a positive share; ``plastid`` (absent from human cells) is dropped.
+
+Corpus proteins (:func:`corpus_annotated_proteins`, :mod:`locscope.io.corpus`: SCL2205 + OpenCell + DeepLoc 1.0) are
+rendered from their level-1 classes with equal shares; where the source names no level-1 class (SCL2205 "Nucleus",
+"Cell projection", "Cytoplasm;Nucleus") each level-2 class is drawn as its own level-1 compartment, ``nucleus`` as
+the nucleoplasm. SCL2205's "Membrane" term is left out: it gathers membrane proteins of every membrane (ER,
+mitochondrial outer membrane, lysosome, plasma membrane), so no single image follows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from locscope.data import ontology
 from locscope.errors import InputError
@@ -19,6 +25,10 @@ from locscope.synth.compartments import COMPARTMENTS
 
 GRADE_WEIGHTS = {3: 1.0, 2: 0.5, 1: 0.25}
 UNGRADED_WEIGHT = 0.5
+#: Level-2 class -> the level-1 compartment drawn for it when a source names no level-1 class.
+LEVEL2_DRAWN: dict[str, str] = {"nucleus": "nucleoplasm"}
+#: (label source, term) pairs whose location no single image follows (see the module docstring).
+UNDRAWABLE_TERMS: frozenset[tuple[str, str]] = frozenset({("scl2205", "Membrane")})
 
 
 @dataclass
@@ -102,3 +112,31 @@ def read_annotated_proteins(path: str | Path) -> list[AnnotatedProtein]:
             continue
         proteins.append(AnnotatedProtein(rec.id, rec.name, sequence, list(rec.level1), fractions, str(path)))
     return proteins
+
+
+def corpus_annotated_proteins(proteins: Sequence) -> list[AnnotatedProtein]:
+    """Corpus proteins (:class:`locscope.io.corpus.CorpusProtein`) as inputs of label-faithful rendering, in order.
+
+    Proteins with an undrawable term (:data:`UNDRAWABLE_TERMS`) or no class visible in 2-D (plastid only) are
+    skipped; the rules are in the module docstring.
+
+    Examples
+    --------
+    >>> from locscope.io.corpus import CorpusProtein
+    >>> nucleus = CorpusProtein("P1", "MPKKKRKV", "scl2205", ("scl2205",), "train", ("Nucleus",), None,
+    ...                         ("nucleus",), ("nucleus",))
+    >>> corpus_annotated_proteins([nucleus])[0].compartments
+    {'nucleoplasm': 1.0}
+    """
+    out = []
+    for protein in proteins:
+        if any((protein.source, term) in UNDRAWABLE_TERMS for term in protein.terms):
+            continue
+        level1 = list(protein.level1) if protein.level1 else [LEVEL2_DRAWN.get(c, c) for c in protein.level2]
+        try:
+            fractions = annotation_fractions(level1)
+        except InputError:
+            continue
+        out.append(AnnotatedProtein(protein.accession, protein.accession, protein.sequence, level1, fractions,
+                                    f"corpus:{protein.source}"))
+    return out

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from locscope.channels import PROTEIN
 from locscope.encoders.protein import PAD_ID, crop_termini, encode_sequence
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 
 
 def to_unit_float(array: np.ndarray) -> np.ndarray:
@@ -262,7 +262,8 @@ class CellDiffDataModule(L.LightningDataModule):
 
 def build_training_store(path: str | Path, annotated_sequences: str | Path | None, *, image_size: int = 32,
                          cells_per_protein: int = 3, n_synthetic: int = 3000, seed: int = 0, workers: int = 1,
-                         masks: bool = False, progress: bool = True, overwrite: bool = False):
+                         masks: bool = False, progress: bool = True, overwrite: bool = False,
+                         corpus=None, corpus_limit: int | None = None):
     """Simulate CELL-Diff's training data: real annotated proteins in label-faithful cells + grammar proteins.
 
     Parameters
@@ -277,6 +278,13 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
         Simulator crop side in pixels.
     n_synthetic : int
         Cells with rule-grammar proteins (val/test ones carry held-out motif variants).
+    corpus : path or Corpus, optional
+        The real-protein corpus (:func:`locscope.io.corpus.load_corpus` of this shared-data folder, or a loaded
+        :class:`~locscope.io.corpus.Corpus`) instead of ``annotated_sequences``, rendered by
+        :func:`locscope.synth.labelled.corpus_annotated_proteins`. Every protein keeps its corpus split
+        (homology-aware), so proteins held out of the corpus' training split are never trained on.
+    corpus_limit : int, optional
+        Render at most this many corpus proteins, drawn at random (``seed``) from every split alike.
     seed : int
     workers : int
         Simulation processes.
@@ -293,15 +301,28 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
     from locscope.data.splits import split_by_protein
     from locscope.data.store import write_store
     from locscope.synth import COMPARTMENTS, SimulatorConfig
-    from locscope.synth.labelled import read_annotated_proteins
+    from locscope.synth.labelled import corpus_annotated_proteins, read_annotated_proteins
     from locscope.synth.store import simulate_items
 
+    if annotated_sequences and corpus is not None:
+        raise ArgumentError("corpus", "and annotated_sequences: give one source of real proteins")
+    if corpus_limit is not None and corpus_limit < 1:
+        raise ArgumentError("corpus_limit", f"must be at least 1; got {corpus_limit}")
     cfg = SimulatorConfig(size=image_size)
-    proteins = read_annotated_proteins(annotated_sequences) if annotated_sequences else []
+    if corpus is not None:
+        from locscope.io.corpus import Corpus, load_corpus
+
+        corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+        chosen = corpus.proteins
+        if corpus_limit is not None and corpus_limit < len(chosen):
+            keep = np.sort(np.random.default_rng(seed).choice(len(chosen), corpus_limit, replace=False))
+            chosen = [chosen[i] for i in keep]
+        proteins = corpus_annotated_proteins(chosen)
+        split_of = {p.accession: p.split for p in chosen}
+    else:
+        proteins = read_annotated_proteins(annotated_sequences) if annotated_sequences else []
+        split_of = dict(zip([p.id for p in proteins], split_by_protein([p.id for p in proteins], seed=seed)))
     n_real = len(proteins) * cells_per_protein
-    if n_real:
-        splits = split_by_protein([p.id for p in proteins], seed=seed)
-        split_of = {p.id: s for p, s in zip(proteins, splits)}
 
     def items():
         if n_real:
@@ -315,6 +336,7 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
     attrs = {"generator": "locscope.training.celldiff_data.build_training_store", "locscope_version": __version__,
              "simulator": cfg.to_dict(), "pixel_size_nm": cfg.resolved_pixel_size_nm, "seed": seed,
              "annotated_sequences": str(annotated_sequences) if annotated_sequences else None,
+             "corpus": {"proteins": len(proteins), **corpus.provenance} if corpus is not None else None,
              "cells_per_protein": cells_per_protein, "n_real": n_real, "n_synthetic": n_synthetic}
     return write_store(path, items(), channels=("protein",) + cfg.channels, image_shape=(image_size, image_size),
                        image_dtype="uint16", mask_names=COMPARTMENTS if masks else (), attrs=attrs, n_items=n_real + n_synthetic,
