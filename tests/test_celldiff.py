@@ -175,3 +175,36 @@ def test_placement_top_and_sample_condition_on_one_compartment():
     assert torch.all(draws.sum(1) == 1)
     first, second = draws[0::2].mean(0), draws[1::2].mean(0)
     assert torch.allclose(first, distribution[0], atol=0.06) and second[1] == 0  # never a zero-probability compartment
+
+
+def test_layout_prior_mixes_compartment_maps_into_an_input_channel():
+    classes = ("nucleoplasm", "cytosol", "mitochondria")
+    torch.manual_seed(0)
+    net = CellDiff(small_config(fraction_classes=classes, layout_prior=True, layout_width=4)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    x, t, lm = inputs(2)
+    nucleus, cytosol = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    fractions = torch.stack([nucleus, cytosol])
+    expected = net.expected_image(lm, fractions)
+    assert expected.shape == (2, 1, 16, 16)
+    maps = net.layout(lm)
+    assert maps.shape == (2, 3, 16, 16) and bool((maps >= 0).all())
+    # linear in the fractions: an even mix is the mean of the two pure images
+    both = net.expected_image(lm, torch.stack([(nucleus + cytosol) / 2] * 2))
+    pure = torch.stack([net.expected_image(lm, torch.stack([f] * 2)) for f in (nucleus, cytosol)]).mean(0)
+    assert torch.allclose(both, pure, atol=1e-5)
+    # a dropped condition (zeros) is the background alone, the same in every pixel
+    background = net.expected_image(lm, torch.zeros(2, 3))
+    assert torch.allclose(background, background[:, :, :1, :1].expand_as(background))
+    # the denoiser sees the mixed image: other fractions, other prediction
+    tokens, _ = net.tokenize(["MPKKKRKVEDA", "MPKKKRKVEDA"])
+    with torch.no_grad():
+        a = net(x, t, lm, tokens, fractions=torch.stack([nucleus, nucleus])).image
+        b = net(x, t, lm, tokens, fractions=torch.stack([cytosol, cytosol])).image
+    assert not torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="layout_prior"):
+        small_config(fraction_classes=(), layout_prior=True)
+    with pytest.raises(ValueError, match="no layout prior"):
+        CellDiff(small_config()).expected_image(lm, fractions)

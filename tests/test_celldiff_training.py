@@ -242,6 +242,15 @@ def test_split_reads_true_fractions_and_the_loss_trains_the_fraction_head(store)
     assert module.model.fraction_head[-1].weight.grad.abs().sum() > 0
     assert module.model.fractions_to_time[0].weight.grad.abs().sum() > 0
 
+    # the layout prior adds its regression of the clean image, which trains the layout maps
+    config = CellDiffTrainConfig(model_overrides={**TINY, "fraction_classes": classes, "layout_prior": True,
+                                                  "layout_width": 4}, batch_size=4)
+    module = CellDiffModule(config.model_config(), config, "unused")
+    losses = module.compute_losses(batch, step_generator(0, 0, 0))
+    assert "layout_loss" in losses and float(losses["layout_loss"]) > 0
+    losses["loss"].backward()
+    assert module.model.layout.head.weight.grad.abs().sum() > 0
+
 
 def test_validation_subset_spreads_over_the_split(store):
     from locscope.data.store import Store

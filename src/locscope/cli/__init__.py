@@ -18,7 +18,7 @@ from locscope.cli import (  # noqa: F401  (imported for their commands)
     generate, demo, design, localize, explain, evaluate, inspect, simulate, stain, embed, classify, cache,
 )
 from locscope.cli.train import (  # noqa: F401
-    celldiff, celldiff_data, celle2, designer, latent_autoencoder, latent, localizer, stain as train_stain,
+    celldiff, celldiff_data, celle2, designer, latent_autoencoder, latent, localizer, readout, stain as train_stain,
     stain_classifier, subcell,
 )
 from locscope.cli import dataset  # noqa: F401

@@ -1,7 +1,10 @@
 """``locscope demo``: the main job on bundled inputs (``make demo``).
 
-Generates localization images with the bundled CELL-Diff model (``celldiff-tiny``) for the bundled example proteins in
-a bundled simulated landmark cell. ``--simulator`` shows the virtual-cell simulator's example GFP fusions instead.
+Generates localization images with the bundled default generator for five well-known human proteins (a histone, an
+outer-mitochondrial-membrane receptor, an ER chaperone, a membrane-anchored GTPase and a glycolytic enzyme; UniProt
+sequences, ``assets/examples/human_proteins.fasta``) in a bundled simulated landmark cell, and reports beside each its
+annotated level-3 compartment and the compartment every sample shows. ``--simulator`` shows the virtual-cell
+simulator's example GFP fusions instead.
 Needs no data outside the package.
 """
 
@@ -14,6 +17,9 @@ import typer
 
 from locscope.cli.app import app
 from locscope.cli.options import DeviceOption, OverwriteOption, SeedOption
+
+DEMO_PROTEINS = "examples/human_proteins.fasta"
+DEMO_LANDMARKS = "examples/landmarks/cell_64"
 
 
 @app.command("demo")
@@ -39,12 +45,16 @@ def demo_command(
         from locscope.models.hub import asset_path
         from locscope.pipelines.generate import generate
 
-        fasta = asset_path("examples/proteins.fasta")
-        landmarks = asset_path("examples/landmarks/cell_1")
-        proteins = [(record.id, record.sequence) for record in read_sequences(fasta)]
-        result = generate(proteins, [landmarks], out, model="celldiff-tiny", samples=samples, seed=seed,
-                          device=device, overwrite=overwrite, output_command="demo")
-        typer.echo(f"{'protein':<26} {'generated image':<22} sequence head")
+        fasta = asset_path(DEMO_PROTEINS)
+        landmarks = asset_path(DEMO_LANDMARKS)
+        records = read_sequences(fasta)
+        proteins = [(record.id, record.sequence) for record in records]
+        expected = {record.id: record.description.rpartition("expected_level3=")[2].split()[0] for record in records}
+        result = generate(proteins, [landmarks], out, samples=samples, seed=seed, device=device,
+                          overwrite=overwrite, output_command="demo", expected=expected)
+        typer.echo(f"{'protein':<16} {'annotated':<20} {'drawn (read-out)':<20} {'right':<7} sequence head")
         for entry in result.sequences:
-            typer.echo(f"{entry['id']:<26} {entry['top_compartment_image'] or '-':<22} {entry['top_compartment_head']}")
+            right = entry.get("samples_right")
+            typer.echo(f"{entry['id']:<16} {entry.get('expected_level3', '-'):<20} {entry['drawn_level3'] or '-':<20} "
+                       f"{'-' if right is None else f'{right}/{samples}':<7} {entry['top_compartment_head']}")
     typer.echo(f"wrote {out / 'report.html'} ({time.perf_counter() - start:.1f} s)")

@@ -94,6 +94,14 @@ class CellDiffConfig:
         Reference resolution of the shifted-cosine schedule: logSNR is shifted by ``2 log(schedule_base / image_size)``
         (seed: 64). A smaller base adds noise at every step, so more of training happens at the noise levels where the
         protein's compartment (the global layout) is decided.
+    layout_prior : bool
+        Compartment layout prior (needs ``fraction_classes``): a small U-Net (:class:`LayoutNet`) maps the landmarks to
+        one non-negative map per compartment (where a protein living there is expected in this cell), the condition's
+        fractions mix the maps into an expected image, and that image enters the denoiser as one more input channel.
+        The maps learn by regression on the clean image (:meth:`CellDiff.expected_image`), so *where* each compartment
+        lies is learned directly from the landmarks, and diffusion only adds the texture around it.
+    layout_width : int
+        Width of the layout U-Net's first level (then 2x, 4x, 4x).
     """
 
     image_size: int = 256
@@ -119,8 +127,12 @@ class CellDiffConfig:
     resnet_time_norm: str = "default"
     num_train_timesteps: int = 1000
     schedule_base: int = 64
+    layout_prior: bool = False
+    layout_width: int = 16
 
     def __post_init__(self) -> None:
+        if self.layout_prior and not self.fraction_classes:
+            raise ValueError("layout_prior=True needs fraction_classes (the maps are mixed by compartment fractions)")
         if len(self.channels) != 4:
             raise ValueError(f"channels={self.channels}: expected 4 widths (stem + three groups)")
         if len(self.attention_groups) != 3:
@@ -291,6 +303,45 @@ class AdaLNZeroBlock(nn.Module):
         return x + gate2 * self.mlp(h)
 
 
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 convolutions with GroupNorm + SiLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout // 4), cout), nn.SiLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(min(8, cout // 4), cout), nn.SiLU())
+
+
+class LayoutNet(nn.Module):
+    """Landmarks ``(B, n_landmarks, H, W)`` in [-1, 1] -> one non-negative map per compartment ``(B, n_maps, H, W)``.
+
+    A four-level U-Net (widths ``w, 2w, 4w, 4w``; receptive field about 60 px, enough to see the distance to the
+    nucleus and to the cell's rim) with a softplus head. Map ``k`` is the image, in [0, 1] intensity units, of a
+    protein that lives only in compartment ``k`` of this cell; see :meth:`CellDiff.expected_image`.
+    """
+
+    def __init__(self, in_channels: int, n_maps: int, width: int = 16) -> None:
+        super().__init__()
+        widths = (width, 2 * width, 4 * width, 4 * width)
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.down.append(_conv_block(cin, w))
+            cin = w
+        self.up = nn.ModuleList(_conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(3)))
+        self.head = nn.Conv2d(widths[0], n_maps, 1)
+        nn.init.constant_(self.head.bias, -3.0)  # maps start near 0.05: a dark cell, like most of an image
+        self.background = nn.Parameter(torch.zeros(1))
+
+    def forward(self, landmarks: torch.Tensor) -> torch.Tensor:
+        skips, h = [], landmarks
+        for i, block in enumerate(self.down):
+            h = block(h if i == 0 else F.avg_pool2d(h, 2))
+            skips.append(h)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        return F.softplus(self.head(h))
+
+
 class CellDiff(nn.Module):
     """The CELL-Diff network (see the module docstring); build from a :class:`CellDiffConfig`.
 
@@ -345,7 +396,9 @@ class CellDiff(nn.Module):
         if n_fractions:
             self.fractions_to_time = nn.Sequential(nn.Linear(n_fractions, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.image_size, config.image_size))
-        self.stem = nn.Conv2d(1 + n_landmarks, c[0], 3, padding=1)
+        if config.layout_prior:
+            self.layout = LayoutNet(n_landmarks, n_fractions, config.layout_width)
+        self.stem = nn.Conv2d(1 + n_landmarks + int(config.layout_prior), c[0], 3, padding=1)
 
         def res(cin: int, cout: int) -> nn.Module:
             return ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=time_dim,
@@ -475,6 +528,20 @@ class CellDiff(nn.Module):
         placeholder = self.landmark_placeholder.to(landmarks.dtype).expand_as(landmarks)
         return torch.where(landmark_present[:, :, None, None].to(landmarks.device), landmarks, placeholder)
 
+    def expected_image(self, landmarks: torch.Tensor, fractions: torch.Tensor,
+                       landmark_present: torch.Tensor | None = None) -> torch.Tensor:
+        """The layout prior's expected protein image ``(B, 1, H, W)`` in the [-1, 1] image scale.
+
+        ``background + sum_k fractions[:, k] * maps_k`` with the :class:`LayoutNet` maps of ``landmarks``
+        ``(B, n_landmarks, H, W)``; ``fractions`` ``(B, n_fraction_classes)`` (rows of zeros, a dropped condition, give
+        the background alone).
+        """
+        if not self.config.layout_prior:
+            raise ValueError("this model has no layout prior (config.layout_prior is False)")
+        maps = self.layout(self.prepare_landmarks(landmarks, landmark_present))
+        mixed = torch.einsum("bk,bkhw->bhw", fractions.to(maps.dtype), maps)[:, None]
+        return 2.0 * (mixed + self.layout.background.to(maps.dtype)) - 1.0
+
     def denoise(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor,
                 context: SequenceContext, landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``."""
@@ -483,7 +550,11 @@ class CellDiff(nn.Module):
                                                    downscale_freq_shift=0)) + self.pooled_to_time(context.pooled)
         if cfg.fraction_classes:
             temb = temb + self.fractions_to_time(context.condition.to(temb.dtype))
-        h = self.stem(torch.cat([noisy_image, self.prepare_landmarks(landmarks, landmark_present)], dim=1))
+        inputs = [noisy_image, self.prepare_landmarks(landmarks, landmark_present)]
+        if cfg.layout_prior:  # detached: the maps learn from their own regression loss only
+            with torch.no_grad():
+                inputs.append(self.expected_image(landmarks, context.condition, landmark_present).to(noisy_image.dtype))
+        h = self.stem(torch.cat(inputs, dim=1))
         seq, seq_mask = context.tokens, context.token_mask
         skips = []
         for res_blocks, attn_blocks, down in zip(self.down_res, self.down_attn, self.downsample):

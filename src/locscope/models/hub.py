@@ -244,6 +244,9 @@ register_family("localizer", "locscope.models.localizer:SequenceLocalizer.from_p
 register_family("stain", "locscope.models.stain:load_stain", config_classes=("StainConfig",),
                 title="virtual-staining model", detect=lambda path: path.is_file() and path.name.endswith("_Network.pth"))
 
+register_family("readout", "locscope.models.readout:ReadoutClassifier.from_pretrained",
+                config_classes=("ReadoutConfig",), title="compartment read-out classifier")
+
 register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")
 register_bundled("subcell-tiny", "subcell")

@@ -29,7 +29,7 @@ from locscope.channels import NUCLEUS, PROTEIN
 from locscope.errors import ArgumentError, InputError
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
-from locscope.pipelines.readout import compartment_fractions, top_shares
+from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout, top_shares
 from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
@@ -260,8 +260,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
              guidance: float | None = None, samples: int | None = None, seed: int = 0, device: str = "auto",
              batch_size: int = 8, progress: bool = True, compartment: str | None = None, placement: str = "soft",
              overwrite: bool = False, output_command: str = "generate", passes: int = 1,
-             temperature: float = 1.0, esm: str | Path | None = None,
-             precision: str = "fp32") -> GenerateResult | "ReleasedGenerateResult":
+             temperature: float = 1.0, esm: str | Path | None = None, precision: str = "fp32",
+             expected: dict[str, str] | None = None) -> GenerateResult | "ReleasedGenerateResult":
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
     The model's family (:mod:`locscope.models.hub`) picks the loop: CELL-Diff and latent diffusion models run here;
@@ -312,6 +312,12 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         Released checkpoints only: a local transformers ESM2 directory replacing the checkpoint's ESM2.
     precision : {'fp32', 'bf16'}
         Released checkpoints only: bf16 autocast.
+    expected : dict of str to str, optional
+        Sequence id -> its annotated level-3 class; recorded as ``expected_level3`` beside what was drawn, with the
+        number of samples drawn there (``samples_right``).
+
+    Every sample is also read by the compartment read-out classifier (``compartment-readout``, when installed): its
+    level-3 class per sample (``drawn_level3_per_sample``) and the most frequent one (``drawn_level3``).
 
     Raises
     ------
@@ -376,6 +382,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     ref = hub.resolve(model, default="celldiff-tiny", families=GENERATOR_FAMILIES)
     net = ref.load(torch_device)
     cfg = net.config
+    readout = load_readout()
     latent = ref.family == "latent"
     if latent and placement != "soft":
         raise ArgumentError("placement", f"{placement!r}: only CELL-Diff models place samples; a latent diffusion "
@@ -456,11 +463,20 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                     keys = sorted({k for f in per_sample for k in f})
                     fractions = {k: float(np.mean([f.get(k, 0.0) for f in per_sample])) for k in keys}
                     fractions = dict(sorted(fractions.items(), key=lambda kv: -kv[1]))
+                drawn = []
+                if readout is not None:
+                    probabilities = classify_level3(readout, stack, cell.images, channels)
+                    drawn = [readout.config.classes[int(i)] for i in probabilities.argmax(1)]
                 entry = {"id": name, "folder": folder.name, "length": len(seq), "samples": samples,
                          "compartment_fractions": fractions,
                          "top_compartment_image": next(iter(fractions), None),
+                         "drawn_level3": max(drawn, key=drawn.count) if drawn else None,
+                         "drawn_level3_per_sample": drawn,
                          "head_probabilities": {c: float(p) for c, p in zip(head_classes, head_probs)},
                          "top_compartment_head": head_classes[int(np.argmax(head_probs))]}
+                if expected and name in expected:
+                    entry["expected_level3"] = expected[name]
+                    entry["samples_right"] = sum(d == expected[name] for d in drawn) if drawn else None
                 if model_crop_note(len(seq), cfg.max_sequence_length):
                     entry["model_input"] = model_crop_note(len(seq), cfg.max_sequence_length)
                 if condition is not None:
@@ -478,10 +494,14 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         write_json(out / "summary.json", run)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["id", "top_compartment_image", "top_compartment_head", *[f"image_{c}" for c in
-                         head_classes], *[f"head_{c}" for c in head_classes]])
+        writer.writerow(["id", "expected_level3", "drawn_level3", "samples_right", "top_compartment_image",
+                         "top_compartment_head", *[f"image_{c}" for c in head_classes],
+                         *[f"head_{c}" for c in head_classes]])
         for e in results:
-            writer.writerow([e["id"], e["top_compartment_image"] or "", e["top_compartment_head"],
+            right = e.get("samples_right")
+            writer.writerow([e["id"], e.get("expected_level3", ""), e["drawn_level3"] or "",
+                             "" if right is None else f"{right}/{e['samples']}",
+                             e["top_compartment_image"] or "", e["top_compartment_head"],
                              *[f"{e['compartment_fractions'].get(c, 0.0):.4f}" if e["compartment_fractions"] else ""
                                for c in head_classes],
                              *[f"{e['head_probabilities'][c]:.4f}" for c in head_classes]])
@@ -502,11 +522,17 @@ def _report_html(run: dict, samples: int) -> str:
         if "conditioned_on" in e:
             placed = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["conditioned_on"]["level1"].items())[:3])
             head += f"<br><small>placed in ({esc(e['conditioned_on']['source'])}): {placed}</small>"
+        drawn = ", ".join(esc(d) for d in e.get("drawn_level3_per_sample") or []) or "n/a"
+        if e.get("expected_level3"):
+            right = e.get("samples_right")
+            verdict = "" if right is None else (f" <b style='color:{'#080' if right == e['samples'] else '#c00'}'>"
+                                                f"{right}/{e['samples']} right</b>")
+            drawn = f"expected <b>{esc(e['expected_level3'])}</b>{verdict}<br><small>{drawn}</small>"
         rows.append(
             f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
             f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{imgs}</td>'
             f'<td><img src="{esc(e["folder"])}/mean.png"></td><td><img src="{esc(e["folder"])}/probability.png"></td>'
-            f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{fractions}</td><td>{head}</td></tr>')
+            f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{drawn}</td><td>{fractions}</td><td>{head}</td></tr>')
     forced = f"protein placed in {esc(run['compartment'])} (--compartment), " if run.get("compartment") else ""
     settings = (f"{forced}model {esc(run['model'])}, sampler {esc(run['sampler'])} ({run['steps']} steps, "
                 f"{run['network_evaluations_per_image']} network evaluations per image), guidance {run['guidance']}, "
@@ -519,8 +545,11 @@ img{{image-rendering:pixelated;width:96px;margin:1px}}</style></head><body>
 <p>Landmarks: microtubules red, ER green, nucleus blue. Probability map: fraction of samples in which a pixel is
 above its image's Otsu threshold. Overlay: mean protein image (green) over the landmarks. Image fractions: share of
 the protein's intensity per level-3 class under the simulator's compartment masks (only for simulator landmarks).
+Drawn: the level-3 compartment each sample shows, read by the compartment read-out classifier (a network trained on
+simulated cells that sees the protein image with the landmarks; it judges what kind of pattern the protein forms where,
+not which pixels), beside the protein's annotated class when known.
 Head: the model's sequence-only compartment probabilities; "placed in": the level-1 compartment distribution the image
 was conditioned on (models with the compartment bottleneck).</p>
 <table><tr><th>sequence</th><th>landmarks</th><th>samples</th><th>mean</th><th>probability</th><th>overlay</th>
-<th>image fractions</th><th>head</th></tr>{''.join(rows)}</table></body></html>
+<th>drawn (read-out)</th><th>image fractions</th><th>head</th></tr>{''.join(rows)}</table></body></html>
 """

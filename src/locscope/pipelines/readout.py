@@ -216,6 +216,47 @@ def compartment_fractions(image: np.ndarray, masks: dict[str, np.ndarray]) -> di
     return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
+READOUT_MODEL = "compartment-readout"
+
+
+def load_readout(model: str | None = READOUT_MODEL, device: str | torch.device = "cpu"):
+    """The compartment read-out classifier (:class:`locscope.models.readout.ReadoutClassifier`) named ``model`` (the
+    bundled one by default), or None when it is not installed."""
+    from locscope.models import hub
+
+    try:
+        return hub.load(model, families=("readout",), device=device, argument="readout")
+    except InputError:
+        return None
+
+
+def classify_level3(classifier, protein: np.ndarray, landmarks: np.ndarray,
+                    landmark_channels: Sequence[str]) -> np.ndarray:
+    """Level-3 probabilities of protein images by the read-out classifier, ``(N, len(classifier.config.classes))``.
+
+    Parameters
+    ----------
+    classifier : locscope.models.readout.ReadoutClassifier
+    protein : np.ndarray
+        ``(N, H, W)`` protein images (any intensity range).
+    landmarks : np.ndarray
+        ``(n_landmarks, H, W)`` one cell's landmarks (shared by all images) or ``(N, n_landmarks, H, W)``, ordered as
+        ``landmark_channels``; channels the classifier wants but ``landmark_channels`` lacks are zeros.
+    landmark_channels : sequence of str
+    """
+    protein = np.asarray(protein, np.float32)
+    landmarks = np.asarray(landmarks, np.float32)
+    if landmarks.ndim == 3:
+        landmarks = np.broadcast_to(landmarks, (len(protein), *landmarks.shape))
+    wanted = classifier.config.landmark_channels
+    stacked = np.zeros((len(protein), 1 + len(wanted), *protein.shape[-2:]), np.float32)
+    stacked[:, 0] = protein
+    for j, name in enumerate(wanted):
+        if name in landmark_channels:
+            stacked[:, 1 + j] = landmarks[:, list(landmark_channels).index(name)]
+    return classifier.predict(torch.from_numpy(stacked)).numpy()
+
+
 def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
                min_share: float = 0.005) -> dict[str, float]:
     """The ``n`` largest entries of a distribution ``(len(classes),)`` above ``min_share`` as ``{class: share}``."""
@@ -224,8 +265,8 @@ def top_shares(distribution: np.ndarray, classes: Sequence[str], n: int = 5,
 
 
 __all__ = [
-    "COMPARTMENTS", "ENDOMEMBRANE_LEVEL2", "LEVEL2_CLASSES", "LEVEL3_CLASSES", "STANDARD_CELL_SEED", "StandardCell",
-    "compartment_basis",
+    "COMPARTMENTS", "ENDOMEMBRANE_LEVEL2", "LEVEL2_CLASSES", "LEVEL3_CLASSES", "READOUT_MODEL", "STANDARD_CELL_SEED",
+    "StandardCell", "classify_level3", "compartment_basis", "load_readout",
     "compartment_fractions", "level2_from_level3", "level_probabilities", "resolve_compartment",
     "sequence_head_probabilities", "standard_cells", "top_shares", "unmix_compartments",
 ]

@@ -77,6 +77,7 @@ class CellDiffTrainConfig:
     compartment_loss_weight: float = 0.5
     fraction_loss_weight: float = 1.0
     fraction_teacher_probability: float = 0.5
+    layout_loss_weight: float = 1.0
     sequence_dropout: float = 0.1
     landmark_drop_probability: float = 0.2
     repair_probability: float = 0.5
@@ -333,6 +334,13 @@ class CellDiffModule(L.LightningModule):
             fraction_loss = (fraction * known).sum() / known.sum().clamp(min=1)
             loss = loss + cfg.fraction_loss_weight * fraction_loss
             losses["fraction_loss"] = fraction_loss
+            if model.config.layout_prior:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    expected = model.expected_image(landmarks, targets, present.to(device))
+                layout = (expected.float() - x0).pow(2).mean(dim=(1, 2, 3))
+                layout_loss = (layout * known).sum() / known.sum().clamp(min=1)
+                loss = loss + cfg.layout_loss_weight * layout_loss
+                losses["layout_loss"] = layout_loss
         return {"loss": loss, **losses}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -1,0 +1,200 @@
+"""Does a generator draw the protein where it belongs? Right level-3 compartment per read-out and per compartment.
+
+    python benchmarks/bench_faithful.py [--model celldiff-tiny] [--n 200] [--real all] [--out faithful.json]
+
+On held-out simulator proteins (grammar proteins with HELD-OUT motif variants, fresh cells) the generator runs three
+ways: conditioned on the cell's TRUE compartment fractions (the image path alone), on the true sequence, and on a
+shuffled sequence (control). Two references are scored the same way: the simulator's own image of the cell, and an
+"oracle" generator: the simulator re-run on the same cell with the same landmarks (nucleus, ER, microtubules and what
+they show: nucleoli, nuclear envelope, centrosome, the cell's rim) but the compartments the landmarks do NOT determine
+(mitochondria, vesicles and other puncta, speckles, nuclear bodies, actin, intermediate filaments, the Golgi ribbon,
+lipid droplets) drawn anew. That is the best a landmark-conditioned generator can do.
+
+Read-outs of "right compartment" (the true class: the level-3 class with the largest summed true fraction):
+
+- ``classifier``: the compartment read-out classifier (``compartment-readout``, trained on simulated cells);
+- ``unmixed``: non-negative least squares against THIS cell's compartment patterns (exact for the simulator's image,
+  but it asks a generator for the very pixels of this cell's mitochondria);
+- ``masks``: largest intensity share under the cell's compartment masks.
+
+Per compartment: classifier accuracy among cells whose largest true level-1 compartment is a thin or punctate one
+(plasma membrane, microtubules, nucleoli, vesicles, mitochondria) or a broad one. Real proteins: the OpenCell proteins
+of the test split (never trained on) in label-faithful simulator cells, true vs shuffled sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_celldiff_fidelity import OPENCELL, fraction_vectors, generate, top_level3, top_level3_unmixed  # noqa: E402
+
+import locscope.synth.render as render  # noqa: E402
+from locscope.data import ontology  # noqa: E402
+from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask  # noqa: E402
+from locscope.pipelines.generate import load_celldiff  # noqa: E402
+from locscope.pipelines.readout import classify_level3, compartment_basis, load_readout  # noqa: E402
+from locscope.synth import SimulatorConfig, render_cell, simulate_cell  # noqa: E402
+from locscope.synth.grammar import grammar_targets, random_protein  # noqa: E402
+from locscope.synth.protein import place_protein  # noqa: E402
+from locscope.training.celldiff_module import derangement  # noqa: E402
+from locscope.training.readout_module import level3_targets  # noqa: E402
+from locscope.models.readout import LEVEL3_CLASSES  # noqa: E402
+from locscope.utils.cpu import machine_description  # noqa: E402
+
+#: Compartments a landmark image shows (nucleus stain: nucleus, nucleoli; ER stain: ER, nuclear envelope;
+#: tubulin: microtubules, centrosome; the cell's extent: cytosol, plasma membrane). The oracle redraws the others.
+DETERMINED = ("nucleoplasm", "nucleoli", "nuclear-membrane", "endoplasmic-reticulum", "microtubules", "centrosome",
+              "cytosol", "plasma-membrane")
+GROUPS = {"plasma-membrane": ("plasma-membrane",), "microtubules": ("microtubules",),
+          "nucleoli": ("nucleoli", "nucleoli-fibrillar-center"),
+          "vesicles": ("vesicles", "endosomes", "lysosomes", "peroxisomes", "lipid-droplets"),
+          "mitochondria": ("mitochondria",), "nucleus": ("nucleoplasm", "nuclear-speckles", "nuclear-bodies",
+                                                          "nuclear-membrane"),
+          "cytosol": ("cytosol",), "er-golgi": ("endoplasmic-reticulum", "golgi-apparatus"),
+          "other cytoskeleton": ("actin-filaments", "intermediate-filaments", "centrosome", "cytoskeleton")}
+LANDMARKS = ("nucleus", "er", "microtubules")
+
+
+def redrawn_cell(cfg: SimulatorConfig, seed: int, alternative_seed: int):
+    """The cell of ``seed`` with identical landmarks but the undetermined compartments drawn from another generator."""
+    original = render.build_compartments
+    other_rng = np.random.default_rng(alternative_seed)
+
+    def build(frame, rng, perturbation):
+        comps = original(frame, rng, perturbation)  # consumes the cell's own draws: landmarks stay identical
+        other = original(frame, other_rng, perturbation)
+        return {k: (v if k in DETERMINED else other[k]) for k, v in comps.items()}
+
+    with mock.patch.object(render, "build_compartments", build):
+        return render_cell(cfg, seed=seed)
+
+
+def truth_level3(cells) -> list[str]:
+    """Largest summed true level-1 fraction per level-3 class, per simulated cell."""
+    names = ontology.SIMULATOR_COMPARTMENTS
+    fractions = np.array([[c.compartments.get(n, 0.0) for n in names] for c in cells], np.float32)
+    return [LEVEL3_CLASSES[i] for i in level3_targets(fractions, names, LEVEL3_CLASSES)]
+
+
+def group_of(cell) -> str:
+    top = max(cell.compartments, key=cell.compartments.get)
+    return next(g for g, members in GROUPS.items() if top in members)
+
+
+def score(images, cells, bases, masks, truth, readout, groups) -> dict:
+    landmarks = np.stack([[c.cell.images[n] for n in LANDMARKS] for c in cells])
+    drawn = classify_level3(readout, images, landmarks, LANDMARKS).argmax(1)
+    classes = readout.config.classes
+    right = np.array([classes[d] == t for d, t in zip(drawn, truth)])
+    out = {"right_classifier": float(right.mean()),
+           "right_unmixed": float(np.mean([top_level3_unmixed(im, b) == t for im, b, t in zip(images, bases, truth)])),
+           "right_masks": float(np.mean([top_level3(im, c.cell.masks) == t for im, c, t in zip(images, cells, truth)])),
+           "iou": float(np.nanmean(iou_vs_truth(images, masks))),
+           "fidelity": float(np.nanmean(localization_fidelity(images, masks)))}
+    out["per_compartment_classifier"] = {g: [int(right[groups == g].sum()), int((groups == g).sum())]
+                                         for g in GROUPS if (groups == g).any()}
+    return out
+
+
+def synthetic(model, readout, args) -> dict:
+    size = model.config.image_size
+    cfg = SimulatorConfig(size=size)
+    rng = np.random.default_rng(12345)
+    targets = grammar_targets()
+    cells, sequences, oracle = [], [], []
+    for i in range(args.n):
+        target = targets[int(rng.integers(len(targets)))]
+        seq, _ = random_protein(target, rng, length=200, split="heldout")
+        sim = simulate_cell(cfg, sequence=seq, seed=900_000 + i)
+        cells.append(sim)
+        sequences.append(seq)
+        oracle.append(place_protein(redrawn_cell(cfg, 900_000 + i, 5_000_000 + i), sim.compartments, seed=i))
+    truth = truth_level3(cells)
+    groups = np.array([group_of(c) for c in cells])
+    masks = np.stack([true_protein_mask(c.cell.masks, list(c.compartments)) for c in cells])
+    bases = [compartment_basis(c.cell, cfg) for c in cells]
+    shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
+    rows = {"simulator image (reference)": np.stack([c.protein for c in cells]),
+            "oracle: same landmarks, undetermined compartments redrawn": np.stack(oracle)}
+    timing = {}
+    runs = [("generated, true sequence", sequences, None), ("generated, shuffled sequence", shuffled, None)]
+    if model.config.fraction_classes:
+        runs.insert(0, ("generated, TRUE fractions", sequences, fraction_vectors(model, cells)))
+    for name, seqs, fractions in runs:
+        start = time.perf_counter()
+        rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
+        timing[name] = {"seconds_per_image": (time.perf_counter() - start) / len(cells), "nfe": nfe}
+    results = {name: score(images, cells, bases, masks, truth, readout, groups) for name, images in rows.items()}
+    for name, t in timing.items():
+        results[name].update(t)
+    return {"n": len(cells), "image_size": size, "truth_counts": {g: int((groups == g).sum()) for g in GROUPS},
+            "rows": results}
+
+
+def real(model, readout, args) -> dict:
+    from locscope.data.splits import split_by_protein
+    from locscope.synth.labelled import read_annotated_proteins
+
+    proteins = read_annotated_proteins(OPENCELL)
+    splits = split_by_protein([p.id for p in proteins], seed=0)  # the training store's split
+    test = [p for p, s in zip(proteins, splits) if s == "test"]
+    if args.real != "all":
+        test = test[: int(args.real)]
+    cfg = SimulatorConfig(size=model.config.image_size)
+    cells = [simulate_cell(cfg, sequence=p.sequence, compartments=p.compartments, seed=800_000 + i)
+             for i, p in enumerate(test)]
+    truth = [{ontology.to_level3(c) for c in p.level1} for p in test]
+    landmarks = np.stack([[c.cell.images[n] for n in LANDMARKS] for c in cells])
+    sequences = [p.sequence for p in test]
+    shuffled = [sequences[j] for j in derangement(len(sequences), 2)]
+    out = {"n": len(test)}
+    for name, seqs in (("true sequence", sequences), ("shuffled sequence", shuffled),
+                       ("simulator image (reference)", None)):
+        images = np.stack([c.protein for c in cells]) if seqs is None else generate(model, cells, seqs, args, seed=11)[0]
+        drawn = classify_level3(readout, images, landmarks, LANDMARKS).argmax(1)
+        out[name] = float(np.mean([readout.config.classes[d] in t for d, t in zip(drawn, truth)]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="celldiff-tiny")
+    parser.add_argument("--readout", default="compartment-readout")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--real", default="all")
+    parser.add_argument("--sampler", default="dpmsolver")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--placement", default="soft")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_celldiff(args.model)
+    readout = load_readout(args.readout)
+    if readout is None:
+        raise SystemExit(f"read-out classifier {args.readout!r} not found")
+    report = {"settings": vars(args), "cpu": machine_description()}
+    print("CPU:", report["cpu"], flush=True)
+    report["synthetic"] = synthetic(model, readout, args)
+    print(json.dumps(report["synthetic"], indent=1), flush=True)
+    if OPENCELL.is_file() and args.real != "0":
+        report["real_opencell"] = real(model, readout, args)
+        print(json.dumps(report["real_opencell"], indent=1), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
