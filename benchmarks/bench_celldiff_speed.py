@@ -75,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from locscope.utils.cpu import machine_description
 
-    print("CPU:", machine_description(), flush=True)
+    print(machine_description(), flush=True)
     overrides = json.loads(args.overrides)
     layouts = (False, True) if args.channels_last else (False,)
     rows = [measure("celldiff-tiny", overrides, args.batch, args.tiny_steps, bf16, 320, cl)

@@ -186,7 +186,7 @@ def main() -> None:
     if readout is None:
         raise SystemExit(f"read-out classifier {args.readout!r} not found")
     report = {"settings": vars(args), "cpu": machine_description()}
-    print("CPU:", report["cpu"], flush=True)
+    print(report["cpu"], flush=True)
     report["synthetic"] = synthetic(model, readout, args)
     print(json.dumps(report["synthetic"], indent=1), flush=True)
     if OPENCELL.is_file() and args.real != "0":

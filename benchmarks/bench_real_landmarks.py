@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--out", default="real_landmarks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("CPU:", machine_description(), flush=True)
+    print(machine_description(), flush=True)
     records = read_sequences(asset_path("examples/human_proteins.fasta"))
     proteins = [(r.id, r.sequence) for r in records]
     expected = {r.id: r.description.rpartition("expected_level3=")[2].split()[0] for r in records}

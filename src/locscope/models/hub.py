@@ -251,6 +251,7 @@ register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")
 register_bundled("subcell-tiny", "subcell")
 register_bundled("localizer-small", "localizer")
+register_bundled("compartment-readout", "readout")
 
 __all__ = [
     "ASSETS_DIR", "BUNDLED", "FAMILIES", "ModelFamily", "ModelRef", "asset_path", "bundled_names", "family_of",
