@@ -11,9 +11,10 @@ from locscope.models.celldiff import CellDiff, celldiff_tiny_config
 
 
 def test_bundled_names_resolve_to_their_families():
-    assert hub.bundled_names() == ["celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small"]
+    assert hub.bundled_names() == ["celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small",
+                                   "compartment-readout"]
     for name, family in [("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"), ("subcell-tiny", "subcell"),
-                         ("localizer-small", "localizer")]:
+                         ("localizer-small", "localizer"), ("compartment-readout", "readout")]:
         ref = hub.resolve(name)
         assert ref.family == family and ref.bundled and (ref.directory / "config.json").is_file()
     assert hub.resolve(None, default="designer-tiny").name == "designer-tiny"
