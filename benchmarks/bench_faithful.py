@@ -17,6 +17,8 @@ Read-outs of "right compartment" (the true class: the level-3 class with the lar
   but it asks a generator for the very pixels of this cell's mitochondria);
 - ``masks``: largest intensity share under the cell's compartment masks.
 
+``--ablate-layout`` (models with the layout prior) adds a run on the true fractions whose layout input channel is
+blanked (the background a dropped condition gives), so the fractions reach the image only through the time embedding.
 Per compartment: classifier accuracy among cells whose largest true level-1 compartment is a thin or punctate one
 (plasma membrane, microtubules, nucleoli, vesicles, mitochondria) or a broad one. Real proteins: the OpenCell proteins
 of the test split (never trained on) in label-faithful simulator cells, true vs shuffled sequence.
@@ -130,9 +132,17 @@ def synthetic(model, readout, args) -> dict:
     runs = [("generated, true sequence", sequences, None), ("generated, shuffled sequence", shuffled, None)]
     if model.config.fraction_classes:
         runs.insert(0, ("generated, TRUE fractions", sequences, fraction_vectors(model, cells)))
+    if getattr(model.config, "layout_prior", False) and args.ablate_layout:
+        runs.append(("generated, TRUE fractions, layout channel blanked", sequences, fraction_vectors(model, cells)))
     for name, seqs, fractions in runs:
         start = time.perf_counter()
-        rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
+        if name.endswith("layout channel blanked"):  # the expected image of a dropped condition: background only
+            original = model.expected_image
+            with mock.patch.object(model, "expected_image",
+                                   lambda lm, fr, present=None: original(lm, torch.zeros_like(fr), present)):
+                rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
+        else:
+            rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
         timing[name] = {"seconds_per_image": (time.perf_counter() - start) / len(cells), "nfe": nfe}
     results = {name: score(images, cells, bases, masks, truth, readout, groups) for name, images in rows.items()}
     for name, t in timing.items():
@@ -178,6 +188,8 @@ def main() -> None:
     parser.add_argument("--placement", default="soft")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ablate-layout", action="store_true",
+                        help="Layout-prior models: also run on the true fractions with the layout channel blanked.")
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

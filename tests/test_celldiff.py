@@ -189,8 +189,9 @@ def test_layout_prior_mixes_compartment_maps_into_an_input_channel():
     fractions = torch.stack([nucleus, cytosol])
     expected = net.expected_image(lm, fractions)
     assert expected.shape == (2, 1, 16, 16)
-    maps = net.layout(lm)
-    assert maps.shape == (2, 3, 16, 16) and bool((maps >= 0).all())
+    maps, membership = net.layout(lm)
+    assert maps.shape == membership.shape == (2, 3, 16, 16) and bool((maps >= 0).all())
+    assert torch.equal(net.compartment_membership(lm), membership)
     # linear in the fractions: an even mix is the mean of the two pure images
     both = net.expected_image(lm, torch.stack([(nucleus + cytosol) / 2] * 2))
     pure = torch.stack([net.expected_image(lm, torch.stack([f] * 2)) for f in (nucleus, cytosol)]).mean(0)

@@ -265,3 +265,45 @@ def test_validation_subset_spreads_over_the_split(store):
     expected = np.linspace(0, len(everything) - 1, 3).round().astype(int)
     assert spread.ids == [everything.ids[i] for i in expected] and spread.ids[-1] == everything.ids[-1]
     assert np.array_equal(spread.images, everything.images[expected])
+
+
+def test_layout_prior_learns_compartment_masks_rendered_from_the_store_seeds(tmp_path):
+    from locscope.data.ontology import SIMULATOR_COMPARTMENTS
+    from locscope.data.store import Store
+    from locscope.synth import SimulatorConfig, render_cell
+    from locscope.training.celldiff_data import PairedDataset, build_training_store, collate, load_split, split_masks
+    from locscope.errors import InputError
+    from locscope.training.celldiff_module import CellDiffModule, initialise_from
+
+    build_training_store(tmp_path / "sim", None, image_size=16, n_synthetic=12, seed=3, progress=False)
+    store = Store.open(tmp_path / "sim")
+    overrides = {**TINY, "fraction_classes": SIMULATOR_COMPARTMENTS, "layout_prior": True, "layout_width": 4}
+    config = CellDiffTrainConfig(model_overrides=overrides, batch_size=4)
+    split = load_split(store, "train", ("nucleus", "er", "microtubules"), config.model_config().compartment_classes,
+                       16, 64, fraction_classes=SIMULATOR_COMPARTMENTS)
+    split.masks = split_masks(store, split, SIMULATOR_COMPARTMENTS, 16, progress=False)
+    item = store[int(split.store_indices[0])]
+    cell = render_cell(SimulatorConfig.from_dict(store.attrs["simulator"]), seed=item["provenance"]["seed"])
+    assert np.allclose(cell.images["nucleus"], item["images"]["nucleus"] / 65535, atol=1e-4)  # the same cell
+    assert np.array_equal(split.masks[0], np.stack([cell.masks[n] for n in SIMULATOR_COMPARTMENTS]).astype(np.uint8))
+    module = CellDiffModule(config.model_config(), config, "unused")
+    batch = collate([PairedDataset(split)[(i, i)] for i in range(4)])
+    losses = module.compute_losses(batch, step_generator(0, 0, 0))
+    assert 0.3 < float(losses["layout_mask_loss"]) < 1.5  # binary cross-entropy of an untrained head
+    losses["loss"].backward()
+    assert module.model.layout.membership.weight.grad.abs().sum() > 0
+
+    # init_from: matching tensors are copied, a new head keeps its initialisation, another architecture is refused
+    from safetensors.torch import load_file, save_file
+
+    module.model.save_pretrained(tmp_path / "old")
+    weights = load_file(tmp_path / "old" / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("layout.membership")},
+              str(tmp_path / "old" / "model.safetensors"))
+    fresh = CellDiffModule(config.model_config(), config, "unused").model
+    copied, kept = initialise_from(fresh, tmp_path / "old")
+    assert kept == ["layout.membership.bias", "layout.membership.weight"] and "stem.weight" in copied
+    assert torch.equal(fresh.stem.weight, module.model.stem.weight)
+    plain = CellDiffModule(CellDiffTrainConfig(model_overrides=TINY).model_config(), config, "unused").model
+    with pytest.raises(InputError, match="does not fit"):
+        initialise_from(plain, tmp_path / "old")

@@ -98,8 +98,9 @@ class CellDiffConfig:
         Compartment layout prior (needs ``fraction_classes``): a small U-Net (:class:`LayoutNet`) maps the landmarks to
         one non-negative map per compartment (where a protein living there is expected in this cell), the condition's
         fractions mix the maps into an expected image, and that image enters the denoiser as one more input channel.
-        The maps learn by regression on the clean image (:meth:`CellDiff.expected_image`), so *where* each compartment
-        lies is learned directly from the landmarks, and diffusion only adds the texture around it.
+        The maps learn where each compartment lies from the simulator's compartment masks (when the training data
+        has them) and how bright it is by regression on the clean image (:meth:`CellDiff.expected_image`), so the
+        layout is learned directly from the landmarks, and diffusion only adds the texture around it.
     layout_width : int
         Width of the layout U-Net's first level (then 2x, 4x, 4x).
     """
@@ -313,8 +314,10 @@ class LayoutNet(nn.Module):
     """Landmarks ``(B, n_landmarks, H, W)`` in [-1, 1] -> one non-negative map per compartment ``(B, n_maps, H, W)``.
 
     A four-level U-Net (widths ``w, 2w, 4w, 4w``; receptive field about 60 px, enough to see the distance to the
-    nucleus and to the cell's rim) with a softplus head. Map ``k`` is the image, in [0, 1] intensity units, of a
-    protein that lives only in compartment ``k`` of this cell; see :meth:`CellDiff.expected_image`.
+    nucleus and to the cell's rim) with two heads: compartment-membership logits (trained against the simulator's
+    exact compartment masks when the training data has them) and a softplus intensity; map ``k`` =
+    ``sigmoid(membership_k) * intensity_k`` is the image, in [0, 1] intensity units, of a protein that lives only in
+    compartment ``k`` of this cell (see :meth:`CellDiff.expected_image`).
     """
 
     def __init__(self, in_channels: int, n_maps: int, width: int = 16) -> None:
@@ -328,9 +331,11 @@ class LayoutNet(nn.Module):
         self.up = nn.ModuleList(_conv_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(3)))
         self.head = nn.Conv2d(widths[0], n_maps, 1)
         nn.init.constant_(self.head.bias, -3.0)  # maps start near 0.05: a dark cell, like most of an image
+        self.membership = nn.Conv2d(widths[0], n_maps, 1)
         self.background = nn.Parameter(torch.zeros(1))
 
-    def forward(self, landmarks: torch.Tensor) -> torch.Tensor:
+    def forward(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(maps, membership_logits)``, both ``(B, n_maps, H, W)``."""
         skips, h = [], landmarks
         for i, block in enumerate(self.down):
             h = block(h if i == 0 else F.avg_pool2d(h, 2))
@@ -339,7 +344,8 @@ class LayoutNet(nn.Module):
         for block in self.up:
             skip = skips.pop()
             h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], 1))
-        return F.softplus(self.head(h))
+        logits = self.membership(h)
+        return F.softplus(self.head(h)) * torch.sigmoid(logits), logits
 
 
 class CellDiff(nn.Module):
@@ -538,9 +544,17 @@ class CellDiff(nn.Module):
         """
         if not self.config.layout_prior:
             raise ValueError("this model has no layout prior (config.layout_prior is False)")
-        maps = self.layout(self.prepare_landmarks(landmarks, landmark_present))
+        maps, _ = self.layout(self.prepare_landmarks(landmarks, landmark_present))
         mixed = torch.einsum("bk,bkhw->bhw", fractions.to(maps.dtype), maps)[:, None]
         return 2.0 * (mixed + self.layout.background.to(maps.dtype)) - 1.0
+
+    def compartment_membership(self, landmarks: torch.Tensor,
+                               landmark_present: torch.Tensor | None = None) -> torch.Tensor:
+        """The layout prior's membership logits ``(B, n_fraction_classes, H, W)``: where each compartment lies in the
+        cells of ``landmarks`` ``(B, n_landmarks, H, W)`` (trained against the simulator's masks)."""
+        if not self.config.layout_prior:
+            raise ValueError("this model has no layout prior (config.layout_prior is False)")
+        return self.layout(self.prepare_landmarks(landmarks, landmark_present))[1]
 
     def denoise(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor,
                 context: SequenceContext, landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,8 @@ class CellDiffSplit:
     fractions : np.ndarray
         ``(N, n_fraction_classes)`` float32 true compartment fractions (the simulator's ``provenance.compartments``;
         all zero when unknown; width 0 when the model has no compartment bottleneck).
+    masks : np.ndarray or None
+        ``(N, n_fraction_classes, S, S)`` uint8 compartment masks (:func:`split_masks`; layout-prior training).
     """
 
     images: np.ndarray
@@ -66,6 +68,7 @@ class CellDiffSplit:
     protein_ids: list[str]
     store_indices: np.ndarray
     fractions: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.fractions is None:
@@ -126,6 +129,45 @@ def load_split(store, split: str, landmark_channels: Sequence[str], classes: Seq
     return CellDiffSplit(images.astype(np.float32), labels, tokens, sequences, ids, protein_ids, indices, fractions)
 
 
+def split_masks(store, split: CellDiffSplit, names: Sequence[str], image_size: int, progress: bool = True) -> np.ndarray:
+    """The simulator's compartment masks of a split's cells, ``(N, len(names), S, S)`` uint8.
+
+    Read from the store when it holds them; otherwise each cell is rendered again from the simulator configuration in
+    the store's attributes and the item's recorded seed (``provenance.seed``; the landmarks come out identical, so the
+    masks are those of the stored cell), at ``image_size`` (nearest-neighbour when the store's size differs).
+
+    Raises
+    ------
+    InputError
+        If the store has neither masks nor the simulator configuration and seeds to render them.
+    """
+    from locscope.synth import SimulatorConfig, render_cell
+    from locscope.utils.progress import track
+
+    out = np.zeros((len(split), len(names), image_size, image_size), np.uint8)
+    stored = [n for n in names if n in store.mask_names]
+    simulator = (store.attrs or {}).get("simulator")
+    if len(stored) < len(names) and not simulator:
+        raise InputError(f"{store.path}: no compartment masks and no simulator configuration to render them; "
+                         "rebuild the store with `locscope train celldiff-data`")
+    config = SimulatorConfig.from_dict(simulator) if simulator else None
+    for row, index in enumerate(track(split.store_indices, "compartment masks", enabled=progress)):
+        item = store[int(index)]
+        if len(stored) == len(names):
+            masks = item["masks"]
+        else:
+            seed = (item.get("provenance") or {}).get("seed")
+            if seed is None:
+                raise InputError(f"{store.path}: item {item['id']!r} records no simulator seed (provenance.seed)")
+            masks = render_cell(config, seed=int(seed)).masks
+        stack = np.stack([np.asarray(masks[n], np.uint8) for n in names])
+        if stack.shape[-1] != image_size:
+            stack = F.interpolate(torch.from_numpy(stack)[None].float(), size=(image_size, image_size),
+                                  mode="nearest")[0].numpy().astype(np.uint8)
+        out[row] = stack
+    return out
+
+
 class PairedDataset(Dataset):
     """Indexed by ``(image_index, sequence_index)`` pairs from :class:`EpochSampler`."""
 
@@ -137,12 +179,15 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, pair: tuple[int, int]) -> dict:
         image_index, sequence_index = pair
-        return {
+        item = {
             "images": torch.from_numpy(self.split.images[image_index]),
             "labels": torch.from_numpy(self.split.labels[image_index]),
             "fractions": torch.from_numpy(self.split.fractions[image_index]),
             "tokens": self.split.tokens[sequence_index],
         }
+        if self.split.masks is not None:
+            item["masks"] = torch.from_numpy(self.split.masks[image_index])
+        return item
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
@@ -151,7 +196,8 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     tokens = torch.full((len(items), width), PAD_ID, dtype=torch.long)
     for i, item in enumerate(items):
         tokens[i, : len(item["tokens"])] = torch.tensor(item["tokens"], dtype=torch.long)
-    stacked = {key: torch.stack([item[key] for item in items]) for key in ("images", "labels", "fractions") if key in items[0]}
+    stacked = {key: torch.stack([item[key] for item in items])
+               for key in ("images", "labels", "fractions", "masks") if key in items[0]}
     return {**stacked, "tokens": tokens}
 
 
@@ -222,12 +268,14 @@ class CellDiffDataModule(L.LightningDataModule):
         Epochs already done (resume).
     val_limit : int, optional
         Keep only the first items of the validation split.
+    masks : bool
+        Also hold the training cells' compartment masks over ``fraction_classes`` (:func:`split_masks`).
     """
 
     def __init__(self, store_path: str | Path, landmark_channels: Sequence[str], classes: Sequence[str], image_size: int,
                  max_sequence_length: int, batch_size: int = 32, steps_per_epoch: int = 100, seed: int = 0,
                  repair_probability: float = 0.5, epoch_offset: int = 0, val_limit: int | None = 64,
-                 num_workers: int = 0, fraction_classes: Sequence[str] = ()) -> None:
+                 num_workers: int = 0, fraction_classes: Sequence[str] = (), masks: bool = False) -> None:
         super().__init__()
         self.store_path = Path(store_path)
         self.landmark_channels, self.classes = tuple(landmark_channels), tuple(classes)
@@ -236,6 +284,7 @@ class CellDiffDataModule(L.LightningDataModule):
         self.repair_probability, self.epoch_offset = repair_probability, epoch_offset
         self.val_limit, self.num_workers = val_limit, num_workers
         self.fraction_classes = tuple(fraction_classes)
+        self.masks = masks
         self.train: CellDiffSplit | None = None
         self.val: CellDiffSplit | None = None
 
@@ -249,6 +298,8 @@ class CellDiffDataModule(L.LightningDataModule):
         self.train = load_split(store, "train", *args, fraction_classes=self.fraction_classes)
         if len(self.train) == 0:
             raise InputError(f"{self.store_path}: the train split is empty")
+        if self.masks:
+            self.train.masks = split_masks(store, self.train, self.fraction_classes, self.image_size)
         self.val = load_split(store, "val", *args, limit=self.val_limit, fraction_classes=self.fraction_classes,
                               spread=True)
 

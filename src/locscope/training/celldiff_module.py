@@ -78,6 +78,8 @@ class CellDiffTrainConfig:
     fraction_loss_weight: float = 1.0
     fraction_teacher_probability: float = 0.5
     layout_loss_weight: float = 1.0
+    layout_mask_loss_weight: float = 1.0
+    init_from: str | None = None
     sequence_dropout: float = 0.1
     landmark_drop_probability: float = 0.2
     repair_probability: float = 0.5
@@ -131,6 +133,33 @@ def read_train_config(path: str | Path | None, config_class: type = None):
     if getattr(config, "image_loss", "v") not in ("v", "v-min-snr"):
         raise InputError(f"{path}: image_loss={config.image_loss!r}: accepted values are v, v-min-snr")
     return config
+
+
+def initialise_from(model: CellDiff, directory: str | Path) -> tuple[list[str], list[str]]:
+    """Copy every tensor of the model in ``directory`` whose name and shape match into ``model``.
+
+    Returns the copied names and the names of ``model``'s tensors left at their initialisation. A tensor of the
+    source that ``model`` lacks, or one with another shape, is an error (a different architecture, not a new head).
+
+    Raises
+    ------
+    InputError
+        If ``directory`` holds no loadable weights, or names / shapes conflict.
+    """
+    from locscope.utils.checkpoint import WEIGHTS_NAME, read_torch_weights
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise InputError(f"init_from: {path}: file not found")
+    source = read_torch_weights(path)
+    target = model.state_dict()
+    unexpected = sorted(k for k in source if k not in target)
+    misshaped = sorted(k for k in source if k in target and tuple(source[k].shape) != tuple(target[k].shape))
+    if unexpected or misshaped:
+        raise InputError(f"init_from: {directory}: does not fit the model (unexpected: {', '.join(unexpected) or '-'}; "
+                         f"other shapes: {', '.join(misshaped) or '-'})")
+    model.load_state_dict({**target, **source}, strict=True)
+    return sorted(source), sorted(k for k in target if k not in source)
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -282,8 +311,12 @@ class CellDiffModule(L.LightningModule):
         cfg, model = self.train_config, self.model
         images = batch["images"]
         device = images.device
-        if cfg.augment:
-            images = augment(images.cpu(), generator).to(device)
+        masks = batch.get("masks")
+        if cfg.augment:  # masks rotate and flip with their cell
+            joint = images.cpu() if masks is None else torch.cat([images.cpu(), masks.cpu().to(images.dtype)], 1)
+            joint = augment(joint, generator).to(device)
+            images, masks = (joint, None) if masks is None else (joint[:, :images.shape[1]],
+                                                                 joint[:, images.shape[1]:])
         batch_size = images.shape[0]
         x0, landmarks = images[:, :1], images[:, 1:]
         n_landmarks = landmarks.shape[1]
@@ -336,11 +369,17 @@ class CellDiffModule(L.LightningModule):
             losses["fraction_loss"] = fraction_loss
             if model.config.layout_prior:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    expected = model.expected_image(landmarks, targets, present.to(device))
-                layout = (expected.float() - x0).pow(2).mean(dim=(1, 2, 3))
+                    maps, membership = model.layout(model.prepare_landmarks(landmarks, present.to(device)))
+                mixed = torch.einsum("bk,bkhw->bhw", targets, maps.float())[:, None]
+                expected = 2.0 * (mixed + model.layout.background.float()) - 1.0
+                layout = (expected - x0).pow(2).mean(dim=(1, 2, 3))
                 layout_loss = (layout * known).sum() / known.sum().clamp(min=1)
                 loss = loss + cfg.layout_loss_weight * layout_loss
                 losses["layout_loss"] = layout_loss
+                if masks is not None and cfg.layout_mask_loss_weight > 0:
+                    mask_loss = F.binary_cross_entropy_with_logits(membership.float(), masks.float())
+                    loss = loss + cfg.layout_mask_loss_weight * mask_loss
+                    losses["layout_mask_loss"] = mask_loss
         return {"loss": loss, **losses}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -467,6 +506,11 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
     module = CellDiffModule(model_config, config, run_dir)
     step = epoch = 0
+    if config.init_from and not resume:
+        copied, kept = initialise_from(module.model, config.init_from)
+        module.ema = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
+                                 "initialised_tensors": kept})
     if resume:
         state = module.load_checkpoint(last)
         step, epoch = state["step"], state["epoch"]
@@ -477,7 +521,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
                               model_config.image_size, model_config.max_sequence_length, config.batch_size,
                               config.steps_per_epoch, config.seed, config.repair_probability, epoch_offset=epoch,
                               val_limit=config.val_items, num_workers=config.num_workers,
-                              fraction_classes=model_config.fraction_classes)
+                              fraction_classes=model_config.fraction_classes,
+                              masks=model_config.layout_prior and config.layout_mask_loss_weight > 0)
     data.setup("fit")
     module._val_split = data.val if data.val is not None and len(data.val) >= 2 else None
     if remaining > 0:
