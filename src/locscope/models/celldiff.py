@@ -332,6 +332,7 @@ class LayoutNet(nn.Module):
         self.head = nn.Conv2d(widths[0], n_maps, 1)
         nn.init.constant_(self.head.bias, -3.0)  # maps start near 0.05: a dark cell, like most of an image
         self.membership = nn.Conv2d(widths[0], n_maps, 1)
+        nn.init.constant_(self.membership.bias, -2.5)  # a compartment covers a few percent of a crop
         self.background = nn.Parameter(torch.zeros(1))
 
     def forward(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
