@@ -162,6 +162,7 @@ COMMANDS: dict[str, list[str]] = {
     "train latent": ["train", "latent", "--data", "missing_store", "--autoencoder", "missing_autoencoder"],
     "train latent-autoencoder": ["train", "latent-autoencoder", "--data", "missing_store"],
     "train localizer": ["train", "localizer"],
+    "train readout": ["train", "readout", "--data", "missing_store"],
     "train subcell": ["train", "subcell", "--data", "missing_store"],
     "dataset build": ["dataset", "build", "missing_manifest.csv"],
     "dataset export-lmdb": ["dataset", "export-lmdb", "missing_store"],
