@@ -150,3 +150,13 @@ def test_user_errors(tmp_path, shared_data):
     assert cli.returncode == 2
     assert "missing: not found" in cli.stderr and "Traceback" not in cli.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_histograms_of_values_equal_up_to_rounding(tmp_path):
+    from types import SimpleNamespace
+
+    from locscope.pipelines.evaluate_report import _histograms
+
+    rows = [{"pcc_protein": 1.0 - 2e-16}, {"pcc_protein": 1.0}, {"pcc_protein": 1.0}, {"pcc_protein": float("nan")}]
+    result = SimpleNamespace(rows=rows, per_metric={"pcc_protein": {"n": 3}})
+    assert _histograms(result, tmp_path / "histograms.png") and (tmp_path / "histograms.png").stat().st_size > 0

@@ -29,7 +29,6 @@ The procedure is CELL-E 2's NLS design (sample candidates, generate their images
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import time
@@ -46,6 +45,7 @@ from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
 )
+from locscope.report.html import html_page, png_img
 from locscope.report.images import protein_png
 
 MAX_DESIGN_LENGTH = 2048
@@ -633,26 +633,19 @@ def _write_design_files(out: Path, result: DesignResult, protein: np.ndarray, la
     write_text(out / "report.html", _report_html(result, protein, nucleus, top))
 
 
-def _img_tag(png: bytes, title: str) -> str:
-    return f'<img title="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
 def _report_html(result: DesignResult, protein: np.ndarray, nucleus: np.ndarray | None, top: int) -> str:
     rows = []
     for c in result.candidates[:top]:
-        image = _img_tag(protein_png(c.image, None), "generated") if c.image is not None else ""
+        image = png_img(protein_png(c.image, None), "generated") if c.image is not None else ""
         probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.level3.items(), key=lambda kv: -kv[1])[:3])
         rows.append(f"<tr><td>{c.rank}</td><td>{c.score:.3f}</td><td>{image}</td><td><code>{html.escape(c.sequence)}"
                     f"</code></td><td>{html.escape(probs)}</td><td>{html.escape(c.grammar_call)}</td></tr>")
     target = html.escape(result.target or "the given image")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope design</title>
-<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px 8px;vertical-align:middle}} code{{word-break:break-all;
-font-size:11px}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}} img{{image-rendering:pixelated}}</style>
-</head><body><h1>Designed sequences for {target}</h1>
+    return html_page("locscope design", f"""<h1>Designed sequences for {target}</h1>
 <p>Template <code>{html.escape(result.template)}</code>; decoder <b>{result.decoder}</b>
 ({result.passes_per_candidate:.1f} forward passes per batch, {result.decode_seconds_per_candidate * 1000:.1f} ms per candidate
 to decode, {result.score_seconds_per_candidate * 1000:.1f} ms to score). Score: {html.escape(result.score_method)}.</p>
-<p>Conditioning image: {_img_tag(protein_png(protein, nucleus), "conditioning image")}</p>
+<p>Conditioning image: {png_img(protein_png(protein, nucleus), "conditioning image")}</p>
 <table><tr><th>rank</th><th>score</th><th>generated image</th><th>sequence</th><th>level-3 (image)</th>
-<th>simulator grammar</th></tr>{''.join(rows)}</table></body></html>
-"""
+<th>simulator grammar</th></tr>{''.join(rows)}</table>""",
+                     style="td{vertical-align:middle} tr:nth-child(even){background:#f4f4f4}")

@@ -26,6 +26,7 @@ import torch
 
 from locscope.errors import ArgumentError
 from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
+from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
 
 NUCLEAR_TARGETS = ("nucleus", "nucleoplasm")
@@ -152,11 +153,10 @@ def design_celle2(out: str | Path, *, model: str | Path, landmarks: Sequence[str
         write_json(folder / "summary.json", summary)
         rows = "".join(f"<tr><td>{c.rank}</td><td><code>{html.escape(c.sequence)}</code></td><td>{c.score:.3f}</td>"
                        f"</tr>" for c in ranked[:top])
-        write_text(folder / "report.html", f"""<!doctype html><html><head><meta charset="utf-8">
-<title>locscope design (CELL-E 2)</title></head><body><h1>CELL-E 2 infill, ranked by nucleus proportion</h1>
+        write_text(folder / "report.html", html_page("locscope design (CELL-E 2)", f"""<h1>CELL-E 2 infill, ranked by \
+nucleus proportion</h1>
 <p>Template <code>{html.escape(template_text)}</code>; {candidates} candidates ({used_passes} passes each);
 unmodified reporter {reporter:.3f}; candidates' mean {scores.mean():.3f}; random residues' mean {control.mean():.3f}.
-</p><table><tr><th>rank</th><th>sequence</th><th>nucleus proportion</th></tr>{rows}</table></body></html>
-""")
+</p><table><tr><th>rank</th><th>sequence</th><th>nucleus proportion</th></tr>{rows}</table>"""))
     return DesignResult(ranked, template_text, "nucleus", "parallel", float(used_passes), decode_seconds,
                         score_seconds, "nucleus proportion (CELL-E 2 one-pass images)", proposer="celle2")

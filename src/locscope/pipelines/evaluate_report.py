@@ -16,6 +16,7 @@ import numpy as np
 
 from locscope.channels import PROTEIN
 from locscope.metrics.threshold import threshold_mask
+from locscope.report.html import html_page
 from locscope.report.images import write_png
 from locscope.utils.atomic import write_json
 
@@ -84,7 +85,11 @@ def _histograms(result: "EvaluationResult", path: Path) -> bool:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         values = np.asarray([row.get(name, np.nan) for row in result.rows], dtype=float)
-        ax.hist(values[np.isfinite(values)], bins=min(20, max(5, len(values))), color="#4477aa")
+        values = values[np.isfinite(values)]
+        # values equal up to rounding (a Pearson of 1 - 2e-16 beside 1.0) have no range to split into bins
+        spread = np.ptp(values) if len(values) else 0.0
+        flat = spread <= 1e-9 * max(1.0, float(np.abs(values).max(initial=0.0)))
+        ax.hist(values, bins=1 if flat else min(20, max(5, len(values))), color="#4477aa")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(names):]:
@@ -161,17 +166,17 @@ def write_report(result: "EvaluationResult", folder: Path, pictures: list[dict[s
     (folder / "report.html").write_text(_html(result, pictures, published, has_hist))
 
 
+#: The evaluation page's own rules (bordered number tables, a picture grid), after the shared report style.
+EVALUATION_STYLE = ("body{max-width:1400px} table{margin:8px 0 20px} td,th{border:1px solid #ccc;padding:3px 8px;"
+                    "font-size:13px} th{background:#f0f0f0} td.num{text-align:right;font-variant-numeric:tabular-nums}"
+                    " .pics img{width:150px;height:150px;display:block} .pics td{padding:2px}"
+                    " .note{color:#555;font-size:13px} code{background:#f4f4f4;padding:0 3px;font-size:inherit}")
+
+
 def _html(result: "EvaluationResult", pictures: list[dict[str, str]], published: dict[str, str], has_hist: bool) -> str:
     s = result.summary
     e = html.escape
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>locscope evaluation</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}"
-        "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-        "th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-        ".pics img{width:150px;height:150px;image-rendering:pixelated;display:block}.pics td{padding:2px}"
-        ".note{color:#555;font-size:13px}code{background:#f4f4f4;padding:0 3px}",
-        "</style></head><body>",
         "<h1>locscope evaluation report</h1>",
         "<table>",
     ]
@@ -211,5 +216,5 @@ def _html(result: "EvaluationResult", pictures: list[dict[str, str]], published:
             parts.append(f"<tr><td>{caption}</td>{cells}</tr>")
         parts.append("</table>")
     parts.append("<p class='note'>Per-item values: <a href='items.csv'>items.csv</a>; all numbers: "
-                 "<a href='metrics.json'>metrics.json</a>.</p></body></html>")
-    return "\n".join(parts)
+                 "<a href='metrics.json'>metrics.json</a>.</p>")
+    return html_page("locscope evaluation", "\n".join(parts), style=EVALUATION_STYLE)

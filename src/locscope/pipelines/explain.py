@@ -18,7 +18,6 @@ with planted motifs glycine windows put the strongest segment on the motif in 57
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import logging
@@ -31,6 +30,7 @@ import numpy as np
 from locscope.errors import ArgumentError
 from locscope.io.sequences import DEFAULT_MAX_LENGTH, model_crop_note, read_sequence_text, truncation_note
 from locscope.pipelines.readout import LEVEL3_CLASSES
+from locscope.report.html import html_page, png_img
 
 log = logging.getLogger(__name__)
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
@@ -306,24 +306,18 @@ def _progress_scorer(predictor, progress: bool) -> ScoreFn:
 
 
 def _report(payload: dict, track: bytes, wild_type: bytes | None, mutant: bytes | None) -> str:
-    def img(data: bytes) -> str:
-        return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
     items = "".join(f"<li>{html.escape(s['text'])}</li>" for s in payload["segments"]) or \
         "<li>no window changes the prediction by more than 0.02</li>"
     wt = ", ".join(f"{k} {v:.2f}" for k, v in sorted(payload["wild_type"].items(), key=lambda kv: -kv[1])[:3])
     mut = payload["most_disruptive_mutant"]
     pictures = (f"<h2>Wild type vs most disruptive mutant (residues {mut['start']}-{mut['end']} mutated)</h2>"
-                f"<figure>{img(wild_type)}<figcaption>wild type</figcaption></figure>"
-                f"<figure>{img(mutant)}<figcaption>mutant</figcaption></figure>") if wild_type and mutant else (
+                f"<figure>{png_img(wild_type)}<figcaption>wild type</figcaption></figure>"
+                f"<figure>{png_img(mutant)}<figcaption>mutant</figcaption></figure>") if wild_type and mutant else (
         f"<h2>Most disruptive mutant: residues {mut['start']}-{mut['end']}</h2><p>"
         + html.escape(", ".join(f"{k} {v:.2f}" for k, v in sorted(mut["probabilities"].items(), key=lambda kv: -kv[1])[:3]))
         + "</p>")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope explain</title>
-<style>body{{font-family:sans-serif;margin:2em}} code{{word-break:break-all;font-size:11px}}
-figure{{display:inline-block;margin:0 1em}} img{{image-rendering:pixelated}}</style></head><body>
-<h1>Localization signals</h1><p>Predicted ({html.escape(payload['method'])}): {html.escape(wt)}.</p>
-<h2>Strongest segments</h2><ol>{items}</ol>{img(track)}
+    return html_page("locscope explain", f"""<h1>Localization signals</h1>
+<p>Predicted ({html.escape(payload['method'])}): {html.escape(wt)}.</p>
+<h2>Strongest segments</h2><ol>{items}</ol>{png_img(track)}
 {pictures}
-<p><code>{html.escape(payload['sequence'])}</code></p></body></html>
-"""
+<p><code>{html.escape(payload['sequence'])}</code></p>""", style="figure{margin:0 1em}")

@@ -30,7 +30,8 @@ from locscope.errors import ArgumentError, InputError
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
 from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout, top_shares
-from locscope.utils.atomic import atomic_path, write_json, write_text
+from locscope.report.html import html_page
+from locscope.utils.atomic import write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
 
@@ -42,6 +43,7 @@ MASKS_FILE = "compartment_masks.npz"
 PREVIEW_SCALE = 4  # PNGs show each model pixel as 4 x 4 pixels
 SMALL_LANDMARK_FACTOR = 4  # warn when a landmark image's side is at most 1/4 of the model input's
 OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
+SAMPLE_TABLE_STYLE = "td{border-bottom:1px solid #ddd} img{width:96px;margin:1px}"  # rows of small samples
 
 
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
@@ -201,13 +203,6 @@ class GenerateResult:
     seconds_per_image: float
 
 
-def _tiff(path: Path, image: np.ndarray) -> None:
-    import tifffile
-
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, (np.clip(image, 0, 1) * 65535).round().astype(np.uint16), photometric="minisblack")
-
-
 def _folder_name(name: str, used: dict[str, str]) -> str:
     """The sub-folder of sequence ``name`` (:func:`locscope.utils.filenames.file_name_for_id`); ids must be unique."""
     folder = file_name_for_id(name)
@@ -330,7 +325,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
     from locscope.models.latent import LATENT_DEFAULT_STEPS
     from locscope.encoders.protein import tokenize
-    from locscope.report.images import landmark_composite, write_png
+    from locscope.report.images import landmark_composite, unit_to_uint16, write_png, write_tiff
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
@@ -446,13 +441,13 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, image in enumerate(stack):
                     write_png(folder / f"sample_{k}.png", image, scale=PREVIEW_SCALE)
-                    _tiff(folder / f"sample_{k}.tif", image)
+                    write_tiff(folder / f"sample_{k}.tif", unit_to_uint16(image))
                 mean = stack.mean(0)
                 write_png(folder / "mean.png", mean, scale=PREVIEW_SCALE)
-                _tiff(folder / "mean.tif", mean)
+                write_tiff(folder / "mean.tif", unit_to_uint16(mean))
                 prob = probability_map(stack)
                 write_png(folder / "probability.png", prob, scale=PREVIEW_SCALE)
-                _tiff(folder / "probability.tif", prob)
+                write_tiff(folder / "probability.tif", unit_to_uint16(prob))
                 write_png(folder / "landmarks.png", composite, scale=PREVIEW_SCALE)
                 overlay = composite * 0.6
                 overlay[..., 1] = np.maximum(overlay[..., 1], mean / max(mean.max(), 1e-6))
@@ -538,10 +533,8 @@ def _report_html(run: dict, samples: int) -> str:
                 f"{run['network_evaluations_per_image']} network evaluations per image), guidance {run['guidance']}, "
                 f"{samples} samples, seed {run['seed']}, {run['seconds_per_image']:.3f} s/image; landmarks "
                 f"{esc(run['landmarks'])} (present: {esc(', '.join(run['landmark_channels_present']))})")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope generate</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}td{{padding:4px;vertical-align:top;border-bottom:1px solid #ddd}}
-img{{image-rendering:pixelated;width:96px;margin:1px}}</style></head><body>
-<h1>Generated localization images</h1><p>{settings}</p>
+    return html_page("locscope generate", f"""<h1>Generated localization images</h1>
+<p>{settings}</p>
 <p>Landmarks: microtubules red, ER green, nucleus blue. Probability map: fraction of samples in which a pixel is
 above its image's Otsu threshold. Overlay: mean protein image (green) over the landmarks. Image fractions: share of
 the protein's intensity per level-3 class under the simulator's compartment masks (only for simulator landmarks).
@@ -551,5 +544,4 @@ not which pixels), beside the protein's annotated class when known.
 Head: the model's sequence-only compartment probabilities; "placed in": the level-1 compartment distribution the image
 was conditioned on (models with the compartment bottleneck).</p>
 <table><tr><th>sequence</th><th>landmarks</th><th>samples</th><th>mean</th><th>probability</th><th>overlay</th>
-<th>drawn (read-out)</th><th>image fractions</th><th>head</th></tr>{''.join(rows)}</table></body></html>
-"""
+<th>drawn (read-out)</th><th>image fractions</th><th>head</th></tr>{''.join(rows)}</table>""", style=SAMPLE_TABLE_STYLE)

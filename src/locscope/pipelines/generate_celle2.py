@@ -29,6 +29,7 @@ import torch
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.errors import InputError
 from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
+from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     """
     from locscope.diffusion.celle2_sampler import decode_image_tokens
     from locscope.models import hub
-    from locscope.pipelines.generate import PREVIEW_SCALE, OUTPUT_FILES, GenerateResult, _folder_name, _tiff
+    from locscope.pipelines.generate import PREVIEW_SCALE, OUTPUT_FILES, GenerateResult, _folder_name
     from locscope.pipelines.readout import compartment_fractions
-    from locscope.report.images import write_png
+    from locscope.report.images import unit_to_uint16, write_png, write_tiff
     from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
@@ -153,14 +154,14 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
                 images = np.clip(stack, 0, 1)
                 for k, (image, raw) in enumerate(zip(images, stack)):
                     write_png(folder / f"sample_{k}.png", image, scale=PREVIEW_SCALE)
-                    _tiff(folder / f"sample_{k}.tif", image)
+                    write_tiff(folder / f"sample_{k}.tif", unit_to_uint16(image))
                     binary = (raw > 0.5).astype(np.float32)
                     write_png(folder / f"threshold_{k}.png", binary, scale=PREVIEW_SCALE)
-                    _tiff(folder / f"threshold_{k}.tif", binary)
+                    write_tiff(folder / f"threshold_{k}.tif", unit_to_uint16(binary))
                 mean = images.mean(0)
                 for stem, image in (("mean", mean), ("probability", pdf)):
                     write_png(folder / f"{stem}.png", image, scale=PREVIEW_SCALE)
-                    _tiff(folder / f"{stem}.tif", image)
+                    write_tiff(folder / f"{stem}.tif", unit_to_uint16(image))
                 write_png(folder / "landmarks.png", nucleus_image, scale=PREVIEW_SCALE)
                 fractions = compartment_fractions(pdf, cell.masks) if cell.masks else {}
                 shares = nucleus_proportion(stack > 0.5, np.broadcast_to(nucleus_region, stack.shape))
@@ -202,14 +203,13 @@ def _report_html(run: dict) -> str:
     settings = (f"model {esc(run['model'])} (CELL-E 2), {run['passes']} pass(es) = "
                 f"{run['network_evaluations_per_image']} network evaluations per image, temperature {run['temperature']}, {run['samples']} samples, seed "
                 f"{run['seed']}, {run['seconds_per_image']:.3f} s/image; nucleus from {esc(run['landmarks'])}")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>locscope generate (CELL-E 2)</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}td{{padding:4px;vertical-align:top;border-bottom:1px solid #ddd}}
-img{{image-rendering:pixelated;width:96px;margin:1px}}</style></head><body>
-<h1>Generated localization images (CELL-E 2)</h1><p>{settings}</p>
+    from locscope.pipelines.generate import SAMPLE_TABLE_STYLE
+
+    return html_page("locscope generate (CELL-E 2)", f"""<h1>Generated localization images (CELL-E 2)</h1>
+<p>{settings}</p>
 <p>Samples: the protein tokenizer's decoded images; threshold: where they exceed 0.5 (CELL-E 2's binary output).
 Probability: per pixel, the decoded expectation of the image tokens' distributions (CELL-E 2's "PDF").
 Image fractions: share of the probability map per level-3 class under the simulator's compartment masks (simulator
 landmarks only).</p>
 <table><tr><th>sequence</th><th>nucleus</th><th>samples</th><th>threshold</th><th>probability</th>
-<th>image fractions</th></tr>{''.join(rows)}</table></body></html>
-"""
+<th>image fractions</th></tr>{''.join(rows)}</table>""", style=SAMPLE_TABLE_STYLE)

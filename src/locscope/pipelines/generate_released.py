@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from locscope.errors import ArgumentError, InputError
-from locscope.utils.atomic import atomic_path, write_json, write_text
+from locscope.report.html import html_page
+from locscope.report.images import write_png, write_tiff
+from locscope.utils.atomic import write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
 
@@ -134,20 +136,6 @@ def published_png(image: np.ndarray) -> np.ndarray:
     rgb = np.zeros((*image.shape, 3), np.uint8)
     rgb[..., 1] = (np.clip((image + 1) / 2, 0, 1) * 255 + 0.5).astype(np.uint8)
     return rgb
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
-
-
-def _write_float_tiff(path: Path, image: np.ndarray) -> None:
-    import tifffile
-
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, image.astype(np.float32), photometric="minisblack")
 
 
 def released_eps_fn(released, cell_latent: torch.Tensor, tokens: torch.Tensor, sequence_embeds: torch.Tensor | None,
@@ -338,8 +326,8 @@ def generate_released(
             (work / folder).mkdir()
             files = []
             for k, image in enumerate(decoded):
-                _write_png(work / folder / f"sample_{k}.png", published_png(image))
-                _write_float_tiff(work / folder / f"sample_{k}_raw.tif", image)
+                write_png(work / folder / f"sample_{k}.png", published_png(image))
+                write_tiff(work / folder / f"sample_{k}_raw.tif", image.astype(np.float32))
                 files.append(f"{folder}/sample_{k}.png")
             entries.append({"id": name, "folder": folder, "length": len(ids) - 2, "samples": files,
                             "seconds": round(seconds, 3), "value_range": [float(decoded.min()), float(decoded.max())]})
@@ -367,10 +355,8 @@ def _report_html(run: dict) -> str:
         for e in run["sequences"]
     )
     sampler = run["timestep_respacing"] or f"DPM-Solver++ {run['steps'] or 20} steps"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>locscope generate</title></head><body>"
+    return html_page("locscope generate", (
         f"<h1>Generated protein images</h1><p>Released CELL-Diff checkpoint set {esc(run['model'])}; sampler "
         f"{esc(str(sampler))}; {esc(run['precision'])}; seed {run['seed']}; landmarks {esc(', '.join(run['landmarks']))}"
         f"{'; placeholder for ' + esc(', '.join(run['placeholder_landmarks'])) if run['placeholder_landmarks'] else ''}"
-        f".</p><table><tr><th>id</th><th>residues</th><th>samples</th></tr>{rows}</table></body></html>"
-    )
+        f".</p><table><tr><th>id</th><th>residues</th><th>samples</th></tr>{rows}</table>"))

@@ -25,6 +25,8 @@ from locscope.errors import ArgumentError, InputError
 from locscope.io.images import read_planes
 from locscope.models import hub
 from locscope.models.stain import StainClassifier, StainUNet
+from locscope.report.html import html_page
+from locscope.report.images import write_png, write_tiff
 from locscope.utils.atomic import write_json, write_text
 from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
@@ -247,15 +249,6 @@ def composite(channels: np.ndarray, names: Sequence[str]) -> np.ndarray:
     return np.clip(rgb, 0, 1)
 
 
-def _png(path: Path, image: np.ndarray, scale: int = 1) -> None:
-    from PIL import Image
-
-    array = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    if scale > 1:
-        array = np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), np.uint8))
-    Image.fromarray(array).save(path, format="PNG")
-
-
 def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_name: str | None = None,
               classifier_scale: float = 0.0, guidance: float | None = None, sampler: str = "ddim",
               steps: int | None = None, samples: int = 1, model: str | Path | StainModels | None = None, seed: int = 0,
@@ -316,21 +309,18 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
     used: set[str] = set()
     rows = []
     with output_folder(out, "stain", overwrite=overwrite, known_files=STAIN_FILES) as tmp:
-        import tifffile
-
         for (name, planes), prediction, cond in zip(images, predictions, condition.cpu().numpy()):
             folder = file_name_for_id(name)
             while folder in used:
                 folder = file_name_for_id(folder + "~")
             used.add(folder)
             (tmp / folder).mkdir()
-            _png(tmp / folder / "brightfield.png", _display(cond.mean(0)))
+            write_png(tmp / folder / "brightfield.png", _display(cond.mean(0)))
             for k, sample in enumerate(prediction):
                 suffix = f"_sample{k}" if samples > 1 else ""
                 for channel, plane in zip(names, sample):
-                    tifffile.imwrite(tmp / folder / f"{channel}{suffix}.tif", to_uint16(plane),
-                                     photometric="minisblack")
-                _png(tmp / folder / f"composite{suffix}.png", composite(sample, names))
+                    write_tiff(tmp / folder / f"{channel}{suffix}.tif", to_uint16(plane))
+                write_png(tmp / folder / f"composite{suffix}.png", composite(sample, names))
             rows.append({"image": name, "folder": folder, "planes": int(planes.shape[0]),
                          "height": int(planes.shape[1]), "width": int(planes.shape[2])})
         summary = {
@@ -365,11 +355,8 @@ def _report(summary: dict, samples: int) -> str:
             cells.append(f'<figure><img src="{folder}/composite{suffix}.png" width="256"><figcaption>prediction'
                          f'{" " + str(k) if samples > 1 else ""}</figcaption></figure>')
         blocks.append(f"<h2>{esc(row['image'])} ({row['height']} x {row['width']})</h2><div>{''.join(cells)}</div>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>locscope stain</title><style>"
-            f"body{{font-family:sans-serif}} figure{{display:inline-block;margin:4px}} "
-            f"img{{image-rendering:pixelated}} th{{text-align:left;padding-right:1em}}</style></head><body>"
-            f"<h1>Virtual staining</h1><table>{settings}</table><p>Composite colours: {esc(legend)}</p>"
-            f"{''.join(blocks)}</body></html>")
+    return html_page("locscope stain", f"<h1>Virtual staining</h1><table>{settings}</table><p>Composite colours: "
+                                       f"{esc(legend)}</p>{''.join(blocks)}")
 
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_STEPS", "StainModels", "StainResult", "check_classifier", "check_options",

@@ -1,1 +1,2 @@
-"""Report writers: PNG pictures and grids (``images``) for the pipelines and the training gate."""
+"""Report writers for the pipelines and the training gate: PNG / TIFF pictures and grids (``images``) and the HTML
+page skeleton (``html``)."""

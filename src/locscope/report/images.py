@@ -42,6 +42,21 @@ def write_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     return path
 
 
+def unit_to_uint16(image: np.ndarray) -> np.ndarray:
+    """A [0, 1] float image as uint16 over the full range (``round(clip(x, 0, 1) * 65535)``)."""
+    return (np.clip(image, 0, 1) * 65535).round().astype(np.uint16)
+
+
+def write_tiff(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``image`` (``(H, W)`` or ``(C, H, W)``, its dtype kept) as a greyscale TIFF to ``path`` atomically."""
+    import tifffile
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.asarray(image), photometric="minisblack")
+    return path
+
+
 def protein_png(array: np.ndarray, nucleus: np.ndarray | None = None) -> bytes:
     """A protein image (green) over a nucleus landmark (blue) as PNG bytes, upscaled for viewing."""
     rgb = np.zeros((*array.shape, 3), np.float32)
