@@ -12,7 +12,8 @@ import torch
 
 from locscope.cli import main
 from locscope.models.celldiff import CellDiff, celldiff_tiny_config
-from locscope.pipelines.generate import probability_map, read_landmarks, unit_range
+from locscope.data.transforms import to_unit_range
+from locscope.pipelines.generate import probability_map, read_landmarks
 from locscope.pipelines.readout import compartment_fractions
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples"
@@ -121,7 +122,7 @@ def test_landmarks_resized_subset_and_float_range(tmp_path):
     cell = read_landmarks([tmp_path / "nucleus.tif"], ("nucleus", "er", "microtubules"), 16)
     assert cell.images.shape == (3, 16, 16) and cell.present.tolist() == [True, False, False]
     assert 0.0 <= cell.images[0].min() < 0.05 and 0.95 < cell.images[0].max() <= 1.0  # [-1, 1] -> [0, 1]
-    assert unit_range(np.array([0, 65535], np.uint16)).tolist() == [0.0, 1.0]
+    assert to_unit_range(np.array([0, 65535], np.uint16)).tolist() == [0.0, 1.0]
 
 
 def test_compartment_fractions_and_probability_map():

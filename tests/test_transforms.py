@@ -167,3 +167,25 @@ def test_segment_real_nuclei(shared_data, sample: str, low: int, high: int) -> N
     assert nucleus[labels > 0].mean() > 5 * nucleus[labels == 0].mean()
     distance = T.nuclear_distance_map(labels)
     assert distance.min() == -1.0 and distance.max() == 1.0 and ((distance > 0) == (labels > 0)).all()
+
+
+def test_to_unit_range_clips_for_models_and_refuses_undeclared_ranges_for_scores():
+    assert T.to_unit_range(np.array([0, 128, 255], np.uint8)).tolist() == [0.0, np.float32(128) / 255, 1.0]
+    assert T.to_unit_range(np.array([True, False])).tolist() == [1.0, 0.0]
+    assert T.to_unit_range(np.array([-1.0, 0.0, 1.0], np.float32)).tolist() == [0.0, 0.5, 1.0]
+    assert T.to_unit_range(np.array([0.25, 1.5])).tolist() == [0.25, 1.0]            # clipped for a model input
+    assert T.to_unit_range(np.array([0.25, 0.5]), dtype=np.float64).dtype == np.float64
+    scored = T.to_unit_range(np.array([-1.0, 1.0]), out_of_range="raise", dtype=np.float64)
+    assert scored.tolist() == [0.0, 1.0]
+    with pytest.raises(InputError, match=r"^x.tif: float image with values in \[0, 3\]"):
+        T.to_unit_range(np.array([0.0, 3.0]), out_of_range="raise", where="x.tif")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        T.to_unit_range(np.array([0.0, np.nan]), out_of_range="raise")
+
+
+def test_resize_to_model_averages_down_and_interpolates_up():
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert T.resize_to_model(image, 2).tolist() == [[2.5, 4.5], [10.5, 12.5]]     # means of 2 x 2 blocks
+    up = T.resize_to_model(np.array([[0.0, 1.0], [0.0, 1.0]]), 4)
+    assert up.dtype == np.float32 and up[0].tolist() == [0.0, 0.25, 0.75, 1.0]
+    assert T.resize_to_model(image, 4).tolist() == image.tolist()

@@ -195,6 +195,21 @@ def resize(image: A, size: int | Sequence[int], order: Literal[0, 1, 3] | None =
     return out.astype(np.float32)
 
 
+def resize_to_model(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an image ``(H, W)`` to a model's square input ``(size, size)``: area averaging when the image has at least
+    ``size`` rows (every output pixel is the mean of the input pixels it covers), bilinear interpolation when it has
+    fewer (no anti-aliasing is needed going up). Float32 out; an image of that size is returned as float32 as it is.
+
+    Examples
+    --------
+    >>> resize_to_model(np.arange(16, dtype=np.float32).reshape(4, 4), 2).tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    mode = "area" if image.shape[0] >= size else "bilinear"
+    return torch.nn.functional.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
+
+
 def rot90(image: A, k: int = 1) -> A:
     """Rotate ``image`` ``(..., H, W)`` by ``k`` x 90 degrees counter-clockwise (contiguous result)."""
     if _is_torch(image):
@@ -344,6 +359,51 @@ def to_minus_one_one(image: A, low: float | None = None, high: float | None = No
     if not high > low:
         raise InputError(f"to_minus_one_one: need high > low, got low={low}, high={high}")
     return _float(image) * (2.0 / (high - low)) - (2.0 * low / (high - low) + 1.0)
+
+
+def to_unit_range(image: np.ndarray, *, out_of_range: Literal["clip", "raise"] = "clip", where: str = "image",
+                  dtype: type = np.float32) -> np.ndarray:
+    """Scale an image to [0, 1] by what its dtype says: booleans as 0 / 1, integers by their dtype's maximum, floats
+    with negative values as [-1, 1] (``(x + 1) / 2``), other floats as [0, 1] already.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(..., H, W)`` any dtype.
+    out_of_range : {'clip', 'raise'}
+        What happens to floats outside [0, 1] after that mapping (or outside [-1, 1]): clipped (a model's input), or
+        an :class:`~locscope.errors.InputError` (scores, whose range must be declared).
+    where : str
+        What the image is, for the error message (``"x.tif channel 'protein'"``).
+    dtype : numpy float dtype
+        Output (and arithmetic) precision.
+
+    Examples
+    --------
+    >>> to_unit_range(np.array([0, 65535], np.uint16)).tolist()
+    [0.0, 1.0]
+    >>> to_unit_range(np.array([-1.0, 0.0, 1.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool:
+        return arr.astype(dtype)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(dtype) / np.iinfo(arr.dtype).max
+    arr = arr.astype(dtype)
+    if out_of_range == "clip":
+        return np.clip((arr + 1) / 2 if arr.min() < 0 else arr, 0.0, 1.0)
+    if out_of_range != "raise":
+        raise ValueError(f"out_of_range={out_of_range!r}: accepted values are clip, raise")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{where}: image contains NaN or infinite values")
+    low, high = arr.min(), arr.max()
+    if low >= 0 and high <= 1:
+        return arr
+    if low >= -1 and high <= 1:
+        return (arr + 1) / 2
+    raise InputError(f"{where}: float image with values in [{low:.3g}, {high:.3g}]; expected [0, 1] or [-1, 1] "
+                     f"(save integer images, or rescale)")
 
 
 def from_minus_one_one(image: A) -> A:

@@ -165,18 +165,15 @@ def read_conditioning(image: str | Path, landmarks: Sequence[str | Path], landma
     InputError
         If the image has no protein channel or no landmark file gives a model landmark channel.
     """
-    import torch.nn.functional as F
-
+    from locscope.data.transforms import resize_to_model, to_unit_range
     from locscope.io import read_image
-    from locscope.pipelines.generate import read_landmarks, unit_range
+    from locscope.pipelines.generate import read_landmarks
 
     channels = read_image(image).channels
     protein = channels.get("protein", next(iter(channels.values())) if len(channels) == 1 else None)
     if protein is None:
         raise InputError(f"{image}: no protein channel among {', '.join(channels)}")
-    tensor = torch.from_numpy(unit_range(np.asarray(protein)))[None, None]
-    mode = "area" if tensor.shape[-1] >= size else "bilinear"
-    protein = F.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
+    protein = resize_to_model(to_unit_range(np.asarray(protein)), size)
     cell = read_landmarks(list(landmarks), landmark_channels, size)
     return protein, cell.images, cell.present
 
@@ -477,10 +474,66 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     conditioned on the target's compartment, or on the compartment the image shows (:func:`image_target_distribution`,
     its most likely class); ``'celldiff'`` with CELL-Diff's masked-residue head conditioned on the images.
 
+    Parameters
+    ----------
+    out : path
+        Output folder (``candidates.fasta``, ``candidates.csv``, ``summary.json``, ``report.html``).
+    model : str or path, optional
+        CELL-Diff (default ``celldiff-tiny``) or CELL-E 2 model: bundled name or directory (:mod:`locscope.models.hub`).
+    image : path, optional
+        Protein image ``(H, W)`` (any reader format) whose localization to design for; needs ``landmarks``.
+    landmarks : sequence of path
+        Landmark images of the same cell (nucleus / ER / microtubules), resized to the model's side.
+    target : str, optional
+        Target compartment instead of ``image`` (a level-1, level-2 or level-3 class, e.g. ``'nucleus'``).
+    length : int, optional
+        Design a whole sequence of this many residues (1 to 2048) when ``template`` is absent.
+    template : str, optional
+        Residues with ``<mask>`` / ``<mask:N>`` spans to infill.
+    terminus : {'N', 'C'}, optional
+        Add ``terminus_length`` designed residues before / after ``template``.
+    terminus_length : int
+    candidates : int
+        Candidates to decode and score (>= 1).
+    decoder : {'parallel', 'one-per-pass'}
+        MaskGIT's confidence-ordered decoder (at most ``passes`` forward passes) or one residue per pass.
+    passes, temperature, top_k :
+        Parallel decoder passes; residue sampling temperature; sample among the ``top_k`` most likely residues.
+    score_samples : int
+        Generated images per candidate for its score.
+    top : int
+        Candidates shown in ``report.html``.
+    sampler, steps, guidance :
+        Image sampler (``'dpmsolver'`` / ``'ddim'``), its denoising steps and the classifier-free guidance scale.
+    batch_size : int
+        Candidates decoded / scored per network batch.
+    seed : int
+        Seeds the decoding and the images' noise.
+    device : {'auto', 'cpu', 'cuda'}
+    refine_rounds : int
+        Head-guided evolution rounds before the image scoring (>= 0).
+    refine_fraction : float
+        Share of the designed positions re-masked per child, in (0, 1].
+    proposer : {'designer', 'celldiff'}
+    designer : str or path, optional
+        Sequence designer (default ``designer-tiny``).
+    designer_guidance : float
+        Classifier-free guidance scale of the designer's residue logits (1 = off).
+    overwrite : bool
+        Replace an earlier ``design`` output in ``out``.
+
+    Returns
+    -------
+    DesignResult
+        Ranked candidates (best first) and the decoding / scoring costs (seconds per candidate).
+
     Raises
     ------
+    ArgumentError
+        Bad template / length / terminus / candidates / proposer / refinement options, an image without landmarks,
+        neither image nor target (naming the argument).
     InputError
-        Bad template/length/terminus, unknown target compartment, image without landmarks, neither image nor target.
+        Unknown target compartment, unreadable files.
     """
     from locscope.utils.device import resolve_device
     from locscope.utils.outputs import check_output_folder

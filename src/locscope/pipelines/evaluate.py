@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from locscope.channels import NUCLEUS, PROTEIN
+from locscope.data import transforms
 from locscope.errors import InputError
 from locscope.metrics.celle2 import nucleus_proportion, pdf_mae
 from locscope.metrics.feature_networks import (
@@ -116,29 +117,10 @@ class ImageSource:
 
 
 def to_unit_range(image: np.ndarray, where: str) -> np.ndarray:
-    """Scale an image to [0, 1]: integers by their dtype's maximum, floats in [-1, 1] from [-1, 1], floats in
-    [0, 1] as they are.
-
-    Raises
-    ------
-    InputError
-        For floats outside [-1, 1] or non-finite values (their range is not declared).
-    """
-    arr = np.asarray(image)
-    if arr.dtype == bool:
-        return arr.astype(np.float64)
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.float64) / np.iinfo(arr.dtype).max
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{where}: image contains NaN or infinite values")
-    low, high = arr.min(), arr.max()
-    if low >= 0 and high <= 1:
-        return arr
-    if low >= -1 and high <= 1:
-        return (arr + 1) / 2
-    raise InputError(f"{where}: float image with values in [{low:.3g}, {high:.3g}]; expected [0, 1] or [-1, 1] "
-                     f"(save integer images, or rescale)")
+    """An image in [0, 1] for scoring (float64; :func:`locscope.data.transforms.to_unit_range` with
+    ``out_of_range="raise"``: floats outside [0, 1] and [-1, 1] or non-finite values are an InputError naming
+    ``where``)."""
+    return transforms.to_unit_range(image, out_of_range="raise", where=where, dtype=np.float64)
 
 
 GENERATED_SAMPLE = "sample_0"  # `locscope generate` writes {name}/sample_{k}, mean, probability, landmarks, overlay

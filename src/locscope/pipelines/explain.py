@@ -223,9 +223,47 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     ``method='localizer'``, which generates no images), ``explain.json`` and ``report.html`` into folder ``out`` (the
     output-folder policy of :mod:`locscope.utils.outputs`; ``overwrite`` replaces an earlier explain output).
     ``sequence`` is validated like every sequence (:func:`locscope.io.sequences.read_sequence_text`, ``max_length`` /
-    ``truncate``). ``method``: ``'localizer'`` (``model`` a localizer, default ``localizer-small``) or a CELL-Diff
-    method (``'image'``, ``'head'``, ``'combined'``; ``model`` a CELL-Diff model, default ``celldiff-tiny``);
-    ``label_style`` picks the localizer's annotation style (:func:`locscope.pipelines.localize.make_predictor`)."""
+    ``truncate``).
+
+    Parameters
+    ----------
+    sequence : str
+        Amino-acid sequence (no ``<mask>``).
+    out : path
+        Output folder.
+    model : str or path, optional
+        A localizer for ``method='localizer'`` (default ``localizer-small``), else a CELL-Diff model (default
+        ``celldiff-tiny``): bundled name or directory.
+    method : {'localizer', 'image', 'head', 'combined'}
+        How each mutant is predicted (the sequence localizer, or
+        :class:`~locscope.pipelines.localize.LocalizationPredictor`'s CELL-Diff methods).
+    samples : int
+        Generated images per sequence for ``'image'`` / ``'combined'``.
+    window, stride : int
+        Residues mutated together, and residues between window starts (both >= 1; ``window`` at most the length).
+    target : str, optional
+        Level-3 class to explain (default: the wild type's top class).
+    segments : int
+        Strongest segments reported.
+    sampler, steps, guidance, batch_size :
+        Image sampler, its steps, classifier-free guidance scale and sequences per network batch.
+    seed : int
+    device : {'auto', 'cpu', 'cuda'}
+    max_length, truncate :
+        The sequence limit, and whether a longer sequence is cut (both termini kept) instead of refused.
+    label_style : str, optional
+        The localizer's annotation style (:func:`locscope.pipelines.localize.make_predictor`).
+
+    Returns
+    -------
+    (Mutagenesis, list of Segment)
+        The scan (per-residue attribution ``(L,)``, wild-type probabilities) and its strongest segments.
+
+    Raises
+    ------
+    ArgumentError
+        A sequence with ``<mask>``, a target outside the level-3 classes, a bad ``window`` / ``stride``.
+    """
     from locscope.report.images import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor

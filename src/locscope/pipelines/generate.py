@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from locscope.channels import NUCLEUS, PROTEIN
+from locscope.data.transforms import resize_to_model, to_unit_range
 from locscope.errors import ArgumentError, InputError
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
@@ -110,22 +111,6 @@ class LandmarkCell:
     source: str = ""
 
 
-def unit_range(image: np.ndarray) -> np.ndarray:
-    """Integer images by their dtype range, floats in [-1, 1] (min < 0) mapped to [0, 1], other floats clipped."""
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float32) / np.iinfo(image.dtype).max
-    image = image.astype(np.float32)
-    if image.min() < 0:
-        image = (image + 1.0) / 2.0
-    return np.clip(image, 0.0, 1.0)
-
-
-def _resize(image: np.ndarray, size: int, mode: str = "area") -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    mode = mode if image.shape[0] >= size else "bilinear"
-    return torch.nn.functional.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
-
-
 def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: int,
                    model_pixel_size_nm: float | None = None) -> LandmarkCell:
     """Read landmark files (any reader format) into a :class:`LandmarkCell` for a model.
@@ -172,13 +157,13 @@ def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: i
     present = np.zeros(len(channels), bool)
     for i, name in enumerate(channels):
         if name in found:
-            images[i] = _resize(unit_range(found[name]), size)
+            images[i] = resize_to_model(to_unit_range(found[name]), size)
             present[i] = True
     masks: dict[str, np.ndarray] = {}
     mask_file = Path(paths[0]).parent / MASKS_FILE if Path(paths[0]).is_file() else Path(paths[0]) / MASKS_FILE
     if mask_file.is_file():
         with np.load(mask_file, allow_pickle=False) as data:
-            masks = {name: _resize(data[name].astype(np.float32), size, "area") >= 0.5 for name in data.files}
+            masks = {name: resize_to_model(data[name], size) >= 0.5 for name in data.files}
     return LandmarkCell(images, present, masks, source=", ".join(str(p) for p in paths))
 
 

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from locscope.data.transforms import resize_to_model
 from locscope.errors import ArgumentError, InputError
 from locscope.report.html import html_page
 from locscope.report.images import write_png, write_tiff
@@ -124,10 +125,7 @@ def read_released_landmarks(paths: Sequence[str | Path], channels: Sequence[str]
         raise InputError(f"landmarks: images differ in shape {sorted(shapes)}")
     if next(iter(shapes)) != (size, size):
         log.warning("landmarks: %s resized to the model's %d x %d", next(iter(shapes)), size, size)
-        for name, image in found.items():
-            tensor = torch.from_numpy(image)[None, None]
-            mode = "area" if image.shape[0] >= size else "bilinear"
-            found[name] = torch.nn.functional.interpolate(tensor, size=(size, size), mode=mode)[0, 0].numpy()
+        found = {name: resize_to_model(image, size) for name, image in found.items()}
     return found
 
 

@@ -335,10 +335,36 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
 
     ``method`` None picks the localizer, or ``'combined'`` for a CELL-Diff ``model`` (:func:`make_predictor`).
 
+    Parameters
+    ----------
+    sequences : sequence of str
+        Amino-acid sequences, any length (the localizer reads both termini of long ones).
+    ids : sequence of str
+        One id per sequence (the CSV's first column).
+    out : path, optional
+        CSV file to write.
+    model : str or path, optional
+        Localizer (default ``localizer-small``) or CELL-Diff model: bundled name or directory.
+    method : {'localizer', 'image', 'head', 'combined'}, optional
+    samples, head_weight, sampler, steps, guidance :
+        CELL-Diff methods: generated images per sequence, the head's weight in ``'combined'`` (0 to 1), the image
+        sampler, its steps and the classifier-free guidance scale.
+    batch_size : int
+        Sequences per network batch (>= 1).
+    seed : int
+    device : {'auto', 'cpu', 'cuda'}
+
     Returns
     -------
     prediction : Localization
+        Level-3 ``(N, 7)`` and level-2 ``(N, 9)`` probabilities (:data:`LEVEL3_CLASSES`, :data:`LEVEL2_CLASSES`;
+        level-1 too for the localizer).
     csv_text : str
+
+    Raises
+    ------
+    ArgumentError
+        Unknown ``method``, or a ``model`` of another family.
     """
     from locscope.utils.atomic import write_text
     from locscope.utils.outputs import check_output_file

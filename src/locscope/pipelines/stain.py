@@ -275,6 +275,24 @@ def run_stain(brightfield: Sequence[str | Path], out_dir: str | Path, *, class_n
         Predictions per image.
     model : str, path or StainModels, optional
         Bundled name, model folder or released ``*_Network.pth`` (default ``stain-tiny``), or loaded models.
+    seed : int
+    device : {'auto', 'cpu', 'cuda'}
+    overwrite : bool
+        Replace an earlier ``stain`` output in ``out_dir``.
+
+    Returns
+    -------
+    StainResult
+        The folders written (one per brightfield image: a 16-bit TIFF per channel, z-scores over [-15, 15]; a
+        composite PNG) and the network evaluations per image.
+
+    Raises
+    ------
+    ArgumentError
+        Bad sampler / samples / steps / guidance options, an unknown ``class_name``, classifier guidance without a
+        classifier (naming the argument).
+    InputError
+        Unreadable or mismatched brightfield files.
     """
     check_output_folder(out_dir, "stain", overwrite=overwrite, known_files=STAIN_FILES)
     check_options(sampler=sampler, samples=samples, steps=steps, classifier_scale=classifier_scale,
