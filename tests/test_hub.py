@@ -66,3 +66,14 @@ def test_published_subcell_yaml_is_claimed_by_the_subcell_family(tmp_path):
     (tmp_path / "model_config.yaml").write_text("model_config: {}\n")
     assert hub.family_of(tmp_path / "model_config.yaml") == "subcell"
     assert hub.asset_path("examples/proteins.fasta").is_file()
+
+
+def test_family_of_model_reads_names_and_directories_without_loading(tmp_path):
+    from locscope.models import hub
+
+    assert hub.family_of_model(None, default="celldiff-tiny") == "celldiff"
+    assert hub.family_of_model("subcell-tiny", default="celldiff-tiny") == "subcell"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"family": "celle2"}')
+    assert hub.family_of_model(tmp_path / "m", default="celldiff-tiny") == "celle2"
+    assert hub.family_of_model(tmp_path / "missing", default="celldiff-tiny") is None

@@ -100,3 +100,17 @@ def test_demo_writes_report(tmp_path):
     assert calls["EGFP"] == {"cytosol"} and calls["anchor-EGFP"] == {"golgi-apparatus"}
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
     assert "NLS-EGFP" in (tmp_path / "demo" / "report.html").read_text()
+
+
+def test_simulate_pipeline_names_its_python_arguments(tmp_path):
+    from locscope.errors import ArgumentError
+    from locscope.pipelines.simulate import mask_names_of, simulate
+
+    assert mask_names_of("none") == () and mask_names_of(" nucleoplasm, cytosol ") == ("nucleoplasm", "cytosol")
+    with pytest.raises(ArgumentError, match=r"^masks: unknown compartment\(s\) golgi; known: "):
+        mask_names_of("nucleoplasm,golgi")
+    with pytest.raises(ArgumentError, match=r"^n 0: expected at least 1$"):
+        simulate(tmp_path / "s", 0)
+    with pytest.raises(ArgumentError, match=r"^mode 'tissue': accepted values are crop, field$"):
+        simulate(tmp_path / "s", 2, mode="tissue")
+    assert not (tmp_path / "s").exists()

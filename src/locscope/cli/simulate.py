@@ -9,7 +9,6 @@ import typer
 
 from locscope.cli.app import app
 from locscope.cli.options import OverwriteOption, SeedOption
-from locscope.errors import InputError
 
 
 @app.command("simulate")
@@ -40,30 +39,13 @@ def simulate_command(
                               "(fewer masks write faster)."),
 ) -> None:
     """Simulate cells (landmarks + protein + a mask per compartment + labels + provenance) into a store."""
-    from locscope.synth import COMPARTMENTS, SimulatorConfig, simulate_store
+    from locscope.pipelines.simulate import simulate
 
-    if n < 1:
-        raise InputError(f"--n {n}: expected at least 1")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: expected at least 1")
-    if workers is None:
-        from locscope.utils.cpu import available_cores
-
-        workers = min(available_cores(), n)
-    if mode not in ("crop", "field"):
-        raise InputError(f"--mode {mode!r}: accepted values are crop, field")
-    if sequences is not None and not sequences.is_file():
-        raise InputError(f"--sequences {sequences}: file not found")
-    cfg = SimulatorConfig(size=size, mode=mode, pixel_size_nm=pixel_size_nm, brightfield=brightfield,  # type: ignore[arg-type]
-                          neighbours=neighbours, cell_painting=cell_painting, perturbation=perturbation, optics=not no_optics)
-    mask_names = COMPARTMENTS if masks == "all" else () if masks == "none" else \
-        tuple(m.strip() for m in masks.split(",") if m.strip())
-    unknown = [m for m in mask_names if m not in COMPARTMENTS]
-    if unknown:
-        raise InputError(f"--masks: unknown compartment(s) {', '.join(unknown)}; known: {', '.join(COMPARTMENTS)}")
-    store = simulate_store(out, n, cfg, sequences=sequences, seed=seed, cells_per_protein=cells_per_protein,
-                           image_dtype="float32" if float32 else "uint16", workers=workers, mask_names=mask_names,
-                           overwrite=overwrite)
+    store = simulate(out, n, size=size, sequences=sequences, seed=seed, mode=mode, neighbours=neighbours,
+                     cell_painting=cell_painting, brightfield=brightfield, perturbation=perturbation,
+                     pixel_size_nm=pixel_size_nm, cells_per_protein=cells_per_protein, optics=not no_optics,
+                     image_dtype="float32" if float32 else "uint16", workers=workers, masks=masks,
+                     overwrite=overwrite)
     counts = {split: len(store.split_indices(split)) for split in ("train", "val", "test")}
-    typer.echo(f"wrote {len(store)} cells ({size}x{size}, {cfg.resolved_pixel_size_nm:.0f} nm/px, channels "
+    typer.echo(f"wrote {len(store)} cells ({size}x{size}, {store.attrs['pixel_size_nm']:.0f} nm/px, channels "
                f"{', '.join(store.channels)}) to {out}; splits {counts}")

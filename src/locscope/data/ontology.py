@@ -226,7 +226,7 @@ UNIPROT_TO_LEVEL1: dict[str, str] = {
     "trans-Golgi network": "golgi-apparatus", "trans-Golgi network membrane": "golgi-apparatus", "uropodium": "",
 }
 
-# SubCell's 31 output classes, in the classifier's order (shared/design/models.md).
+# SubCell's 31 output classes, in the published classifier's order.
 SUBCELL_CLASSES: tuple[str, ...] = (
     "Actin filaments", "Aggresome", "Cell Junctions", "Centriolar satellite", "Centrosome", "Cytokinetic bridge",
     "Cytoplasmic bodies", "Cytosol", "Endoplasmic reticulum", "Endosomes", "Focal adhesion sites", "Golgi apparatus",

@@ -1,4 +1,4 @@
-"""Every metric the seed systems report, with their published conventions (``shared/design/metrics.md``).
+"""Every metric the seed systems report, with their published conventions (``docs/metrics.md``).
 
 One module per family: :mod:`~locscope.metrics.threshold` (median thresholds, IoU), :mod:`~locscope.metrics.resolution`
 (MSF in nm), :mod:`~locscope.metrics.fid` (Fréchet distance, FID-O / FID-T images),

@@ -3,7 +3,7 @@
 CELL-Diff binarises the *real* image at ``torch.median`` (the lower of the two middle values of the flattened image) and
 the *generated* image at ``torch.quantile(x, 0.5)`` (the linearly interpolated median), then scores
 ``IoU = |B_r & B_g| / |B_r | B_g|`` per image. The two conventions differ on images with an even number of pixels, so
-they are reproduced exactly here with torch itself (see ``shared/design/metrics.md``).
+they are reproduced exactly here with torch itself (see ``docs/metrics.md``).
 """
 
 from __future__ import annotations

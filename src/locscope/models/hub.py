@@ -150,6 +150,19 @@ def family_of(path: str | Path) -> str | None:
     return None
 
 
+def family_of_model(model: str | Path | None, default: str) -> str | None:
+    """The family of a ``model=`` argument without loading anything: a bundled name's family, or what a path's
+    ``config.json`` (or a family's ``detect``) says; None for anything else (:func:`resolve` then reports it).
+
+    A pipeline serving several families dispatches on this before it loads (``generate``: CELL-Diff / latent here,
+    ``celle2`` and ``celldiff-released`` to their own loops).
+    """
+    name = str(model) if model else default
+    if name in BUNDLED:
+        return BUNDLED[name]
+    return family_of(Path(name)) if Path(name).exists() else None
+
+
 def resolve(model: str | Path | None = None, *, default: str | None = None, families: Iterable[str] | None = None,
             argument: str = "model") -> ModelRef:
     """Resolve a bundled name or a path to a :class:`ModelRef`.

@@ -13,7 +13,7 @@ Two networks, trained one after the other and stored together:
    (locscope's built-in encoder or a local ESM2, :mod:`locscope.encoders.protein`); the mean-pooled embedding, with the
    encoder's global sequence features, enters as the added ("projection" class) embedding of every residual block.
 
-Additions of the CPU recipe (``shared/design/cpu-training.md``): an auxiliary compartment head on the pooled embedding
+Additions of the CPU recipe (as in ``models/celldiff.py``): an auxiliary compartment head on the pooled embedding
 and, when ``fraction_classes`` is set, the compartment bottleneck of :mod:`locscope.models.celldiff` (a fraction head
 whose distribution is added to the pooled condition). Classifier-free guidance replaces the sequence by a learned null
 token and null pooled vector (training drops it with p = 0.2; guidance ~3 at sampling). The denoiser predicts ``v`` on a

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from locscope.errors import ArgumentError, InputError
-from locscope.pipelines.generate import load_celldiff, model_family
+from locscope.models import hub
+from locscope.pipelines.generate import load_celldiff
 from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
@@ -199,8 +200,6 @@ def load_designer(model: str | Path | None = None, device: str | torch.device = 
     InputError
         If no ``config.json`` + ``model.safetensors`` are found.
     """
-    from locscope.models import hub
-
     return hub.load(model, default="designer-tiny", families=("designer",), device=device, argument="designer")
 
 
@@ -540,7 +539,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     from locscope.utils.seeding import seed_everything
 
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
-    if model_family(model) == "celle2":  # residue infill by CELL-E 2's own transformer, ranked by nucleus proportion
+    # residue infill by CELL-E 2's own transformer, ranked by nucleus proportion
+    if hub.family_of_model(model, default="celldiff-tiny") == "celle2":
         if image is not None:
             raise ArgumentError("image", ": CELL-E 2 designs are ranked by nucleus proportion; give target nucleus",
                                 mentions=("target",))

@@ -2,7 +2,7 @@
 
 Both sides are a folder of images or a locscope store. Items are paired by id (a CELL-Diff sample folder's path, an
 HPA ``{id}``, a file's path without suffix, or a store's item id). For every pair the pipeline computes the image metrics
-of ``shared/design/metrics.md`` on each shared channel (SSIM, PSNR, PCC, MSE, MAE) and, on the protein channel, IoU,
+of ``docs/metrics.md`` on each shared channel (SSIM, PSNR, PCC, MSE, MAE) and, on the protein channel, IoU,
 MSF, CELL-E 2's metrics and (for simulator stores) the metrics against the true compartment masks. Features of
 CELL-Diff's FID images are streamed into running statistics for FID-O / FID-T and kept (one small vector per item) for
 the nearest-neighbour and classification metrics. The report folder gets ``metrics.json``, ``items.csv``,
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DATA_RANGE = 1.0  # every image is scaled to [0, 1] before scoring (see `to_unit_range`)
 FEATURE_BATCH = 16
-# Published values, for the report's comparison column (shared/design/metrics.md).
+# Published values, for the report's comparison column (docs/metrics.md).
 PUBLISHED = {
     "iou": "CELL-Diff HPA 0.6228",
     "msf_generated_nm": "CELL-Diff HPA 642.03 nm",

@@ -59,14 +59,6 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
     return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device)
 
 
-def model_family(model: str | Path | None) -> str | None:
-    """The family of a bundled name or model path (None when unknown; the family's loader then reports it)."""
-    name = str(model) if model else "celldiff-tiny"
-    if name in hub.BUNDLED:
-        return hub.BUNDLED[name]
-    return hub.family_of(Path(name)) if Path(name).exists() else None
-
-
 GENERATOR_FAMILIES = ("celldiff", "latent")  # the diffusion families generate() runs itself (CELL-E 2: its own)
 
 
@@ -314,7 +306,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
-    family = model_family(model)
+    family = hub.family_of_model(model, default="celldiff-tiny")
     if family == "celldiff-released":
         from locscope.pipelines.generate_released import generate_released
 
@@ -351,7 +343,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     if placement not in PLACEMENTS:
         raise ArgumentError("placement", f"{placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if not sequences:
-        raise InputError("no sequences given (--sequence or --fasta)")
+        raise ArgumentError("sequences", ": nothing to generate (no sequence given)")
     check_output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES)
     for name, seq in sequences:
         try:

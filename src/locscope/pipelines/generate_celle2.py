@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
-from locscope.errors import InputError
+from locscope.errors import ArgumentError, InputError
 from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
 from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
@@ -54,8 +54,8 @@ def nucleus_tokens(net, landmarks: Sequence[str | Path]) -> tuple[torch.Tensor, 
     channels = (NUCLEUS, ER, MICROTUBULES)
     cell = read_landmarks(landmarks, channels, net.config.image_size)
     if not cell.present[0]:
-        raise InputError(f"--landmarks {landmarks[0]}: CELL-E 2 needs a nucleus image; the files hold only "
-                         f"{', '.join(c for c, p in zip(channels, cell.present) if p)}")
+        raise ArgumentError("landmarks", f"{landmarks[0]}: CELL-E 2 needs a nucleus image; the files hold only "
+                                         f"{', '.join(c for c, p in zip(channels, cell.present) if p)}")
     ignored = [c for c, p in zip(channels[1:], cell.present[1:]) if p]
     if ignored:
         log.warning("CELL-E 2 uses the nucleus only; ignoring %s", ", ".join(ignored))
@@ -107,16 +107,16 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     from locscope.utils.progress import track
 
     if passes < 1:
-        raise InputError(f"--passes {passes}: must be >= 1")
+        raise ArgumentError("passes", f"{passes}: must be >= 1")
     if not temperature > 0:
-        raise InputError(f"--temperature {temperature}: must be > 0")
+        raise ArgumentError("temperature", f"{temperature}: must be > 0")
     if samples < 1:
-        raise InputError(f"--samples {samples}: must be >= 1")
+        raise ArgumentError("samples", f"{samples}: must be >= 1")
     if not sequences:
-        raise InputError("no sequences given (--sequence or --fasta)")
+        raise ArgumentError("sequences", ": nothing to generate (no sequence given)")
     check_output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES)
     torch_device = resolve_device(device)
-    net = hub.load(model, families=("celle2",), device=torch_device, argument="--model")
+    net = hub.load(model, families=("celle2",), device=torch_device)
     cfg = net.config
     for name, sequence in sequences:
         try:

@@ -284,7 +284,7 @@ def generate_released(
         if value is not None and value < 1:
             raise ArgumentError(name, f"must be at least 1; got {value}")
     if not sequences:
-        raise InputError("sequences: nothing to generate (no sequence given)")
+        raise ArgumentError("sequences", ": nothing to generate (no sequence given)")
     folders: dict[str, str] = {}
     for name, _ in sequences:
         folder = file_name_for_id(name)
