@@ -77,6 +77,7 @@ BAD_OPTIONS = [
     (["design", "--target", "nucleus", "--length", "9", "--proposer", "x"], "--proposer 'x': accepted values are"),
     (["design", "--target", "nucleus", "--template", "MV<mask>", "--terminus", "X"], "--terminus 'X': accepted"),
     (["explain", "--sequence", "MPK<mask>KRKV"], "--sequence: explain needs a complete sequence"),
+    (["embed"], "--csv or --store: give exactly one input (--csv PATH_LIST or --store STORE)"),
     (["localize", "--sequence", "MPKKKRKV", "--method", "x"], "--method='x': accepted values are"),
     (["generate", "--sequence", "MPKKKRKV", "--landmarks", "{cell}", "--esm", "esm2"],
      "--esm: only for released CELL-Diff checkpoint folders"),

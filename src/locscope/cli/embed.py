@@ -20,7 +20,7 @@ def embed(
     overwrite: bool = OverwriteOption,
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="SubCell path list: r_image,y_image,b_image,g_image,"
                                                                  "output_prefix ('#' rows are comments)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="A locscope dataset store instead of a CSV."),
+    store_path: Optional[Path] = typer.Option(None, "--store", help="A locscope dataset store instead of a CSV."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split of the store: train | val | test."),
     model: Optional[str] = SubcellModelOption,
     channels: Optional[str] = ChannelsOption,
@@ -37,7 +37,7 @@ def embed(
     """Embed single cells with SubCell: AnnData embeddings + per-class probabilities."""
     from locscope.pipelines.embed import run_embed
 
-    result = run_embed(out, csv_path=csv_path, store_path=store, split=split, model=model, channels=channels,
+    result = run_embed(out, csv_path=csv_path, store_path=store_path, split=split, model=model, channels=channels,
                        batch_size=batch_size, precision=precision, image_size=image_size, device=device,
                        backend=backend, calibration_cells=calibration_cells, use_cache=cache,
                        save_npy=save_npy,

@@ -485,7 +485,8 @@ def run_embed(out_dir: str | Path, *, csv_path: str | Path | None = None, store_
     from locscope.utils.device import resolve_device
 
     if (csv_path is None) == (store_path is None):
-        raise InputError("give exactly one input: --csv PATH_LIST or --store STORE")
+        raise ArgumentError("csv_path", "or store_path: give exactly one input (csv_path PATH_LIST or store_path "
+                                        "STORE)", mentions=("csv_path", "store_path"))
     check_output_folder(out_dir, "embed", overwrite=overwrite, known_files=EMBED_FILES)
     subcell = load_model(model, device=resolve_device(device), channels=channels)
     variant = subcell.config.channels
