@@ -176,6 +176,24 @@ def real(model, readout, args) -> dict:
     return out
 
 
+def markdown(report: dict) -> str:
+    """The synthetic rows as a markdown table (right compartment per read-out, IoU, fidelity, per compartment)."""
+    groups = [g for g in GROUPS if report["synthetic"]["truth_counts"].get(g)]
+    head = ("| | classifier | unmixed | masks | IoU | fidelity | " + " | ".join(groups) + " |\n|"
+            + "---|" * (6 + len(groups)))
+    lines = [head]
+    for name, row in report["synthetic"]["rows"].items():
+        per = row["per_compartment_classifier"]
+        lines.append(f"| {name} | {row['right_classifier']:.1%} | {row['right_unmixed']:.1%} | {row['right_masks']:.1%}"
+                     f" | {row['iou']:.3f} | {row['fidelity']:.3f} | "
+                     + " | ".join(f"{per[g][0]}/{per[g][1]}" for g in groups) + " |")
+    real = report.get("real_opencell")
+    if real:
+        lines.append(f"\nHeld-out real OpenCell proteins (n = {real['n']}): true sequence {real['true sequence']:.1%}, "
+                     f"shuffled {real['shuffled sequence']:.1%}, simulator image {real['simulator image (reference)']:.1%}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="celldiff-tiny")
@@ -204,6 +222,7 @@ def main() -> None:
     if OPENCELL.is_file() and args.real != "0":
         report["real_opencell"] = real(model, readout, args)
         print(json.dumps(report["real_opencell"], indent=1), flush=True)
+    print(markdown(report), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 

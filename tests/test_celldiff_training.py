@@ -307,3 +307,16 @@ def test_layout_prior_learns_compartment_masks_rendered_from_the_store_seeds(tmp
     plain = CellDiffModule(CellDiffTrainConfig(model_overrides=TINY).model_config(), config, "unused").model
     with pytest.raises(InputError, match="does not fit"):
         initialise_from(plain, tmp_path / "old")
+
+
+def test_bf16_auto_follows_the_device(monkeypatch):
+    from locscope.errors import InputError
+    from locscope.training import common
+
+    cpu = torch.device("cpu")
+    assert common.use_bf16(True, cpu) and not common.use_bf16(False, cpu)
+    for native in (True, False):
+        monkeypatch.setattr(common, "_cpu_native_bf16", lambda native=native: native)
+        assert common.use_bf16("auto", cpu) is native
+    with pytest.raises(InputError, match="accepted values are true, false, auto"):
+        common.use_bf16("fast", cpu)

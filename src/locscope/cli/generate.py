@@ -12,6 +12,7 @@ from locscope.cli.options import (
     DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, landmark_files,
 )
 from locscope.io.sequences import sequences_from_options, truncation_note
+from locscope.models.hub import DEFAULT_GENERATOR
 
 
 @app.command("generate")
@@ -24,7 +25,7 @@ def generate_command(
                                                    "folder: --landmarks nucleus.png ER.png microtubule.png (one "
                                                    "option, several files), a repeated --landmarks, or a folder."),
     more_landmarks: Optional[List[Path]] = MoreLandmarks,
-    model: str = typer.Option("celldiff-tiny", "--model", help="Bundled model name, model directory (CELL-Diff "
+    model: str = typer.Option(DEFAULT_GENERATOR, "--model", help="Bundled model name, model directory (CELL-Diff "
                               "or latent diffusion), or a released CELL-Diff checkpoint folder (config.json + "
                               "denoiser .bin + VAE .bin)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable
 from locscope.errors import ArgumentError, InputError
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+#: The generator ``locscope generate`` and ``locscope demo`` use without ``--model``.
+DEFAULT_GENERATOR = "celldiff-tiny"
 CONFIG_NAME = "config.json"
 
 
@@ -267,6 +269,6 @@ register_bundled("localizer-small", "localizer")
 register_bundled("compartment-readout", "readout")
 
 __all__ = [
-    "ASSETS_DIR", "BUNDLED", "FAMILIES", "ModelFamily", "ModelRef", "asset_path", "bundled_names", "family_of",
+    "ASSETS_DIR", "BUNDLED", "DEFAULT_GENERATOR", "FAMILIES", "ModelFamily", "ModelRef", "asset_path", "bundled_names", "family_of",
     "load", "register_bundled", "register_family", "resolve",
 ]

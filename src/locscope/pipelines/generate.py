@@ -48,15 +48,15 @@ SAMPLE_TABLE_STYLE = "td{border-bottom:1px solid #ddd} img{width:96px;margin:1px
 
 
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
-    """A CELL-Diff model from a bundled name (``'celldiff-tiny'``, default) or a model directory, in eval mode
-    (resolved by :mod:`locscope.models.hub`).
+    """A CELL-Diff model from a bundled name (default: the bundled default generator) or a model directory, in eval
+    mode (resolved by :mod:`locscope.models.hub`).
 
     Raises
     ------
     InputError
         If no CELL-Diff model is found there.
     """
-    return hub.load(model, default="celldiff-tiny", families=("celldiff",), device=device)
+    return hub.load(model, default=hub.DEFAULT_GENERATOR, families=("celldiff",), device=device)
 
 
 GENERATOR_FAMILIES = ("celldiff", "latent")  # the diffusion families generate() runs itself (CELL-E 2: its own)
@@ -306,7 +306,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
 
-    family = hub.family_of_model(model, default="celldiff-tiny")
+    family = hub.family_of_model(model, default=hub.DEFAULT_GENERATOR)
     if family == "celldiff-released":
         from locscope.pipelines.generate_released import generate_released
 
@@ -351,7 +351,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
     torch_device = resolve_device(device)
-    ref = hub.resolve(model, default="celldiff-tiny", families=GENERATOR_FAMILIES)
+    ref = hub.resolve(model, default=hub.DEFAULT_GENERATOR, families=GENERATOR_FAMILIES)
     net = ref.load(torch_device)
     cfg = net.config
     readout = load_readout()
@@ -457,7 +457,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
-        run = {"model": str(model or "celldiff-tiny"), "family": ref.family, "compartment": compartment,
+        run = {"model": str(model or hub.DEFAULT_GENERATOR), "family": ref.family, "compartment": compartment,
                "placement": placement,
                "sampler": sampler, "steps": steps, "guidance": guidance,
                "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":

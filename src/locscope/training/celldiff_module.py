@@ -40,7 +40,7 @@ from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
     append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, step_trainer,
-    truncate_metrics,
+    truncate_metrics, use_bf16,
 )
 from locscope.utils.atomic import atomic_path, write_json
 
@@ -55,6 +55,8 @@ class CellDiffTrainConfig:
     ``fraction_loss_weight`` and ``fraction_teacher_probability`` apply to models with the compartment bottleneck
     (``fraction_classes``): the weight of the fraction head's soft cross-entropy against the simulator's true compartment
     fractions, and the share of image-task samples conditioned on those true fractions instead of the head's prediction.
+    ``bf16`` is ``true``, ``false`` or ``'auto'`` (bf16 autocast where the device computes bf16 natively,
+    :func:`locscope.training.common.use_bf16`).
     ``strategy`` is any Lightning strategy name (``'ddp_find_unused_parameters_true'`` for DDP) or ``'fsdp'``: FSDP2
     through Lightning's ModelParallelStrategy (each adaLN-Zero block and the root sharded; checkpoints stay full).
     ``torch_threads`` sets ``torch.set_num_threads`` (1 is several times faster than 2 on a busy shared CPU, where
@@ -86,7 +88,7 @@ class CellDiffTrainConfig:
     image_loss: str = "v"
     min_snr_gamma: float = 5.0
     augment: bool = True
-    bf16: bool = False
+    bf16: bool | str = False
     seed: int = 0
     log_every_steps: int = 20
     val_items: int = 32
@@ -338,7 +340,7 @@ class CellDiffModule(L.LightningModule):
         x_t = self.schedule.add_noise(x0, noise, timesteps)
         x_t = torch.where(sequence_task[:, None, None, None], x0, x_t)
 
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.bf16, device)):
             # teacher forcing only where the true fractions are known (all-zero rows = unknown)
             use_true = (teacher.to(device) & (fractions.sum(1) > 0)) if has_fractions else None
             out = model(x_t, timesteps, landmarks, tokens_in, present.to(device), drop.to(device),
@@ -368,7 +370,7 @@ class CellDiffModule(L.LightningModule):
             loss = loss + cfg.fraction_loss_weight * fraction_loss
             losses["fraction_loss"] = fraction_loss
             if model.config.layout_prior:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.bf16, device)):
                     maps, membership = model.layout(model.prepare_landmarks(landmarks, present.to(device)))
                 mixed = torch.einsum("bk,bkhw->bhw", targets, maps.float())[:, None]
                 expected = 2.0 * (mixed + model.layout.background.float()) - 1.0

@@ -7,6 +7,7 @@ from here, never from each other.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,32 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def use_bf16(setting: bool | str, device: torch.device) -> bool:
+    """Resolve a ``bf16`` training option: ``True`` / ``False``, or ``'auto'``: bf16 autocast where the device computes
+    bf16 natively (CUDA with bf16 support; CPUs with AVX512-BF16 / AMX-BF16, :mod:`locscope.utils.cpu`), fp32 elsewhere
+    (on AVX2-only CPUs bf16 is emulated and several times slower).
+
+    Raises
+    ------
+    InputError
+        For any other value.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise InputError(f"bf16={setting!r}: accepted values are true, false, auto")
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and _cpu_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_native_bf16() -> bool:
+    from locscope.utils.cpu import detect_cpu_capability
+
+    return detect_cpu_capability().native_bf16
+
+
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation per sample between ``(B, ...)`` tensors -> ``(B,)``."""
     a = a.flatten(1).float() - a.flatten(1).float().mean(1, keepdim=True)
@@ -125,5 +152,5 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-__all__ = ["append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
+__all__ = ["use_bf16", "append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
            "restore_step", "step_generator", "step_trainer", "truncate_metrics"]
