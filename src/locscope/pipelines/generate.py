@@ -44,7 +44,8 @@ MASKS_FILE = "compartment_masks.npz"
 PREVIEW_SCALE = 4  # PNGs show each model pixel as 4 x 4 pixels
 SMALL_LANDMARK_FACTOR = 4  # warn when a landmark image's side is at most 1/4 of the model input's
 OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
-SAMPLE_TABLE_STYLE = "td{border-bottom:1px solid #ddd} img{width:96px;margin:1px}"  # rows of small samples
+# rows of small samples, the K samples of a protein side by side
+SAMPLE_TABLE_STYLE = "td{border-bottom:1px solid #ddd} img{width:96px;margin:1px} td.samples{white-space:nowrap}"
 
 
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
@@ -502,7 +503,7 @@ def _report_html(run: dict, samples: int) -> str:
             drawn = f"expected <b>{esc(e['expected_level3'])}</b>{verdict}<br><small>{drawn}</small>"
         rows.append(
             f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
-            f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{imgs}</td>'
+            f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td class="samples">{imgs}</td>'
             f'<td><img src="{esc(e["folder"])}/mean.png"></td><td><img src="{esc(e["folder"])}/probability.png"></td>'
             f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{drawn}</td><td>{fractions}</td><td>{head}</td></tr>')
     forced = f"protein placed in {esc(run['compartment'])} (--compartment), " if run.get("compartment") else ""
