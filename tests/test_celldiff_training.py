@@ -16,9 +16,8 @@ from safetensors.torch import load_file
 
 from locscope.cli import main
 from locscope.training.celldiff_data import EpochSampler
-from locscope.training.celldiff_module import (
-    CellDiffTrainConfig, derangement, learning_rate_at, read_train_config, step_generator,
-)
+from locscope.training.celldiff_module import CellDiffTrainConfig, derangement, learning_rate_at, step_generator
+from locscope.training.common import read_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"image_size": 16, "channels": [8, 8, 16, 16], "transformer_width": 32, "transformer_layers": 1,
@@ -90,7 +89,8 @@ def test_cli_training_writes_a_loadable_model(store, tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import lightning as L
-    from locscope.training.celldiff_module import read_train_config, train_celldiff
+    from locscope.training.celldiff_module import CellDiffTrainConfig, train_celldiff
+    from locscope.training.common import read_train_config
 
     class Kill(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, index):
@@ -98,8 +98,8 @@ KILL_SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
     resume = sys.argv[3] == "1"
-    train_celldiff(sys.argv[1], sys.argv[2], None if resume else read_train_config(sys.argv[5]), resume=resume,
-                   progress=False, callbacks=[Kill()])
+    settings = None if resume else read_train_config(sys.argv[5], CellDiffTrainConfig)
+    train_celldiff(sys.argv[1], sys.argv[2], settings, resume=resume, progress=False, callbacks=[Kill()])
 """)
 
 
@@ -143,9 +143,11 @@ def test_ddp_two_cpu_processes(store, tmp_path):
                           val_every_epochs=100)
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
-        from locscope.training.celldiff_module import read_train_config, train_celldiff
+        from locscope.training.celldiff_module import CellDiffTrainConfig, train_celldiff
+        from locscope.training.common import read_train_config
         if __name__ == "__main__":
-            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r}, read_train_config({str(config)!r}), progress=False)
+            settings = read_train_config({str(config)!r}, CellDiffTrainConfig)
+            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r}, settings, progress=False)
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": str(free_port())}
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=400, cwd=tmp_path)
@@ -165,11 +167,12 @@ def test_fsdp_two_cpu_processes_trains_and_resumes(store, tmp_path):
     script = tmp_path / "fsdp.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from locscope.training.celldiff_module import read_train_config, train_celldiff
+        from locscope.training.celldiff_module import CellDiffTrainConfig, train_celldiff
+        from locscope.training.common import read_train_config
         if __name__ == "__main__":
             resume = sys.argv[1] == "1"
-            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r},
-                           None if resume else read_train_config({str(config)!r}), resume=resume, progress=False)
+            settings = None if resume else read_train_config({str(config)!r}, CellDiffTrainConfig)
+            train_celldiff({str(store)!r}, {str(tmp_path / 'run')!r}, settings, resume=resume, progress=False)
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MASTER_PORT": str(free_port())}
     result = subprocess.run([sys.executable, str(script), "0"], env=env, capture_output=True, timeout=400, cwd=tmp_path)
@@ -213,10 +216,10 @@ def test_train_config_errors(tmp_path):
 
     (tmp_path / "bad.yaml").write_text("batch_size: 4\nlearning_rat: 0.1\n")
     with pytest.raises(InputError, match="unknown training options: learning_rat"):
-        read_train_config(tmp_path / "bad.yaml")
+        read_train_config(tmp_path / "bad.yaml", CellDiffTrainConfig)
     (tmp_path / "bad2.yaml").write_text("image_loss: l1\n")
     with pytest.raises(InputError, match="image_loss='l1'"):
-        read_train_config(tmp_path / "bad2.yaml")
+        read_train_config(tmp_path / "bad2.yaml", CellDiffTrainConfig)
 
 
 def test_split_reads_true_fractions_and_the_loss_trains_the_fraction_head(store):

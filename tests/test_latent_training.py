@@ -80,7 +80,7 @@ def test_autoencoder_stage_measures_the_scaling_and_resumes_exactly(store, autoe
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import lightning as L
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.latent_module import LatentTrainConfig, train_latent
 
     class Kill(L.Callback):

@@ -103,38 +103,15 @@ class CellDiffTrainConfig:
     torch_threads: int | None = None
     max_minutes: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.image_loss not in ("v", "v-min-snr"):
+            raise ValueError(f"image_loss={self.image_loss!r}: accepted values are v, v-min-snr")
+
     def model_config(self) -> CellDiffConfig:
         try:
             return config_by_name(self.model, **self.model_overrides)
         except (ValueError, TypeError) as err:
             raise InputError(f"train config: model / model_overrides: {err}") from None
-
-
-def read_train_config(path: str | Path | None, config_class: type = None):
-    """Read a YAML or JSON training config into ``config_class`` (default :class:`CellDiffTrainConfig`); unknown fields
-    are a one-line error naming them."""
-    config_class = config_class or CellDiffTrainConfig
-    if path is None:
-        return config_class()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
-    import yaml
-
-    try:
-        payload = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
-    if not isinstance(payload, dict):
-        raise InputError(f"{path}: expected a mapping of training options")
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(payload) - known)
-    if unknown:
-        raise InputError(f"{path}: unknown training options: {', '.join(unknown)} (accepted: {', '.join(sorted(known))})")
-    config = config_class(**payload)
-    if getattr(config, "image_loss", "v") not in ("v", "v-min-snr"):
-        raise InputError(f"{path}: image_loss={config.image_loss!r}: accepted values are v, v-min-snr")
-    return config
 
 
 def initialise_from(model: CellDiff, directory: str | Path) -> tuple[list[str], list[str]]:

@@ -119,6 +119,42 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def read_train_config(path: str | Path | None, config_class: type) -> Any:
+    """Read a YAML or JSON training config (any subset of ``config_class``'s fields) into ``config_class``.
+
+    ``path=None`` gives the defaults.
+
+    Raises
+    ------
+    InputError
+        A missing or unparsable file, unknown fields (named, with the accepted ones), or a value the config class
+        refuses (its ``ValueError`` / ``TypeError``, after the file name).
+    """
+    import dataclasses
+
+    if path is None:
+        return config_class()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    import yaml
+
+    try:
+        payload = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: expected a mapping of training options")
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(payload) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown training options: {', '.join(unknown)} (accepted: {', '.join(sorted(known))})")
+    try:
+        return config_class(**payload)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{path}: {err}") from None
+
+
 def use_bf16(setting: bool | str, device: torch.device) -> bool:
     """Resolve a ``bf16`` training option: ``True`` / ``False``, or ``'auto'``: bf16 autocast where the device computes
     bf16 natively (CUDA with bf16 support; CPUs with AVX512-BF16 / AMX-BF16, :mod:`locscope.utils.cpu`), fp32 elsewhere
@@ -152,5 +188,5 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-__all__ = ["use_bf16", "append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
+__all__ = ["read_train_config", "use_bf16", "append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
            "restore_step", "step_generator", "step_trainer", "truncate_metrics"]

@@ -224,7 +224,7 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
     if resume:
         if not (checkpoint / "state.json").is_file():
             raise InputError(f"{run_dir}: no checkpoint to resume (checkpoint/state.json missing)")
-        from locscope.training.celldiff_module import read_train_config
+        from locscope.training.common import read_train_config
 
         config = read_train_config(run_dir / "train_config.json", LocalizerTrainConfig)
     else:

@@ -18,7 +18,9 @@ def train_celldiff_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train CELL-Diff (sequence + landmarks -> protein image, masked residues, compartments)."""
-    from locscope.training.celldiff_module import read_train_config, train_celldiff
+    from locscope.training.celldiff_module import CellDiffTrainConfig, train_celldiff
+    from locscope.training.common import read_train_config
 
-    model_dir = train_celldiff(data, out, None if resume else read_train_config(config), resume=resume)
+    settings = None if resume else read_train_config(config, CellDiffTrainConfig)
+    model_dir = train_celldiff(data, out, settings, resume=resume)
     typer.echo(f"model written to {model_dir}")

@@ -19,7 +19,7 @@ def train_celle2_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train CELL-E 2: the two VQGAN tokenizers, then the bidirectional transformer (MaskGIT masking)."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.celle2_module import Celle2TrainConfig, train_celle2
 
     model_dir = train_celle2(data, out, None if resume else read_train_config(config, Celle2TrainConfig), resume=resume)

@@ -17,7 +17,7 @@ def train_designer_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train the sequence designer (compartment distribution -> masked residues) on simulator proteins."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.designer_module import DesignerTrainConfig, train_designer
 
     model_dir = train_designer(out, None if resume else read_train_config(config, DesignerTrainConfig), resume=resume)

@@ -20,7 +20,7 @@ def train_latent_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train the latent family's denoiser on latents of a trained autoencoder; writes a complete model."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.latent_module import LatentTrainConfig, train_latent
 
     settings = None if resume else read_train_config(config, LatentTrainConfig)

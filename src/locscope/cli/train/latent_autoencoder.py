@@ -19,7 +19,7 @@ def train_latent_autoencoder_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
     """Train the latent family's autoencoder (L1 + KL + perceptual + patch discriminator)."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.latent_module import LatentAutoencoderTrainConfig, train_latent_autoencoder
 
     settings = None if resume else read_train_config(config, LatentAutoencoderTrainConfig)

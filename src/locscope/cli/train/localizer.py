@@ -17,7 +17,7 @@ def train_localizer_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch checkpoint."),
 ) -> None:
     """Train the sequence localizer (level 1/2/3) on SCL2205 + OpenCell + DeepLoc 1.0 with homology-aware splits."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.localizer_module import LocalizerTrainConfig, train_localizer
 
     model_dir = train_localizer(out, None if resume else read_train_config(config, LocalizerTrainConfig), resume=resume)

@@ -19,7 +19,7 @@ def train_readout_command(
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Train the level-3 compartment read-out classifier on simulated cells (it scores generated images)."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.readout_module import ReadoutTrainConfig, train_readout_from_store
     from locscope.utils.outputs import output_folder
 

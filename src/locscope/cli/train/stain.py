@@ -12,7 +12,7 @@ from locscope.cli.train import train_app
 
 def train_stain_kind(kind: str, data: Optional[Path], config: Optional[Path], out: Path, resume: bool) -> None:
     """Train the staining ``kind`` (``"denoiser"`` or ``"classifier"``) with ``--data`` overriding the config's store."""
-    from locscope.training.celldiff_module import read_train_config
+    from locscope.training.common import read_train_config
     from locscope.training.stain_module import StainTrainConfig, train_stain
 
     train_config = None
