@@ -11,10 +11,11 @@ from locscope.models.celldiff import CellDiff, celldiff_tiny_config
 
 
 def test_bundled_names_resolve_to_their_families():
-    assert hub.bundled_names() == ["celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small",
+    assert hub.bundled_names() == ["celldiff-64", "celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small",
                                    "compartment-readout"]
-    for name, family in [("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"), ("subcell-tiny", "subcell"),
-                         ("localizer-small", "localizer"), ("compartment-readout", "readout")]:
+    for name, family in [("celldiff-64", "celldiff"), ("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"),
+                         ("subcell-tiny", "subcell"), ("localizer-small", "localizer"),
+                         ("compartment-readout", "readout")]:
         ref = hub.resolve(name)
         assert ref.family == family and ref.bundled and (ref.directory / "config.json").is_file()
     assert hub.resolve(None, default="designer-tiny").name == "designer-tiny"
@@ -37,7 +38,7 @@ def test_directory_family_from_config_class_or_family_field(tmp_path):
 
 
 def test_errors_name_the_argument_the_expected_family_and_bundled_names(tmp_path):
-    with pytest.raises(InputError, match=r"^model /.*none: no CELL-Diff model at .*bundled names: celldiff-tiny\)$"):
+    with pytest.raises(InputError, match=r"^model /.*none: no CELL-Diff model at .*bundled names: celldiff-64, celldiff-tiny\)$"):
         hub.resolve(tmp_path / "none", families=("celldiff",))
     with pytest.raises(InputError, match=r"^--model subcell-tiny: a SubCell model \(subcell\); expected celldiff$"):
         hub.resolve("subcell-tiny", families=("celldiff",), argument="--model")

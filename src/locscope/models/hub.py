@@ -35,7 +35,7 @@ from locscope.errors import ArgumentError, InputError
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 #: The generator ``locscope generate`` and ``locscope demo`` use without ``--model``.
-DEFAULT_GENERATOR = "celldiff-tiny"
+DEFAULT_GENERATOR = "celldiff-64"
 CONFIG_NAME = "config.json"
 
 
@@ -262,6 +262,7 @@ register_family("stain", "locscope.models.stain:load_stain", config_classes=("St
 register_family("readout", "locscope.models.readout:ReadoutClassifier.from_pretrained",
                 config_classes=("ReadoutConfig",), title="compartment read-out classifier")
 
+register_bundled("celldiff-64", "celldiff")
 register_bundled("celldiff-tiny", "celldiff")
 register_bundled("designer-tiny", "designer")
 register_bundled("subcell-tiny", "subcell")
