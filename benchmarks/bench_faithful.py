@@ -137,9 +137,8 @@ def synthetic(model, readout, args) -> dict:
     for name, seqs, fractions in runs:
         start = time.perf_counter()
         if name.endswith("layout channel blanked"):  # the expected image of a dropped condition: background only
-            original = model.expected_image
-            with mock.patch.object(model, "expected_image",
-                                   lambda lm, fr, present=None: original(lm, torch.zeros_like(fr), present)):
+            original = model.mix_layout
+            with mock.patch.object(model, "mix_layout", lambda maps, fr: original(maps, torch.zeros_like(fr))):
                 rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
         else:
             rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)

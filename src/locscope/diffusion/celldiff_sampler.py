@@ -98,18 +98,24 @@ def sample_protein_images(
         context = dataclasses.replace(context, condition=_placed(context.condition, placement, generator))
     landmarks = landmarks.repeat_interleave(samples, dim=0)
     present = landmark_present.to(device).repeat_interleave(samples, dim=0) if landmark_present is not None else None
+    maps = None
+    if getattr(model.config, "layout_prior", False):  # the layout depends on the cells only: once, not per step
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            maps = model.layout_maps(landmarks, present)[0]
     guided = guidance != 1.0
     if guided:
         null = model.null_context(batch * samples, device)
         both = type(context).concat(context, null)
         landmarks2 = torch.cat([landmarks, landmarks])
         present2 = torch.cat([present, present]) if present is not None else None
+        maps2 = torch.cat([maps, maps]) if maps is not None else None
 
     def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             if not guided:
-                return model.denoise(x, timesteps, landmarks, context, present)[0].float()
-            v = model.denoise(torch.cat([x, x]), torch.cat([timesteps, timesteps]), landmarks2, both, present2)[0].float()
+                return model.denoise(x, timesteps, landmarks, context, present, maps)[0].float()
+            v = model.denoise(torch.cat([x, x]), torch.cat([timesteps, timesteps]), landmarks2, both, present2,
+                              maps2)[0].float()
             conditional, unconditional = v.chunk(2)
             return classifier_free_guidance(conditional, unconditional, guidance)
 

@@ -535,40 +535,53 @@ class CellDiff(nn.Module):
         placeholder = self.landmark_placeholder.to(landmarks.dtype).expand_as(landmarks)
         return torch.where(landmark_present[:, :, None, None].to(landmarks.device), landmarks, placeholder)
 
-    def expected_image(self, landmarks: torch.Tensor, fractions: torch.Tensor,
-                       landmark_present: torch.Tensor | None = None) -> torch.Tensor:
-        """The layout prior's expected protein image ``(B, 1, H, W)`` in the [-1, 1] image scale.
-
-        ``background + sum_k fractions[:, k] * maps_k`` with the :class:`LayoutNet` maps of ``landmarks``
-        ``(B, n_landmarks, H, W)``; ``fractions`` ``(B, n_fraction_classes)`` (rows of zeros, a dropped condition, give
-        the background alone).
-        """
+    def layout_maps(self, landmarks: torch.Tensor,
+                    landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layout prior's ``(maps, membership_logits)``, both ``(B, n_fraction_classes, H, W)``, for the cells of
+        ``landmarks`` ``(B, n_landmarks, H, W)``. They depend on the landmarks only: compute them once per cell and
+        pass ``maps`` to :meth:`denoise` at every step."""
         if not self.config.layout_prior:
             raise ValueError("this model has no layout prior (config.layout_prior is False)")
-        maps, _ = self.layout(self.prepare_landmarks(landmarks, landmark_present))
+        return self.layout(self.prepare_landmarks(landmarks, landmark_present))
+
+    def mix_layout(self, maps: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """``2 (background + sum_k fractions[:, k] maps_k) - 1``: the expected protein image ``(B, 1, H, W)`` in the
+        [-1, 1] image scale; ``fractions`` ``(B, n_fraction_classes)`` (rows of zeros, a dropped condition, give the
+        background alone)."""
         mixed = torch.einsum("bk,bkhw->bhw", fractions.to(maps.dtype), maps)[:, None]
         return 2.0 * (mixed + self.layout.background.to(maps.dtype)) - 1.0
+
+    def expected_image(self, landmarks: torch.Tensor, fractions: torch.Tensor,
+                       landmark_present: torch.Tensor | None = None) -> torch.Tensor:
+        """The layout prior's expected protein image ``(B, 1, H, W)`` for ``landmarks`` and ``fractions``
+        (:meth:`layout_maps` mixed by :meth:`mix_layout`)."""
+        return self.mix_layout(self.layout_maps(landmarks, landmark_present)[0], fractions)
 
     def compartment_membership(self, landmarks: torch.Tensor,
                                landmark_present: torch.Tensor | None = None) -> torch.Tensor:
         """The layout prior's membership logits ``(B, n_fraction_classes, H, W)``: where each compartment lies in the
         cells of ``landmarks`` ``(B, n_landmarks, H, W)`` (trained against the simulator's masks)."""
-        if not self.config.layout_prior:
-            raise ValueError("this model has no layout prior (config.layout_prior is False)")
-        return self.layout(self.prepare_landmarks(landmarks, landmark_present))[1]
+        return self.layout_maps(landmarks, landmark_present)[1]
 
     def denoise(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor,
-                context: SequenceContext, landmark_present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``."""
+                context: SequenceContext, landmark_present: torch.Tensor | None = None,
+                layout_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``.
+
+        Layout-prior models mix ``layout_maps`` (:meth:`layout_maps`, computed here when not given) by the context's
+        condition into the denoiser's expected-image channel.
+        """
         cfg = self.config
         temb = self.time_mlp(get_timestep_embedding(timesteps, cfg.channels[0], flip_sin_to_cos=True,
                                                    downscale_freq_shift=0)) + self.pooled_to_time(context.pooled)
         if cfg.fraction_classes:
             temb = temb + self.fractions_to_time(context.condition.to(temb.dtype))
         inputs = [noisy_image, self.prepare_landmarks(landmarks, landmark_present)]
-        if cfg.layout_prior:  # detached: the maps learn from their own regression loss only
-            with torch.no_grad():
-                inputs.append(self.expected_image(landmarks, context.condition, landmark_present).to(noisy_image.dtype))
+        if cfg.layout_prior:  # detached: the maps learn from their own losses only
+            if layout_maps is None:
+                with torch.no_grad():
+                    layout_maps = self.layout_maps(landmarks, landmark_present)[0]
+            inputs.append(self.mix_layout(layout_maps.detach(), context.condition).to(noisy_image.dtype))
         h = self.stem(torch.cat(inputs, dim=1))
         seq, seq_mask = context.tokens, context.token_mask
         skips = []
@@ -609,7 +622,8 @@ class CellDiff(nn.Module):
 
     def forward(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor, tokens: torch.Tensor,
                 landmark_present: torch.Tensor | None = None, drop_sequence: torch.Tensor | None = None,
-                fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None) -> CellDiffOutput:
+                fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None,
+                layout_maps: torch.Tensor | None = None) -> CellDiffOutput:
         """One network evaluation.
 
         Parameters
@@ -629,9 +643,11 @@ class CellDiff(nn.Module):
         fractions, use_fractions : torch.Tensor, optional
             ``(B, n_fraction_classes)`` compartment distribution and ``(B,)`` bool rows that use it instead of the
             fraction head's prediction (see :meth:`encode_sequence`).
+        layout_maps : torch.Tensor, optional
+            ``(B, n_fraction_classes, H, W)`` layout-prior maps already computed (see :meth:`denoise`).
         """
         context = self.encode_sequence(tokens, drop_sequence, fractions, use_fractions)
-        image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present)
+        image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present, layout_maps)
         return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits,
                               context.fraction_logits)
 

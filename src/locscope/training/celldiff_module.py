@@ -318,10 +318,13 @@ class CellDiffModule(L.LightningModule):
         x_t = torch.where(sequence_task[:, None, None, None], x0, x_t)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.bf16, device)):
+            # one layout pass: the denoiser gets the maps detached, the layout losses below train them
+            maps, membership = model.layout_maps(landmarks, present.to(device)) if model.config.layout_prior \
+                else (None, None)
             # teacher forcing only where the true fractions are known (all-zero rows = unknown)
             use_true = (teacher.to(device) & (fractions.sum(1) > 0)) if has_fractions else None
             out = model(x_t, timesteps, landmarks, tokens_in, present.to(device), drop.to(device),
-                        fractions if has_fractions else None, use_true)
+                        fractions if has_fractions else None, use_true, maps)
         image_rows = (~sequence_task).float()
         per_sample = (out.image.float() - self.schedule.v_target(x0, noise, timesteps)).pow(2).mean(dim=(1, 2, 3))
         if cfg.image_loss == "v-min-snr":
@@ -347,11 +350,7 @@ class CellDiffModule(L.LightningModule):
             loss = loss + cfg.fraction_loss_weight * fraction_loss
             losses["fraction_loss"] = fraction_loss
             if model.config.layout_prior:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.bf16, device)):
-                    maps, membership = model.layout(model.prepare_landmarks(landmarks, present.to(device)))
-                mixed = torch.einsum("bk,bkhw->bhw", targets, maps.float())[:, None]
-                expected = 2.0 * (mixed + model.layout.background.float()) - 1.0
-                layout = (expected - x0).pow(2).mean(dim=(1, 2, 3))
+                layout = (model.mix_layout(maps.float(), targets) - x0).pow(2).mean(dim=(1, 2, 3))
                 layout_loss = (layout * known).sum() / known.sum().clamp(min=1)
                 loss = loss + cfg.layout_loss_weight * layout_loss
                 losses["layout_loss"] = layout_loss
