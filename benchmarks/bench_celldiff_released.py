@@ -22,6 +22,7 @@ difference between two independent DDIM-100 samples as the scale of "different i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -44,7 +45,7 @@ from locscope.models.celldiff_v2 import (
     load_published_vae,
     read_published_state_dict,
 )
-from locscope.pipelines.generate_released import published_grey, released_eps_fn, sample_released
+from locscope.pipelines.generate_released import published_grey, quantize_int8_, released_eps_fn, sample_released
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
@@ -180,16 +181,22 @@ def part_speed(args) -> dict:
         "vae_encode": lambda: released.vae.encode(landmark),
         "vae_decode": lambda: released.vae.decode(x),
     }
+    # last: quantizes the denoiser's Linear layers in place (the quantization itself is not timed)
+    parts["denoiser_int8"] = lambda: released_eps_fn(released, cell, tokens, embeds, "int8")(x, t, s1m)
     timings = {}
     for name, call in parts.items():
         if name in args.skip:
             continue
+        if name == "denoiser_int8":
+            started = time.process_time()
+            quantize_int8_(released)
+            results["int8_quantization_cpu_s"] = round(time.process_time() - started, 2)
         timings[name] = timed(call, args.repeat, warmup=args.warmup)
-        key = {"denoiser_bf16": "denoiser", "denoiser_fp32": "denoiser", "esm2_and_projection": "esm2"}.get(name, name)
+        key = {"esm2_and_projection": "esm2"}.get(name, "denoiser" if name.startswith("denoiser") else name)
         timings[name]["gflop_per_cpu_s"] = round(flops["gflop_per_call"][key] / timings[name]["cpu_s"], 1)
         print(name, json.dumps(timings[name]), flush=True)
     results["timings"] = timings
-    if all(k in timings for k in parts):
+    if all(k in timings for k in parts if k != "denoiser_int8"):
         for kind in ("cpu_s", "wall_s"):
             vae = 3 * timings["vae_encode"][kind] + timings["vae_decode"][kind]
             esm, net, bf16 = (timings[k][kind] for k in ("esm2_and_projection", "denoiser_fp32", "denoiser_bf16"))
@@ -199,6 +206,10 @@ def part_speed(args) -> dict:
             for steps in (10, 15, 20, 25):
                 out[f"locscope_dpmsolver{steps}_fp32"] = esm + steps * net + vae
                 out[f"locscope_dpmsolver{steps}_bf16"] = esm + steps * bf16 + vae
+                if "denoiser_int8" in timings:
+                    out[f"locscope_dpmsolver{steps}_int8"] = esm + steps * timings["denoiser_int8"][kind] + vae
+            if "denoiser_int8" in timings:
+                out["locscope_ddim100_int8"] = esm + 100 * timings["denoiser_int8"][kind] + vae
             results[f"seconds_per_image_{kind}"] = {k: round(v, 1) for k, v in out.items()}
             print(kind, json.dumps(results[f"seconds_per_image_{kind}"], indent=1), flush=True)
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -224,6 +235,8 @@ def part_quality(args) -> dict:
     options += [(f"ddim{n}_fp32", "ddim", n, "fp32") for n in (10, 20, 50)]
     options += [(f"dpmsolver{n}_fp32", "dpmsolver", n, "fp32") for n in (10, 15, 20, 25, 50)]
     options += [(f"dpmsolver{n}_bf16", "dpmsolver", n, "bf16") for n in (20, 25)]
+    options += [("ddim100_int8", "ddim", 100, "int8"), ("dpmsolver10_int8", "dpmsolver", 10, "int8")]
+    quantized = ReleasedCellDiff(copy.deepcopy(model), vae, published, "ddim100", {})  # int8 in place on a copy
     errors: dict[str, list] = {name: [] for name, *_ in options}
     spread = []
     for seed in range(args.noises):
@@ -235,7 +248,8 @@ def part_quality(args) -> dict:
         other = sample_released(released, cell, tokens, torch.randn(shape, generator=generator), embed_once=False)
         spread.append(_error(other, reference))
         for name, sampler, steps, precision in options:
-            errors[name].append(_error(sample_released(released, cell, tokens, noise, sampler=sampler, steps=steps,
+            pair = quantized if precision == "int8" else released
+            errors[name].append(_error(sample_released(pair, cell, tokens, noise, sampler=sampler, steps=steps,
                                                        precision=precision), reference))
     summary = {name: _mean(values) for name, values in errors.items()}
     summary["independent_ddim100_sample (scale reference)"] = _mean(spread)

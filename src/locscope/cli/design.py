@@ -32,8 +32,9 @@ def design_command(
     terminus: Optional[str] = typer.Option(None, "--terminus", help="Design a new N or C terminus of the template."),
     terminus_length: int = typer.Option(15, "--terminus-length", help="Residues of the designed terminus."),
     candidates: int = typer.Option(32, "--candidates", help="Candidates to sample and score."),
-    decoder: str = typer.Option("parallel", "--decoder", help="parallel (MaskGIT cosine schedule, <= --passes) | "
-                                "one-per-pass (CELL-Diff's reference, one residue per forward pass)."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="parallel (MaskGIT cosine schedule, <= --passes; "
+                                          "the default) | one-per-pass (CELL-Diff's reference, one residue per "
+                                          "forward pass; the default for a released CELL-Diff --model)."),
     passes: int = typer.Option(16, "--passes", help="Forward passes of the parallel decoder."),
     temperature: float = typer.Option(1.0, "--temperature", help="Residue sampling temperature."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely residues."),

@@ -42,7 +42,7 @@ def generate_command(
     esm: Optional[Path] = typer.Option(None, "--esm", help="Released checkpoints: local transformers ESM2 directory "
                                        "to use instead of the ESM2 weights inside the denoiser checkpoint."),
     precision: str = typer.Option("fp32", "--precision", help="Released checkpoints: fp32 | bf16 (autocast; fast on "
-                                  "CPUs with native bf16)."),
+                                  "CPUs with native bf16) | int8 (dynamic int8 Linear layers)."),
     compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
                                               "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
                                               "models with the compartment bottleneck)."),

@@ -239,6 +239,14 @@ def _released_celldiff(path: Path) -> bool:
                                                                        "cell_image"))
 
 
+def _released_guided_i2i(path: Path) -> bool:
+    """A released guided-I2I network file (``{epoch}_Network.pth``) or a folder holding one (or its
+    ``network_config.json``)."""
+    if path.is_file():
+        return path.name.endswith("_Network.pth")
+    return path.is_dir() and (any(path.glob("*_Network.pth")) or (path / "network_config.json").is_file())
+
+
 # ------------------------------------------------------------------------------------------- the registry
 # One register_family line per model family; one register_bundled line per model shipped in assets/models/.
 register_family("celldiff", "locscope.models.celldiff:CellDiff.from_pretrained", config_classes=("CellDiffConfig",),
@@ -257,7 +265,7 @@ register_family("localizer", "locscope.models.localizer:SequenceLocalizer.from_p
                 config_classes=("LocalizerConfig",), title="sequence localizer")
 
 register_family("stain", "locscope.models.stain:load_stain", config_classes=("StainConfig",),
-                title="virtual-staining model", detect=lambda path: path.is_file() and path.name.endswith("_Network.pth"))
+                title="virtual-staining model", detect=_released_guided_i2i)
 
 register_family("readout", "locscope.models.readout:ReadoutClassifier.from_pretrained",
                 config_classes=("ReadoutConfig",), title="compartment read-out classifier")

@@ -580,7 +580,7 @@ def load_published(state_dict: Mapping[str, torch.Tensor], config: StainConfig,
 def load_stain(path: str | Path, device: str | torch.device = "cpu") -> StainUNet:
     """The hub's loader: a locscope model folder (``config.json`` + ``model.safetensors``) or a released
     ``{epoch}_Network.pth`` with its network config beside it (``network_config.json``, or the released ``config.json``
-    holding ``model.which_networks``), loaded strictly."""
+    holding ``model.which_networks``), or the folder holding both, loaded strictly."""
     import json
 
     from locscope.errors import InputError
@@ -588,7 +588,16 @@ def load_stain(path: str | Path, device: str | torch.device = "cpu") -> StainUNe
 
     path = Path(path)
     if path.is_dir():
-        return StainUNet.from_pretrained(path, map_location=device)
+        networks = sorted(path.glob("*_Network.pth"))
+        if not networks and not (path / "network_config.json").is_file():
+            return StainUNet.from_pretrained(path, map_location=device)
+        if len(networks) != 1:
+            found = ", ".join(p.name for p in networks)
+            raise InputError(f"{path / '<epoch>_Network.pth'}: " + (
+                f"{len(networks)} released network files ({found}); give the one to use as the model path"
+                if networks else "file not found (the released network checkpoint, e.g. 1_Network.pth, beside "
+                                 "network_config.json)"))
+        path = networks[0]
     for name in ("network_config.json", "config.json"):
         config_path = path.parent / name
         if config_path.is_file():

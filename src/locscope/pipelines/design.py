@@ -458,7 +458,7 @@ def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray
 def design(out: str | Path, *, model: str | Path | None = None, image: str | Path | None = None,
            landmarks: Sequence[str | Path] = (), target: str | None = None, length: int | None = None,
            template: str | None = None, terminus: str | None = None, terminus_length: int = 15,
-           candidates: int = 32, decoder: str = "parallel", passes: int = 16, temperature: float = 1.0,
+           candidates: int = 32, decoder: str | None = None, passes: int = 16, temperature: float = 1.0,
            top_k: int | None = None, score_samples: int = 2, top: int = 8, sampler: str = "dpmsolver",
            steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
            device: str = "auto", progress: bool = True, refine_rounds: int = 0,
@@ -478,7 +478,9 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     out : path
         Output folder (``candidates.fasta``, ``candidates.csv``, ``summary.json``, ``report.html``).
     model : str or path, optional
-        CELL-Diff (default ``celldiff-tiny``) or CELL-E 2 model: bundled name or directory (:mod:`locscope.models.hub`).
+        CELL-Diff (default ``celldiff-tiny``) or CELL-E 2 model: bundled name or directory (:mod:`locscope.models.hub`),
+        or a released CELL-Diff checkpoint set (:mod:`locscope.pipelines.design_released`: its sequence head infills
+        the template given ``image`` and ``landmarks``).
     image : path, optional
         Protein image ``(H, W)`` (any reader format) whose localization to design for; needs ``landmarks``.
     landmarks : sequence of path
@@ -494,8 +496,9 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     terminus_length : int
     candidates : int
         Candidates to decode and score (>= 1).
-    decoder : {'parallel', 'one-per-pass'}
-        MaskGIT's confidence-ordered decoder (at most ``passes`` forward passes) or one residue per pass.
+    decoder : {'parallel', 'one-per-pass'}, optional
+        MaskGIT's confidence-ordered decoder (at most ``passes`` forward passes) or one residue per pass; default
+        ``'parallel'`` (released CELL-Diff checkpoint sets: ``'one-per-pass'``, their published decoder).
     passes, temperature, top_k :
         Parallel decoder passes; residue sampling temperature; sample among the ``top_k`` most likely residues.
     score_samples : int
@@ -539,8 +542,18 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     from locscope.utils.seeding import seed_everything
 
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
+    family = hub.family_of_model(model, default="celldiff-tiny")
+    if family == "celldiff-released":  # the released model's own image -> sequence decoding
+        from locscope.pipelines.design_released import design_released
+
+        return design_released(out, model=model, image=image, landmarks=landmarks, target=target, template=template,
+                               length=length, terminus=terminus, terminus_length=terminus_length,
+                               candidates=candidates, decoder=decoder, passes=passes, temperature=temperature,
+                               top_k=top_k, top=top, batch_size=batch_size, seed=seed, device=device,
+                               refine_rounds=refine_rounds, progress=progress, overwrite=overwrite)
+    decoder = decoder or "parallel"
     # residue infill by CELL-E 2's own transformer, ranked by nucleus proportion
-    if hub.family_of_model(model, default="celldiff-tiny") == "celle2":
+    if family == "celle2":
         if image is not None:
             raise ArgumentError("image", ": CELL-E 2 designs are ranked by nucleus proportion; give target nucleus",
                                 mentions=("target",))

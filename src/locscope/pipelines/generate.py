@@ -283,8 +283,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         The command the output folder is marked as written by (``demo`` runs this function too).
     esm : path, optional
         Released checkpoints only: a local transformers ESM2 directory replacing the checkpoint's ESM2.
-    precision : {'fp32', 'bf16'}
-        Released checkpoints only: bf16 autocast.
+    precision : {'fp32', 'bf16', 'int8'}
+        Released checkpoints only: bf16 autocast, or dynamic int8 Linear layers.
     expected : dict of str to str, optional
         Sequence id -> its annotated level-3 class; recorded as ``expected_level3`` beside what was drawn, with the
         number of samples drawn there (``samples_right``).

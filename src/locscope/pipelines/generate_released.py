@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SAMPLERS: tuple[str, ...] = ("ddim", "dpmsolver")
 OUTPUT_FILES = ("summary.json", "report.html")  # as every generate output (an earlier one is recognised)
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 #: Fraction of each RGB plane in ITU-R 601 luma, as PIL's ``convert("L")`` computes it in 16-bit fixed point.
 _LUMA_WEIGHTS = (19595, 38470, 7471)
 #: Which RGB planes an HPA display colour lights (the reader returns the lit plane's values).
@@ -136,6 +137,25 @@ def published_png(image: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def quantize_int8_(released) -> None:
+    """Make the denoiser's Linear layers dynamic int8 in place (``torch.ao`` dynamic quantization: int8 weights,
+    activations quantized per call; fast where the CPU has int8 dot products, e.g. AVX512-VNNI / AMX).
+
+    The frozen ESM2 stays float32: it runs once per sequence, not once per step. Convolutions (most of the U-Net's
+    FLOPs) stay float32 too. Idempotent.
+    """
+    from torch import nn
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    net = released.model.net
+    linears = {name: default_dynamic_qconfig for name, module in net.named_modules()
+               if type(module) is nn.Linear and not name.startswith("protein_sequence_embedding.")}
+    if linears:
+        with warnings.catch_warnings():  # torch marks its quantized tensor types for removal in a later release
+            warnings.simplefilter("ignore", UserWarning)
+            quantize_dynamic(net, linears, inplace=True)
+
+
 def released_eps_fn(released, cell_latent: torch.Tensor, tokens: torch.Tensor, sequence_embeds: torch.Tensor | None,
                     precision: str = "fp32"):
     """The denoiser as ``eps_fn(x_t, model_time, sqrt_one_minus_alphas_cumprod)`` for a batch of ``B`` samples.
@@ -151,11 +171,14 @@ def released_eps_fn(released, cell_latent: torch.Tensor, tokens: torch.Tensor, s
     sequence_embeds : torch.Tensor or None
         ``(1 or B, T, hidden)`` precomputed :meth:`CellDiffV2Net.embed_sequence` (``None``: recompute ESM2 at every
         call, as the released sampler does).
-    precision : {'fp32', 'bf16'}
-        ``bf16`` runs the denoiser under bfloat16 autocast (fast on CPUs with native bf16, e.g. AMX / AVX512-BF16).
+    precision : {'fp32', 'bf16', 'int8'}
+        ``bf16`` runs the denoiser under bfloat16 autocast (fast on CPUs with native bf16, e.g. AMX / AVX512-BF16);
+        ``int8`` quantizes its Linear layers in place first (:func:`quantize_int8_`; the model stays quantized).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: accepted {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        quantize_int8_(released)
     net = released.model.net
 
     def eps_fn(x: torch.Tensor, model_time: torch.Tensor, sqrt_one_minus: torch.Tensor) -> torch.Tensor:
@@ -187,7 +210,8 @@ def sample_released(released, cell_latent: torch.Tensor, tokens: torch.Tensor, n
     sampler : {'ddim', 'dpmsolver'}
         ``ddim``: the released DDIM with ``steps`` -> ``"ddim{steps}"`` (``None``: the config's
         ``timestep_respacing``). ``dpmsolver``: DPM-Solver++ with ``steps`` network calls (default 20).
-    precision : {'fp32', 'bf16'}
+    precision : {'fp32', 'bf16', 'int8'}
+        See :func:`released_eps_fn` (``int8`` quantizes the denoiser in place).
     embed_once : bool
         Compute ESM2 once (``False`` recomputes it at every step, as the released code does; same numbers).
     progress : bool
@@ -253,8 +277,8 @@ def generate_released(
         Images per sequence (>= 1), denoised as one batch.
     seed : int
         Seeds the draws (the released script's ``torch.manual_seed``).
-    precision : {'fp32', 'bf16'}
-        bf16 autocast for the denoiser.
+    precision : {'fp32', 'bf16', 'int8'}
+        bf16 autocast for the denoiser, or dynamic int8 Linear layers (:func:`quantize_int8_`).
     device : {'cpu', 'cuda', 'auto'}
     progress : bool
         Progress bars.

@@ -309,6 +309,11 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
 
     if method is not None and method not in METHODS:
         raise ArgumentError("method", f"={method!r}: accepted values are {', '.join(METHODS)}")
+    if hub.family_of_model(model, DEFAULT_LOCALIZER) == "celldiff-released":
+        raise ArgumentError("model", f"{model}: a released CELL-Diff checkpoint set cannot localize sequences: it has "
+                                     "no compartment head, and its images are not of simulator cells whose "
+                                     "compartments could be read off; generate its images with `locscope generate "
+                                     "--model DIR` and classify them with `locscope classify`")
     if method is None or method == "localizer":
         families = ("localizer", "celldiff") if method is None else ("localizer",)
         ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="model")
