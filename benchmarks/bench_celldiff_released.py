@@ -9,7 +9,8 @@ and the error of each fast option against the exact released DDIM-100 on the tin
 be downloaded here; to stay within the machine's per-process memory, parameters of the same shape and name share one
 random tensor (same FLOPs and memory traffic per call; 1.67 G parameters would need 6.7 GB in float32). FLOPs per call
 are counted (torch's FlopCounterMode on the meta device; ESM2 from its shapes); each part is timed on its own (wall
-and process CPU seconds): one denoiser call with the sequence embedding precomputed (bf16 autocast, fp32), ESM2 +
+and process CPU seconds): one denoiser call with the sequence embedding precomputed (bf16 autocast, fp32, and last dynamic int8
+Linear layers, converted in place), ESM2 +
 projection for one sequence, one VAE encode and one decode. Seconds per image are assembled from these by counting
 calls: released DDIM-100 = 100 x (denoiser + ESM2) + 3 encodes + 1 decode; locscope = ESM2 once + N x denoiser +
 3 encodes + 1 decode.

@@ -201,12 +201,18 @@ def test_celle2_generates_from_a_released_folder(celle2_folder, tmp_path, capsys
         assert (tmp_path / "out" / "sequence" / f"{stem}.png").is_file()
 
 
-def test_celle2_missing_checkpoint_is_one_line_naming_it(celle2_folder, tmp_path, capsys):
+def test_celle2_missing_or_unmatched_checkpoint_is_one_line_naming_it(celle2_folder, tmp_path, capsys):
     folder = tmp_path / "model"
     shutil.copytree(celle2_folder / "model", folder)
+    argv = ["generate", "--model", str(folder), "--sequence", SEQUENCE, "--landmarks",
+            str(celle2_folder / "nucleus.png"), "--out", str(tmp_path / "out")]
+    config = (folder / "celle_tiny.yaml").read_text()
+    assert "    depth: 2\n" in config
+    (folder / "celle_tiny.yaml").write_text(config.replace("    depth: 2\n", "    depth: 3\n"))
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "celle_tiny.ckpt does not match the model: missing keys:")
     (folder / "celle_tiny.ckpt").unlink()
-    code, _, err = run(["generate", "--model", str(folder), "--sequence", SEQUENCE, "--landmarks",
-                        str(celle2_folder / "nucleus.png"), "--out", str(tmp_path / "out")], capsys)
+    code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "celle_tiny.ckpt")
     assert not (tmp_path / "out").exists()
 
