@@ -41,7 +41,11 @@ import torch
 
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
+from locscope.pipelines.design_templates import (  # noqa: F401  (re-exported: design's public records)
+    DESIGN_FILES, MAX_DESIGN_LENGTH, Candidate, DesignResult, build_template, template_text,
+)
 from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.landmark_cells import read_landmarks
 from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
@@ -49,7 +53,6 @@ from locscope.pipelines.readout import (
 from locscope.report.html import html_page, png_img
 from locscope.report.images import protein_png
 
-MAX_DESIGN_LENGTH = 2048
 DECODERS: tuple[str, ...] = ("parallel", "one-per-pass")
 #: Who proposes residues: the compartment-conditioned sequence designer, or CELL-Diff's masked-residue head.
 PROPOSERS: tuple[str, ...] = ("designer", "celldiff")
@@ -60,91 +63,6 @@ TARGET_IMAGE_COMPARTMENT = {
     "cytoskeleton": "microtubules", "vesicles": "vesicles", "golgi-apparatus": "golgi-apparatus",
     "endoplasmic-reticulum": "endoplasmic-reticulum",
 }
-DESIGN_FILES = ("candidates.fasta", "summary.json")  # every design output holds them
-
-
-@dataclass
-class Candidate:
-    """One designed sequence with its scores."""
-
-    rank: int
-    sequence: str
-    score: float
-    level3: dict[str, float]
-    top_level3: str
-    grammar_call: str
-    grammar_compartments: dict[str, float]
-    image: np.ndarray | None = field(default=None, repr=False)
-
-
-@dataclass
-class DesignResult:
-    """Ranked candidates and decoding statistics."""
-
-    candidates: list[Candidate]
-    template: str
-    target: str | None
-    decoder: str
-    passes_per_candidate: float
-    decode_seconds_per_candidate: float
-    score_seconds_per_candidate: float
-    score_method: str
-    refine_rounds: int = 0
-    best_head_score_per_round: list[float] = field(default_factory=list)
-    proposer: str = "celldiff"
-    image_compartments: dict[str, float] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------- templates
-def build_template(template: str | None = None, length: int | None = None, terminus: str | None = None,
-                   terminus_length: int = 15) -> list[int]:
-    """Token ids of the design template.
-
-    Parameters
-    ----------
-    template : str, optional
-        Residues with ``<mask>`` / ``<mask:N>`` spans to design, e.g. ``"MVSKGEE<mask:15>"``.
-    length : int, optional
-        Design a whole sequence of this many residues (used when ``template`` is absent).
-    terminus : {'N', 'C'}, optional
-        Add ``terminus_length`` masked residues before (``N``) or after (``C``) the template.
-    terminus_length : int
-
-    Raises
-    ------
-    InputError
-        No template and no length; a length of 0 or more than 2048; a template with nothing to design; a bad residue.
-    """
-    from locscope.encoders.protein import MASK_ID, encode_sequence
-
-    if template is None:
-        if length is None:
-            raise ArgumentError("length", "or template: give length L (a whole sequence to design) or template SEQ "
-                                          "(with <mask> spans to infill)", mentions=("length", "template"))
-        if not 1 <= length <= MAX_DESIGN_LENGTH:
-            raise ArgumentError("length", f"{length}: must be between 1 and {MAX_DESIGN_LENGTH}")
-        ids = [MASK_ID] * length
-    else:
-        from locscope.io.sequences import validate_template
-
-        # the validator every sequence goes through (same letters, trailing '*', messages); the length is checked below
-        try:
-            text = validate_template(template, "template", max_length=None)
-        except InputError as err:  # the sequence rules' message starts with the source: "template: position 9: ..."
-            raise ArgumentError("template", str(err).removeprefix("template")) from None
-        ids = encode_sequence(text)
-    if terminus is not None:
-        if terminus not in ("N", "C"):
-            raise ArgumentError("terminus", f"{terminus!r}: accepted values are N, C")
-        if terminus_length < 1:
-            raise ArgumentError("terminus_length", f"{terminus_length}: must be >= 1")
-        ids = [MASK_ID] * terminus_length + ids if terminus == "N" else ids + [MASK_ID] * terminus_length
-    if MASK_ID not in ids:
-        raise ArgumentError("template", "has no <mask> or <mask:N> span and no terminus is given: nothing to design",
-                            mentions=("terminus",))
-    if not 1 <= len(ids) <= MAX_DESIGN_LENGTH:
-        raise InputError(f"design length {len(ids)}: must be between 1 and {MAX_DESIGN_LENGTH}")
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------- conditioning
@@ -168,7 +86,6 @@ def read_conditioning(image: str | Path, landmarks: Sequence[str | Path], landma
     """
     from locscope.data.transforms import resize_to_model, to_unit_range
     from locscope.io import read_image
-    from locscope.pipelines.generate import read_landmarks
 
     channels = read_image(image).channels
     protein = channels.get("protein", next(iter(channels.values())) if len(channels) == 1 else None)
@@ -635,19 +552,13 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
 
     ranked = _rank(sequences, scores, localization, shown)
     n_design = max(1, len(ranked))
-    result = DesignResult(ranked, _template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
+    result = DesignResult(ranked, template_text(ids), target, decoder, total_passes * 1.0 / max(1, -(-candidates // batch_size)),
                           decode_seconds / n_design, score_seconds / n_design, score_method, refine_rounds,
                           head_history, proposer,
                           {} if shown_distribution is None else top_shares(shown_distribution, cfg.fraction_classes,
                                                                            n=3, min_share=0.0))
     write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top, overwrite=overwrite)
     return result
-
-
-def _template_text(ids: list[int]) -> str:
-    from locscope.encoders.protein import decode_tokens
-
-    return decode_tokens(ids)
 
 
 def _rank(sequences: list[str], scores: np.ndarray, localization, shown: np.ndarray) -> list[Candidate]:

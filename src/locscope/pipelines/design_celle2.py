@@ -26,6 +26,7 @@ import torch
 
 from locscope.errors import ArgumentError
 from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
+from locscope.pipelines.design_templates import DESIGN_FILES, Candidate, DesignResult, build_template
 from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
 
@@ -69,7 +70,6 @@ def design_celle2(out: str | Path, *, model: str | Path, landmarks: Sequence[str
     from locscope.diffusion.masked_decoding import decode_parallel
     from locscope.encoders.protein import AMINO_ACIDS, MASK_ID, RESIDUE_IDS, VOCAB, decode_tokens
     from locscope.models import hub
-    from locscope.pipelines.design import DESIGN_FILES, Candidate, DesignResult, build_template
     from locscope.pipelines.generate_celle2 import nucleus_tokens
     from locscope.utils.device import resolve_device
     from locscope.utils.outputs import check_output_folder, output_folder

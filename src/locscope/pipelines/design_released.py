@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from locscope.errors import ArgumentError, InputError
+from locscope.pipelines import design_templates
+from locscope.pipelines.design_templates import DESIGN_FILES, Candidate, DesignResult, build_template
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,6 @@ def design_released(out: str | Path, *, model: str | Path, image: str | Path | N
     from locscope.diffusion.masked_decoding import decode_one_per_pass, decode_parallel
     from locscope.models import hub
     from locscope.models.celldiff_v2 import MASK_ID, CellDiffV2Tokenizer
-    from locscope.pipelines.design import DESIGN_FILES, Candidate, DesignResult, _template_text, build_template
     from locscope.utils.device import resolve_device
     from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.progress import track
@@ -187,7 +188,7 @@ def design_released(out: str | Path, *, model: str | Path, image: str | Path | N
     for name, value in (("candidates", candidates), ("passes", passes), ("batch_size", batch_size)):
         if value < 1:
             raise ArgumentError(name, f"{value}: must be >= 1")
-    template_text = _template_text(build_template(template, length, terminus, terminus_length))
+    template_text = design_templates.template_text(build_template(template, length, terminus, terminus_length))
     torch_device = resolve_device(device)
     released = hub.load(model, families=("celldiff-released",), device=str(torch_device), argument="model")
     tokenizer = CellDiffV2Tokenizer(max_residues=released.model.config.max_protein_sequence_len)

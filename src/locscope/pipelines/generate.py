@@ -30,6 +30,10 @@ from locscope.data.transforms import resize_to_model, to_unit_range
 from locscope.errors import ArgumentError, InputError
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
+from locscope.pipelines.generate_outputs import (
+    OUTPUT_FILES, PREVIEW_SCALE, SAMPLE_TABLE_STYLE, GenerateResult, folder_name, probability_map,
+)
+from locscope.pipelines.landmark_cells import MASKS_FILE, LandmarkCell, latent_conditions, read_landmarks
 from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout, top_shares
 from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
@@ -40,12 +44,6 @@ if TYPE_CHECKING:
     from locscope.pipelines.generate_released import ReleasedGenerateResult
 
 log = logging.getLogger(__name__)
-MASKS_FILE = "compartment_masks.npz"
-PREVIEW_SCALE = 4  # PNGs show each model pixel as 4 x 4 pixels
-SMALL_LANDMARK_FACTOR = 4  # warn when a landmark image's side is at most 1/4 of the model input's
-OUTPUT_FILES = ("summary.json", "report.html")  # every generate output holds them (earlier outputs are recognised)
-# rows of small samples, the K samples of a protein side by side
-SAMPLE_TABLE_STYLE = "td{border-bottom:1px solid #ddd} img{width:96px;margin:1px} td.samples{white-space:nowrap}"
 
 
 def load_celldiff(model: str | Path | None = None, device: str | torch.device = "cpu"):
@@ -61,133 +59,6 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
 
 
 GENERATOR_FAMILIES = ("celldiff", "latent")  # the diffusion families generate() runs itself (CELL-E 2: its own)
-
-
-def latent_conditions(cell: "LandmarkCell", paths: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A latent diffusion model's spatial inputs from a cell read with channels ``(nucleus, *landmark_channels)``:
-    the nuclear distance map ``(1, 1, S, S)`` (nuclei segmented in the nucleus image) and the other landmarks
-    ``(1, n, S, S)`` in [-1, 1] (None without any).
-
-    Raises
-    ------
-    InputError
-        If the landmarks hold no nucleus image (the model is conditioned on its distance map).
-    """
-    from locscope.data.transforms import nuclear_distance_map, segment_nuclei
-
-    if not cell.present[0]:
-        raise ArgumentError("landmarks", f"{paths[0]}: no nucleus image; a latent diffusion model is conditioned on "
-                            "the nuclear distance map, so the nucleus is required (ER and microtubules are optional)")
-    distance = torch.from_numpy(nuclear_distance_map(segment_nuclei(cell.images[0])))[None, None]
-    others = torch.from_numpy(cell.images[1:] * 2 - 1)[None] if len(cell.images) > 1 else None
-    return distance, others
-
-
-@dataclass
-class LandmarkCell:
-    """Landmarks prepared for a model.
-
-    Attributes
-    ----------
-    images : np.ndarray
-        ``(n_landmarks, S, S)`` float32 in [0, 1] at the model's resolution, in the model's landmark order.
-    present : np.ndarray
-        ``(n_landmarks,)`` bool; absent channels are filled by the model's learned placeholder.
-    masks : dict of str to np.ndarray
-        Simulator compartment masks ``(S, S)`` bool by level-1 name (empty for real images).
-    source : str
-    """
-
-    images: np.ndarray
-    present: np.ndarray
-    masks: dict[str, np.ndarray] = field(default_factory=dict)
-    source: str = ""
-
-
-def read_landmarks(paths: Sequence[str | Path], channels: Sequence[str], size: int,
-                   model_pixel_size_nm: float | None = None) -> LandmarkCell:
-    """Read landmark files (any reader format) into a :class:`LandmarkCell` for a model.
-
-    A ``compartment_masks.npz`` beside the files (written with the bundled simulator examples) supplies the
-    simulator's compartment masks.
-
-    Raises
-    ------
-    InputError
-        If no file holds any of the model's landmark channels.
-    """
-    from locscope.io import read_images
-
-    if not paths:
-        raise ArgumentError("landmarks", ": give at least one landmark image (nucleus, er, microtubules)")
-    records = read_images([Path(p) for p in paths])
-    found: dict[str, np.ndarray] = {}
-    pixel_size = None
-    for record in records:
-        for name, image in record.channels.items():
-            if name in channels and name not in found:
-                found[name] = image
-                pixel_size = pixel_size or record.pixel_size_nm
-    if not found:
-        names = ", ".join(sorted({n for r in records for n in r.channels}))
-        raise ArgumentError("landmarks", f"{paths[0]}: none of the model's landmark channels "
-                                         f"({', '.join(channels)}) found; the files hold: {names or 'nothing'}")
-    if len(records) > 1 and len(found) < len(records):
-        log.warning("--landmarks: %d records read; using the first image of each landmark channel", len(records))
-    shapes = {image.shape for image in found.values()}
-    if len(shapes) > 1:
-        raise ArgumentError("landmarks", f": landmark images differ in shape {sorted(shapes)}")
-    height, width = next(iter(shapes))
-    if min(height, width) * SMALL_LANDMARK_FACTOR <= size:
-        log.warning("--landmarks: %d x %d images are far smaller than the model's %d x %d input; they are upsampled "
-                    "%.0fx and carry little structure", height, width, size, size, size / min(height, width))
-    if pixel_size and model_pixel_size_nm:
-        scaled = pixel_size * next(iter(shapes))[0] / size
-        if abs(scaled - model_pixel_size_nm) / model_pixel_size_nm > 0.25:
-            log.warning("landmarks: %.0f nm per model pixel after resizing vs %.0f nm in the model's training data",
-                        scaled, model_pixel_size_nm)
-    images = np.zeros((len(channels), size, size), np.float32)
-    present = np.zeros(len(channels), bool)
-    for i, name in enumerate(channels):
-        if name in found:
-            images[i] = resize_to_model(to_unit_range(found[name]), size)
-            present[i] = True
-    masks: dict[str, np.ndarray] = {}
-    mask_file = Path(paths[0]).parent / MASKS_FILE if Path(paths[0]).is_file() else Path(paths[0]) / MASKS_FILE
-    if mask_file.is_file():
-        with np.load(mask_file, allow_pickle=False) as data:
-            masks = {name: resize_to_model(data[name], size) >= 0.5 for name in data.files}
-    return LandmarkCell(images, present, masks, source=", ".join(str(p) for p in paths))
-
-
-def probability_map(images: np.ndarray) -> np.ndarray:
-    """Per-pixel probability ``(H, W)`` that the protein is there: the fraction of ``images`` ``(K, H, W)`` in which
-    the pixel is above that image's Otsu threshold."""
-    from skimage.filters import threshold_otsu
-
-    binary = [image > threshold_otsu(image) if image.max() > image.min() else np.zeros_like(image, bool)
-              for image in images]
-    return np.mean(binary, axis=0).astype(np.float32)
-
-
-@dataclass
-class GenerateResult:
-    """What :func:`generate` wrote: per-sequence summaries and the report path."""
-
-    out_dir: Path
-    report: Path
-    sequences: list[dict]
-    network_evaluations: int
-    seconds_per_image: float
-
-
-def _folder_name(name: str, used: dict[str, str]) -> str:
-    """The sub-folder of sequence ``name`` (:func:`locscope.utils.filenames.file_name_for_id`); ids must be unique."""
-    folder = file_name_for_id(name)
-    if folder in used:
-        raise InputError(f"sequence id {name!r}: same file name as sequence {used[folder]!r}; ids must be unique")
-    used[folder] = name
-    return folder
 
 
 def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
@@ -415,7 +286,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
                                                                               cfg.image_size)
             for (name, seq), stack, head_probs, condition in zip(batch, images, head, conditions):
-                folder = out / _folder_name(name, used_names)
+                folder = out / folder_name(name, used_names)
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, image in enumerate(stack):
                     write_png(folder / f"sample_{k}.png", image, scale=PREVIEW_SCALE)

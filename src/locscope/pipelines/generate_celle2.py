@@ -29,6 +29,10 @@ import torch
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.errors import ArgumentError, InputError
 from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
+from locscope.pipelines.generate_outputs import (
+    OUTPUT_FILES, PREVIEW_SCALE, SAMPLE_TABLE_STYLE, GenerateResult, folder_name,
+)
+from locscope.pipelines.landmark_cells import read_landmarks
 from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
 
@@ -49,7 +53,6 @@ def nucleus_tokens(net, landmarks: Sequence[str | Path]) -> tuple[torch.Tensor, 
         If no nucleus image is found (CELL-E 2's only landmark).
     """
     from locscope.models.celle2 import normalize_nucleus
-    from locscope.pipelines.generate import read_landmarks
 
     channels = (NUCLEUS, ER, MICROTUBULES)
     cell = read_landmarks(landmarks, channels, net.config.image_size)
@@ -99,7 +102,6 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     """
     from locscope.diffusion.celle2_sampler import decode_image_tokens
     from locscope.models import hub
-    from locscope.pipelines.generate import PREVIEW_SCALE, OUTPUT_FILES, GenerateResult, _folder_name
     from locscope.pipelines.readout import compartment_fractions
     from locscope.report.images import unit_to_uint16, write_png, write_tiff
     from locscope.utils.outputs import check_output_folder, output_folder
@@ -149,7 +151,7 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
             decoded = decoded.reshape(len(batch), samples, size, size)
             probability = probability.reshape(len(batch), samples, size, size).mean(1)
             for (name, sequence), stack, pdf in zip(batch, decoded, probability):
-                folder = out / _folder_name(name, used_names)
+                folder = out / folder_name(name, used_names)
                 folder.mkdir(parents=True, exist_ok=True)
                 images = np.clip(stack, 0, 1)
                 for k, (image, raw) in enumerate(zip(images, stack)):
@@ -203,8 +205,6 @@ def _report_html(run: dict) -> str:
     settings = (f"model {esc(run['model'])} (CELL-E 2), {run['passes']} pass(es) = "
                 f"{run['network_evaluations_per_image']} network evaluations per image, temperature {run['temperature']}, {run['samples']} samples, seed "
                 f"{run['seed']}, {run['seconds_per_image']:.3f} s/image; nucleus from {esc(run['landmarks'])}")
-    from locscope.pipelines.generate import SAMPLE_TABLE_STYLE
-
     return html_page("locscope generate (CELL-E 2)", f"""<h1>Generated localization images (CELL-E 2)</h1>
 <p>{settings}</p>
 <p>Samples: the protein tokenizer's decoded images; threshold: where they exceed 0.5 (CELL-E 2's binary output).
