@@ -1,16 +1,21 @@
 """Virtual staining: model size, sampler cost and the Table-2-shaped evaluation on held-out simulator cells.
 
+    python benchmarks/bench_stain.py --classes 1000                # what brightfield / Cell Painting show of the class
     python benchmarks/bench_stain.py --speed                       # counts + one stain-base forward at 512 x 512
-    python benchmarks/bench_stain.py --quality RUN/model [--classifier CLF/model] [--images 32] [--scales 0 1 4]
-                                      [--ddpm-steps 1000] [--fast-steps 10 25 50]
+    python benchmarks/bench_stain.py --quality stain-tiny|RUN/model [--classifier CLF/model] [--images 32]
+                                      [--scales 0 1 4] [--table-steps 50] [--ddpm-steps 1000] [--fast-steps 10 25 50]
 
+``--classes N``: N simulator cells (32 x 32, random perturbation); a linear probe (standardized logistic regression,
+5-fold cross-validated) predicts the perturbation class from the handcrafted per-channel profiles
+(:func:`locscope.metrics.staining.cellprofiler_features`) of the five Cell Painting channels, of the brightfield
+plane, and of both: accuracy and per-class recall (do the labels carry information brightfield lacks).
 ``--speed``: parameters of stain-base (the published Target2 network, 118 classes) and stain-tiny; CPU seconds and
 peak resident memory of one stain-base forward pass at 512 x 512 (batch 1, the cost of one sampling step; fp32);
 network / classifier evaluations per image of every sampler and guidance combination, counted by running the sampler
 loops with a network stub.
 ``--quality``: held-out simulator cells (seeds disjoint from training): per-channel PCC / SSIM / MSE / MAE and the
 feature-level metrics (NN match, NN top-5, MTdist, CPcor on handcrafted profiles) for no label (null class) / label
-through AdaGN / AdaGN + classifier guidance at each scale (DDIM, ``--fast-steps[-1]`` steps), then PCC of the
+through AdaGN / AdaGN + classifier guidance at each scale (DDIM, ``--table-steps`` steps), then PCC of the
 published DDPM at ``--ddpm-steps`` against DDIM and DPM-Solver++ at each ``--fast-steps``.
 Every line printed is a measurement; the CPU model is printed first.
 """
@@ -22,6 +27,7 @@ import json
 import platform
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,16 +76,46 @@ def speed() -> None:
                                                                       .ru_maxrss / 1e6, 2)}}), flush=True)
 
 
+def classes(n: int, size: int = 32) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from locscope.metrics.staining import cellprofiler_features
+    from locscope.synth.config import PERTURBATIONS
+    from locscope.training.stain_module import simulated_batch
+
+    condition, target, labels = simulated_batch(size, n, np.random.default_rng([7, n]), PERTURBATIONS)
+    painting, brightfield = cellprofiler_features(target.numpy()), cellprofiler_features(condition.numpy())
+    y = labels.numpy()
+    for name, features in (("cell_painting", painting), ("brightfield", brightfield),
+                           ("both", np.hstack([painting, brightfield]))):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+        predicted = cross_val_predict(probe, features, y, cv=5)
+        matrix = confusion_matrix(y, predicted, labels=range(len(PERTURBATIONS)))
+        recall = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+        print(json.dumps({"class_probe": name, "cells": n, "image_size": size, "features": features.shape[1],
+                          "accuracy": round(float((predicted == y).mean()), 3),
+                          "recall": {c: round(float(r), 3) for c, r in zip(PERTURBATIONS, recall)}}), flush=True)
+
+
 def quality(args) -> None:
     from locscope.channels import CELL_PAINTING
     from locscope.diffusion.stain_sampler import LinearSchedule, sample_stain
     from locscope.metrics.staining import staining_metrics
+    from locscope.models import hub
     from locscope.models.stain import StainClassifier, StainUNet
     from locscope.training.celldiff_module import pearson
     from locscope.training.stain_module import simulated_batch
 
+    if not Path(args.quality).exists():  # a bundled name
+        args.quality = str(hub.resolve(args.quality, families=("stain",)).directory)
     model = StainUNet.from_pretrained(args.quality)
-    classifier = StainClassifier.from_pretrained(args.classifier) if args.classifier else None
+    beside = Path(args.quality) / "classifier"  # a bundled model keeps its classifier there
+    classifier_dir = args.classifier or (beside if (beside / "config.json").is_file() else None)
+    classifier = StainClassifier.from_pretrained(classifier_dir) if classifier_dir else None
     cfg = model.config
     cond, target, labels = simulated_batch(cfg.image_size, args.images, np.random.default_rng([12345, 1]),
                                            cfg.classes, seed_parity=1)
@@ -101,7 +137,7 @@ def quality(args) -> None:
     rows = [("none", "none", null, 0.0), ("AdaGN", "none", labels, 0.0)]
     if classifier is not None:
         rows += [("AdaGN", f"CG s={s:g}", labels, s) for s in args.scales]
-    steps = args.fast_steps[-1]
+    steps = args.table_steps
     with torch.no_grad():
         for adagn, guidance, label, scale in rows:
             with torch.enable_grad() if scale else torch.no_grad():
@@ -126,6 +162,7 @@ def quality(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, metavar="N", help="class probe on N simulator cells")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--quality", help="a stain model folder (e.g. RUN/model)")
     parser.add_argument("--classifier", help="its classifier folder")
@@ -133,12 +170,15 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 4.0])
     parser.add_argument("--ddpm-steps", type=int, default=1000)
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[10, 25, 50])
+    parser.add_argument("--table-steps", type=int, default=50, help="DDIM steps of the Table-2 rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(json.dumps({"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
                       "torch": torch.__version__, "threads": args.threads}), flush=True)
+    if args.classes:
+        classes(args.classes)
     if args.speed:
         speed()
     if args.quality:

@@ -99,3 +99,48 @@ def test_read_brightfield_from_a_simulator_store(tmp_path):
     assert images[0][1].shape == (1, 16, 16)
     with pytest.raises(InputError, match="a store holds 1 brightfield plane per cell; the model takes 3"):
         read_brightfield([tmp_path / "cells"], 3)
+
+
+def test_bundled_stain_tiny_stains_a_store_and_evaluate_scores_it(tmp_path, capsys):
+    from locscope.synth import SimulatorConfig, simulate_store
+
+    cells = tmp_path / "cells"
+    simulate_store(cells, 6, SimulatorConfig(size=32, brightfield=True, cell_painting=True, perturbation="random"),
+                   seed=3)
+    out = tmp_path / "stained"
+    with pytest.raises(SystemExit) as info:  # no --model: the bundled stain-tiny
+        main(["stain", "--brightfield", str(cells), "--steps", "10", "--out", str(out)])
+    assert info.value.code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "stain-tiny" and summary["network_evaluations_per_image"] == 10
+    assert len(summary["images"]) == 6 and (out / summary["images"][0]["folder"] / "mito.tif").is_file()
+
+    guided = tmp_path / "guided"  # its classifier ships with it
+    with pytest.raises(SystemExit) as info:
+        main(["stain", "--brightfield", str(cells), "--class", "fragmented-mitochondria", "--classifier-scale", "2",
+              "--steps", "4", "--out", str(guided)])
+    assert info.value.code == 0
+    assert json.loads((guided / "summary.json").read_text())["classifier_evaluations_per_image"] == 4
+
+    report = tmp_path / "report"
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--real", str(cells), "--generated", str(out), "--features", "handcrafted", "--out",
+              str(report)])
+    assert info.value.code == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    values = metrics["set_metrics"]
+    assert metrics["summary"]["n_pairs"] == 6 and metrics["summary"]["labelled_pairs"] == 6
+    assert values["pcc_dna"] > 0.3 and values["pcc"] > 0.1  # the trained model predicts the nuclei
+    for name in ("ssim", "mse", "mae", "fid", "fid_mito", "nn_match", "nn_top5", "mt_dist", "real_nn_match", "cp_cor"):
+        assert np.isfinite(values[name]), name
+    assert (report / "channels.png").is_file() and (report / "pictures" / "000_stained.png").is_file()
+    assert "pcc_agp" in (report / "items.csv").read_text().splitlines()[0]
+
+    plain = tmp_path / "plain"  # real images without the stained channels: one line, nothing written
+    simulate_store(plain, 2, SimulatorConfig(size=32), seed=0)
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--real", str(plain), "--generated", str(out), "--out", str(tmp_path / "bad")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "store lacks channel(s) dna, rna" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

@@ -194,9 +194,12 @@ def test_cell_painting_perturbations_change_their_structures():
 
     def stats(perturbation):
         cfg = SimulatorConfig(size=128, cell_painting=True, perturbation=perturbation, optics=False)
-        mito_len, mt_near = [], []
+        mito_len, mt_near, golgi_far, er_far = [], [], [], []
         for seed in range(3):
             cell = render_cell(cfg, seed=seed)
+            from_nucleus = ndimage.distance_transform_edt(cell.nuclei == 0)
+            golgi_far.append(from_nucleus[cell.masks["golgi-apparatus"]].mean())
+            er_far.append(from_nucleus[cell.masks["endoplasmic-reticulum"]].mean())
             labels, n = ndimage.label(cell.masks["mitochondria"])
             mito_len.append(cell.masks["mitochondria"].sum() / max(n, 1))
             # an aster is one connected network; fragments are many separate pieces
@@ -205,11 +208,14 @@ def test_cell_painting_perturbations_change_their_structures():
             mt_near.append(sizes.max() / sizes.sum())
             assert cell.perturbation == perturbation
             assert set(cell.images) >= {"dna", "rna", "er", "agp", "mito"}
-        return np.mean(mito_len), np.mean(mt_near)
+        return np.mean(mito_len), np.mean(mt_near), np.mean(golgi_far), np.mean(er_far)
 
     control, fragmented, disrupted = stats("control"), stats("fragmented-mitochondria"), stats("disrupted-microtubules")
     assert fragmented[0] < 0.6 * control[0]     # shorter mitochondrial pieces
     assert control[1] > 0.9 and disrupted[1] < 0.5 * control[1]     # no aster around the centrosome
+    # without microtubules the Golgi scatters (agp channel) and the ER retracts to the nucleus (er channel)
+    assert disrupted[2] > 2 * control[2] and disrupted[3] < 0.75 * control[3]
+    assert fragmented[2:] == control[2:]     # other classes leave both alone
 
 
 def test_crop_neighbours_surround_the_centred_cell():

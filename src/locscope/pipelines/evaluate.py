@@ -369,6 +369,9 @@ def evaluate(
     ----------
     real, generated : path
         Folder of images (CELL-Diff sample folders, HPA channel files, PNG/TIFF/npy images) or a locscope store.
+        A ``locscope stain`` output as ``generated`` is scored as virtual staining
+        (:func:`locscope.pipelines.evaluate_stain.evaluate_stain`: per-channel PCC / SSIM / MSE / MAE, FID and the
+        feature-level metrics against a store or folder of real Cell Painting images).
     out_dir : path
         Report folder (written atomically): ``metrics.json``, ``items.csv``, ``report.html``, ``pictures/``.
     pixel_size_nm : float, optional
@@ -398,7 +401,12 @@ def evaluate(
     """
     from locscope.pipelines.evaluate_report import item_pictures, write_report
 
+    from locscope.pipelines.evaluate_stain import evaluate_stain, is_stain_output
+
     out_dir = check_output_folder(out_dir, "evaluate", overwrite=overwrite, known_files=("metrics.json",))
+    if is_stain_output(generated):  # predicted Cell Painting channels: the virtual-staining metrics
+        return evaluate_stain(real, generated, out_dir, network=load_feature_network(features, device), seed=seed,
+                              max_pictures=max_pictures, progress=progress, overwrite=overwrite)
     real_src, gen_src = open_source(real), open_source(generated)
     gen_ids = set(gen_src.ids)
     ids = [i for i in real_src.ids if i in gen_ids]

@@ -5,7 +5,8 @@ Cell Painting channels (Bray et al. 2016): ``dna`` (Hoechst), ``rna`` (SYTO 14: 
 
 Perturbation classes change the phenotype in known ways (see :data:`locscope.synth.config.PERTURBATIONS`):
 ``fragmented-mitochondria`` (many short fragments instead of tubules), ``condensed-nuclei`` (small, bright, smooth
-nuclei), ``enlarged-cells`` (1.4x larger cells), ``disrupted-microtubules`` (short scattered fragments, no aster);
+nuclei), ``enlarged-cells`` (1.4x larger cells), ``disrupted-microtubules`` (short scattered fragments, no aster; Golgi
+mini-stacks scattered through the cytoplasm, ER retracted towards the nucleus);
 ``control`` is unperturbed. Geometry and structure changes are made in :mod:`locscope.synth.render` /
 :mod:`locscope.synth.compartments`; this module turns the compartments into stains.
 """

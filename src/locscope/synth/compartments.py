@@ -133,8 +133,9 @@ def build_compartments(frame: CellFrame, rng: np.random.Generator,
     rng : numpy.random.Generator
         Source of all randomness (drawn in a fixed order: deterministic for a seed).
     perturbation : str, optional
-        ``'fragmented-mitochondria'`` or ``'disrupted-microtubules'`` change those structures; other classes act on the
-        geometry (see :mod:`locscope.synth.cellpainting`).
+        ``'fragmented-mitochondria'`` changes the mitochondria; ``'disrupted-microtubules'`` the microtubules and,
+        as without microtubules in cells, the Golgi (scattered mini-stacks) and the ER (retracted towards the
+        nucleus); other classes act on the geometry (see :mod:`locscope.synth.cellpainting`).
 
     Returns
     -------
@@ -200,11 +201,13 @@ def build_compartments(frame: CellFrame, rng: np.random.Generator,
     ridge = np.exp(-(smooth_noise(rng, fine_shape, max(sigma_px * factor, 0.75)) / 0.35) ** 2)
     if factor > 1:
         ridge = ridge.reshape(shape[0], factor, shape[1], factor).mean(axis=(1, 3))
-    er_density = ridge * (0.3 + 0.7 * np.exp(-frame.radial / 0.5))
+    # without microtubules (nocodazole-like) the ER network retracts towards the nucleus
+    disrupted = perturbation == "disrupted-microtubules"
+    er_density = ridge * (0.3 + 0.7 * np.exp(-frame.radial / (0.25 if disrupted else 0.5)))
     # the network thins towards the periphery: the ridge threshold rises from the nucleus to the plasma membrane
     base = 0.4 if factor == 1 or not cyto.any() else float(np.quantile(ridge[cyto], 0.5))
     top = float(ridge[cyto].max()) if cyto.any() else 1.0
-    er = cyto & (ridge > base + (top - base) * 0.35 * frame.radial)
+    er = cyto & (ridge > base + (top - base) * (0.9 if disrupted else 0.35) * frame.radial)
     if not er.any():
         er = _one_pixel(cyto, weight=er_density)
     out["endoplasmic-reticulum"] = (er, np.where(er, er_density, 0.0))
@@ -213,7 +216,10 @@ def build_compartments(frame: CellFrame, rng: np.random.Generator,
     near_centrosome = np.exp(-np.hypot(*(np.mgrid[0:shape[0], 0:shape[1]] - frame.centrosome[:, None, None]))
                              / max(frame.um(2.5), 1.0))
     golgi_weight = near_centrosome * np.exp(-frame.radial / 0.2) * cyto
-    golgi, golgi_profile = _puncta(rng, frame, golgi_weight, int(rng.integers(5, 12)), (0.35, 0.7), cyto)
+    n_golgi = int(rng.integers(5, 12))
+    if disrupted:  # without microtubules the ribbon breaks into mini-stacks scattered through the cytoplasm
+        golgi_weight, n_golgi = (0.3 + frame.radial) * cyto, 3 * n_golgi
+    golgi, golgi_profile = _puncta(rng, frame, golgi_weight, n_golgi, (0.35, 0.7), cyto)
     out["golgi-apparatus"] = (golgi, golgi_profile)
 
     out["vesicles"] = _puncta(rng, frame, cyto.astype(np.float32), int(rng.integers(20, 50)), (0.15, 0.3), cyto)
