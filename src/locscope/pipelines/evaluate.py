@@ -33,6 +33,7 @@ from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
 from locscope.metrics.threshold import mask_iou, threshold_mask
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity
+from locscope.pipelines.evaluate_report import EvaluationResult, describe
 from locscope.utils.device import resolve_device
 from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import track
@@ -301,26 +302,6 @@ class _FeatureCollector:
 
 
 # ------------------------------------------------------------------------------------------------ the verb
-@dataclass
-class EvaluationResult:
-    """What ``evaluate`` measured (also written to ``metrics.json`` / ``items.csv``)."""
-
-    summary: dict[str, Any]
-    set_metrics: dict[str, float | None]
-    per_metric: dict[str, dict[str, float | int | None]]
-    rows: list[dict[str, Any]]
-    confusion: dict[str, Any] | None
-    out_dir: Path
-
-
-def _describe(values: list[float]) -> dict[str, float | int | None]:
-    arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    stat = (lambda f: float(f(finite)) if finite.size else None)
-    return {"mean": stat(np.mean), "std": stat(np.std), "median": stat(np.median), "min": stat(np.min),
-            "max": stat(np.max), "n": int(finite.size), "n_not_finite": int(arr.size - finite.size)}
-
-
 def _set_metrics(collector: _FeatureCollector, ids: list[str], labels: list[str | None], seed: int
                  ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
     out: dict[str, float | None] = {}
@@ -433,7 +414,7 @@ def evaluate(
         measured = [row["id"] for row in rows if "iou" in row]
         set_metrics, confusion = _set_metrics(collector, measured, [lab for lab, row in zip(labels, rows) if "iou" in row], seed)
         names = sorted({k for row in rows for k in row if k != "id"})
-        per_metric = {name: _describe([row[name] for row in rows if name in row]) for name in names}
+        per_metric = {name: describe([row[name] for row in rows if name in row]) for name in names}
         summary = {
             "real": str(real_src.path), "generated": str(gen_src.path), "real_kind": real_src.kind,
             "generated_kind": gen_src.kind, "n_pairs": len(ids), "n_real_only": len(real_src.ids) - len(ids),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,29 @@ from locscope.report.images import write_png
 from locscope.utils.atomic import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from locscope.pipelines.evaluate import EvaluationResult, SourceItem
+    from locscope.pipelines.evaluate import SourceItem
+
+
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` measured (also written to ``metrics.json`` / ``items.csv``)."""
+
+    summary: dict[str, Any]
+    set_metrics: dict[str, float | None]
+    per_metric: dict[str, dict[str, float | int | None]]
+    rows: list[dict[str, Any]]
+    confusion: dict[str, Any] | None
+    out_dir: Path
+
+
+def describe(values: list[float]) -> dict[str, float | int | None]:
+    """Mean, std, median, min, max and counts of the finite ``values``."""
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    stat = (lambda f: float(f(finite)) if finite.size else None)
+    return {"mean": stat(np.mean), "std": stat(np.std), "median": stat(np.median), "min": stat(np.min),
+            "max": stat(np.max), "n": int(finite.size), "n_not_finite": int(arr.size - finite.size)}
+
 
 HISTOGRAM_METRICS = (
     "iou", "ssim_protein", "pcc_protein", "psnr_protein", "mae_protein", "msf_generated_nm", "msf_generated_px",
@@ -69,7 +92,7 @@ def item_pictures(real: "SourceItem", generated: "SourceItem", folder: Path, ind
     return files
 
 
-def _histograms(result: "EvaluationResult", path: Path) -> bool:
+def _histograms(result: EvaluationResult, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +162,7 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _write_csv(result: "EvaluationResult", path: Path) -> None:
+def _write_csv(result: EvaluationResult, path: Path) -> None:
     names = ["id"] + list(result.per_metric)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
@@ -149,7 +172,7 @@ def _write_csv(result: "EvaluationResult", path: Path) -> None:
     path.write_text(buffer.getvalue())
 
 
-def write_report(result: "EvaluationResult", folder: Path, pictures: list[dict[str, str]],
+def write_report(result: EvaluationResult, folder: Path, pictures: list[dict[str, str]],
                  published: dict[str, str]) -> None:
     """Write ``metrics.json``, ``items.csv``, ``histograms.png``, ``confusion.png`` and ``report.html`` into
     ``folder`` (the caller renames the folder into place atomically)."""
@@ -173,7 +196,7 @@ EVALUATION_STYLE = ("body{max-width:1400px} table{margin:8px 0 20px} td,th{borde
                     " .note{color:#555;font-size:13px} code{background:#f4f4f4;padding:0 3px;font-size:inherit}")
 
 
-def _html(result: "EvaluationResult", pictures: list[dict[str, str]], published: dict[str, str], has_hist: bool) -> str:
+def _html(result: EvaluationResult, pictures: list[dict[str, str]], published: dict[str, str], has_hist: bool) -> str:
     s = result.summary
     e = html.escape
     parts = [

@@ -172,8 +172,7 @@ def evaluate_stain(real: str | Path, generated: str | Path, out_dir: Path, *, ne
     -------
     EvaluationResult
     """
-    from locscope.pipelines.evaluate import EvaluationResult, _describe
-    from locscope.pipelines.evaluate_report import EVALUATION_STYLE, _write_csv
+    from locscope.pipelines.evaluate_report import EVALUATION_STYLE, EvaluationResult, _write_csv, describe
     from locscope.pipelines.stain import composite
 
     gen_ids, predicted, channels, meta = read_stain_output(generated)
@@ -217,7 +216,7 @@ def evaluate_stain(real: str | Path, generated: str | Path, out_dir: Path, *, ne
         set_metrics.update(_class_metrics(pred_n, labels, "network_"))
         set_metrics["network_cp_cor"] = feature_correlation(real_n, pred_n) if len(ids) > 2 else None
 
-    per_metric = {name: _describe([row[name] for row in rows]) for name in rows[0] if name not in ("id", "class")}
+    per_metric = {name: describe([row[name] for row in rows]) for name in rows[0] if name not in ("id", "class")}
     summary = {
         "real": str(real), "generated": str(generated), "task": "virtual staining", "n_pairs": len(ids),
         "n_generated_only": len(gen_ids) - len(ids), "channels": channels, "model": meta.get("model"),
