@@ -1,54 +1,71 @@
-"""CELL-E 2 vs CELL-Diff, side by side on the same held-out simulator proteins and cells, plus decoding cost.
+"""CELL-E 2 vs CELL-Diff, side by side on the same held-out proteins and cells; decoding cost; residue infill.
 
-    python benchmarks/bench_celle2.py --celle2 DIR [--celldiff celldiff-tiny] [--n 48] [--samples 2] [--out r.json]
+    python benchmarks/bench_celle2.py --celle2 celle2-tiny [--celldiff celldiff-64] [--n 200] [--real all]
+                                      [--samples 2] [--infill 64] [--out r.json]
     python benchmarks/bench_celle2.py --base          # celle2-base: parameters, one forward pass at 256 x 256
 
-Proteins: rule-grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells at the
-models' resolution. Each protein is generated with its true sequence and, on the same cell, with another protein's
-(a derangement: the shuffled-sequence control). Models: CELL-E 2 with 1 and 8 decoding passes (nucleus only) and
-CELL-Diff with its fast solver (DPM-Solver++, 10 steps, guidance 2; nucleus, ER, microtubules).
+Proteins: (1) rule-grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells at the
+models' resolution (the proteins and cells of ``bench_faithful.py``: the same seeds); (2) with ``--real``, the
+OpenCell proteins of the test split (never trained on) in label-faithful simulator cells. Each protein is generated
+with its true sequence and, on the same cell, with another protein's (a derangement: the shuffled-sequence control).
+Models: CELL-E 2 with 1 and 8 decoding passes (it sees the nucleus only) and CELL-Diff with its fast solver
+(DPM-Solver++, 10 steps, guidance 2; nucleus, ER, microtubules). Two references are scored the same way: the
+simulator's image and its median-thresholded binary image (CELL-E 2's training target: the best a model that draws
+binary images can reach).
 
 Metrics, averaged over proteins (definitions in ``locscope.metrics.celle2`` / ``locscope.metrics.truth``):
 CELL-E 2's own (Nucleus % MAE: |nuclear share of the thresholded generated image - that of the median-thresholded
-real image|, pixel MAE of the binary images, PDF MAE of the probability map against the min-max real image, SSIM of
-the [0, 1] images), IoU of the thresholded image with the true protein mask, localization fidelity (share of
-intensity in the true compartments) and the right level-3 compartment (largest share under the cell's masks). Cost:
-network evaluations per image and CPU / wall seconds per image (one torch thread; the machine may be shared, so
-wall times are indicative; CPU seconds count only this process).
+real image| with the cell's true nucleus mask; pixel MAE of the binary images; PDF MAE of the probability map against
+the min-max real image; SSIM of the [0, 1] images), the first two again with the real image (and CELL-Diff's images)
+binarised as the CELL-E 2 model's own target (``Celle2Config.protein_threshold``; published: median), IoU of the image with the true protein mask, localization
+fidelity (share of intensity in the true compartments) and the right level-3 compartment, read two ways: the
+compartment read-out classifier (``compartment-readout``, given the cell's nucleus / ER / microtubule images; for
+CELL-E 2 it reads the decoded sample and, separately, the probability map) and the largest intensity share under the
+cell's compartment masks. The true class is the level-3 class with the largest summed true fraction (simulator
+proteins) or any annotated class (real proteins). Cost: network evaluations per image and CPU / wall seconds per image
+(one torch thread; the machine may be shared, so wall times are indicative; CPU seconds count only this process).
+
+Residue infill (``--infill K``): the EGFP reporter with ``<mask:10>`` at its C terminus (and, separately, its N
+terminus after the start methionine) is infilled by CELL-E 2's residue head (``locscope design --model ...
+--target nucleus``, K candidates, 4 passes) in each of the real nucleus images of ``../shared/data/celldiff_samples``;
+the candidates' nucleus proportion (one-pass threshold images, 4 samples) is compared with the unmodified reporter's
+and with a control (the masked positions filled with uniformly random residues). The simulator's motif grammar
+(``locscope.synth.grammar.localize_sequence``) gives an independent call: the share of candidates / controls it
+sends to the nucleus (nucleoplasm or nucleoli the largest compartment).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from locscope.data import ontology
-from locscope.metrics.celle2 import binary_pixel_mae, nucleus_proportion_error, pdf_mae
-from locscope.metrics.pixel import ssim
-from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
-from locscope.pipelines.generate import probability_map
-from locscope.pipelines.readout import compartment_fractions
-from locscope.synth import SimulatorConfig, simulate_cell
-from locscope.synth.grammar import grammar_targets, random_protein
-from locscope.training.celldiff_module import derangement
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_celldiff_fidelity import OPENCELL  # noqa: E402
+from bench_faithful import LANDMARKS, truth_level3  # noqa: E402
+
+from locscope.data import ontology  # noqa: E402
+from locscope.metrics.celle2 import binary_pixel_mae, nucleus_proportion_error, pdf_mae  # noqa: E402
+from locscope.metrics.pixel import ssim  # noqa: E402
+from locscope.metrics.threshold import threshold_mask  # noqa: E402
+from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask  # noqa: E402
+from locscope.pipelines.generate import probability_map  # noqa: E402
+from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout  # noqa: E402
+from locscope.synth import SimulatorConfig, simulate_cell  # noqa: E402
+from locscope.synth.grammar import grammar_targets, localize_sequence, random_protein  # noqa: E402
+from locscope.training.celldiff_module import derangement  # noqa: E402
+from locscope.utils.cpu import machine_description  # noqa: E402
+from locscope.utils.sequences import keep_termini  # noqa: E402
 
 NUCLEAR = ("nucleus", "nucleoli")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+SAMPLES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celldiff_samples"
 
 
 def nucleus_mask(masks: dict) -> np.ndarray:
@@ -74,12 +91,15 @@ def run_celldiff(model, cells, sequences, samples: int, seed: int):
 
 
 def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int):
-    """``(decoded images (N, K, H, W), binary (N, K, H, W), probability (N, H, W), evaluations per image)``."""
+    """``(decoded images (N, K, H, W) in [0, 1], binary (N, K, H, W), probability (N, H, W), evaluations / image)``.
+
+    Sequences beyond the model's residue limit keep both termini (as the training data)."""
     from locscope.diffusion.celle2_sampler import decode_image_tokens
     from locscope.models.celle2 import normalize_nucleus
 
     decoded, probability, nfe = [], [], 0
     for i, (cell, sequence) in enumerate(zip(cells, sequences)):
+        sequence = keep_termini(sequence, model.config.text_seq_len)
         nucleus = torch.from_numpy(cell.cell.images["nucleus"].astype(np.float32))[None, None]
         with torch.no_grad():
             ids = model.encode_nucleus(normalize_nucleus(nucleus))
@@ -93,23 +113,157 @@ def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int):
     return np.clip(decoded, 0, 1), decoded > 0.5, np.stack(probability), nfe
 
 
-def scores(real, images, binary, pdf, cells, true_masks, true_level3, is_binary):
-    """All metrics for one model run; ``images`` ``(N, K, H, W)`` in [0, 1], ``binary`` its thresholded images."""
+def binarize(images: np.ndarray, method: str) -> np.ndarray:
+    """``(N, H, W)`` -> bool, thresholded as the CELL-E 2 model's target (:func:`locscope.models.celle2.threshold_protein`)."""
+    from locscope.models.celle2 import threshold_protein
+
+    return threshold_protein(torch.from_numpy(np.asarray(images, np.float32))[:, None], method)[:, 0].numpy() > 0
+
+
+def scores(real, images, binary, pdf, cells, truth, readout, is_binary, target: str) -> dict:
+    """All metrics of one run; ``images`` ``(N, K, H, W)`` in [0, 1], ``binary`` their thresholded images, ``pdf``
+    ``(N, H, W)``; ``truth``: per cell the set of right level-3 classes; ``target``: the CELL-E 2 model's threshold
+    (``nucleus_pct_mae_target`` / ``pixel_mae_target`` binarise the real image, and non-binary images, that way)."""
+    from locscope.metrics.celle2 import nucleus_proportion
+
     first = images[:, 0]
+    gen = binary[:, 0] if is_binary else first
     unit_real = (real - real.min(axis=(1, 2), keepdims=True)) / np.ptp(real, axis=(1, 2), keepdims=True).clip(1e-9)
     nuclei = np.stack([nucleus_mask(c.cell.masks) for c in cells])
+    true_masks = np.stack([true_protein_mask(c.cell.masks, list(c.compartments)) for c in cells])
+    landmarks = np.stack([[c.cell.images[n] for n in LANDMARKS] for c in cells])
+    classes = readout.config.classes
+
+    def classifier(stack):
+        drawn = classify_level3(readout, stack, landmarks, LANDMARKS).argmax(1)
+        return float(np.mean([classes[d] in t for d, t in zip(drawn, truth)]))
+
+    real_target = binarize(real, target)
+    gen_target = gen.astype(bool) if is_binary else binarize(first, target)
     tops = [next(iter(compartment_fractions(im, c.cell.masks)), None) for im, c in zip(first, cells)]
-    return {
-        "nucleus_pct_mae": float(np.nanmean(nucleus_proportion_error(real, binary[:, 0] if is_binary else first, nuclei,
+    out = {
+        "nucleus_pct_mae": float(np.nanmean(nucleus_proportion_error(real, gen, nuclei,
                                                                      generated_is_binary=is_binary))),
-        "pixel_mae": float(np.mean(binary_pixel_mae(real, binary[:, 0] if is_binary else first,
-                                                    generated_is_binary=is_binary))),
+        "pixel_mae": float(np.mean(binary_pixel_mae(real, gen, generated_is_binary=is_binary))),
         "pdf_mae": float(np.mean(pdf_mae(real, pdf))),
+        "nucleus_pct_mae_target": float(np.nanmean(np.abs(nucleus_proportion(gen_target, nuclei)
+                                                          - nucleus_proportion(real_target, nuclei)))),
+        "pixel_mae_target": float(np.mean(gen_target != real_target)),
         "ssim": float(np.mean(ssim(unit_real, first, data_range=1.0))),
         "iou": float(np.nanmean(iou_vs_truth(first, true_masks))),
         "fidelity": float(np.nanmean(localization_fidelity(first, true_masks))),
-        "right_compartment": float(np.mean([t == r for t, r in zip(tops, true_level3)])),
+        "right_classifier": classifier(first),
+        "right_masks": float(np.mean([t in r for t, r in zip(tops, truth)])),
     }
+    if is_binary:
+        out["right_classifier_pdf"] = classifier(pdf)
+    return out
+
+
+def compare(celle2, celldiff, readout, cells, sequences, truth, args, seed: int) -> dict:
+    """Every run (references, CELL-Diff, CELL-E 2 1 / 8 passes; true and shuffled sequences) on ``cells``."""
+    shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
+    real = np.stack([c.protein for c in cells]).astype(np.float64)
+    rows = {}
+    target = celle2.config.protein_threshold
+    for name, images, is_binary in (
+            ("simulator image (reference)", real, False),
+            ("simulator image, median-thresholded (CELL-E 2's published target)",
+             threshold_mask(real, "lower_median").astype(np.float64), True),
+            (f"simulator image, {target}-thresholded (the model's target)", binarize(real, target).astype(np.float64),
+             True)):
+        rows[name] = scores(real, images[:, None], images[:, None] > 0.5, images, cells, truth, readout, is_binary,
+                            target)
+    for condition, seqs in (("true", sequences), ("shuffled", shuffled)):
+        for name in ("celldiff_dpm10", "celle2_1pass", "celle2_8pass"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            if name == "celldiff_dpm10":
+                images, nfe = run_celldiff(celldiff, cells, seqs, args.samples, seed=seed)
+                binary = images > 0.5  # not used: CELL-Diff images are thresholded at their median by the metrics
+                pdf = np.stack([probability_map(stack) for stack in images])
+                is_binary = False
+            else:
+                passes = 1 if name == "celle2_1pass" else 8
+                images, binary, pdf, nfe = run_celle2(celle2, cells, seqs, args.samples, passes, seed=seed)
+                is_binary = True
+            count = len(cells) * args.samples
+            cost = {"network_evaluations_per_image": nfe,
+                    "cpu_seconds_per_image": (time.process_time() - cpu) / count,
+                    "wall_seconds_per_image": (time.perf_counter() - wall) / count}
+            row = scores(real, images, binary, pdf, cells, truth, readout, is_binary, target)
+            rows[f"{name}/{condition}"] = {**row, **cost}
+            print(json.dumps({f"{name}/{condition}": {k: round(v, 4) for k, v in rows[f'{name}/{condition}'].items()}}),
+                  flush=True)
+    return rows
+
+
+def synthetic_cells(n: int, size: int):
+    """The held-out grammar proteins and cells of ``bench_faithful.py`` (same seeds)."""
+    cfg = SimulatorConfig(size=size)
+    rng = np.random.default_rng(12345)
+    targets = grammar_targets()
+    cells, sequences = [], []
+    for i in range(n):
+        target = targets[int(rng.integers(len(targets)))]
+        sequence, _ = random_protein(target, rng, length=200, split="heldout")
+        cells.append(simulate_cell(cfg, sequence=sequence, seed=900_000 + i))
+        sequences.append(sequence)
+    return cells, sequences, [{t} for t in truth_level3(cells)]
+
+
+def real_cells(limit: str, size: int):
+    """The OpenCell test-split proteins (the training store's split) in label-faithful simulator cells."""
+    from locscope.data.splits import split_by_protein
+    from locscope.synth.labelled import read_annotated_proteins
+
+    proteins = read_annotated_proteins(OPENCELL)
+    splits = split_by_protein([p.id for p in proteins], seed=0)
+    test = [p for p, s in zip(proteins, splits) if s == "test"]
+    if limit != "all":
+        test = test[: int(limit)]
+    cfg = SimulatorConfig(size=size)
+    cells = [simulate_cell(cfg, sequence=p.sequence, compartments=p.compartments, seed=800_000 + i)
+             for i, p in enumerate(test)]
+    return cells, [p.sequence for p in test], [{ontology.to_level3(c) for c in p.level1} for p in test]
+
+
+def grammar_nuclear(sequence: str) -> bool:
+    """The motif grammar sends the protein mainly to the nucleus (nucleoplasm / nucleoli largest)."""
+    call = localize_sequence(sequence).compartments
+    return ontology.to_level3(max(call, key=call.get)) in NUCLEAR
+
+
+def infill(model: str, candidates: int, seed: int) -> dict:
+    """EGFP with a masked C / N terminus, infilled in every real nucleus image of ``celldiff_samples``."""
+    from locscope.data.signals import EGFP
+    from locscope.pipelines.design import design
+
+    egfp = "".join(EGFP) if isinstance(EGFP, tuple) else EGFP
+    templates = {"C terminus": egfp + "<mask:10>", "N terminus": "M<mask:10>" + egfp[1:]}
+    cells = [d for d in sorted(SAMPLES_DIR.glob("*/*")) if d.is_dir() and any(d.glob("*ucle*"))]
+    out = {"candidates_per_image": candidates, "images": [str(d.relative_to(SAMPLES_DIR)) for d in cells],
+           "templates": {}}
+    for label, template in templates.items():
+        rows = []
+        for k, cell in enumerate(cells):
+            with tempfile.TemporaryDirectory() as tmp:
+                design(Path(tmp) / "d", model=model, target="nucleus", template=template, landmarks=[cell],
+                       candidates=candidates, passes=4, score_samples=4, seed=seed + k, progress=False)
+                summary = json.loads((Path(tmp) / "d" / "summary.json").read_text())
+                sequences = [line for line in (Path(tmp) / "d" / "candidates.fasta").read_text().splitlines()
+                             if not line.startswith(">")]
+            rows.append({"image": str(cell.relative_to(SAMPLES_DIR)), "reporter": summary["reporter_score"],
+                         "candidates_mean": summary["candidates_mean_score"],
+                         "random_mean": summary["random_residues_mean_score"],
+                         "candidates_above_reporter": summary["share_of_candidates_above_reporter"],
+                         "random_above_reporter": summary["share_of_random_above_reporter"],
+                         "grammar_nuclear_candidates": float(np.mean([grammar_nuclear(s) for s in sequences])),
+                         "top": summary["top"][0]["sequence"]})
+            print(json.dumps({label: rows[-1]}), flush=True)
+        keys = [k for k in rows[0] if k not in ("image", "top")]
+        out["templates"][label] = {"per_image": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
+                                   "grammar_nuclear_reporter": grammar_nuclear(egfp)}
+    return out
 
 
 def base_forward(threads: int) -> dict:
@@ -140,19 +294,40 @@ def base_forward(threads: int) -> dict:
             "threads": threads}
 
 
+COLUMNS = (("nucleus_pct_mae", "Nucleus % MAE", ".4f"), ("pixel_mae", "pixel MAE", ".4f"),
+           ("nucleus_pct_mae_target", "Nucleus % MAE (model's threshold)", ".4f"),
+           ("pixel_mae_target", "pixel MAE (model's threshold)", ".4f"), ("pdf_mae", "PDF MAE", ".4f"),
+           ("ssim", "SSIM", ".4f"), ("iou", "IoU", ".3f"), ("fidelity", "fidelity", ".3f"),
+           ("right_classifier", "right (classifier)", ".1%"), ("right_classifier_pdf", "right (classifier, PDF)", ".1%"),
+           ("right_masks", "right (masks)", ".1%"), ("network_evaluations_per_image", "NFE / image", "d"),
+           ("cpu_seconds_per_image", "CPU s / image", ".3f"))
+
+
+def markdown(rows: dict) -> str:
+    """One table: a row per run, the columns above (blank where a run has no value)."""
+    lines = ["| | " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, row in rows.items():
+        cells = [format(row[key], fmt) if key in row else "" for key, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", action="store_true", help="only: celle2-base parameters and one forward pass")
     parser.add_argument("--celle2", help="CELL-E 2 model (bundled name or directory)")
-    parser.add_argument("--celldiff", default="celldiff-tiny")
-    parser.add_argument("--n", type=int, default=48, help="held-out grammar proteins")
+    parser.add_argument("--celldiff", default="celldiff-64")
+    parser.add_argument("--readout", default="compartment-readout")
+    parser.add_argument("--n", type=int, default=200, help="held-out grammar proteins")
+    parser.add_argument("--real", default="0", help="held-out OpenCell proteins: a count or 'all' (0: none)")
     parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--infill", type=int, default=0, help="residue-infill candidates per nucleus image (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.base:
-        print(json.dumps({"cpu": cpu_name(), "celle2_base": base_forward(args.threads)}, indent=1))
+        print(json.dumps({"cpu": machine_description(), "celle2_base": base_forward(args.threads)}, indent=1))
         return
     if not args.celle2:
         parser.error("--celle2 is required (or --base)")
@@ -161,46 +336,32 @@ def main() -> None:
 
     celldiff = load_celldiff(args.celldiff)
     celle2 = hub.load(args.celle2, families=("celle2",))
+    readout = load_readout(args.readout)
+    if readout is None:
+        raise SystemExit(f"read-out classifier {args.readout} not installed")
     size = celle2.config.image_size
     if celldiff.config.image_size != size:
         raise SystemExit(f"image sizes differ: CELL-Diff {celldiff.config.image_size}, CELL-E 2 {size}")
-    cfg = SimulatorConfig(size=size)
-    rng = np.random.default_rng(12345)
-    targets = grammar_targets()
-    cells, sequences = [], []
-    for i in range(args.n):
-        target = targets[int(rng.integers(len(targets)))]
-        sequence, _ = random_protein(target, rng, length=200, split="heldout")
-        cells.append(simulate_cell(cfg, sequence=sequence, seed=900_000 + i))
-        sequences.append(sequence)
-    shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
-    real = np.stack([c.protein for c in cells]).astype(np.float64)
-    true_masks = np.stack([true_protein_mask(c.cell.masks, list(c.compartments)) for c in cells])
-    true_level3 = [ontology.to_level3(max(c.compartments, key=c.compartments.get)) for c in cells]
-    report = {"cpu": cpu_name(), "torch_threads": args.threads, "n": args.n, "samples": args.samples,
-              "celle2": str(args.celle2), "celldiff": str(args.celldiff), "runs": {}}
-    for condition, seqs in (("true", sequences), ("shuffled", shuffled)):
-        for name in ("celldiff_dpm10", "celle2_1pass", "celle2_8pass"):
-            wall, cpu = time.perf_counter(), time.process_time()
-            if name == "celldiff_dpm10":
-                images, nfe = run_celldiff(celldiff, cells, seqs, args.samples, seed=7)
-                binary = images > 0.5  # not used: CELL-Diff images are thresholded at their median by the metrics
-                pdf = np.stack([probability_map(stack) for stack in images])
-                is_binary = False
-            else:
-                passes = 1 if name == "celle2_1pass" else 8
-                images, binary, pdf, nfe = run_celle2(celle2, cells, seqs, args.samples, passes, seed=7)
-                is_binary = True
-            count = len(cells) * args.samples
-            row = scores(real, images, binary, pdf, cells, true_masks, true_level3, is_binary)
-            row.update({"network_evaluations_per_image": nfe,
-                        "cpu_seconds_per_image": (time.process_time() - cpu) / count,
-                        "wall_seconds_per_image": (time.perf_counter() - wall) / count})
-            report["runs"][f"{name}/{condition}"] = row
-            print(json.dumps({f"{name}/{condition}": {k: round(v, 4) for k, v in row.items()}}), flush=True)
+    report = {"machine": machine_description(), "torch_threads": args.threads, "n": args.n, "samples": args.samples,
+              "celle2": str(args.celle2), "celldiff": str(args.celldiff), "readout": args.readout}
+    started = time.process_time()
+    if args.n:
+        cells, sequences, truth = synthetic_cells(args.n, size)
+        report["synthetic"] = compare(celle2, celldiff, readout, cells, sequences, truth, args, seed=7)
+        print(markdown(report["synthetic"]), flush=True)
+    if args.real != "0" and OPENCELL.is_file():
+        cells, sequences, truth = real_cells(args.real, size)
+        report["real_opencell"] = {"n": len(cells),
+                                   "rows": compare(celle2, celldiff, readout, cells, sequences, truth, args, seed=11)}
+        print(markdown(report["real_opencell"]["rows"]), flush=True)
+    if args.infill:
+        report["infill"] = infill(args.celle2, args.infill, seed=0)
+        print(json.dumps({k: v["mean"] for k, v in report["infill"]["templates"].items()}, indent=1), flush=True)
+    report["cpu_seconds_total"] = time.process_time() - started
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps({"cpu": report["cpu"], "torch_threads": args.threads}))
+    print(json.dumps({"machine": report["machine"], "torch_threads": args.threads,
+                      "cpu_seconds_total": round(report["cpu_seconds_total"], 1)}))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,27 @@ def test_learning_rate_schedule_per_phase():
     assert learning_rate_at(999, cfg) == pytest.approx(5e-5 + 4.5e-4 * 1 / 500)
 
 
+def test_phase_batch_sizes():
+    import numpy as np
+    import torch
+
+    from locscope.training.celle2_module import Celle2Split, step_batch
+
+    split = Celle2Split(torch.zeros(10, 1, 4, 4), torch.zeros(10, 1, 4, 4), [[1]] * 10, np.zeros(10, int),
+                        [str(i) for i in range(10)])
+    cfg = Celle2TrainConfig(batch_size=6, tokenizer_batch_size=3, tokenizer_steps=100, max_steps=200)
+    assert len(step_batch(split, cfg, 99)[0]) == 3 and len(step_batch(split, cfg, 100)[0]) == 6
+    assert step_batch(split, cfg, 5) == step_batch(split, cfg, 5)
+
+
 def test_two_phases_and_exact_resume(store, tmp_path):
-    full = train_celle2(store, tmp_path / "full", config(), progress=False)
+    """Under bf16 autocast and a smaller tokenizer batch, as the bundled model was trained."""
+    full = train_celle2(store, tmp_path / "full", config(bf16=True, tokenizer_batch_size=2), progress=False)
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert "rec_nucleus" in records[0] and "loss_image" in records[-2]  # tokenizers first, then the transformer
     assert any("val_protein_pixel_agreement" in r for r in records) and "val_loss_image" in records[-1]
-    half = train_celle2(store, tmp_path / "half", config(max_steps=2), progress=False)
+    half = train_celle2(store, tmp_path / "half", config(max_steps=2, bf16=True, tokenizer_batch_size=2),
+                        progress=False)
     assert half.is_dir()
     state = json.loads((tmp_path / "half" / "train_config.json").read_text())
     state["max_steps"] = 4  # the run is continued to the full length, as if it had been killed at step 2

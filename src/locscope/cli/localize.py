@@ -24,15 +24,15 @@ def localize_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     method: Optional[str] = typer.Option(None, "--method", help="localizer (default: the sequence localizer trained "
                                          "on real proteins) | image | head | combined (CELL-Diff; the default for a "
-                                         "CELL-Diff --model)."),
+                                         "CELL-Diff --model; a CELL-E 2 --model runs image)."),
     samples: int = SamplesOption,
     head_weight: float = typer.Option(0.5, "--head-weight", help="Weight of the compartment head in 'combined'."),
     sampler: str = SamplerOption,
     steps: int = StepsOption,
     guidance: float = GuidanceOption,
     batch_size: int = SequenceBatchOption,
-    model: Optional[str] = typer.Option(None, "--model", help="Localizer (localizer-small, default) or CELL-Diff "
-                                       "(celldiff-tiny) bundled name or model directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Localizer (localizer-small, default), CELL-Diff "
+                                       "(celldiff-tiny) or CELL-E 2 (celle2-tiny) bundled name or model directory."),
     seed: int = SeedOption,
     device: str = DeviceOption,
     label_style: Optional[str] = typer.Option(None, "--label-style", help="Annotation style of a localizer's "

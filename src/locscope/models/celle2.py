@@ -57,6 +57,7 @@ from locscope.utils.checkpoint import (
 )
 
 TextEncoderKind = Literal["builtin", "esm2-published"]
+ProteinThreshold = Literal["median", "otsu"]
 
 # ESM alphabet ids (fair-esm / transformers order) used by the published text stream.
 ESM_CLS, ESM_PAD, ESM_EOS, ESM_MASK = 0, 1, 2, 32
@@ -100,6 +101,9 @@ class Celle2Config:
         ``w`` in ``(L_text + w L_image) / (1 + w)``.
     text_mask_scale : float
         Fraction of residues masked at ``r = 0`` (``floor(scale cos(r pi/2) T)``; published 0.15).
+    protein_threshold : {'median', 'otsu'}
+        How the protein image is binarised into the protein tokenizer's target (:func:`threshold_protein`;
+        published: median).
     """
 
     image_size: int = 64
@@ -126,10 +130,13 @@ class Celle2Config:
     ff_dropout: float = 0.1
     loss_img_weight: float = 1.0
     text_mask_scale: float = 0.15
+    protein_threshold: ProteinThreshold = "median"
 
     def __post_init__(self) -> None:
         if self.text_encoder not in ("builtin", "esm2-published"):
             raise ValueError(f"text_encoder={self.text_encoder!r}: accepted values are 'builtin', 'esm2-published'")
+        if self.protein_threshold not in ("median", "otsu"):
+            raise ValueError(f"protein_threshold={self.protein_threshold!r}: accepted values are 'median', 'otsu'")
         downsample = 2 ** (len(self.vq_channel_mult) - 1)
         if self.image_size % downsample:
             raise ValueError(f"image_size={self.image_size} is not divisible by the tokenizers' downsampling "
@@ -226,10 +233,23 @@ def normalize_nucleus(image: torch.Tensor) -> torch.Tensor:
     return x / x.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
 
 
-def threshold_protein(image: torch.Tensor) -> torch.Tensor:
-    """CELL-E 2's target: 1 where the protein image is above its median, else 0; ``(B, 1, H, W)`` float."""
-    median = image.flatten(1).median(dim=1).values
-    return (image > median[:, None, None, None]).float()
+def threshold_protein(image: torch.Tensor, method: ProteinThreshold = "median") -> torch.Tensor:
+    """The binary protein target, ``(B, 1, H, W)`` float in {0, 1}.
+
+    ``'median'`` (CELL-E 2's): 1 where the protein image is above its median. ``'otsu'``: above the image's Otsu
+    threshold (scikit-image), i.e. where the protein is rather than the brighter half of the image; on crops where the
+    protein covers less than half of the pixels the median puts half of the background noise into the target.
+    """
+    if method == "median":
+        median = image.flatten(1).median(dim=1).values
+        return (image > median[:, None, None, None]).float()
+    if method != "otsu":
+        raise ValueError(f"method={method!r}: accepted values are 'median', 'otsu'")
+    from skimage.filters import threshold_otsu
+
+    flat = image.detach().float().cpu().numpy().reshape(image.shape[0], -1)
+    levels = [threshold_otsu(row) if row.max() > row.min() else float("inf") for row in flat]
+    return (image > torch.tensor(levels, dtype=image.dtype, device=image.device)[:, None, None, None]).float()
 
 
 def build_vq_tokenizer(config: Celle2Config, codebook_size: int):

@@ -233,7 +233,8 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
         Output folder.
     model : str or path, optional
         A localizer for ``method='localizer'`` (default ``localizer-small``), else a CELL-Diff model (default
-        ``celldiff-tiny``): bundled name or directory.
+        ``celldiff-tiny``) or a CELL-E 2 model (method ``'image'``; ``'combined'`` is its image alone): bundled name
+        or directory.
     method : {'localizer', 'image', 'head', 'combined'}
         How each mutant is predicted (the sequence localizer, or
         :class:`~locscope.pipelines.localize.LocalizationPredictor`'s CELL-Diff methods).
@@ -264,6 +265,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     ArgumentError
         A sequence with ``<mask>``, a target outside the level-3 classes, a bad ``window`` / ``stride``.
     """
+    from locscope.models import hub
     from locscope.report.images import protein_png
     from locscope.pipelines.generate import load_celldiff
     from locscope.pipelines.localize import LocalizationPredictor
@@ -295,10 +297,14 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     else:
         if label_style is not None:
             raise ArgumentError("label_style", f"{label_style!r}: label styles belong to method 'localizer'")
-        net = load_celldiff(model, resolve_device(device))
-        crop = model_crop_note(len(sequence), net.config.max_sequence_length)
-        predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
-                                          batch_size=batch_size, seed=seed)
+        if hub.family_of_model(model, default="celldiff-tiny") == "celle2":
+            method, net, predictor = _celle2_predictor(model, method, samples, batch_size, seed, device)
+            crop = model_crop_note(len(sequence), net.config.text_seq_len)
+        else:
+            net = load_celldiff(model, resolve_device(device))
+            crop = model_crop_note(len(sequence), net.config.max_sequence_length)
+            predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
+                                              batch_size=batch_size, seed=seed)
     if crop:
         log.warning("sequence: %s", crop)
     scorer = _progress_scorer(predictor, progress)
@@ -334,6 +340,21 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
         write_json(out / "explain.json", payload)
         write_text(out / "report.html", _report(payload, track, *(pictures or (None, None))))
     return scan, found
+
+
+def _celle2_predictor(model, method: str, samples: int, batch_size: int, seed: int, device: str):
+    """``(method, model, predictor)`` for a CELL-E 2 model: its images read off the standard cells (method
+    ``'image'``; ``'combined'`` without a compartment head is the image alone)."""
+    from locscope.models import hub
+    from locscope.pipelines.localize_celle2 import Celle2LocalizationPredictor
+    from locscope.utils.device import resolve_device
+
+    if method not in ("image", "combined"):
+        raise ArgumentError("method", f"={method!r}: a CELL-E 2 model has no compartment head; use method image")
+    if method == "combined":
+        log.info("CELL-E 2 has no compartment head: explaining its images alone (method image)")
+    net = hub.load(model, families=("celle2",), device=resolve_device(device), argument="model")
+    return "image", net, Celle2LocalizationPredictor(net, samples, batch_size=batch_size, seed=seed)
 
 
 def _progress_scorer(predictor, progress: bool) -> ScoreFn:

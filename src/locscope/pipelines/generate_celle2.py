@@ -124,8 +124,10 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
         try:
             net.tokenize([sequence])
         except ValueError:  # too long for the model
-            raise InputError(f"sequence {name!r}: {len(sequence)} residues; the model's residue limit is "
-                             f"{cfg.text_seq_len}") from None
+            limit = cfg.text_seq_len
+            raise ArgumentError("sequences", f": sequence {name!r}: {len(sequence)} residues; the model's residue limit "
+                                f"is {limit} (max_length {limit} with truncate keeps both termini)",
+                                mentions=("max_length", "truncate")) from None
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
     nucleus, cell = nucleus_tokens(net, landmarks)

@@ -301,7 +301,8 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
     """The predictor of ``method`` -> ``(predictor, method)``.
 
     ``method`` None runs the model's own method: ``'localizer'`` for a localizer (the default model
-    ``localizer-small``), ``'combined'`` for a CELL-Diff model. ``label_style`` picks a localizer's annotation
+    ``localizer-small``), ``'combined'`` for a CELL-Diff model, ``'image'`` for a CELL-E 2 model
+    (:mod:`locscope.pipelines.localize_celle2`). ``label_style`` picks a localizer's annotation
     style (``localizer-small``: ``'uniprot'``, the default, or ``'image'``; see :mod:`locscope.models.localizer`).
     """
     from locscope.utils.device import resolve_device
@@ -315,13 +316,19 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
                                      "compartments could be read off; generate its images with `locscope generate "
                                      "--model DIR` and classify them with `locscope classify`")
     if method is None or method == "localizer":
-        families = ("localizer", "celldiff") if method is None else ("localizer",)
+        families = ("localizer", "celldiff", "celle2") if method is None else ("localizer",)
         ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="model")
-        method = method or ("localizer" if ref.family == "localizer" else "combined")
+        method = method or {"localizer": "localizer", "celle2": "image"}.get(ref.family, "combined")
     else:
-        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff",), argument="model")
+        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff", "celle2"), argument="model")
+    if ref.family == "celle2" and method != "image":
+        raise ArgumentError("method", f"={method!r}: a CELL-E 2 model has no compartment head; use method image")
     seed_everything(seed)
     net = ref.load(device=resolve_device(device))
+    if ref.family == "celle2":
+        from locscope.pipelines.localize_celle2 import Celle2LocalizationPredictor
+
+        return Celle2LocalizationPredictor(net, samples, batch_size=batch_size, seed=seed), method
     if method == "localizer":
         return LocalizerPredictor(net, batch_size=batch_size, label_style=label_style), method
     if label_style is not None:
@@ -349,7 +356,7 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     out : path, optional
         CSV file to write.
     model : str or path, optional
-        Localizer (default ``localizer-small``) or CELL-Diff model: bundled name or directory.
+        Localizer (default ``localizer-small``), CELL-Diff or CELL-E 2 model: bundled name or directory.
     method : {'localizer', 'image', 'head', 'combined'}, optional
     samples, head_weight, sampler, steps, guidance :
         CELL-Diff methods: generated images per sequence, the head's weight in ``'combined'`` (0 to 1), the image

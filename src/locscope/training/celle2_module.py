@@ -3,7 +3,7 @@
 One run has two phases on the same store (``locscope train celldiff-data`` writes one; protein + nucleus channels):
 
 1. ``tokenizer_steps`` steps train both VQGAN tokenizers (the transformer untouched): the nucleus tokenizer on
-   normalised nucleus images (L1 + MSE reconstruction), the protein tokenizer on median-thresholded protein images
+   normalised nucleus images (L1 + MSE reconstruction), the protein tokenizer on thresholded protein images
    (L1 + MSE against the binary target, so its raw output is a probability-like image thresholded at 0.5), each plus
    the VQ codebook / commitment loss (diffusers ``VectorQuantizer``, beta 0.25). Codes unused for
    ``dead_code_steps`` steps are re-seeded from latents of the current batch (VQ training on small data otherwise
@@ -51,11 +51,14 @@ class Celle2TrainConfig:
 
     ``model_overrides`` changes fields of :func:`celle2_tiny_config`. ``tokenizer_steps`` of ``max_steps`` train the
     tokenizers, the rest the transformer; ``max_steps`` and ``tokenizer_steps`` must be multiples of
-    ``steps_per_epoch`` (checkpoints fall on epoch ends).
+    ``steps_per_epoch`` (checkpoints fall on epoch ends). ``tokenizer_batch_size`` (default ``batch_size``) is the
+    batch of the tokenizer phase. ``bf16`` (``true``, ``false`` or ``'auto'``, :func:`~locscope.training.common.use_bf16`)
+    runs the tokenizers' encoder / decoder and the transformer under bf16 autocast; codebook look-ups stay fp32.
     """
 
     model_overrides: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 32
+    tokenizer_batch_size: int | None = None
     max_steps: int = 2000
     tokenizer_steps: int = 600
     steps_per_epoch: int = 100
@@ -75,6 +78,13 @@ class Celle2TrainConfig:
     devices: int = 1
     torch_threads: int | None = None
     max_minutes: float | None = None
+    bf16: bool | str = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "tokenizer_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value}: must be >= 1")
 
     def model_config(self) -> Celle2Config:
         try:
@@ -130,9 +140,12 @@ def step_batch(split: Celle2Split, config: Celle2TrainConfig, step: int, rank: i
     """Image indices and sequence indices of step ``step`` on process ``rank`` (a pure function of them and the
     seed; under DDP every rank draws its own batch)."""
     rng = np.random.default_rng([config.seed, step, rank])
-    images = rng.integers(0, len(split), config.batch_size)
+    size = config.batch_size
+    if step < config.tokenizer_steps and config.tokenizer_batch_size:
+        size = config.tokenizer_batch_size
+    images = rng.integers(0, len(split), size)
     sequences = images.copy()
-    for row in np.flatnonzero(rng.random(config.batch_size) < config.repair_probability):
+    for row in np.flatnonzero(rng.random(size) < config.repair_probability):
         partners = np.flatnonzero(split.groups == split.groups[images[row]])
         sequences[row] = partners[rng.integers(len(partners))]
     return images.tolist(), sequences.tolist()
@@ -185,16 +198,19 @@ class Celle2Module(L.LightningModule):
         split = split or self.train_split
         stack = torch.cat([split.nucleus[indices], split.protein[indices]], dim=1)
         stack = augment(stack, generator)
-        return normalize_nucleus(stack[:, :1]).to(self.device), threshold_protein(stack[:, 1:]).to(self.device)
+        protein = threshold_protein(stack[:, 1:], self.model_config.protein_threshold)
+        return normalize_nucleus(stack[:, :1]).to(self.device), protein.to(self.device)
 
     def tokenizer_loss(self, nucleus: torch.Tensor, protein: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction (L1 + MSE) + VQ loss of both tokenizers; also records which codes were used."""
         out = {}
         for name, tokenizer, image in (("nucleus", self.model.nucleus_tokenizer, nucleus),
                                        ("protein", self.model.protein_tokenizer, protein)):
-            latents = tokenizer.encode(image).latents
+            with self.autocast():
+                latents = tokenizer.encode(image).latents.float()
             quantized, vq_loss, (_, _, ids) = tokenizer.quantize(latents)
-            decoded = tokenizer.decode(quantized, force_not_quantize=True).sample
+            with self.autocast():
+                decoded = tokenizer.decode(quantized, force_not_quantize=True).sample.float()
             reconstruction = F.l1_loss(decoded, image) + F.mse_loss(decoded, image)
             out[f"rec_{name}"] = reconstruction
             out[f"vq_{name}"] = vq_loss
@@ -225,7 +241,15 @@ class Celle2Module(L.LightningModule):
         with torch.no_grad():
             nucleus_ids, protein_ids = self.model.encode_nucleus(nucleus), self.model.encode_protein(protein)
         text = pad_tokens([split.tokens[i] for i in sequences]).to(self.device)
-        return self.model.masked_loss(text, nucleus_ids, protein_ids, generator)
+        with self.autocast():
+            return self.model.masked_loss(text, nucleus_ids, protein_ids, generator)
+
+    def autocast(self):
+        """bf16 autocast when the config asks for it (and, for ``'auto'``, the device computes bf16 natively)."""
+        from locscope.training.common import use_bf16
+
+        enabled = use_bf16(self.train_config.bf16, self.device)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def set_phase(self) -> None:
         """Tokenizers train in phase 1 only; the transformer and sequence encoder in phase 2 only."""
