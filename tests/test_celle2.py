@@ -404,3 +404,15 @@ def test_design_infill_ranks_candidates_by_nucleus_proportion(shared_data, tmp_p
     with pytest.raises(InputError, match="^target mitochondria: .*; use target nucleus$"):
         design(tmp_path / "o2", model=str(tmp_path / "m"), target="mitochondria", template=template,
                landmarks=[shared_data / "celldiff_samples" / "opencell" / "1"], progress=False)
+
+
+def test_protein_threshold_median_vs_otsu_on_a_sparse_image():
+    """A bright 4 x 4 square in faint noise: the median target is half the image (the square + background noise),
+    Otsu's is the square alone."""
+    image = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1
+    image[..., 2:6, 2:6] = 1.0
+    median, otsu = threshold_protein(image), threshold_protein(image, "otsu")
+    assert int(median.sum()) == 128 and int(otsu.sum()) == 16 and bool(otsu[..., 2:6, 2:6].all())
+    assert int(threshold_protein(torch.zeros(1, 1, 4, 4), "otsu").sum()) == 0
+    with pytest.raises(ValueError, match="accepted values are 'median', 'otsu'"):
+        Celle2Config(protein_threshold="mean")

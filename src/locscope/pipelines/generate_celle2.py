@@ -125,8 +125,8 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
             net.tokenize([sequence])
         except ValueError:  # too long for the model
             limit = cfg.text_seq_len
-            raise ArgumentError("sequences", f": sequence {name!r}: {len(sequence)} residues; the model's residue limit "
-                                f"is {limit} (max_length {limit} with truncate keeps both termini)",
+            raise ArgumentError("sequences", f": {name!r} has {len(sequence)} residues; the model's residue limit is "
+                                f"{limit} (max_length {limit} with truncate keeps both termini)",
                                 mentions=("max_length", "truncate")) from None
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
