@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -45,8 +44,8 @@ import torch
 
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
-from locscope.pipelines.readout import (
-    LEVEL2_CLASSES, LEVEL3_CLASSES, level2_from_level3, level_probabilities, sequence_head_probabilities,
+from locscope.pipelines.readout import (  # noqa: F401  (Localization: this module's result type, kept importable here)
+    LEVEL2_CLASSES, LEVEL3_CLASSES, Localization, level2_from_level3, level_probabilities, sequence_head_probabilities,
     standard_cells, unmix_compartments,
 )
 from locscope.utils.progress import track
@@ -102,45 +101,6 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
 
 
 # ------------------------------------------------------------------------------------------------ the predictor
-@dataclass
-class Localization:
-    """Predictions for a batch of sequences.
-
-    Attributes
-    ----------
-    level3 : np.ndarray
-        ``(N, 7)`` probabilities over :data:`LEVEL3_CLASSES`.
-    level2 : np.ndarray
-        ``(N, 9)`` probabilities over :data:`LEVEL2_CLASSES` (NaN where the method cannot tell, see the module doc).
-    level1 : np.ndarray or None
-        ``(N, len(COMPARTMENTS))`` image-derived level-1 shares (``None`` for ``method='head'``), or with
-        ``level1_classes`` the localizer's level-1 probabilities over those classes.
-    images : np.ndarray or None
-        ``(N, K, H, W)`` generated images in [0, 1] (``None`` for ``method='head'``).
-    level1_classes : tuple of str or None
-        Classes of ``level1`` when it is reported (the localizer), else None.
-    """
-
-    level3: np.ndarray
-    level2: np.ndarray
-    level1: np.ndarray | None = None
-    images: np.ndarray | None = None
-    level1_classes: tuple[str, ...] | None = None
-
-    def top(self, level: str = "level3") -> list[str]:
-        """The most probable class of each sequence."""
-        if level == "level3":
-            probs, classes = self.level3, LEVEL3_CLASSES
-        elif level == "level2":
-            probs, classes = self.level2, LEVEL2_CLASSES
-        elif level == "level1" and self.level1_classes is not None:
-            probs, classes = self.level1, self.level1_classes
-        else:
-            raise ValueError(f"level={level!r}: accepted values are level3, level2"
-                             + (", level1" if self.level1_classes else ""))
-        return [classes[i] for i in np.nan_to_num(probs, nan=-1.0).argmax(1)]
-
-
 class LocalizationPredictor:
     """Sequence -> localization probabilities with a CELL-Diff model (see the module docstring for the methods).
 

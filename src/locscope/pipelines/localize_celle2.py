@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from locscope.errors import ArgumentError
-from locscope.pipelines.readout import level_probabilities, standard_cells, unmix_compartments
+from locscope.pipelines.readout import Localization, level_probabilities, standard_cells, unmix_compartments
 from locscope.utils.progress import track
 from locscope.utils.sequences import keep_termini
 
@@ -90,8 +90,6 @@ class Celle2LocalizationPredictor:
             Level-3 / level-2 probabilities and the level-1 shares; ``images`` = the decoded images when
             ``keep_images``.
         """
-        from locscope.pipelines.localize import Localization
-
         level3, level2, level1, images = [], [], [], []
         starts = range(0, len(sequences), self.batch_size)
         for start in track(starts, "localizing (CELL-E 2 images)", enabled=progress and len(starts) > 1):

@@ -7,6 +7,7 @@ probabilities, used by generate, localize, design and explain. Class lists come 
   design);
 - :func:`level_probabilities`, :func:`level2_from_level3`: level-1 shares -> level-3 / level-2 probabilities;
 - :func:`sequence_head_probabilities`: a CELL-Diff model's sequence heads as level-3 / level-2 probabilities;
+- :class:`Localization`: what ``localize`` predictors return (level-3 / level-2 / level-1 probabilities, images);
 - :func:`resolve_compartment`, :func:`top_shares`.
 """
 
@@ -26,6 +27,46 @@ LEVEL2_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL2 if c != "plas
 ENDOMEMBRANE_LEVEL2: tuple[str, ...] = ("endoplasmic-reticulum", "golgi-apparatus", "vesicles")
 STANDARD_CELL_SEED = 7000
 COMPARTMENTS: tuple[str, ...] = ontology.SIMULATOR_COMPARTMENTS   # level-1 shares are over these
+
+
+# ------------------------------------------------------------------------------------------------ results
+@dataclass
+class Localization:
+    """Predictions for a batch of sequences.
+
+    Attributes
+    ----------
+    level3 : np.ndarray
+        ``(N, 7)`` probabilities over :data:`LEVEL3_CLASSES`.
+    level2 : np.ndarray
+        ``(N, 9)`` probabilities over :data:`LEVEL2_CLASSES` (NaN where the method cannot tell, see the module doc).
+    level1 : np.ndarray or None
+        ``(N, len(COMPARTMENTS))`` image-derived level-1 shares (``None`` for ``method='head'``), or with
+        ``level1_classes`` the localizer's level-1 probabilities over those classes.
+    images : np.ndarray or None
+        ``(N, K, H, W)`` generated images in [0, 1] (``None`` for ``method='head'``).
+    level1_classes : tuple of str or None
+        Classes of ``level1`` when it is reported (the localizer), else None.
+    """
+
+    level3: np.ndarray
+    level2: np.ndarray
+    level1: np.ndarray | None = None
+    images: np.ndarray | None = None
+    level1_classes: tuple[str, ...] | None = None
+
+    def top(self, level: str = "level3") -> list[str]:
+        """The most probable class of each sequence."""
+        if level == "level3":
+            probs, classes = self.level3, LEVEL3_CLASSES
+        elif level == "level2":
+            probs, classes = self.level2, LEVEL2_CLASSES
+        elif level == "level1" and self.level1_classes is not None:
+            probs, classes = self.level1, self.level1_classes
+        else:
+            raise ValueError(f"level={level!r}: accepted values are level3, level2"
+                             + (", level1" if self.level1_classes else ""))
+        return [classes[i] for i in np.nan_to_num(probs, nan=-1.0).argmax(1)]
 
 
 # ------------------------------------------------------------------------------------------------ standard cells
