@@ -3,7 +3,7 @@
     python benchmarks/bench_stain.py --classes 1000                # what brightfield / Cell Painting show of the class
     python benchmarks/bench_stain.py --speed                       # counts + one stain-base forward at 512 x 512
     python benchmarks/bench_stain.py --quality stain-tiny|RUN/model [--classifier CLF/model] [--images 32]
-                                      [--scales 0 1 4] [--table-steps 50] [--ddpm-steps 1000] [--fast-steps 10 25 50]
+                                      [--scales 0 1 4] [--table-steps 50] [--ddpm-steps 1000 [100 ...]] [--fast-steps 10 25 50]
 
 ``--classes N``: N simulator cells (32 x 32, random perturbation); a linear probe (standardized logistic regression,
 5-fold cross-validated) predicts the perturbation class from the handcrafted per-channel profiles
@@ -15,8 +15,9 @@ network / classifier evaluations per image of every sampler and guidance combina
 loops with a network stub.
 ``--quality``: held-out simulator cells (seeds disjoint from training): per-channel PCC / SSIM / MSE / MAE and the
 feature-level metrics (NN match, NN top-5, MTdist, CPcor on handcrafted profiles) for no label (null class) / label
-through AdaGN / AdaGN + classifier guidance at each scale (DDIM, ``--table-steps`` steps), then PCC of the
-published DDPM at ``--ddpm-steps`` against DDIM and DPM-Solver++ at each ``--fast-steps``.
+through AdaGN / AdaGN + classifier guidance at each scale (DDIM, ``--table-steps`` steps; with the classifier's mean
+log-probability of each cell's class on the samples), then PCC of the published DDPM at each ``--ddpm-steps``
+(fewer than T: respaced) against DDIM and DPM-Solver++ at each ``--fast-steps`` (``--no-table``: only these).
 Every line printed is a measurement; the CPU model is printed first.
 """
 
@@ -139,17 +140,21 @@ def quality(args) -> None:
         rows += [("AdaGN", f"CG s={s:g}", labels, s) for s in args.scales]
     steps = args.table_steps
     with torch.no_grad():
-        for adagn, guidance, label, scale in rows:
+        for adagn, guidance, label, scale in ([] if args.no_table else rows):
             with torch.enable_grad() if scale else torch.no_grad():
                 out, cpu = run(label, "ddim", steps, scale)
             m = staining_metrics(target.numpy(), out.images.numpy(), names, CELL_PAINTING)
+            if classifier is not None:  # does the sample show its class: the classifier's log p(k | y) at gamma 0.999
+                logits = classifier(cond if classifier.config.use_condition else None, out.images,
+                                    torch.full((len(labels),), 0.999))
+                m["classifier_log_p"] = float(logits.log_softmax(-1).gather(1, labels[:, None]).mean())
             print(json.dumps({"table2_row": {"adagn": adagn, "guidance": guidance, "sampler": f"ddim-{steps}",
                                              **{k: (round(v, 4) if isinstance(v, float) else v)
                                                 for k, v in m.items() if k != "per_channel"},
                                              "per_channel_pcc": {c: round(v, 4) for c, v
                                                                  in m["per_channel"]["pcc"].items()},
                                              "cpu_s_per_image": round(cpu, 2)}}), flush=True)
-        for sampler, step_list in (("ddpm", [args.ddpm_steps]), ("ddim", args.fast_steps),
+        for sampler, step_list in (("ddpm", args.ddpm_steps), ("ddim", args.fast_steps),
                                    ("dpmsolver", args.fast_steps)):
             for n in step_list:
                 out, cpu = run(labels, sampler, n)
@@ -168,9 +173,10 @@ def main() -> None:
     parser.add_argument("--classifier", help="its classifier folder")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 4.0])
-    parser.add_argument("--ddpm-steps", type=int, default=1000)
+    parser.add_argument("--ddpm-steps", type=int, nargs="+", default=[1000])
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--table-steps", type=int, default=50, help="DDIM steps of the Table-2 rows")
+    parser.add_argument("--no-table", action="store_true", help="only the sampler comparison of --quality")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
