@@ -1,8 +1,14 @@
-"""CELL-E 2 training: both phases run, the learning-rate schedule, and an exact resume."""
+"""CELL-E 2 training: both phases run, the learning-rate schedule, and an exact resume after a SIGKILL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -10,6 +16,7 @@ from safetensors.torch import load_file
 from locscope.errors import InputError
 from locscope.training.celle2_module import Celle2TrainConfig, learning_rate_at, train_celle2
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = {"image_size": 16, "vq_channel_mult": [1, 2], "vq_attn_resolutions": [8], "vq_latent_channels": 8,
         "vq_embed_dim": 8, "nucleus_codebook_size": 16, "protein_codebook_size": 16, "text_seq_len": 40,
         "text_encoder_layers": 1, "dim": 32, "depth": 1, "heads": 2, "dim_head": 12}
@@ -52,18 +59,38 @@ def test_phase_batch_sizes():
     assert step_batch(split, cfg, 5) == step_batch(split, cfg, 5)
 
 
-def test_two_phases_and_exact_resume(store, tmp_path):
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import lightning as L
+    from locscope.training.celle2_module import Celle2TrainConfig, train_celle2
+    from locscope.training.common import read_train_config
+
+    class Kill(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, index):
+            if module.step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    train_celle2(sys.argv[1], sys.argv[2], read_train_config(sys.argv[3], Celle2TrainConfig), progress=False,
+                 callbacks=[Kill()])
+""")
+
+
+def test_two_phases_and_exact_resume_after_a_kill(store, tmp_path):
     """Under bf16 autocast and a smaller tokenizer batch, as the bundled model was trained."""
     full = train_celle2(store, tmp_path / "full", config(bf16=True, tokenizer_batch_size=2), progress=False)
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert "rec_nucleus" in records[0] and "loss_image" in records[-2]  # tokenizers first, then the transformer
     assert any("val_protein_pixel_agreement" in r for r in records) and "val_loss_image" in records[-1]
-    half = train_celle2(store, tmp_path / "half", config(max_steps=2, bf16=True, tokenizer_batch_size=2),
-                        progress=False)
-    assert half.is_dir()
-    state = json.loads((tmp_path / "half" / "train_config.json").read_text())
-    state["max_steps"] = 4  # the run is continued to the full length, as if it had been killed at step 2
-    (tmp_path / "half" / "train_config.json").write_text(json.dumps(state))
+    # the same run killed (SIGKILL) during step 3, after the step-2 checkpoint, then resumed
+    settings = tmp_path / "train.json"
+    settings.write_text(json.dumps(dataclasses.asdict(config(bf16=True, tokenizer_batch_size=2))))
+    (tmp_path / "kill.py").write_text(KILL_SCRIPT)
+    killed = subprocess.run([sys.executable, str(tmp_path / "kill.py"), str(store), str(tmp_path / "half"),
+                             str(settings)], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr.decode()[-3000:]
+    assert json.loads((tmp_path / "half" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+    assert not (tmp_path / "half" / "model").exists()
     resumed = train_celle2(store, tmp_path / "half", resume=True, progress=False)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

@@ -339,7 +339,7 @@ class Celle2Module(L.LightningModule):
 
 
 def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConfig | None = None,
-                 resume: bool = False, progress: bool = True) -> Path:
+                 resume: bool = False, progress: bool = True, callbacks: list | None = None) -> Path:
     """Train CELL-E 2 (tokenizers, then transformer) on a store; returns ``RUN_DIR/model``.
 
     Parameters
@@ -352,6 +352,8 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
         Hyper-parameters; with ``resume`` the run's saved config is used.
     resume : bool
         Continue from ``RUN_DIR/checkpoints/last`` exactly.
+    callbacks : list of lightning.Callback, optional
+        Extra Lightning callbacks.
 
     Raises
     ------
@@ -379,7 +381,7 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     remaining = config.max_steps - step
     if remaining > 0:
         loader = torch.utils.data.DataLoader(range(remaining), batch_size=1, shuffle=False)  # the step drives the data
-        step_trainer(config, remaining, progress).fit(module, train_dataloaders=loader)
+        step_trainer(config, remaining, progress, callbacks=callbacks or []).fit(module, train_dataloaders=loader)
     module.model.save_pretrained(run_dir / "model", extra={"step": module.step,
                                                            "train_config": dataclasses.asdict(config)})
     return run_dir / "model"
