@@ -160,3 +160,28 @@ def test_histograms_of_values_equal_up_to_rounding(tmp_path):
     rows = [{"pcc_protein": 1.0 - 2e-16}, {"pcc_protein": 1.0}, {"pcc_protein": 1.0}, {"pcc_protein": float("nan")}]
     result = SimpleNamespace(rows=rows, per_metric={"pcc_protein": {"n": 3}})
     assert _histograms(result, tmp_path / "histograms.png") and (tmp_path / "histograms.png").stat().st_size > 0
+
+
+def test_compartment_accuracy_by_the_readout_and_on_real_images(tmp_path):
+    """proteoscope's headline metric: the classifier's accuracy on the real images next to the generated ones."""
+    from locscope.data.store import write_store
+    from locscope.pipelines.readout import load_readout
+
+    rng = np.random.default_rng(0)
+    kwargs = dict(channels=("protein", "nucleus"), image_shape=(32, 32), mask_names=("nucleoplasm", "cytosol"),
+                  attrs={"pixel_size_nm": 100.0}, progress=False)
+    write_store(tmp_path / "real", _store_items(rng, 0.05), **kwargs)
+    write_store(tmp_path / "gen", _store_items(rng, 0.1), **kwargs)
+    result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", features="handcrafted", progress=False)
+    metrics = result.set_metrics
+    assert metrics["classification_accuracy_real"] == 1.0   # cross-validated on the real features
+    if load_readout() is None:
+        pytest.skip("the bundled compartment read-out is not installed")
+    assert 0.0 <= metrics["compartment_accuracy_generated"] <= 1.0
+    # the same classifier reads both sides: generated = real gives the real images' accuracy
+    same = evaluate(tmp_path / "real", tmp_path / "real", tmp_path / "r1", features="handcrafted", progress=False)
+    assert same.set_metrics["compartment_accuracy_generated"] == same.set_metrics["compartment_accuracy_real"]
+    assert same.set_metrics["compartment_accuracy_real"] == metrics["compartment_accuracy_real"]
+    skipped = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "r2", features="handcrafted", readout=None,
+                       progress=False)
+    assert "compartment_accuracy_real" not in skipped.set_metrics

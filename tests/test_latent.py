@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,3 +217,40 @@ def test_generate_with_a_latent_model(tmp_path, model, capsys):
                 str(tmp_path / "m"), "--out", str(tmp_path / "b")])
     assert code == 2 and "no nucleus image" in capsys.readouterr().err
     assert run(args + ["--out", str(tmp_path / "c"), "--placement", "top"]) == 2
+
+
+def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):
+    """The shared pipelines take a latent diffusion model: its standard cells carry the nucleus (for the distance map);
+    design reads an image with the latent diffusion classifier; no masked-residue head, no nucleus: one-line errors."""
+    from pathlib import Path
+
+    from locscope.errors import ArgumentError
+    from locscope.pipelines.design import design
+    from locscope.pipelines.explain import explain
+    from locscope.pipelines.localize import LocalizationPredictor, generator_landmarks, localize, noise_shape
+
+    model.save_pretrained(tmp_path / "m")
+    assert generator_landmarks(model) == ("nucleus", "er", "microtubules") and noise_shape(model) == (4, 4, 4)
+    prediction, text = localize(SEQUENCES, ["a", "b"], model=str(tmp_path / "m"), samples=2, steps=2, device="cpu",
+                                progress=False)
+    assert prediction.level3.shape == (2, 7) and text.splitlines()[1].split(",")[3] == "combined"
+    assert np.allclose(prediction.level3.sum(1), 1.0, atol=1e-3)
+    image = LocalizationPredictor(model, "image", samples=2, steps=2).predict(SEQUENCES[:1], keep_images=True)
+    assert image.images.shape == (1, 2, 16, 16)
+    result = design(tmp_path / "d", model=str(tmp_path / "m"), target="mitochondria", length=30, candidates=3,
+                    score_samples=2, steps=2, device="cpu", progress=False)
+    assert len(result.candidates) == 3 and (tmp_path / "d" / "candidates.csv").is_file()
+    cell = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
+    files = sorted(cell.glob("*.png"))
+    shown = design(tmp_path / "i", model=str(tmp_path / "m"), image=cell / "ER.png", landmarks=files, length=30,
+                   candidates=2, score_samples=1, steps=2, device="cpu", progress=False)
+    assert shown.image_compartments and abs(sum(shown.image_compartments.values()) - 1.0) < 0.5
+    with pytest.raises(ArgumentError, match="no masked-residue head"):
+        design(tmp_path / "x", model=str(tmp_path / "m"), target="nucleus", length=30, proposer="celldiff",
+               device="cpu", progress=False)
+    with pytest.raises(ArgumentError, match="no nucleus image"):
+        design(tmp_path / "y", model=str(tmp_path / "m"), image=cell / "ER.png",
+               landmarks=[f for f in files if f.name != "nucleus.png"], length=30, device="cpu", progress=False)
+    scan, _ = explain(SEQUENCES[1], tmp_path / "e", model=str(tmp_path / "m"), samples=1, steps=2, window=4,
+                      stride=4, device="cpu", progress=False)
+    assert scan.effects.shape == (len(scan.starts),) and (tmp_path / "e" / "wild_type.png").is_file()

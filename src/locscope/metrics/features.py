@@ -150,6 +150,36 @@ def classification_agreement(
     return ClassificationAgreement(accuracy, confusion, classes, predicted)
 
 
+def cross_validated_accuracy(features: Any, labels: Sequence[Any], *, folds: int = 5, seed: int = 0) -> float | None:
+    """Accuracy of :func:`classification_agreement`'s classifier on the real items themselves, each predicted by a
+    classifier fitted on the other folds (stratified ``folds``-fold cross-validation): the "real images" column of
+    proteoscope's headline metric. None when a class has fewer than 2 items or there is one class.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, D)
+    labels : sequence of N labels
+    folds : int
+        At most this many folds (fewer when the smallest class is smaller).
+    seed : int
+        Seed of the fold assignment and of the solver.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = _features(features, "features")
+    y = [str(v) for v in _labels(labels, len(x), "labels")]
+    counts = [y.count(c) for c in set(y)]
+    if len(counts) < 2 or min(counts) < 2:
+        return None
+    splitter = StratifiedKFold(n_splits=min(folds, min(counts)), shuffle=True, random_state=seed)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    predicted = cross_val_predict(model, x, y, cv=splitter)
+    return float(np.mean([p == t for p, t in zip(predicted, y)]))
+
+
 def cluster_score(embedding: Any, labels: Sequence[Any]) -> float:
     """cytoself's cluster score of a 2-D embedding: spread of class medians / median within-class spread.
 

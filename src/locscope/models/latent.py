@@ -679,6 +679,93 @@ class LatentDiffusion(nn.Module):
                                generator=generator, device=device, progress=progress, noise=latents)
         return self.autoencoder.decode(z).float().clamp(-1.0, 1.0), nfe * (2 if guided else 1)
 
+    # --- the interface of the shared localize / design / explain pipelines (landmark stacks, as CELL-Diff's) -------
+    @property
+    def landmark_inputs(self) -> tuple[str, ...]:
+        """The landmark images the model reads, in order: the nucleus (its distance map is the condition), then
+        ``config.landmark_channels``."""
+        return (NUCLEUS, *self.config.landmark_channels)
+
+    @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        """Shape of one image's initial noise: ``(latent_channels, latent_size, latent_size)``."""
+        cfg = self.config
+        return cfg.latent_channels, cfg.latent_size, cfg.latent_size
+
+    def cell_conditions(self, landmarks: torch.Tensor, landmark_present: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Split landmark stacks ``(B, 1 + n_landmarks, H, W)`` in [-1, 1] ordered as :attr:`landmark_inputs` into
+        the nuclear distance maps ``(B, 1, H, W)`` (nuclei segmented in each nucleus image), the other landmarks
+        ``(B, n, H, W)`` (None without any) and their presence ``(B, n)`` (from ``landmark_present``
+        ``(B, 1 + n)``, None = all present).
+
+        Raises
+        ------
+        ValueError
+            If the stack does not have :attr:`landmark_inputs` channels, or a row lacks its nucleus image.
+        """
+        from locscope.data.transforms import nuclear_distance_map, segment_nuclei
+
+        n = len(self.landmark_inputs)
+        if landmarks.ndim != 4 or landmarks.shape[1] != n:
+            raise ValueError(f"landmarks must be (B, {n}, H, W) with channels {', '.join(self.landmark_inputs)}; "
+                             f"got {tuple(landmarks.shape)}")
+        if landmark_present is not None and not bool(torch.as_tensor(landmark_present)[:, 0].all()):
+            raise ValueError("landmark_present: the nucleus image is missing; a latent diffusion model is "
+                             "conditioned on its distance map")
+        nuclei = ((landmarks[:, 0].float().cpu().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+        distance = torch.stack([torch.from_numpy(nuclear_distance_map(segment_nuclei(image)).astype("float32"))
+                                for image in nuclei])[:, None].to(landmarks.device)
+        others = landmarks[:, 1:] if n > 1 else None
+        present = None if landmark_present is None or n == 1 else torch.as_tensor(landmark_present)[:, 1:]
+        return distance, others, present
+
+    @torch.no_grad()
+    def sample_in_cells(self, landmarks: torch.Tensor, tokens: torch.Tensor,
+                        landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "dpmsolver",
+                        steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
+                        fractions: torch.Tensor | None = None, noise: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, int]:
+        """:meth:`sample` from landmark stacks ``(B, 1 + n_landmarks, H, W)`` in [-1, 1] (:attr:`landmark_inputs`
+        order, as CELL-Diff's ``sample_protein_images`` takes them); ``noise`` ``(B * samples, *noise_shape)``."""
+        distance, others, present = self.cell_conditions(landmarks, landmark_present)
+        return self.sample(distance, tokens, others, present, samples=samples, sampler=sampler, steps=steps,
+                           guidance=guidance, generator=generator, fractions=fractions, latents=noise)
+
+    @torch.no_grad()
+    def fraction_losses(self, image: torch.Tensor, landmarks: torch.Tensor, timesteps: Iterable[int],
+                        landmark_present: torch.Tensor | None = None, generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
+        """The model as a diffusion classifier over its compartment bottleneck: ``image`` ``(1, C, H, W)`` in [-1, 1]
+        encoded, noised at each of ``timesteps`` (one noise draw each, shared by all classes) and denoised once
+        under each one-hot fraction condition; returns the summed v-prediction errors ``(n_fraction_classes,)``
+        (lowest = the compartment the image shows best). ``landmarks`` ``(1, 1 + n, H, W)`` as
+        :meth:`sample_in_cells`.
+
+        Raises
+        ------
+        ValueError
+            If the model has no compartment bottleneck.
+        """
+        classes = self.config.fraction_classes
+        if not classes:
+            raise ValueError("this model has no compartment bottleneck (config.fraction_classes)")
+        n = len(classes)
+        device = image.device
+        clean = self.autoencoder.encode(image).expand(n, -1, -1, -1)
+        distance, others, present = self.cell_conditions(landmarks, landmark_present)
+        spatial = self.denoiser.spatial_conditions(distance, others, present).expand(n, -1, -1, -1)
+        tokens = self.tokenize(["G" * 30] * n)[0].to(device)
+        context = self.denoiser.encode_sequence(tokens, fractions=torch.eye(n, device=device))
+        schedule = self.schedule
+        losses = torch.zeros(n)
+        for step in timesteps:
+            noise = torch.randn(1, *clean.shape[1:], generator=generator).expand(n, -1, -1, -1).to(device)
+            t = torch.full((n,), int(step), device=device)
+            v = self.denoiser(schedule.add_noise(clean, noise, t), t, spatial, context).float()
+            losses += ((v - schedule.v_target(clean, noise, t)) ** 2).mean((1, 2, 3)).cpu()
+        return losses
+
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write the denoiser to ``directory`` and the autoencoder to ``directory/autoencoder`` (atomic files)."""
         self.autoencoder.save_pretrained(Path(directory) / AUTOENCODER_DIR)

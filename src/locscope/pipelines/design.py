@@ -41,12 +41,13 @@ import torch
 
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
+from locscope.models.latent import LatentDiffusion
 from locscope.pipelines.design_templates import (  # noqa: F401  (re-exported: design's public records)
     DESIGN_FILES, MAX_DESIGN_LENGTH, Candidate, DesignResult, build_template, template_text,
 )
-from locscope.pipelines.generate import load_celldiff
+from locscope.pipelines.generate import load_generator
 from locscope.pipelines.landmark_cells import read_landmarks
-from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells
+from locscope.pipelines.localize import LocalizationPredictor, generate_in_cells, generator_landmarks, noise_shape
 from locscope.pipelines.readout import (
     COMPARTMENTS, LEVEL2_CLASSES, LEVEL3_CLASSES, resolve_compartment, standard_cells, top_shares,
 )
@@ -103,7 +104,7 @@ def target_conditioning(model, target: str, n_cells: int) -> tuple[np.ndarray, n
 
     level, name = resolve_compartment(target)
     compartment = TARGET_IMAGE_COMPARTMENT.get(name, name)
-    cells = standard_cells(model.config.image_size, model.config.landmark_channels, n_cells)
+    cells = standard_cells(model.config.image_size, generator_landmarks(model), n_cells)
     images = np.stack([place_protein(c.cell, {compartment: 1.0}, seed=k) for k, c in enumerate(cells)])
     return images, np.stack([c.landmarks for c in cells]), cells
 
@@ -243,12 +244,20 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
                                      "no refine_rounds", mentions=("proposer", "refine_rounds"))
     device = next(model.parameters()).device
     n = len(classes)
+    generator = torch.Generator().manual_seed(seed)
+    timesteps = np.linspace(0.05, 0.99, noise_draws) * model.config.num_train_timesteps
+    if isinstance(model, LatentDiffusion):  # the same classifier in the latent space
+        image = torch.from_numpy(np.asarray(protein, np.float32) * 2.0 - 1.0)[None, None].to(device)
+        stack = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].to(device)
+        losses = model.fraction_losses(image, stack, timesteps.astype(int), None if present is None else
+                                       torch.from_numpy(np.asarray(present, bool))[None], generator)
+        excess = (losses - losses.min()) / losses.min().clamp(min=1e-12)
+        weights = torch.exp(-sharpness * excess).numpy().astype(np.float64)
+        return weights / weights.sum()
     schedule = schedule_for(model)
     clean = torch.from_numpy(np.asarray(protein, np.float32) * 2.0 - 1.0)[None, None].expand(n, -1, -1, -1).to(device)
     marks = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].expand(n, -1, -1, -1).to(device)
     mask = None if present is None else torch.from_numpy(np.tile(present, (n, 1))).to(device)
-    generator = torch.Generator().manual_seed(seed)
-    timesteps = np.linspace(0.05, 0.99, noise_draws) * model.config.num_train_timesteps
     losses = torch.zeros(n)
     with torch.no_grad():
         context = model.encode_sequence(model.tokenize(["G" * 30] * n)[0].to(device), fractions=torch.eye(n).to(device))
@@ -358,8 +367,7 @@ def image_similarity_scores(model, sequences: Sequence[str], protein: np.ndarray
     (``present`` ``(n_landmarks,)`` bool: absent ones use the model's placeholder) and ``protein`` ``(H, W)``;
     returns ``(scores (N,), first images (N, H, W))``."""
     device = next(model.parameters()).device
-    size = model.config.image_size
-    noise = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(samples, *noise_shape(model), generator=torch.Generator().manual_seed(seed))
     marks = torch.from_numpy(np.repeat(landmarks[None] * 2.0 - 1.0, samples, 0)).float().to(device)
     scores, firsts = [], []
     for start in range(0, len(sequences), batch_size):
@@ -495,11 +503,18 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     check_refinement(refine_rounds, refine_fraction)
     ids = build_template(template, length, terminus, terminus_length)
     seed_everything(seed)
-    net = load_celldiff(model, resolve_device(device))
+    net = load_generator(model, resolve_device(device))
     cfg = net.config
+    channels = generator_landmarks(net)
+    if isinstance(net, LatentDiffusion) and proposer == "celldiff":
+        raise ArgumentError("proposer", "celldiff: a latent diffusion model has no masked-residue head; use proposer "
+                                        "designer")
 
     if image is not None:
-        protein, marks, present = read_conditioning(image, landmarks, cfg.landmark_channels, cfg.image_size)
+        protein, marks, present = read_conditioning(image, landmarks, channels, cfg.image_size)
+        if isinstance(net, LatentDiffusion) and not present[0]:
+            raise ArgumentError("landmarks", f"{landmarks[0]}: no nucleus image; a latent diffusion model is "
+                                             "conditioned on the nuclear distance map, so the nucleus is required")
         protein, marks = protein[None], marks[None]
     else:
         protein, marks, _ = target_conditioning(net, target, n_cells=4)
@@ -557,7 +572,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
                           head_history, proposer,
                           {} if shown_distribution is None else top_shares(shown_distribution, cfg.fraction_classes,
                                                                            n=3, min_share=0.0))
-    write_design_outputs(out, result, protein[0], marks[0], cfg.landmark_channels, top, overwrite=overwrite)
+    write_design_outputs(out, result, protein[0], marks[0], channels, top, overwrite=overwrite)
     return result
 
 

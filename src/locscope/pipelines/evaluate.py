@@ -27,7 +27,9 @@ from locscope.metrics.celle2 import nucleus_proportion, pdf_mae
 from locscope.metrics.feature_networks import (
     EncoderFeatureNetwork, FeatureNetwork, HandcraftedFeatureNetwork, InceptionFeatureNetwork,
 )
-from locscope.metrics.features import classification_agreement, cluster_score, knn_accuracy, nn_match
+from locscope.metrics.features import (
+    classification_agreement, cluster_score, cross_validated_accuracy, knn_accuracy, nn_match,
+)
 from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance_from_stats
 from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
@@ -53,7 +55,11 @@ PUBLISHED = {
     "pdf_mae": "CELL-E 2 OpenCell 0.3487",
     "ssim_protein": "CELL-E 2 OpenCell 0.1881",
     "classification_accuracy": "proteoscope 0.747-0.782 (generated)",
+    "classification_accuracy_real": "proteoscope 0.952 (real)",
+    "compartment_accuracy_generated": "proteoscope 0.747-0.782 (generated)",
+    "compartment_accuracy_real": "proteoscope 0.952 (real)",
 }
+READOUT_LANDMARKS = (NUCLEUS, "er", "microtubules")  # landmark channels the compartment read-out may use
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -301,6 +307,44 @@ class _FeatureCollector:
             self._flush(key)
 
 
+class _CompartmentReadout:
+    """proteoscope's headline metric with locscope's compartment read-out classifier (trained on simulated cells,
+    ``docs/models/compartment-readout.md``): is the level-3 class it reads off an image one of the item's labels
+    (level-1 labels mapped to level 3)? The same classifier reads the real image and the generated one, both with
+    the real item's landmarks (nucleus, ER, microtubules, those it has)."""
+
+    def __init__(self, model: str | None, device: str) -> None:
+        from locscope.pipelines.readout import load_readout
+
+        self.classifier = load_readout(model, device=resolve_device(device)) if model else None
+        self.right: dict[str, list[float]] = {"real": [], "generated": []}
+
+    def add(self, real: SourceItem, generated: SourceItem) -> None:
+        from locscope.data import ontology
+        from locscope.pipelines.readout import classify_level3
+
+        if self.classifier is None or PROTEIN not in real.channels or PROTEIN not in generated.channels:
+            return
+        try:
+            truth = {ontology.to_level3(label) for label in real.labels}
+        except (KeyError, ValueError):
+            return  # labels outside the ontology: nothing to compare with
+        if not truth or real.channels[PROTEIN].shape != generated.channels[PROTEIN].shape:
+            return
+        names = [c for c in READOUT_LANDMARKS if c in real.channels]
+        landmarks = np.stack([real.channels[c] for c in names]) if names else \
+            np.zeros((0, *real.channels[PROTEIN].shape), np.float32)
+        images = np.stack([real.channels[PROTEIN], generated.channels[PROTEIN]])
+        drawn = classify_level3(self.classifier, images, landmarks, names).argmax(1)
+        for side, index in zip(("real", "generated"), drawn):
+            self.right[side].append(float(self.classifier.config.classes[index] in truth))
+
+    def metrics(self) -> dict[str, float | None]:
+        if self.classifier is None or not self.right["real"]:
+            return {}
+        return {f"compartment_accuracy_{side}": float(np.mean(v)) for side, v in self.right.items()}
+
+
 # ------------------------------------------------------------------------------------------------ the verb
 def _set_metrics(collector: _FeatureCollector, ids: list[str], labels: list[str | None], seed: int
                  ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
@@ -322,6 +366,7 @@ def _set_metrics(collector: _FeatureCollector, ids: list[str], labels: list[str 
         out["knn_accuracy"] = knn_accuracy(gen_f[known], real_f[known], lab, lab, k=min(5, len(known)))
         agreement = classification_agreement(real_f[known], lab, gen_f[known], lab, seed=seed)
         out["classification_accuracy"] = agreement.accuracy
+        out["classification_accuracy_real"] = cross_validated_accuracy(real_f[known], lab, seed=seed)
         from sklearn.decomposition import PCA
 
         both = PCA(n_components=2, random_state=seed).fit(real_f[known])
@@ -341,6 +386,7 @@ def evaluate(
     device: str = "auto",
     seed: int = 0,
     max_pictures: int = 12,
+    readout: str | None = "compartment-readout",
     progress: bool = True,
     overwrite: bool = False,
 ) -> EvaluationResult:
@@ -366,6 +412,10 @@ def evaluate(
         Seed of the classifier used for classification agreement.
     max_pictures : int
         Number of pairs shown as pictures in the report.
+    readout : str or None
+        Compartment read-out classifier (a bundled name or a directory) for proteoscope's headline metric on labelled
+        real stores: ``compartment_accuracy_real`` / ``compartment_accuracy_generated``, the share of items whose real
+        / generated protein image it reads as one of the item's level-3 classes; None (or not installed): skipped.
     progress : bool
         Show a progress bar.
     overwrite : bool
@@ -397,6 +447,7 @@ def evaluate(
     pixel_size_nm = pixel_size_nm or real_src.pixel_size_nm or gen_src.pixel_size_nm
     network = load_feature_network(features, device)
     collector = _FeatureCollector(network)
+    compartments = _CompartmentReadout(readout, device)
     rows, labels, pictures = [], [], []
     with output_folder(out_dir, "evaluate", overwrite=overwrite, known_files=("metrics.json",)) as tmp:
         (tmp / "pictures").mkdir()
@@ -404,6 +455,8 @@ def evaluate(
             r, g = real_src.read(item_id), gen_src.read(item_id)
             rows.append({"id": item_id, **item_metrics(r, g, pixel_size_nm)})
             labels.append(r.labels[0] if r.labels else None)
+            if r.labels:
+                compartments.add(r, g)
             if PROTEIN in r.channels and PROTEIN in g.channels:
                 nucleus = r.channels.get(NUCLEUS, np.zeros_like(r.channels[PROTEIN]))
                 collector.add("real", _fid_images(r, nucleus, True))
@@ -413,6 +466,7 @@ def evaluate(
         collector.finish()
         measured = [row["id"] for row in rows if "iou" in row]
         set_metrics, confusion = _set_metrics(collector, measured, [lab for lab, row in zip(labels, rows) if "iou" in row], seed)
+        set_metrics.update(compartments.metrics())
         names = sorted({k for row in rows for k in row if k != "id"})
         per_metric = {name: describe([row[name] for row in rows if name in row]) for name in names}
         summary = {

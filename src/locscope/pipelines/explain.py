@@ -232,9 +232,9 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     out : path
         Output folder.
     model : str or path, optional
-        A localizer for ``method='localizer'`` (default ``localizer-small``), else a CELL-Diff model (default
-        ``celldiff-tiny``) or a CELL-E 2 model (method ``'image'``; ``'combined'`` is its image alone): bundled name
-        or directory.
+        A localizer for ``method='localizer'`` (default ``localizer-small``), else a CELL-Diff or latent diffusion
+        model (default: the default generator) or a CELL-E 2 model (method ``'image'``; ``'combined'`` is its image
+        alone): bundled name or directory.
     method : {'localizer', 'image', 'head', 'combined'}
         How each mutant is predicted (the sequence localizer, or
         :class:`~locscope.pipelines.localize.LocalizationPredictor`'s CELL-Diff methods).
@@ -267,7 +267,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     """
     from locscope.models import hub
     from locscope.report.images import protein_png
-    from locscope.pipelines.generate import load_celldiff
+    from locscope.pipelines.generate import load_generator
     from locscope.pipelines.localize import LocalizationPredictor
     from locscope.pipelines.readout import resolve_compartment
     from locscope.utils.atomic import write_bytes, write_json, write_text
@@ -301,7 +301,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
             method, net, predictor = _celle2_predictor(model, method, samples, batch_size, seed, device)
             crop = model_crop_note(len(sequence), net.config.text_seq_len)
         else:
-            net = load_celldiff(model, resolve_device(device))
+            net = load_generator(model, resolve_device(device))
             crop = model_crop_note(len(sequence), net.config.max_sequence_length)
             predictor = LocalizationPredictor(net, method, samples, sampler=sampler, steps=steps, guidance=guidance,
                                               batch_size=batch_size, seed=seed)

@@ -61,6 +61,18 @@ def load_celldiff(model: str | Path | None = None, device: str | torch.device = 
 GENERATOR_FAMILIES = ("celldiff", "latent")  # the diffusion families generate() runs itself (CELL-E 2: its own)
 
 
+def load_generator(model: str | Path | None = None, device: str | torch.device = "cpu"):
+    """A CELL-Diff or latent diffusion model (:data:`GENERATOR_FAMILIES`; default: the bundled default generator),
+    in eval mode: what localize's image methods, design and explain run on.
+
+    Raises
+    ------
+    InputError
+        If no model of those families is found there.
+    """
+    return hub.load(model, default=hub.DEFAULT_GENERATOR, families=GENERATOR_FAMILIES, device=device)
+
+
 def parse_compartment_target(text: str, classes: Sequence[str]) -> np.ndarray:
     """``'mitochondria'`` or ``'mitochondria:0.6,cytosol:0.4'`` -> a distribution ``(len(classes),)`` summing to 1.
 

@@ -7,8 +7,9 @@ Method (selectable with ``method``):
     proteins of SCL2205 + OpenCell + DeepLoc 1.0): independent (multi-label) probabilities of every level-3, level-2
     and level-1 class. Any length: proteins longer than the model's ``max_length`` keep both termini.
 
-The other methods use a CELL-Diff model (``model`` a CELL-Diff directory or ``celldiff-tiny``; a CELL-Diff model
-given without a method runs ``'combined'``):
+The other methods use a generator: a CELL-Diff model (``model`` a CELL-Diff directory or ``celldiff-tiny``) or a
+latent diffusion model (``latent-tiny``; its standard cells add the nucleus image its distance map is made from); a
+generator given without a method runs ``'combined'``:
 
 ``'image'``
     Generate the protein's image in ``samples`` standard simulator cells (fixed landmark cells rendered by
@@ -44,6 +45,7 @@ import torch
 
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
+from locscope.models.latent import LatentDiffusion
 from locscope.pipelines.readout import (  # noqa: F401  (Localization: this module's result type, kept importable here)
     LEVEL2_CLASSES, LEVEL3_CLASSES, Localization, level2_from_level3, level_probabilities, sequence_head_probabilities,
     standard_cells, unmix_compartments,
@@ -57,6 +59,22 @@ STREAM_CHUNK = 512  # sequences read, predicted and written at a time
 
 
 # ------------------------------------------------------------------------------------------------ generation
+GENERATORS = ("celldiff", "latent")  # model families the image methods run
+
+
+def generator_landmarks(model) -> tuple[str, ...]:
+    """The landmark images a generator reads, in order: CELL-Diff its ``landmark_channels``; a latent diffusion
+    model the nucleus (for the distance map) and then its ``landmark_channels``."""
+    return model.landmark_inputs if isinstance(model, LatentDiffusion) else tuple(model.config.landmark_channels)
+
+
+def noise_shape(model) -> tuple[int, int, int]:
+    """Shape of one generated image's initial noise (CELL-Diff: the image; latent diffusion: the latent)."""
+    if isinstance(model, LatentDiffusion):
+        return model.noise_shape
+    return 1, model.config.image_size, model.config.image_size
+
+
 def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, noise: torch.Tensor,
                       sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
                       landmark_present: torch.Tensor | np.ndarray | Sequence[bool] | None = None) -> torch.Tensor:
@@ -65,13 +83,13 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
 
     Parameters
     ----------
-    model : locscope.models.celldiff.CellDiff
+    model : locscope.models.celldiff.CellDiff or locscope.models.latent.LatentDiffusion
     tokens : torch.Tensor
         ``(B, L)`` residue tokens.
     landmarks : torch.Tensor
-        ``(K, n_landmarks, H, W)`` in [-1, 1] (model order and resolution).
+        ``(K, n_landmarks, H, W)`` in [-1, 1] (:func:`generator_landmarks` order, model resolution).
     noise : torch.Tensor
-        ``(K, 1, H, W)`` initial noise, one per cell (shared by all sequences).
+        ``(K, *noise_shape(model))`` initial noise, one per cell (shared by all sequences).
     sampler : {'ddim', 'dpmsolver'}
     steps : int, optional
     guidance : float
@@ -93,9 +111,11 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
         present = torch.as_tensor(np.asarray(landmark_present, bool)).reshape(-1, landmarks.shape[1])
         present = present.expand(cells, -1).repeat(batch, 1)
     # rows [s0 c0, s0 c1, ..., s1 c0, ...]
-    images, _ = sample_protein_images(model, landmarks.repeat(batch, 1, 1, 1), tokens.to(device).repeat_interleave(
-        cells, dim=0), present, samples=1, sampler=sampler, steps=steps, guidance=guidance,
-        noise=noise.to(device).repeat(batch, 1, 1, 1))
+    sample = model.sample_in_cells if isinstance(model, LatentDiffusion) else \
+        (lambda *args, **options: sample_protein_images(model, *args, **options))
+    images, _ = sample(landmarks.repeat(batch, 1, 1, 1), tokens.to(device).repeat_interleave(cells, dim=0), present,
+                       samples=1, sampler=sampler, steps=steps, guidance=guidance,
+                       noise=noise.to(device).repeat(batch, 1, 1, 1))
     images = (images + 1.0) / 2.0
     return images.reshape(batch, cells, *images.shape[-2:])
 
@@ -106,7 +126,7 @@ class LocalizationPredictor:
 
     Parameters
     ----------
-    model : locscope.models.celldiff.CellDiff
+    model : locscope.models.celldiff.CellDiff or locscope.models.latent.LatentDiffusion
         In eval mode.
     method : {'image', 'head', 'combined'}
     samples : int
@@ -145,9 +165,9 @@ class LocalizationPredictor:
         self.landmark_present = None if landmark_present is None else np.asarray(landmark_present, bool)
         self.device = next(model.parameters()).device
         cfg = model.config
-        self.cells = standard_cells(cfg.image_size, cfg.landmark_channels, samples) if method != "head" else []
+        self.cells = standard_cells(cfg.image_size, generator_landmarks(model), samples) if method != "head" else []
         generator = torch.Generator().manual_seed(seed)
-        self.noise = torch.randn(samples, 1, cfg.image_size, cfg.image_size, generator=generator)
+        self.noise = torch.randn(samples, *noise_shape(model), generator=generator)
         self.landmarks = torch.from_numpy(np.stack([c.landmarks for c in self.cells]) * 2.0 - 1.0) if self.cells else None
 
     def tokenize(self, sequences: Sequence[str]) -> torch.Tensor:
@@ -276,11 +296,11 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
                                      "compartments could be read off; generate its images with `locscope generate "
                                      "--model DIR` and classify them with `locscope classify`")
     if method is None or method == "localizer":
-        families = ("localizer", "celldiff", "celle2") if method is None else ("localizer",)
+        families = ("localizer", *GENERATORS, "celle2") if method is None else ("localizer",)
         ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="model")
         method = method or {"localizer": "localizer", "celle2": "image"}.get(ref.family, "combined")
     else:
-        ref = hub.resolve(model, default="celldiff-tiny", families=("celldiff", "celle2"), argument="model")
+        ref = hub.resolve(model, default="celldiff-tiny", families=(*GENERATORS, "celle2"), argument="model")
     if ref.family == "celle2" and method != "image":
         raise ArgumentError("method", f"={method!r}: a CELL-E 2 model has no compartment head; use method image")
     seed_everything(seed)

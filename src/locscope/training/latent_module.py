@@ -47,7 +47,7 @@ from locscope.training.celldiff_data import EpochSampler, collate, load_split
 from locscope.report.images import write_sample_grid
 from locscope.training.celldiff_module import derangement
 from locscope.training.common import (
-    learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics,
+    learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics, use_bf16,
 )
 from locscope.utils.atomic import atomic_path, write_json
 
@@ -55,7 +55,9 @@ from locscope.utils.atomic import atomic_path, write_json
 @dataclass
 class LatentAutoencoderTrainConfig:
     """Stage 1 hyper-parameters (a YAML/JSON ``--config`` holds any subset). ``model`` names a configuration of
-    :data:`locscope.models.latent.CONFIGS`; ``model_overrides`` change its autoencoder fields."""
+    :data:`locscope.models.latent.CONFIGS`; ``model_overrides`` change its autoencoder fields. ``bf16`` is ``true``,
+    ``false`` or ``'auto'``: the networks run under bf16 autocast (:func:`locscope.training.common.use_bf16`), the
+    losses in float32."""
 
     model: str = "latent-tiny"
     model_overrides: dict = field(default_factory=dict)
@@ -79,6 +81,7 @@ class LatentAutoencoderTrainConfig:
     log_every_steps: int = 20
     val_items: int = 64
     scaling_items: int = 1024
+    bf16: bool | str = False
     accelerator: str = "auto"
     torch_threads: int | None = None
     max_minutes: float | None = None
@@ -322,24 +325,31 @@ class LatentAutoencoderModule(_LatentStage):
             transform = torch.randint(0, 8, (stack.shape[0],), generator=generator)
             stack = torch.stack([dihedral(s, int(d)) for s, d in zip(stack, transform)])
         images = stack[:, :len(self.net.config.image_channels)]
-        out = self.net(images, generator=generator)
-        recon = out.reconstruction
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16,
+                                  enabled=use_bf16(cfg.bf16, images.device))
+        with autocast:
+            out = self.net(images, generator=generator)
+        recon = out.reconstruction.float()
         l1 = (recon - images).abs().mean()
-        kl = out.kl.mean() / images[0].numel()  # per pixel like the L1 term: the weight means what it does in LDM
+        kl = out.kl.float().mean() / images[0].numel()  # per pixel like the L1 term: as in LDM
         loss = l1 + cfg.kl_weight * kl
         losses = {"l1": l1, "kl": kl}
         if self.perceptual is not None:
-            perceptual = self.perceptual(self.perceptual_input(images, stack), self.perceptual_input(recon, stack))
+            with autocast:
+                perceptual = self.perceptual(self.perceptual_input(images, stack),
+                                             self.perceptual_input(recon, stack)).float()
             loss = loss + cfg.perceptual_weight * perceptual
             losses["perceptual"] = perceptual
         if self.step >= cfg.discriminator_start and cfg.discriminator_weight > 0:
             # generator term through a frozen functional copy of D (its gradient reaches only the autoencoder)
             frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            fake_logits = torch.func.functional_call(self.discriminator, frozen, (recon,))
+            with autocast:
+                fake_logits = torch.func.functional_call(self.discriminator, frozen, (recon,)).float()
+                real_logits = self.discriminator(images).float()
+                detached_logits = self.discriminator(recon.detach()).float()
             generator_loss = -fake_logits.mean()
             # discriminator hinge loss on detached reconstructions
-            d_loss = 0.5 * (F.relu(1 - self.discriminator(images)).mean()
-                            + F.relu(1 + self.discriminator(recon.detach())).mean())
+            d_loss = 0.5 * (F.relu(1 - real_logits).mean() + F.relu(1 + detached_logits).mean())
             loss = loss + cfg.discriminator_weight * generator_loss + d_loss
             losses.update({"generator": generator_loss, "discriminator": d_loss})
         return {"loss": loss, **losses}
