@@ -43,18 +43,27 @@ OPENCELL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "loc
 
 
 def generate(model, cells, sequences, args, seed, sampler=None, steps=None, fractions=None):
-    """Generated images (N, H, W) in [0, 1] for cells[i] with sequences[i], in batches; same noise per index."""
+    """Generated images (N, H, W) in [0, 1] for cells[i] with sequences[i], in batches; same noise per index
+    (CELL-Diff or latent diffusion models)."""
+    from locscope.models.latent import LatentDiffusion
+    from locscope.pipelines.localize import generator_landmarks
+
     out, nfe = [], 0
     for start in range(0, len(cells), args.batch):
         chunk = cells[start:start + args.batch]
-        landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in model.config.landmark_channels]
+        landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in generator_landmarks(model)]
                                                for c in chunk]).astype(np.float32) * 2 - 1)
         tokens, _ = tokenize(sequences[start:start + args.batch], model.config.max_sequence_length)
         g = torch.Generator().manual_seed(seed + start)
         given = None if fractions is None else torch.from_numpy(fractions[start:start + args.batch]).float()
-        images, nfe = sample_protein_images(model, landmarks, tokens, sampler=sampler or args.sampler,
-                                            steps=steps or args.steps, guidance=args.guidance, generator=g,
-                                            fractions=given, placement=args.placement)
+        if isinstance(model, LatentDiffusion):
+            images, nfe = model.sample_in_cells(landmarks, tokens, sampler=sampler or args.sampler,
+                                                steps=steps or args.steps, guidance=args.guidance, generator=g,
+                                                fractions=given)
+        else:
+            images, nfe = sample_protein_images(model, landmarks, tokens, sampler=sampler or args.sampler,
+                                                steps=steps or args.steps, guidance=args.guidance, generator=g,
+                                                fractions=given, placement=args.placement)
         out.append((images[:, 0].numpy() + 1) / 2)
     return np.concatenate(out), nfe
 

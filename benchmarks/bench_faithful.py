@@ -2,6 +2,8 @@
 
     python benchmarks/bench_faithful.py [--model celldiff-tiny] [--n 200] [--real all] [--out faithful.json]
 
+``--model`` is a CELL-Diff or a latent diffusion model (``latent-tiny``: give ``--guidance 3``, its trained default).
+
 On held-out simulator proteins (grammar proteins with HELD-OUT motif variants, fresh cells) the generator runs three
 ways: conditioned on the cell's TRUE compartment fractions (the image path alone), on the true sequence, and on a
 shuffled sequence (control). Two references are scored the same way: the simulator's own image of the cell, and an
@@ -43,7 +45,7 @@ from bench_celldiff_fidelity import OPENCELL, fraction_vectors, generate, top_le
 import locscope.synth.render as render  # noqa: E402
 from locscope.data import ontology  # noqa: E402
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask  # noqa: E402
-from locscope.pipelines.generate import load_celldiff  # noqa: E402
+from locscope.pipelines.generate import load_generator  # noqa: E402
 from locscope.pipelines.readout import classify_level3, compartment_basis, load_readout  # noqa: E402
 from locscope.synth import SimulatorConfig, render_cell, simulate_cell  # noqa: E402
 from locscope.synth.grammar import grammar_targets, random_protein  # noqa: E402
@@ -210,7 +212,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_celldiff(args.model)
+    model = load_generator(args.model)
     readout = load_readout(args.readout)
     if readout is None:
         raise SystemExit(f"read-out classifier {args.readout!r} not found")

@@ -1,23 +1,30 @@
 """Latent diffusion vs pixel-space CELL-Diff on the same held-out proteins, plus the autoencoder's reconstructions.
 
-    python benchmarks/bench_latent.py --model DIR [--celldiff celldiff-tiny] [--synthetic 48] [--steps 10]
-        [--threads 1] [--out results.json]
-    python benchmarks/bench_latent.py --autoencoder DIR [--synthetic 48]      # the autoencoder alone
-    python benchmarks/bench_latent.py --cost                                 # CPU cost of latent-tiny vs celldiff-tiny
+    python benchmarks/bench_latent.py --model DIR [--compare celldiff-64 celldiff-tiny] [--synthetic 200]
+        [--steps 10] [--threads 1] [--out results.json]
+    python benchmarks/bench_latent.py --autoencoder DIR [--synthetic 200]     # the autoencoder alone
+    python benchmarks/bench_latent.py --model DIR --cost                      # CPU cost per training step / image
 
 Cells: grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells, drawn with the same
-seeds at each model's own resolution (the latent model's 64 x 64, celldiff-tiny's 32 x 32), so both models see the
-same proteins in the same cells. Each protein is generated with its true sequence and, on the same cell and noise,
-with another protein's sequence (a derangement: the shuffled-sequence control). Scores against the simulator's
-truth (``locscope.metrics.truth``): IoU of the thresholded image with the true protein mask, localization fidelity
-(share of intensity inside the true compartments), the right level-3 compartment (largest share under the cell's
-masks), MSF resolution (``locscope.metrics.resolution``, at the simulator's pixel size for that resolution);
-network evaluations and CPU seconds per image (``time.process_time``; the machine may be shared, wall time also
-printed).
+seeds at each model's own resolution (64 x 64 for latent-tiny and celldiff-64, 32 x 32 for celldiff-tiny); the
+proteins, seeds and cells are those of ``bench_faithful.py``. Each protein is generated with its true sequence and,
+on the same cell and noise, with another protein's sequence (a derangement: the shuffled-sequence control). Scores
+against the simulator's truth (``locscope.metrics.truth``): IoU of the thresholded image with the true protein mask,
+localization fidelity (share of intensity inside the true compartments), the right level-3 compartment (largest true
+share) by the compartment read-out classifier (``compartment-readout``, trained on simulated cells: proteoscope's
+"classifier on generated images", next to the same classifier on the simulator's images) and by the largest share under
+the cell's masks, MSF resolution (``locscope.metrics.resolution``, at the simulator's pixel size for that
+resolution), FID-O against the simulator's images of the same cells (CELL-Diff's FID images through locscope's image
+encoder, as ``locscope evaluate``; with a few hundred images it compares models on the same cells, it is not a
+population FID); network evaluations and CPU seconds per image (``time.process_time``, one thread; the machine may be
+shared, wall time also printed).
 
 Autoencoder: PSNR / SSIM (``locscope.metrics.pixel``, images in [0, 1]) of reconstructions of the real simulated
-protein images of those cells, and IoU / fidelity / MSF of the reconstructions next to the originals' (the generator
-cannot be sharper than its autoencoder).
+protein images of those cells, and IoU / fidelity / MSF / classifier of the reconstructions next to the originals'
+(the generator cannot be sharper than its autoencoder).
+
+``--cost``: CPU seconds per training step (batch 32, forward + backward) and per network evaluation of each model's
+own architecture (its loaded weights; cost does not depend on them), on 200-residue grammar proteins.
 """
 
 from __future__ import annotations
@@ -32,14 +39,12 @@ import numpy as np
 import torch
 
 from locscope.data import ontology
-from locscope.data.transforms import nuclear_distance_map, segment_nuclei
 from locscope.diffusion.celldiff_sampler import sample_protein_images
-from locscope.encoders.protein import tokenize
 from locscope.metrics.pixel import psnr, ssim
 from locscope.metrics.resolution import msf_resolution_nm
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
 from locscope.models import hub
-from locscope.pipelines.readout import compartment_fractions
+from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
 from locscope.training.celldiff_module import derangement
@@ -73,23 +78,20 @@ def cells_at(size: int, sequences: list[str]):
 
 def generate(model, family: str, cells, sequences, args, seed: int) -> tuple[np.ndarray, int, float, float]:
     """Images ``(N, H, W)`` in [0, 1], network evaluations per image, CPU and wall seconds per image."""
+    from locscope.pipelines.localize import generator_landmarks
+
     out, nfe = [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for start in range(0, len(cells), args.batch):
         chunk, seqs = cells[start:start + args.batch], sequences[start:start + args.batch]
         g = torch.Generator().manual_seed(seed + start)
+        landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in generator_landmarks(model)]
+                                               for c in chunk]).astype(np.float32) * 2 - 1)
+        tokens = model.tokenize(seqs)[0]
         if family == "latent":
-            tokens = model.tokenize(seqs)[0]
-            distance = torch.from_numpy(np.stack([nuclear_distance_map(segment_nuclei(c.cell.images["nucleus"]))
-                                                  for c in chunk]))[:, None]
-            landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in model.config.landmark_channels]
-                                                   for c in chunk]).astype(np.float32) * 2 - 1)
-            images, nfe = model.sample(distance, tokens, landmarks, sampler=args.sampler, steps=args.steps,
-                                       guidance=args.latent_guidance, generator=g)
+            images, nfe = model.sample_in_cells(landmarks, tokens, sampler=args.sampler, steps=args.steps,
+                                                guidance=args.latent_guidance, generator=g)
         else:
-            tokens, _ = tokenize(seqs, model.config.max_sequence_length)
-            landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in model.config.landmark_channels]
-                                                   for c in chunk]).astype(np.float32) * 2 - 1)
             images, nfe = sample_protein_images(model, landmarks, tokens, sampler=args.sampler, steps=args.steps,
                                                 guidance=args.celldiff_guidance, generator=g)
         out.append((images[:, 0].numpy() + 1) / 2)
@@ -97,17 +99,40 @@ def generate(model, family: str, cells, sequences, args, seed: int) -> tuple[np.
     return np.concatenate(out), nfe, (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
 
 
-def truth_scores(images: np.ndarray, cells, pixel_size_nm: float) -> dict:
+READOUT_LANDMARKS = ("nucleus", "er", "microtubules")
+
+
+def truth_scores(images: np.ndarray, cells, pixel_size_nm: float, readout=None) -> dict:
     masks = np.stack([true_protein_mask(c.cell.masks, list(c.compartments)) for c in cells])
     tops = [ontology.to_level3(max(c.compartments, key=c.compartments.get)) for c in cells]
     right = [next(iter(compartment_fractions(im, c.cell.masks)), None) == t for im, c, t in zip(images, cells, tops)]
-    return {"iou": float(np.nanmean(iou_vs_truth(images, masks))),
-            "fidelity": float(np.nanmean(localization_fidelity(images, masks))),
-            "right_compartment": float(np.mean(right)),
-            "msf_resolution_nm": float(np.nanmean(msf_resolution_nm(images, pixel_size_nm)))}
+    out = {"iou": float(np.nanmean(iou_vs_truth(images, masks))),
+           "fidelity": float(np.nanmean(localization_fidelity(images, masks))),
+           "right_compartment": float(np.mean(right)),
+           "msf_resolution_nm": float(np.nanmean(msf_resolution_nm(images, pixel_size_nm)))}
+    if readout is not None:
+        landmarks = np.stack([[c.cell.images[n] for n in READOUT_LANDMARKS] for c in cells])
+        drawn = classify_level3(readout, images, landmarks, READOUT_LANDMARKS).argmax(1)
+        out["right_compartment_classifier"] = float(np.mean([readout.config.classes[d] == t
+                                                             for d, t in zip(drawn, tops)]))
+    return out
 
 
-def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float) -> dict:
+def fid_o(network, real: np.ndarray, generated: np.ndarray, cells) -> float:
+    """FID-O (CELL-Diff's FID images: protein in green, nucleus in blue) of ``generated`` against ``real``."""
+    from locscope.metrics.fid import FeatureStats, fid_rgb, frechet_distance_from_stats
+
+    nuclei = np.stack([c.cell.images["nucleus"] for c in cells])
+    stats = []
+    for images in (real, generated):
+        acc = FeatureStats()
+        for start in range(0, len(images), 32):
+            acc.update(network.features(fid_rgb(images[start:start + 32], nuclei[start:start + 32], "image")))
+        stats.append(acc)
+    return float(frechet_distance_from_stats(*stats))
+
+
+def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float, readout=None) -> dict:
     """PSNR / SSIM of the autoencoder's reconstructions of ``real`` ``(N, H, W)`` in [0, 1] (protein channel) and the
     truth scores of the reconstructions."""
     x = torch.from_numpy(real.astype(np.float32) * 2 - 1)[:, None]
@@ -115,34 +140,18 @@ def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float) -> 
         recon = ((ae.decode(ae.encode(x)).clamp(-1, 1)[:, 0].numpy()) + 1) / 2
     return {"psnr": float(np.mean(psnr(real, recon, data_range=1.0))),
             "ssim": float(np.mean(ssim(real, recon, data_range=1.0))),
-            **{f"reconstruction_{k}": v for k, v in truth_scores(recon, cells, pixel_size_nm).items()},
-            **{f"original_{k}": v for k, v in truth_scores(real, cells, pixel_size_nm).items()}}
+            **{f"reconstruction_{k}": v for k, v in truth_scores(recon, cells, pixel_size_nm, readout).items()},
+            **{f"original_{k}": v for k, v in truth_scores(real, cells, pixel_size_nm, readout).items()}}
 
 
-def cost(batch: int = 32, repeat: int = 3) -> dict:
-    """CPU seconds (``time.process_time``) of the ``latent_tiny_config`` networks (random weights: cost does not
-    depend on them) and of celldiff-tiny's architecture, per training step at ``batch`` and per network evaluation and
-    decode per image, on 200-residue grammar proteins."""
-    from locscope.models.celldiff import CellDiff, celldiff_tiny_config
-    from locscope.models.latent import LatentAutoencoder, LatentDenoiser, latent_tiny_config
-
-    torch.manual_seed(0)
+def cost(models: dict, batch: int = 32, repeat: int = 3) -> dict:
+    """CPU seconds (``time.process_time``) per training step (forward + backward at ``batch``) and per network
+    evaluation per image of each model's architecture (``{name: (family, model)}``), plus the latent decoder per image,
+    on 200-residue grammar proteins."""
     rng = np.random.default_rng(0)
     targets = grammar_targets()
     sequences = [random_protein(targets[i % len(targets)], rng, length=200)[0] for i in range(batch)]
-    ae_config, config = latent_tiny_config()
-    latent, autoencoder = LatentDenoiser(config), LatentAutoencoder(ae_config)
-    celldiff = CellDiff(celldiff_tiny_config())
-    tokens = latent.tokenize(sequences)[0]
     t = torch.randint(0, 1000, (batch,))
-    size = config.latent_size
-
-    def latent_call():
-        return latent(torch.randn(batch, 4, size, size), t, torch.randn(batch, 3, size, size),
-                      latent.encode_sequence(tokens))
-
-    def celldiff_call():
-        return celldiff(torch.randn(batch, 1, 32, 32), t, torch.randn(batch, 3, 32, 32), tokens).image
 
     def seconds(fn) -> float:
         fn()
@@ -151,15 +160,33 @@ def cost(batch: int = 32, repeat: int = 3) -> dict:
             fn()
         return (time.process_time() - start) / repeat
 
-    out = {"parameters": {"latent_denoiser": sum(p.numel() for p in latent.parameters()),
-                          "latent_autoencoder": sum(p.numel() for p in autoencoder.parameters()),
-                          "celldiff_tiny": sum(p.numel() for p in celldiff.parameters())}}
-    out["train_step_cpu_s"] = {"latent": seconds(lambda: latent_call().pow(2).mean().backward()),
-                               "celldiff": seconds(lambda: celldiff_call().pow(2).mean().backward())}
-    with torch.no_grad():
-        out["network_evaluation_cpu_s_per_image"] = {"latent": seconds(latent_call) / batch,
-                                                     "celldiff": seconds(celldiff_call) / batch}
-        out["decode_cpu_s_per_image"] = seconds(lambda: autoencoder.decode(torch.randn(batch, 4, size, size))) / batch
+    out = {}
+    for name, (family, model) in models.items():
+        model = model.train()
+        cfg = model.config
+        tokens = model.tokenize(sequences)[0]
+        if family == "latent":
+            net, size = model.denoiser, cfg.latent_size
+            spatial = torch.randn(batch, 1 + len(cfg.landmark_channels), size, size)
+
+            def call(net=net, size=size, spatial=spatial, tokens=tokens):
+                return net(torch.randn(batch, cfg.latent_channels, size, size), t, spatial, net.encode_sequence(tokens))
+        else:
+            size = cfg.image_size
+            landmarks = torch.randn(batch, len(cfg.landmark_channels), size, size)
+
+            def call(model=model, size=size, landmarks=landmarks, tokens=tokens):
+                return model(torch.randn(batch, 1, size, size), t, landmarks, tokens).image
+        row = {"parameters": sum(p.numel() for p in model.parameters()),
+               "train_step_cpu_s": seconds(lambda: call().pow(2).mean().backward())}
+        model.eval()
+        with torch.no_grad():
+            row["network_evaluation_cpu_s_per_image"] = seconds(call) / batch
+            if family == "latent":
+                z = torch.randn(batch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+                row["decode_cpu_s_per_image"] = seconds(lambda: model.autoencoder.decode(z)) / batch
+        row["training_examples_per_cpu_s"] = batch / row["train_step_cpu_s"]
+        out[name] = row
     return out
 
 
@@ -168,16 +195,18 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Latent diffusion model (bundled name or directory).")
     parser.add_argument("--autoencoder", default=None, help="Only evaluate this autoencoder directory "
                         "(RUN/model of `locscope train latent-autoencoder`).")
-    parser.add_argument("--celldiff", default="celldiff-tiny")
-    parser.add_argument("--synthetic", type=int, default=48)
+    parser.add_argument("--compare", nargs="*", default=["celldiff-64", "celldiff-tiny"],
+                        help="CELL-Diff models to run on the same proteins and cells.")
+    parser.add_argument("--synthetic", type=int, default=200)
     parser.add_argument("--sampler", default="dpmsolver")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--latent-guidance", type=float, default=3.0)
     parser.add_argument("--celldiff-guidance", type=float, default=2.0)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cost", action="store_true", help="Also measure CPU seconds per training step / network "
-                        "evaluation of latent-tiny's and celldiff-tiny's architectures.")
+    parser.add_argument("--features", default="encoder", help="Feature network for FID-O (as locscope evaluate).")
+    parser.add_argument("--cost", action="store_true", help="Measure CPU seconds per training step / network "
+                        "evaluation of each model instead of generating.")
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,41 +215,51 @@ def main() -> None:
     sequences = held_out_proteins(args.synthetic)
     shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
     report = {"settings": vars(args), "cpu": cpu_name()}
-    if args.cost:
-        report["cost"] = cost()
-        print(json.dumps(report["cost"], indent=1), flush=True)
+    readout = load_readout()
+
+    def finish() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+
     if args.autoencoder:
         from locscope.models.latent import LatentAutoencoder
 
         ae = LatentAutoencoder.from_pretrained(args.autoencoder)
         cfg, cells = cells_at(ae.config.image_size, sequences)
         real = np.stack([c.protein for c in cells])
-        report["autoencoder"] = {"image_size": ae.config.image_size, **reconstruction_scores(ae, real, cells,
-                                                                                            cfg.resolved_pixel_size_nm)}
+        report["autoencoder"] = {"image_size": ae.config.image_size,
+                                 **reconstruction_scores(ae, real, cells, cfg.resolved_pixel_size_nm, readout)}
         print(json.dumps(report["autoencoder"], indent=1), flush=True)
     if not args.model:
-        if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=1))
-        return
-    for family, name in (("latent", args.model), ("celldiff", args.celldiff)):
-        model = hub.load(name, families=(family,))
+        return finish()
+    models = {args.model: ("latent", hub.load(args.model, families=("latent",)))}
+    models.update({name: ("celldiff", hub.load(name, families=("celldiff",))) for name in args.compare})
+    if args.cost:
+        report["cost"] = cost(models)
+        print(json.dumps(report["cost"], indent=1), flush=True)
+        return finish()
+    from locscope.pipelines.evaluate import load_feature_network
+
+    network = load_feature_network(args.features, "cpu")
+    report["feature_network"] = network.name
+    for name, (family, model) in models.items():
         cfg, cells = cells_at(model.config.image_size, sequences)
         pixel = cfg.resolved_pixel_size_nm
-        row = {"image_size": model.config.image_size, "parameters": sum(p.numel() for p in model.parameters())}
+        real = np.stack([c.protein for c in cells])
+        row = {"family": family, "image_size": model.config.image_size,
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "real_simulated_images": truth_scores(real, cells, pixel, readout)}
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):
             images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7)
-            row[label] = truth_scores(images, cells, pixel)
+            row[label] = {**truth_scores(images, cells, pixel, readout), "fid_o": fid_o(network, real, images, cells)}
             if label == "true":
                 row.update({"network_evaluations_per_image": nfe, "cpu_seconds_per_image": cpu,
                             "wall_seconds_per_image": wall})
-        real = np.stack([c.protein for c in cells])
-        row["real_simulated_images"] = truth_scores(real, cells, pixel)
         if family == "latent":
-            row["autoencoder"] = reconstruction_scores(model.autoencoder, real, cells, pixel)
-        report[family] = row
-        print(json.dumps({family: row}, indent=1), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+            row["autoencoder"] = reconstruction_scores(model.autoencoder, real, cells, pixel, readout)
+        report[name] = row
+        print(json.dumps({name: row}, indent=1), flush=True)
+    finish()
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def explain_command(
     stride: int = typer.Option(2, "--stride", help="Residues between window starts."),
     target: Optional[str] = typer.Option(None, "--target", help="Level-3 class to explain (default: the top class)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model directory or bundled name: a localizer for "
-                                       "--method localizer (default localizer-small), else CELL-Diff (default "
-                                       "celldiff-tiny) or CELL-E 2 (celle2-tiny; method image)."),
+                                       "--method localizer (default localizer-small), else CELL-Diff or latent "
+                                       "diffusion (default: the default generator) or CELL-E 2 (celle2-tiny; method "
+                                       "image)."),
     method: str = typer.Option("combined", "--method", help="localizer (the sequence localizer trained on real "
                                "proteins; no images) | image (K generated images read off the simulator's "
                                "compartments) | head (CELL-Diff's sequence-only compartment head) | combined (mean)."),
