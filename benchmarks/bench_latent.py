@@ -144,6 +144,36 @@ def reconstruction_scores(ae, real: np.ndarray, cells, pixel_size_nm: float, rea
             **{f"original_{k}": v for k, v in truth_scores(real, cells, pixel_size_nm, readout).items()}}
 
 
+def evaluate_pairs(out: Path, name: str, cells, images: np.ndarray, features: str) -> dict:
+    """``locscope evaluate`` on the simulator's images of ``cells`` (a store with their masks and level-1 labels,
+    largest share first) against ``images`` (the same ids): its set metrics (FID-O, proteoscope's compartment
+    accuracy by the read-out classifier and by a classifier on the image features, real vs generated)."""
+    from locscope.data.store import write_store
+    from locscope.pipelines.evaluate import evaluate
+
+    names = sorted({m for c in cells for m in c.cell.masks})
+    size = images.shape[-1]
+
+    def items(generated: bool):
+        for i, c in enumerate(cells):
+            protein = images[i] if generated else c.protein
+            yield {"id": f"cell{i:04d}", "protein_id": f"P{i:04d}", "sequence": "",
+                   "images": {"protein": (np.clip(protein, 0, 1) * 65535).astype(np.uint16),
+                              **{k: (np.clip(c.cell.images[k], 0, 1) * 65535).astype(np.uint16)
+                                 for k in READOUT_LANDMARKS}},
+                   "masks": {m: np.asarray(c.cell.masks.get(m, np.zeros((size, size), bool)), bool) for m in names},
+                   "labels": {"level1": sorted(c.compartments, key=c.compartments.get, reverse=True)},
+                   "provenance": {}}
+
+    kwargs = dict(channels=("protein", *READOUT_LANDMARKS), image_shape=(size, size), mask_names=names,
+                  progress=False, overwrite=True)
+    write_store(out / f"{name}_real", list(items(False)), **kwargs)
+    write_store(out / f"{name}_generated", list(items(True)), **kwargs)
+    result = evaluate(out / f"{name}_real", out / f"{name}_generated", out / f"{name}_report", features=features,
+                      device="cpu", progress=False, overwrite=True, max_pictures=4)
+    return result.set_metrics
+
+
 def cost(models: dict, batch: int = 32, repeat: int = 3) -> dict:
     """CPU seconds (``time.process_time``) per training step (forward + backward at ``batch``) and per network
     evaluation per image of each model's architecture (``{name: (family, model)}``), plus the latent decoder per image,
@@ -207,6 +237,8 @@ def main() -> None:
     parser.add_argument("--features", default="encoder", help="Feature network for FID-O (as locscope evaluate).")
     parser.add_argument("--cost", action="store_true", help="Measure CPU seconds per training step / network "
                         "evaluation of each model instead of generating.")
+    parser.add_argument("--evaluate-dir", default=None, help="Also run locscope evaluate on each model's images "
+                        "(true sequences) against the simulator's (stores and reports written here).")
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -255,6 +287,9 @@ def main() -> None:
             if label == "true":
                 row.update({"network_evaluations_per_image": nfe, "cpu_seconds_per_image": cpu,
                             "wall_seconds_per_image": wall})
+                if args.evaluate_dir:
+                    row["evaluate"] = evaluate_pairs(Path(args.evaluate_dir), name.replace("/", "_"), cells, images,
+                                                     args.features)
         if family == "latent":
             row["autoencoder"] = reconstruction_scores(model.autoencoder, real, cells, pixel, readout)
         report[name] = row

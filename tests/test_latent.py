@@ -254,3 +254,27 @@ def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):
     scan, _ = explain(SEQUENCES[1], tmp_path / "e", model=str(tmp_path / "m"), samples=1, steps=2, window=4,
                       stride=4, device="cpu", progress=False)
     assert scan.effects.shape == (len(scan.starts),) and (tmp_path / "e" / "wild_type.png").is_file()
+
+
+def test_bundled_latent_tiny(tmp_path):
+    """The bundled latent-tiny loads strictly through the hub, its two networks fit, and one short generation on the
+    example cell gives a 64 x 64 image in range whose sequence-only heads place a nuclear protein in the nucleus."""
+    from locscope.models import hub
+    from locscope.pipelines.readout import sequence_head_probabilities, LEVEL3_CLASSES
+
+    ref = hub.resolve("latent-tiny")
+    assert ref.family == "latent" and ref.bundled
+    model = ref.load("cpu")
+    assert isinstance(model, LatentDiffusion) and model.config.image_size == 64 and model.noise_shape == (4, 16, 16)
+    size = (ref.directory / "model.safetensors").stat().st_size + \
+        (ref.directory / "autoencoder" / "model.safetensors").stat().st_size
+    assert size <= 20 * 2 ** 20
+    tokens = model.tokenize(["MPKKKRKVEDAGLSWKLPKKKRKVGSSGAAAGSS"])[0]
+    level3, _ = sequence_head_probabilities(model, tokens)
+    assert LEVEL3_CLASSES[int(level3[0].argmax())] == "nucleus"
+    landmarks = torch.zeros(1, 3, 64, 64) - 1
+    landmarks[:, 0, 20:44, 20:44] = 1.0  # a square nucleus
+    images, nfe = model.sample_in_cells(landmarks, tokens, sampler="dpmsolver", steps=2, guidance=3.0,
+                                        generator=torch.Generator().manual_seed(0))
+    assert images.shape == (1, 1, 64, 64) and nfe == 4
+    assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
