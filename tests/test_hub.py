@@ -12,10 +12,11 @@ from locscope.models.celldiff import CellDiff, celldiff_tiny_config
 
 def test_bundled_names_resolve_to_their_families():
     assert hub.bundled_names() == ["celldiff-64", "celldiff-tiny", "designer-tiny", "subcell-tiny", "localizer-small",
-                                   "compartment-readout", "stain-tiny", "celle2-tiny"]
+                                   "compartment-readout", "stain-tiny", "celle2-tiny", "latent-tiny"]
     for name, family in [("celldiff-64", "celldiff"), ("celldiff-tiny", "celldiff"), ("designer-tiny", "designer"),
                          ("subcell-tiny", "subcell"), ("localizer-small", "localizer"),
-                         ("compartment-readout", "readout"), ("stain-tiny", "stain"), ("celle2-tiny", "celle2")]:
+                         ("compartment-readout", "readout"), ("stain-tiny", "stain"), ("celle2-tiny", "celle2"),
+                         ("latent-tiny", "latent")]:
         ref = hub.resolve(name)
         assert ref.family == family and ref.bundled and (ref.directory / "config.json").is_file()
     assert hub.resolve(None, default="designer-tiny").name == "designer-tiny"

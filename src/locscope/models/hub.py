@@ -278,6 +278,7 @@ register_bundled("localizer-small", "localizer")
 register_bundled("compartment-readout", "readout")
 register_bundled("stain-tiny", "stain")  # its noisy classifier in stain-tiny/classifier/
 register_bundled("celle2-tiny", "celle2")
+register_bundled("latent-tiny", "latent")
 
 __all__ = [
     "ASSETS_DIR", "BUNDLED", "DEFAULT_GENERATOR", "FAMILIES", "ModelFamily", "ModelRef", "asset_path", "bundled_names", "family_of",
