@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stain.py --classes 1000                # what brightfield / Cell Painting show of the class
     python benchmarks/bench_stain.py --speed                       # counts + one stain-base forward at 512 x 512
+    python benchmarks/bench_stain.py --sample-512 2 [--guided]     # a whole stain-base sample at 512 x 512
     python benchmarks/bench_stain.py --quality stain-tiny|RUN/model [--classifier CLF/model] [--images 32]
                                       [--scales 0 1 4] [--table-steps 50] [--ddpm-steps 1000 [100 ...]] [--fast-steps 10 25 50]
 
@@ -13,6 +14,10 @@ plane, and of both: accuracy and per-class recall (do the labels carry informati
 peak resident memory of one stain-base forward pass at 512 x 512 (batch 1, the cost of one sampling step; fp32);
 network / classifier evaluations per image of every sampler and guidance combination, counted by running the sampler
 loops with a network stub.
+``--sample-512 N``: one whole 512 x 512 sample through ``locscope.pipelines.stain.predict_stains`` with stain-base
+(random weights, 3 brightfield planes, class label through AdaGN; ``--guided``: + its noisy classifier at scale 1),
+ancestral DDPM respaced to N steps: CPU seconds per step and the process's peak resident memory (run each
+configuration in its own process: the peak is per process).
 ``--quality``: held-out simulator cells (seeds disjoint from training): per-channel PCC / SSIM / MSE / MAE and the
 feature-level metrics (NN match, NN top-5, MTdist, CPcor on handcrafted profiles) for no label (null class) / label
 through AdaGN / AdaGN + classifier guidance at each scale (DDIM, ``--table-steps`` steps; with the classifier's mean
@@ -75,6 +80,29 @@ def speed() -> None:
                                                  "threads": torch.get_num_threads(),
                                                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF)
                                                                       .ru_maxrss / 1e6, 2)}}), flush=True)
+
+
+def sample_512(steps: int, guided: bool) -> None:
+    from locscope.models.stain import StainClassifier, StainUNet, classifier_config_for, stain_base_config
+    from locscope.pipelines.stain import StainModels, predict_stains
+
+    torch.manual_seed(0)
+    config = stain_base_config()
+    denoiser = StainUNet(config).eval()
+    classifier = StainClassifier(classifier_config_for(config)).eval() if guided else None
+    models = StainModels(denoiser, classifier, "stain-base (random weights)")
+    brightfield = torch.randn(1, config.condition_planes, 512, 512)
+    start_cpu, start = time.process_time(), time.perf_counter()
+    predictions, stats = predict_stains(models, brightfield, 3, sampler="ddpm", steps=steps,
+                                        classifier_scale=1.0 if guided else 0.0,
+                                        generator=torch.Generator().manual_seed(0))
+    cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
+    print(json.dumps({"stain_base_sample_512": {
+        "steps": stats.steps, "classifier_guidance": guided, "network_evaluations": stats.network_evaluations,
+        "classifier_evaluations": stats.classifier_evaluations, "shape": list(predictions.shape),
+        "cpu_seconds": round(cpu, 2), "cpu_seconds_per_step": round(cpu / stats.steps, 2),
+        "wall_seconds": round(wall, 2), "threads": torch.get_num_threads(),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}}), flush=True)
 
 
 def classes(n: int, size: int = 32) -> None:
@@ -169,6 +197,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, metavar="N", help="class probe on N simulator cells")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--sample-512", type=int, metavar="STEPS", help="one stain-base sample at 512 x 512")
+    parser.add_argument("--guided", action="store_true", help="with --sample-512: classifier guidance (scale 1)")
     parser.add_argument("--quality", help="a stain model folder (e.g. RUN/model)")
     parser.add_argument("--classifier", help="its classifier folder")
     parser.add_argument("--images", type=int, default=32)
@@ -187,6 +217,8 @@ def main() -> None:
         classes(args.classes)
     if args.speed:
         speed()
+    if args.sample_512:
+        sample_512(args.sample_512, args.guided)
     if args.quality:
         quality(args)
 

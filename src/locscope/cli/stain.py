@@ -21,9 +21,11 @@ def stain_command(
                                            "--class and a model with a classifier)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight (needs "
                                              "--class; 1 = the plain conditional model)."),
-    sampler: str = typer.Option("ddim", "--sampler", help="ddim | dpmsolver | ddpm (the published ancestral sampler)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: DDIM 50, DPM-Solver++ 20, "
-                                        "DDPM all of the model's)."),
+    sampler: str = typer.Option("ddpm", "--sampler", help="ddpm (the published ancestral sampler, respaced to "
+                                "--steps) | ddim | dpmsolver."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: DDPM 25, DDIM 50, "
+                                        "DPM-Solver++ 20; DDPM with all of the model's steps is the published "
+                                        "procedure)."),
     samples: int = typer.Option(1, "--samples", help="Predictions per image."),
     model: str = typer.Option("stain-tiny", "--model", help="Bundled model name, model directory, or a released "
                               "*_Network.pth with its network_config.json beside it."),
