@@ -2,7 +2,7 @@
 level 3, and level 1 -> SubCell's 31 classes.
 
 The class lists and vocabulary maps below are the facts of seq2loc's ``hierarchical_label_set.yaml`` written as
-Python data, so the package works without the data folder (``tests/test_ontology.py`` checks they equal the YAML).
+Python data, so the package works without the data folder (``tests/data/test_ontology.py`` checks they equal the YAML).
 An empty string in a vocabulary map means the source term is known and deliberately left unmapped (e.g. HPA
 ``Aggresome``, mitotic structures, host / parasite compartments): :func:`from_hpa` and friends return ``None`` for
 it. Unknown terms raise :class:`~locscope.errors.InputError`.

@@ -37,6 +37,7 @@ from locscope.data.ontology import CELLDIFF_COMPARTMENT_CLASSES, SIMULATOR_COMPA
 from locscope.encoders.protein import (
     MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding, build_protein_encoder,
 )
+from locscope.models.sequence_heads import SequenceHeads
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
 
 
@@ -349,7 +350,7 @@ class LayoutNet(nn.Module):
         return F.softplus(self.head(h)) * torch.sigmoid(logits), logits
 
 
-class CellDiff(nn.Module):
+class CellDiff(SequenceHeads, nn.Module):
     """The CELL-Diff network (see the module docstring); build from a :class:`CellDiffConfig`.
 
     Examples
@@ -650,18 +651,6 @@ class CellDiff(nn.Module):
         image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present, layout_maps)
         return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits,
                               context.fraction_logits)
-
-    @torch.no_grad()
-    def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Auxiliary head probabilities ``(B, n_classes)`` from the sequence alone (softmax; classes in the config)."""
-        return self.encode_sequence(tokens).compartment_logits.float().softmax(-1)
-
-    @torch.no_grad()
-    def predict_fractions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Fraction-head distribution ``(B, n_fraction_classes)`` over ``config.fraction_classes`` (bottleneck models)."""
-        if not self.config.fraction_classes:
-            raise ValueError("this model has no fraction head (config.fraction_classes is empty)")
-        return self.encode_sequence(tokens).fraction_logits.float().softmax(-1)
 
     # ------------------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:

@@ -42,6 +42,7 @@ from locscope.diffusion.samplers import DEFAULT_STEPS, classifier_free_guidance,
 from locscope.diffusion.schedule import ShiftedCosineSchedule
 from locscope.encoders.protein import NUM_SEQUENCE_FEATURES, RESIDUE_IDS, build_protein_encoder
 from locscope.errors import CheckpointError
+from locscope.models.sequence_heads import SequenceHeads
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
 
 LEVEL3_CLASSES: tuple[str, ...] = (
@@ -399,7 +400,7 @@ class SequenceCondition:
                                                                      dataclasses.astuple(pad(second)))))
 
 
-class LatentDenoiser(nn.Module):
+class LatentDenoiser(SequenceHeads, nn.Module):
     """Sequence encoder + diffusers ``UNet2DConditionModel`` predicting ``v`` for standardised latents.
 
     Examples
@@ -555,17 +556,6 @@ class LatentDenoiser(nn.Module):
                          encoder_hidden_states=sequence.tokens, class_labels=sequence.pooled,
                          encoder_attention_mask=sequence.mask.to(noisy_latents.dtype)).sample
 
-    @torch.no_grad()
-    def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Auxiliary head probabilities ``(B, n_compartment_classes)`` from the sequence alone."""
-        return self.encode_sequence(tokens).compartment_logits.float().softmax(-1)
-
-    @torch.no_grad()
-    def predict_fractions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Fraction-head distribution ``(B, n_fraction_classes)`` (bottleneck models)."""
-        if not self.config.fraction_classes:
-            raise ValueError("this model has no fraction head (config.fraction_classes is empty)")
-        return self.encode_sequence(tokens).fraction_logits.float().softmax(-1)
 
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
         return save_pretrained(self, self.config, directory, extra=extra)

@@ -47,7 +47,8 @@ from locscope.training.celldiff_data import EpochSampler, collate, load_split
 from locscope.report.images import write_sample_grid
 from locscope.training.celldiff_module import derangement
 from locscope.training.common import (
-    learning_rate_at, learning_rate_schedule, pearson, step_generator, truncate_metrics, use_bf16,
+    append_metrics, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, truncate_metrics,
+    use_bf16,
 )
 from locscope.utils.atomic import atomic_path, write_json
 
@@ -224,10 +225,7 @@ class _LatentStage(L.LightningModule):
             self._log_sums, self._last_log = {}, time.time()
 
     def append_metrics(self, record: dict) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+        append_metrics(self.run_dir, record)
 
     def ema_net(self) -> torch.nn.Module:
         net = copy.deepcopy(self.net)
@@ -473,22 +471,9 @@ class LatentDenoiserModule(_LatentStage):
 # ------------------------------------------------------------------------------------------------ the two runs
 def _start_run(run_dir: Path, config, config_class, resume: bool):
     """``(config, last checkpoint dir)``; with ``resume`` the run's saved config is used."""
-    from locscope.utils.outputs import check_run_folder
-
-    run_dir = check_run_folder(run_dir, resume=resume, run_files=("train_config.json", "checkpoints"))
-    last = run_dir / "checkpoints" / "last"
-    if resume:
-        if not (last / "state.json").is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last/state.json)")
-        config = config_class(**json.loads((run_dir / "train_config.json").read_text()))
-    else:
-        if last.exists():
-            raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        config = config or config_class()
+    run_dir, last, config = open_run(run_dir, resume, config, config_class)
+    if not resume:
         write_json(run_dir / "train_config.json", dataclasses.asdict(config))
-    if config.max_steps % config.steps_per_epoch:
-        raise InputError(f"train config: max_steps={config.max_steps} must be a multiple of steps_per_epoch="
-                         f"{config.steps_per_epoch} (checkpoints fall on epoch ends)")
     if config.model not in CONFIGS:
         raise InputError(f"train config: model {config.model!r}: accepted names are {', '.join(CONFIGS)}")
     if config.torch_threads:

@@ -18,7 +18,7 @@ from locscope.io.sequences import (
 
 from conftest import error_line
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "locscope" / "assets" / "examples"
 NLS = "MPKKKRKVEDA"
 ACCEPTED = "(accepted: 20 standard amino acids + X B Z U O)"
 

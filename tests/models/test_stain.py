@@ -18,18 +18,10 @@ from locscope.models.stain import (
 from locscope.utils.checkpoint import read_torch_weights
 
 from conftest import SHARED, _require
+from support import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
 
 SCHEDULE_BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",
                     "posterior_mean_coef1", "posterior_mean_coef2")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: one thread avoids oversubscription on a busy machine (the result does not depend on it)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from locscope.errors import InputError
 from locscope.models.stain import StainClassifier, StainUNet
 from locscope.training.stain_module import StainTrainConfig, simulated_batch, train_stain
 
-from test_stain import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
+from support import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(image_size=16, batch_size=2, max_steps=4, steps_per_epoch=2, log_every_steps=1, val_images=2, val_steps=2,
             warmup_steps=2, model_overrides={"channel_multipliers": [1, 2], "attention_levels": [1],
                                              "num_train_timesteps": 50})

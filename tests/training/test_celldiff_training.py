@@ -19,7 +19,7 @@ from locscope.training.celldiff_data import EpochSampler
 from locscope.training.celldiff_module import CellDiffTrainConfig, derangement, learning_rate_at, step_generator
 from locscope.training.common import read_train_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"image_size": 16, "channels": [8, 8, 16, 16], "transformer_width": 32, "transformer_layers": 1,
         "sequence_dim": 16, "sequence_layers": 1, "attention_grid": 2}
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from locscope.errors import InputError
 from locscope.training.celle2_module import Celle2TrainConfig, learning_rate_at, train_celle2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"image_size": 16, "vq_channel_mult": [1, 2], "vq_attn_resolutions": [8], "vq_latent_channels": 8,
         "vq_embed_dim": 8, "nucleus_codebook_size": 16, "protein_codebook_size": 16, "text_seq_len": 40,
         "text_encoder_layers": 1, "dim": 32, "depth": 1, "heads": 2, "dim_head": 12}

@@ -20,7 +20,7 @@ from locscope.training.latent_module import dihedral
 
 from test_celldiff_training import make_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AE = {"image_size": 16, "block_channels": [8, 8, 8], "layers_per_block": 1, "norm_groups": 4}
 DENOISER = {"block_channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "cross_attention_dim": 16,
             "sequence_dim": 8, "sequence_layers": 1, "attention_head_dim": 8, "schedule_base": 4}

@@ -200,7 +200,7 @@ def test_generate_with_a_latent_model(tmp_path, model, capsys):
         return 0
 
     model.save_pretrained(tmp_path / "m")
-    cell = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
+    cell = Path(__file__).resolve().parents[2] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
     args = ["generate", "--sequence", SEQUENCES[0], "--landmarks", str(cell), "--model", str(tmp_path / "m"),
             "--steps", "2", "--samples", "2", "--device", "cpu"]
     assert run(args + ["--out", str(tmp_path / "a")]) == 0
@@ -240,7 +240,7 @@ def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):
     result = design(tmp_path / "d", model=str(tmp_path / "m"), target="mitochondria", length=30, candidates=3,
                     score_samples=2, steps=2, device="cpu", progress=False)
     assert len(result.candidates) == 3 and (tmp_path / "d" / "candidates.csv").is_file()
-    cell = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
+    cell = Path(__file__).resolve().parents[2] / "src" / "locscope" / "assets" / "examples" / "landmarks" / "cell_1"
     files = sorted(cell.glob("*.png"))
     shown = design(tmp_path / "i", model=str(tmp_path / "m"), image=cell / "ER.png", landmarks=files, length=30,
                    candidates=2, score_samples=1, steps=2, device="cpu", progress=False)

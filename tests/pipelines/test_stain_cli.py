@@ -13,7 +13,7 @@ from locscope.models import hub
 from locscope.pipelines.stain import read_brightfield, to_uint16
 
 from conftest import SHARED, _require
-from test_stain import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
+from support import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
 
 
 @pytest.fixture(scope="module")

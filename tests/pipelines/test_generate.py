@@ -16,7 +16,7 @@ from locscope.data.transforms import to_unit_range
 from locscope.pipelines.generate import probability_map, read_landmarks
 from locscope.pipelines.readout import compartment_fractions
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "locscope" / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "locscope" / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
