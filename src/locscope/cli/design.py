@@ -10,7 +10,7 @@ import typer
 
 from locscope.cli.app import app
 from locscope.cli.options import (
-    CellDiffModelOption, DeviceOption, GuidanceOption, MoreLandmarks, OverwriteOption, SamplerOption, SeedOption,
+    DeviceOption, GuidanceOption, MoreLandmarks, OverwriteOption, SamplerOption, SeedOption,
     StepsOption, landmark_files,
 )
 
@@ -56,7 +56,9 @@ def design_command(
                                            "(designer-tiny, default) or a model directory."),
     designer_guidance: float = typer.Option(1.0, "--designer-guidance", help="Classifier-free guidance scale of the "
                                             "designer's residue logits (1 = off)."),
-    model: Optional[str] = CellDiffModelOption,
+    model: Optional[str] = typer.Option(None, "--model", help="Bundled name or model directory: CELL-Diff (default: "
+                                       "the default generator), latent diffusion (latent-tiny), CELL-E 2 "
+                                       "(celle2-tiny), or a released CELL-Diff checkpoint folder."),
     seed: int = SeedOption,
     device: str = DeviceOption,
 ) -> None:

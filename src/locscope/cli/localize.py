@@ -32,7 +32,7 @@ def localize_command(
     guidance: float = GuidanceOption,
     batch_size: int = SequenceBatchOption,
     model: Optional[str] = typer.Option(None, "--model", help="Localizer (localizer-small, default), CELL-Diff "
-                                       "(celldiff-tiny), latent diffusion (latent-tiny) or CELL-E 2 (celle2-tiny) "
+                                       "(celldiff-64, the generator default), latent diffusion (latent-tiny) or CELL-E 2 (celle2-tiny) "
                                        "bundled name or model directory."),
     seed: int = SeedOption,
     device: str = DeviceOption,

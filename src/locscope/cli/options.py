@@ -57,8 +57,6 @@ ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this 
                                                          "YAML models.")
 
 # CELL-Diff image scoring: design, localize, explain
-CellDiffModelOption = typer.Option(None, "--model", help="CELL-Diff or latent diffusion (latent-tiny) model directory "
-                                                         "or bundled name (default: the default generator).")
 MethodOption = typer.Option("combined", "--method", help="image (K generated images read off the simulator's "
                             "compartments) | head (the model's sequence-only compartment head) | combined (mean).")
 SamplesOption = typer.Option(4, "--samples", help="Generated images (standard simulator cells) per sequence, K.")

@@ -14,8 +14,8 @@ that is not a locscope directory (e.g. a published SubCell ``model_config.yaml``
 
 Adding a family (one line per family, in the registry block at the end of this file)::
 
-    register_family("celle2", loader="locscope.models.celle2:CellE2.from_pretrained",
-                    config_classes=("CellE2Config",), title="CELL-E 2 model")
+    register_family("celle2", loader="locscope.models.celle2:load_celle2",
+                    config_classes=("Celle2Config",), title="CELL-E 2 model")
     register_bundled("celle2-tiny", "celle2")      # only if weights ship in assets/models/celle2-tiny/
 
 ``loader`` is ``"module:attribute"`` (imported only when a model of that family is loaded, so the hub stays cheap

@@ -403,7 +403,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     out : path
         Output folder (``candidates.fasta``, ``candidates.csv``, ``summary.json``, ``report.html``).
     model : str or path, optional
-        CELL-Diff (default ``celldiff-tiny``) or CELL-E 2 model: bundled name or directory (:mod:`locscope.models.hub`),
+        CELL-Diff (default ``celldiff-64``), latent diffusion or CELL-E 2 model: bundled name or directory (:mod:`locscope.models.hub`),
         or a released CELL-Diff checkpoint set (:mod:`locscope.pipelines.design_released`: its sequence head infills
         the template given ``image`` and ``landmarks``).
     image : path, optional
@@ -467,7 +467,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     from locscope.utils.seeding import seed_everything
 
     check_output_folder(out, "design", overwrite=overwrite, known_files=DESIGN_FILES)
-    family = hub.family_of_model(model, default="celldiff-tiny")
+    family = hub.family_of_model(model, default=hub.DEFAULT_GENERATOR)
     if family == "celldiff-released":  # the released model's own image -> sequence decoding
         from locscope.pipelines.design_released import design_released
 

@@ -297,7 +297,7 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     else:
         if label_style is not None:
             raise ArgumentError("label_style", f"{label_style!r}: label styles belong to method 'localizer'")
-        if hub.family_of_model(model, default="celldiff-tiny") == "celle2":
+        if hub.family_of_model(model, default=hub.DEFAULT_GENERATOR) == "celle2":
             method, net, predictor = _celle2_predictor(model, method, samples, batch_size, seed, device)
             crop = model_crop_note(len(sequence), net.config.text_seq_len)
         else:

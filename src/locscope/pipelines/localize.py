@@ -7,7 +7,7 @@ Method (selectable with ``method``):
     proteins of SCL2205 + OpenCell + DeepLoc 1.0): independent (multi-label) probabilities of every level-3, level-2
     and level-1 class. Any length: proteins longer than the model's ``max_length`` keep both termini.
 
-The other methods use a generator: a CELL-Diff model (``model`` a CELL-Diff directory or ``celldiff-tiny``) or a
+The other methods use a generator: a CELL-Diff model (``model`` a CELL-Diff directory or bundled name; default ``celldiff-64``) or a
 latent diffusion model (``latent-tiny``; its standard cells add the nucleus image its distance map is made from); a
 generator given without a method runs ``'combined'``:
 
@@ -300,7 +300,7 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
         ref = hub.resolve(model, default=DEFAULT_LOCALIZER, families=families, argument="model")
         method = method or {"localizer": "localizer", "celle2": "image"}.get(ref.family, "combined")
     else:
-        ref = hub.resolve(model, default="celldiff-tiny", families=(*GENERATORS, "celle2"), argument="model")
+        ref = hub.resolve(model, default=hub.DEFAULT_GENERATOR, families=(*GENERATORS, "celle2"), argument="model")
     if ref.family == "celle2" and method != "image":
         raise ArgumentError("method", f"={method!r}: a CELL-E 2 model has no compartment head; use method image")
     seed_everything(seed)
