@@ -40,9 +40,9 @@ from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
     append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, step_trainer,
-    truncate_metrics, use_bf16,
+    truncate_metrics, use_bf16, write_checkpoint,
 )
-from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -422,17 +422,8 @@ class CellDiffModule(L.LightningModule):
 
     def save_checkpoint(self, directory: Path, epoch: int, full: tuple | None = None) -> None:
         """Atomically write the resumable state (see the module docstring); ``full`` = :meth:`full_state` (FSDP)."""
-        from safetensors.torch import save_file
-
-        from locscope.utils.checkpoint import save_optimizer_state
-
         online, ema, state = full if full is not None else self.full_state()
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            self.ema_model(ema).save_pretrained(tmp, extra={"step": self.step, "epoch": epoch})
-            save_file(online, str(tmp / "online.safetensors"))
-            save_optimizer_state(tmp, state)
-            write_json(tmp / "state.json", {"step": self.step, "epoch": epoch, "time": time.time()})
+        write_checkpoint(directory, self.ema_model(ema), state, {"step": self.step, "epoch": epoch}, online=online)
 
     def load_checkpoint(self, directory: Path) -> dict:
         """Restore online + EMA weights and the optimizer state written by :meth:`save_checkpoint` (strictly)."""

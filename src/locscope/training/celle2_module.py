@@ -41,8 +41,10 @@ from locscope.channels import NUCLEUS
 from locscope.encoders.protein import PAD_ID
 from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
-from locscope.training.common import append_metrics, augment, open_run, restore_step, step_generator, step_trainer
-from locscope.utils.atomic import atomic_path, write_json
+from locscope.training.common import (
+    append_metrics, augment, open_run, restore_step, step_generator, step_trainer, write_checkpoint,
+)
+from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -318,14 +320,8 @@ class Celle2Module(L.LightningModule):
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write weights, optimizer state, the step and the code-usage record."""
-        from locscope.utils.checkpoint import save_optimizer_state
-
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp, extra={"step": self.step})
-            save_optimizer_state(tmp, self.optimizers().optimizer.state_dict())
-            write_json(tmp / "state.json", {"step": self.step, "time": time.time(),
-                                            "last_used": {k: v.tolist() for k, v in self.last_used.items()}})
+        write_checkpoint(directory, self.model, self.optimizers().optimizer.state_dict(),
+                         {"step": self.step, "last_used": {k: v.tolist() for k, v in self.last_used.items()}})
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore weights (strictly), optimizer state and code usage; returns the step."""

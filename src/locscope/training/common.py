@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import lightning as L
 import torch
 
 from locscope.errors import InputError
-from locscope.utils.atomic import write_text
+from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.outputs import check_run_folder
 
 
@@ -59,6 +60,37 @@ def append_metrics(run_dir: Path, record: dict) -> None:
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
+
+
+def write_checkpoint(directory: Path, model: Any, optimizer_state: dict, state: dict,
+                     online: dict[str, torch.Tensor] | None = None) -> None:
+    """Atomically write a resumable checkpoint folder.
+
+    Parameters
+    ----------
+    directory : path
+        The folder (e.g. ``checkpoints/last``); replaced only once everything is written.
+    model : module with ``save_pretrained(directory, extra=...)``
+        The weights a user loads (the EMA model where the run keeps one); ``extra`` records the step (and epoch).
+    optimizer_state : dict
+        ``optimizer.state_dict()`` (tensors to safetensors, the rest to JSON: never pickled).
+    state : dict
+        JSON-able run state for ``state.json`` (``step``, and ``epoch`` where the run counts epochs, ...); the time
+        is added.
+    online : dict of str to torch.Tensor, optional
+        The online (non-EMA) weights, written to ``online.safetensors``.
+    """
+    from safetensors.torch import save_file
+
+    from locscope.utils.checkpoint import save_optimizer_state
+
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, extra={k: state[k] for k in ("step", "epoch") if k in state})
+        if online is not None:
+            save_file(online, str(tmp / "online.safetensors"))
+        save_optimizer_state(tmp, optimizer_state)
+        write_json(tmp / "state.json", {**state, "time": time.time()})
 
 
 def open_run(run_dir: str | Path, resume: bool, config: Any, config_class: type,

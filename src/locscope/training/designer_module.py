@@ -37,8 +37,9 @@ from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
 from locscope.training.common import (
     append_metrics, learning_rate_at, learning_rate_schedule, open_run, restore_step, step_generator, step_trainer,
+    write_checkpoint,
 )
-from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -252,13 +253,7 @@ class DesignerModule(L.LightningModule):
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write weights, optimizer state and the step."""
-        from locscope.utils.checkpoint import save_optimizer_state
-
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp, extra={"step": self.step})
-            save_optimizer_state(tmp, self.optimizers().optimizer.state_dict())
-            write_json(tmp / "state.json", {"step": self.step, "time": time.time()})
+        write_checkpoint(directory, self.model, self.optimizers().optimizer.state_dict(), {"step": self.step})
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore weights (strictly) and optimizer state; returns the step."""

@@ -48,7 +48,7 @@ from locscope.report.images import write_sample_grid
 from locscope.training.celldiff_module import derangement
 from locscope.training.common import (
     append_metrics, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, truncate_metrics,
-    use_bf16,
+    use_bf16, write_checkpoint,
 )
 from locscope.utils.atomic import atomic_path, write_json
 
@@ -242,18 +242,10 @@ class _LatentStage(L.LightningModule):
         return {}
 
     def save_checkpoint(self, directory: Path, epoch: int) -> None:
-        from safetensors.torch import save_file
-
-        from locscope.utils.checkpoint import save_optimizer_state
-
         online = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         online.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.extra_state().items()})
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            self.ema_net().save_pretrained(tmp, extra={"step": self.step, "epoch": epoch})
-            save_file(online, str(tmp / "online.safetensors"))
-            save_optimizer_state(tmp, self.optimizers().optimizer.state_dict())
-            write_json(tmp / "state.json", {"step": self.step, "epoch": epoch, "time": time.time()})
+        write_checkpoint(directory, self.ema_net(), self.optimizers().optimizer.state_dict(),
+                         {"step": self.step, "epoch": epoch}, online=online)
 
     def load_checkpoint(self, directory: Path) -> dict:
         from safetensors.torch import load_file

@@ -44,9 +44,9 @@ from locscope.models.stain import (
 )
 from locscope.training.common import (
     append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, restore_step, step_generator,
-    step_trainer,
+    step_trainer, write_checkpoint,
 )
-from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -284,17 +284,8 @@ class StainModule(L.LightningModule):
 
     def save_checkpoint(self, directory: Path) -> None:
         """Atomically write EMA weights (loadable model), online weights, optimizer state and the step."""
-        from safetensors.torch import save_file
-
-        from locscope.utils.checkpoint import save_optimizer_state
-
-        with atomic_path(directory) as tmp:
-            tmp.mkdir(parents=True)
-            self.ema_model().save_pretrained(tmp, extra={"step": self.step})
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                      str(tmp / "online.safetensors"))
-            save_optimizer_state(tmp, self.optimizers().optimizer.state_dict())
-            write_json(tmp / "state.json", {"step": self.step, "time": time.time()})
+        write_checkpoint(directory, self.ema_model(), self.optimizers().optimizer.state_dict(), {"step": self.step},
+                         online={k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()})
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore online + EMA weights (strictly) and the optimizer state; returns the step."""
