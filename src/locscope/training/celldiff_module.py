@@ -18,9 +18,8 @@ noise, learning rates and optimizer states as an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +38,10 @@ from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
-    append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, step_trainer,
-    truncate_metrics, use_bf16, write_checkpoint,
+    append_metrics, augment, derangement, interval_record, learning_rate_at, learning_rate_schedule, model_config_from,
+    open_run, pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator, step_trainer, update_ema,
+    use_bf16, write_checkpoint,
 )
-from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -108,10 +107,8 @@ class CellDiffTrainConfig:
             raise ValueError(f"image_loss={self.image_loss!r}: accepted values are v, v-min-snr")
 
     def model_config(self) -> CellDiffConfig:
-        try:
-            return config_by_name(self.model, **self.model_overrides)
-        except (ValueError, TypeError) as err:
-            raise InputError(f"train config: model / model_overrides: {err}") from None
+        return model_config_from(functools.partial(config_by_name, self.model), self.model_overrides,
+                                 "model / model_overrides")
 
 
 def initialise_from(model: CellDiff, directory: str | Path) -> tuple[list[str], list[str]]:
@@ -141,13 +138,6 @@ def initialise_from(model: CellDiff, directory: str | Path) -> tuple[list[str], 
     return sorted(source), sorted(k for k in target if k not in source)
 
 
-def derangement(n: int, seed: int) -> np.ndarray:
-    """A random permutation of ``range(n)`` with no fixed point (n >= 2): the shuffled-sequence control."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    return np.roll(order, 1)[np.argsort(order)] if n > 1 else order
-
-
 @torch.no_grad()
 def sequence_conditioning_gate(model: CellDiff, split, n_items: int, sampler: str = "dpmsolver", steps: int = 10,
                                guidance: float = 2.0, seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
@@ -162,8 +152,6 @@ def sequence_conditioning_gate(model: CellDiff, split, n_items: int, sampler: st
         ``pcc_true``, ``pcc_shuffled``, ``gate_passed``, ``n``, plus the tensors ``generated_true``,
         ``generated_shuffled`` ``(n, 1, H, W)`` (for sample grids).
     """
-    from locscope.encoders.protein import tokenize  # noqa: F401  (tokens are already in the split)
-
     n = min(n_items, len(split))
     if n < 2:
         return {"n": n, "gate_passed": None}
@@ -362,22 +350,11 @@ class CellDiffModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.step  # already incremented by Lightning after the optimizer step
-        # diffusers' EMAModel decay schedule, kept by hand: it averages a parameter list, while this EMA is the whole
-        # state dict (buffers too), stays sharded like the model under FSDP and is saved as a loadable CellDiff
-        decay = min(self.train_config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in self.model.state_dict().items():
-                if value.dtype.is_floating_point:
-                    self.ema[name].mul_(decay).add_(value.detach().to(self.ema[name].device), alpha=1 - decay)
-                else:
-                    self.ema[name].copy_(value)
+        update_ema(self.ema, self.model, self.train_config.ema_decay, step)
         if step % self.train_config.log_every_steps == 0 and self.global_rank == 0:
-            seconds = time.time() - self._last_log
-            record = {"step": step, "lr": learning_rate_at(step - 1, self.train_config),
-                      **{k: v / self.train_config.log_every_steps for k, v in self._log_sums.items()},
-                      "examples_per_s": self.train_config.log_every_steps * self.train_config.batch_size
-                      * self.trainer.world_size / max(seconds, 1e-9)}
-            self._append_metrics(record)
+            self._append_metrics(interval_record(step, learning_rate_at(step - 1, self.train_config), self._log_sums,
+                                                 self.train_config, self._last_log,
+                                                 world_size=self.trainer.world_size))
             self._last_log = time.time()
         if step % self.train_config.log_every_steps == 0:
             self._log_sums = {}
@@ -467,24 +444,15 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
     from locscope.training.celldiff_data import CellDiffDataModule
 
     run_dir, last, config = open_run(run_dir, resume, config, CellDiffTrainConfig)
-    if not resume:
-        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
     model_config = config.model_config()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
+    prepare_run(run_dir, config, resume)
     module = CellDiffModule(model_config, config, run_dir)
-    step = epoch = 0
     if config.init_from and not resume:
         copied, kept = initialise_from(module.model, config.init_from)
         module.ema = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
                                  "initialised_tensors": kept})
-    if resume:
-        state = module.load_checkpoint(last)
-        step, epoch = state["step"], state["epoch"]
-        module.step_offset, module.epoch_offset = step, epoch
-        truncate_metrics(run_dir / "metrics.jsonl", step)
+    step, epoch = restore_step_and_epoch(module, last, run_dir, resume)
     remaining = config.max_steps - step
     data = CellDiffDataModule(store, model_config.landmark_channels, model_config.compartment_classes,
                               model_config.image_size, model_config.max_sequence_length, config.batch_size,
@@ -502,12 +470,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
         ema = module.full_state()[1] if module.sharded else None  # collective under FSDP
         if trainer.global_rank != 0:
             return run_dir / "model"
-        module.ema_model(ema).save_pretrained(run_dir / "model", extra={"step": module.step, "train_config":
-                                                                         dataclasses.asdict(config)})
-        return run_dir / "model"
-    module.ema_model().save_pretrained(run_dir / "model", extra={"step": module.step, "train_config":
-                                                                  dataclasses.asdict(config)})
-    return run_dir / "model"
+        return save_final_model(module.ema_model(ema), run_dir, module.step, config)
+    return save_final_model(module.ema_model(), run_dir, module.step, config)
 
 
 def _strategy(config: CellDiffTrainConfig):

@@ -42,9 +42,9 @@ from locscope.encoders.protein import PAD_ID
 from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
 from locscope.training.common import (
-    append_metrics, augment, open_run, restore_step, step_generator, step_trainer, write_checkpoint,
+    append_metrics, augment, end_step, fit_steps, model_config_from, open_run, prepare_run, save_final_model,
+    step_generator, write_checkpoint,
 )
-from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -89,10 +89,7 @@ class Celle2TrainConfig:
                 raise ValueError(f"{name}={value}: must be >= 1")
 
     def model_config(self) -> Celle2Config:
-        try:
-            return celle2_tiny_config(**self.model_overrides)
-        except (ValueError, TypeError) as err:
-            raise InputError(f"train config: model_overrides: {err}") from None
+        return model_config_from(celle2_tiny_config, self.model_overrides)
 
 
 def learning_rate_at(step: int, config: Celle2TrainConfig) -> float:
@@ -281,17 +278,8 @@ class Celle2Module(L.LightningModule):
         return out["loss"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        cfg = self.train_config
-        if self.step % cfg.log_every_steps == 0:
-            seconds = time.time() - self._last_log
-            record = {"step": self.step, "lr": learning_rate_at(self.step - 1, cfg),
-                      **{k: v / cfg.log_every_steps for k, v in self._sums.items()},
-                      "examples_per_s": cfg.log_every_steps * cfg.batch_size / max(seconds, 1e-9)}
-            self._append_metrics(record)
-            self._sums, self._last_log = {}, time.time()
-        if self.step % cfg.steps_per_epoch == 0:
-            self.validate()
-            self.save_checkpoint(self.run_dir / "checkpoints" / "last")
+        if end_step(self, learning_rate_at(self.step - 1, self.train_config), self._sums):
+            self._sums = {}
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -362,22 +350,13 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     run_dir, last, config = open_run(run_dir, resume, config, Celle2TrainConfig,
                                      step_fields=("max_steps", "tokenizer_steps"), refuse_existing=False)
     model_config = config.model_config()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
     opened = Store.open(store)
     train = load_celle2_split(opened, "train", model_config)
     val = load_celle2_split(opened, "val", model_config, limit=config.val_items)
     if not len(train) or not len(val):
         raise InputError(f"{store}: the train and val splits must both hold items")
-    if not resume:
-        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
-    torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
+    prepare_run(run_dir, config, resume)
     module = Celle2Module(model_config, config, train, val, run_dir)
-    step = restore_step(module, last, run_dir, resume)
-    remaining = config.max_steps - step
-    if remaining > 0:
-        loader = torch.utils.data.DataLoader(range(remaining), batch_size=1, shuffle=False)  # the step drives the data
-        step_trainer(config, remaining, progress, callbacks=callbacks or []).fit(module, train_dataloaders=loader)
-    module.model.save_pretrained(run_dir / "model", extra={"step": module.step,
-                                                           "train_config": dataclasses.asdict(config)})
-    return run_dir / "model"
+    fit_steps(module, config, last, run_dir, resume, progress, lambda step, remaining: range(remaining),
+              callbacks=callbacks or [])  # the step drives the data
+    return save_final_model(module.model, run_dir, module.step, config)

@@ -1,19 +1,25 @@
 """What every locscope training module shares: the warm-up + linear-decay learning rate (a ``LambdaLR`` that Lightning
 steps), the per-step random generator that makes resumed runs exact, the metrics file kept in step with checkpoints,
-the image augmentation, the per-sample Pearson correlation of validation gates, opening a run folder (fresh or
-resumed), restoring a step-driven module from its last checkpoint and the Lightning trainer of step-driven runs. Training modules import these
-from here, never from each other.
+the image augmentation, the per-sample Pearson correlation and the shuffled-sequence control of validation gates,
+opening a run folder (fresh or resumed), restoring a step-driven module from its last checkpoint, the Lightning
+trainer of step-driven runs, the EMA update, the metrics line of a log interval and the final model folder. Training
+modules import these from here, never from each other.
+
+A run folder holds ``train_config.json`` (the config used), ``checkpoints/last/`` (:func:`write_checkpoint`),
+``metrics.jsonl`` (:func:`append_metrics`) and ``model/`` (the final model, :func:`save_final_model`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
+import numpy as np
 import torch
 
 from locscope.errors import InputError
@@ -128,10 +134,110 @@ def restore_step(module: Any, last: Path, run_dir: Path, resume: bool) -> int:
     return step
 
 
+def restore_step_and_epoch(module: Any, last: Path, run_dir: Path, resume: bool) -> tuple[int, int]:
+    """:func:`restore_step` for a module whose ``load_checkpoint`` returns the state dict (``step`` and ``epoch``):
+    ``(0, 0)``, or with ``resume`` the step and epoch of ``last``. Sets ``module.step_offset`` and
+    ``module.epoch_offset`` (resumes only)."""
+    if not resume:
+        return 0, 0
+    state = module.load_checkpoint(last)
+    step, epoch = state["step"], state["epoch"]
+    module.step_offset, module.epoch_offset = step, epoch
+    truncate_metrics(run_dir / "metrics.jsonl", step)
+    return step, epoch
+
+
+def prepare_run(run_dir: Path, config: Any, resume: bool) -> None:
+    """Write ``train_config.json`` (fresh runs), apply ``config.torch_threads`` and seed torch with ``config.seed``
+    for the initial weights (a resume overwrites them)."""
+    if not resume:
+        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+
+
+def model_config_from(factory: Callable[..., Any], overrides: dict, field: str = "model_overrides") -> Any:
+    """``factory(**overrides)``; a value the model config refuses is an :class:`InputError` naming the train config
+    ``field``."""
+    try:
+        return factory(**overrides)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"train config: {field}: {err}") from None
+
+
+def fit_steps(module: Any, config: Any, last: Path, run_dir: Path, resume: bool, progress: bool,
+              batches: Callable[[int, int], Any], **options: Any) -> L.Trainer | None:
+    """Restore ``module`` (:func:`restore_step`), then train the steps left to ``config.max_steps``; returns the
+    trainer, or None when no step was left.
+
+    ``batches(step, remaining)`` is the dataset whose item ``i`` is the whole batch of step ``step + i`` (the step
+    drives the data); ``options`` go to :func:`step_trainer`.
+    """
+    step = restore_step(module, last, run_dir, resume)
+    remaining = config.max_steps - step
+    if remaining <= 0:
+        return None
+    loader = torch.utils.data.DataLoader(batches(step, remaining), batch_size=1, shuffle=False)
+    trainer = step_trainer(config, remaining, progress, **options)
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
+
+
+def save_final_model(model: Any, run_dir: Path, step: int, config: Any, **extra: Any) -> Path:
+    """Save ``model`` as ``run_dir/model`` (``save_pretrained``), recording the step, ``extra`` and the train config;
+    returns the folder."""
+    model.save_pretrained(run_dir / "model", extra={"step": step, **extra, "train_config": dataclasses.asdict(config)})
+    return run_dir / "model"
+
+
+def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, max_decay: float, step: int) -> None:
+    """One EMA step of ``model``'s whole state dict into ``ema`` with decay ``min(max_decay, (1 + step) / (10 + step))``
+    (floating tensors averaged, the others copied)."""
+    # diffusers' EMAModel decay schedule, kept by hand: EMAModel averages a parameter list, while this EMA is the whole
+    # state dict (buffers too), stays sharded like the model under FSDP and is saved as a loadable model
+    decay = min(max_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                ema[name].mul_(decay).add_(value.detach().to(ema[name].device), alpha=1 - decay)
+            else:
+                ema[name].copy_(value)
+
+
+def interval_record(step: int, lr: float, sums: dict[str, float], config: Any, since: float,
+                    rate: str = "examples_per_s", world_size: int = 1) -> dict:
+    """The metrics line of the log interval ending at ``step``: the learning rate ``lr``, each summed loss of ``sums``
+    averaged over ``config.log_every_steps`` and the throughput ``rate`` (``batch_size`` x ``world_size`` items per
+    step) since the time ``since``."""
+    seconds = time.time() - since
+    return {"step": step, "lr": lr, **{k: v / config.log_every_steps for k, v in sums.items()},
+            rate: config.log_every_steps * config.batch_size * world_size / max(seconds, 1e-9)}
+
+
+def end_step(module: Any, lr: float, sums: dict[str, float], rate: str = "examples_per_s",
+             validate: bool = True) -> bool:
+    """The end of one step of a step-driven module (it has ``train_config``, ``step``, ``run_dir``, ``_last_log``,
+    ``_append_metrics``, ``validate`` and ``save_checkpoint``): every ``log_every_steps`` the interval's metrics line
+    (:func:`interval_record`), every ``steps_per_epoch`` (where ``validate``) validation and ``checkpoints/last``.
+    Returns True when it logged (the caller then restarts its sums)."""
+    cfg, step = module.train_config, module.step
+    logged = step % cfg.log_every_steps == 0
+    if logged:
+        module._append_metrics(interval_record(step, lr, sums, cfg, module._last_log, rate))
+        module._last_log = time.time()
+    if step % cfg.steps_per_epoch == 0 and validate:
+        module.validate()
+        module.save_checkpoint(module.run_dir / "checkpoints" / "last")
+    return logged
+
+
 def step_trainer(config: Any, remaining: int, progress: bool, **options: Any) -> L.Trainer:
     """A Lightning trainer for ``remaining`` steps of a run whose data and validation the module drives (no Lightning
-    logger, checkpoints, sanity or validation loops); ``options`` add to or replace these ``L.Trainer`` arguments."""
-    settings = dict(max_steps=remaining, max_epochs=1, accelerator=config.accelerator, devices=config.devices,
+    logger, checkpoints, sanity or validation loops; one device unless ``config.devices`` says otherwise); ``options``
+    add to or replace these ``L.Trainer`` arguments."""
+    settings = dict(max_steps=remaining, max_epochs=1, accelerator=config.accelerator,
+                    devices=getattr(config, "devices", 1),
                     gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
                     enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                     limit_val_batches=0, use_distributed_sampler=False,
@@ -213,6 +319,13 @@ def _cpu_native_bf16() -> bool:
     return detect_cpu_capability().native_bf16
 
 
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A random permutation of ``range(n)`` with no fixed point (n >= 2): the shuffled-sequence control."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    return np.roll(order, 1)[np.argsort(order)] if n > 1 else order
+
+
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation per sample between ``(B, ...)`` tensors -> ``(B,)``."""
     a = a.flatten(1).float() - a.flatten(1).float().mean(1, keepdim=True)
@@ -220,5 +333,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-__all__ = ["read_train_config", "use_bf16", "append_metrics", "augment", "learning_rate_at", "learning_rate_schedule", "open_run", "pearson",
-           "restore_step", "step_generator", "step_trainer", "truncate_metrics"]
+__all__ = ["append_metrics", "augment", "derangement", "end_step", "fit_steps", "interval_record", "learning_rate_at",
+           "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run", "read_train_config",
+           "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator", "step_trainer",
+           "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]

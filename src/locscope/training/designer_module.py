@@ -36,10 +36,9 @@ from locscope.encoders.protein import MASK_ID, tokenize
 from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
 from locscope.training.common import (
-    append_metrics, learning_rate_at, learning_rate_schedule, open_run, restore_step, step_generator, step_trainer,
-    write_checkpoint,
+    append_metrics, end_step, fit_steps, learning_rate_at, learning_rate_schedule, model_config_from, open_run,
+    prepare_run, save_final_model, step_generator, write_checkpoint,
 )
-from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -77,10 +76,7 @@ class DesignerTrainConfig:
     max_minutes: float | None = None
 
     def model_config(self) -> DesignerConfig:
-        try:
-            return DesignerConfig(**self.model_overrides)
-        except (ValueError, TypeError) as err:
-            raise InputError(f"train config: model_overrides: {err}") from None
+        return model_config_from(DesignerConfig, self.model_overrides)
 
 
 def simulated_proteins(n: int, rng: np.random.Generator, min_length: int, max_length: int,
@@ -224,16 +220,9 @@ class DesignerModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        cfg = self.train_config
-        if self.step % cfg.log_every_steps == 0:
-            seconds = time.time() - self._last_log
-            self._append_metrics({"step": self.step, "lr": learning_rate_at(self.step - 1, cfg),
-                                  "loss": self._loss_sum / cfg.log_every_steps,
-                                  "proteins_per_s": cfg.log_every_steps * cfg.batch_size / max(seconds, 1e-9)})
-            self._loss_sum, self._last_log = 0.0, time.time()
-        if self.step % cfg.steps_per_epoch == 0:
-            self.validate()
-            self.save_checkpoint(self.run_dir / "checkpoints" / "last")
+        lr = learning_rate_at(self.step - 1, self.train_config)
+        if end_step(self, lr, {"loss": self._loss_sum}, "proteins_per_s"):
+            self._loss_sum = 0.0
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -286,18 +275,8 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
     """
     run_dir, last, config = open_run(run_dir, resume, config, DesignerTrainConfig)
     model_config = config.model_config()
-    if not resume:
-        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
+    prepare_run(run_dir, config, resume)
     module = DesignerModule(model_config, config, run_dir)
-    step = restore_step(module, last, run_dir, resume)
-    remaining = config.max_steps - step
-    if remaining > 0:
-        batches = StepBatches(config, model_config.fraction_classes, step, remaining)
-        loader = torch.utils.data.DataLoader(batches, batch_size=1, shuffle=False)
-        step_trainer(config, remaining, progress).fit(module, train_dataloaders=loader)
-    module.model.save_pretrained(run_dir / "model", extra={"step": module.step,
-                                                           "train_config": dataclasses.asdict(config)})
-    return run_dir / "model"
+    fit_steps(module, config, last, run_dir, resume, progress,
+              lambda step, remaining: StepBatches(config, model_config.fraction_classes, step, remaining))
+    return save_final_model(module.model, run_dir, module.step, config)

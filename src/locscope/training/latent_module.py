@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -45,12 +46,12 @@ from locscope.models.latent import (
 )
 from locscope.training.celldiff_data import EpochSampler, collate, load_split
 from locscope.report.images import write_sample_grid
-from locscope.training.celldiff_module import derangement
 from locscope.training.common import (
-    append_metrics, learning_rate_at, learning_rate_schedule, open_run, pearson, step_generator, truncate_metrics,
-    use_bf16, write_checkpoint,
+    append_metrics, derangement, interval_record, learning_rate_at, learning_rate_schedule, model_config_from, open_run,
+    pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator, step_trainer, update_ema, use_bf16,
+    write_checkpoint,
 )
-from locscope.utils.atomic import atomic_path, write_json
+from locscope.utils.atomic import atomic_path
 
 
 @dataclass
@@ -210,18 +211,10 @@ class _LatentStage(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         cfg, step = self.train_config, self.step
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in self.net.state_dict().items():
-                if value.dtype.is_floating_point:
-                    self.ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
-                else:
-                    self.ema[name].copy_(value)
+        update_ema(self.ema, self.net, cfg.ema_decay, step)
         if step % cfg.log_every_steps == 0:
-            seconds = time.time() - self._last_log
-            self.append_metrics({"step": step, "lr": learning_rate_at(step - 1, cfg),
-                                 **{k: v / cfg.log_every_steps for k, v in self._log_sums.items()},
-                                 "examples_per_s": cfg.log_every_steps * cfg.batch_size / max(seconds, 1e-9)})
+            self.append_metrics(interval_record(step, learning_rate_at(step - 1, cfg), self._log_sums, cfg,
+                                                self._last_log))
             self._log_sums, self._last_log = {}, time.time()
 
     def append_metrics(self, record: dict) -> None:
@@ -464,35 +457,22 @@ class LatentDenoiserModule(_LatentStage):
 def _start_run(run_dir: Path, config, config_class, resume: bool):
     """``(config, last checkpoint dir)``; with ``resume`` the run's saved config is used."""
     run_dir, last, config = open_run(run_dir, resume, config, config_class)
-    if not resume:
-        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
     if config.model not in CONFIGS:
         raise InputError(f"train config: model {config.model!r}: accepted names are {', '.join(CONFIGS)}")
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    prepare_run(run_dir, config, resume)
     return config, last
 
 
 def _fit(module: _LatentStage, loader, config, last: Path, resume: bool, progress: bool, callbacks=None) -> None:
     """Restore ``last`` (resume), then train the remaining steps with Lightning."""
-    step = epoch = 0
+    step, epoch = restore_step_and_epoch(module, last, module.run_dir, resume)
     if resume:
-        state = module.load_checkpoint(last)
-        step, epoch = state["step"], state["epoch"]
-        module.step_offset, module.epoch_offset = step, epoch
         loader.sampler.epoch_offset = epoch
-        truncate_metrics(module.run_dir / "metrics.jsonl", step)
     remaining = config.max_steps - step
     if remaining <= 0:
         return
     torch.manual_seed(config.seed + step)
-    trainer = L.Trainer(max_steps=remaining, max_epochs=-1, accelerator=config.accelerator, devices=1,
-                        gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, use_distributed_sampler=False,
-                        max_time={"minutes": config.max_minutes} if config.max_minutes else None,
-                        callbacks=callbacks)
-    trainer.fit(module, train_dataloaders=loader)
+    step_trainer(config, remaining, progress, max_epochs=-1, callbacks=callbacks).fit(module, train_dataloaders=loader)
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -567,9 +547,7 @@ def train_latent_autoencoder(store: str | Path, run_dir: str | Path, config: Lat
     n = min(config.scaling_items, len(images))
     subset = images[np.linspace(0, len(images) - 1, n).round().astype(int), :len(autoencoder_config.image_channels)]
     autoencoder.config = fit_latent_scaling(autoencoder, subset.split(64))
-    autoencoder.save_pretrained(run_dir / "model", extra={"step": module.step,
-                                                          "train_config": dataclasses.asdict(config)})
-    return run_dir / "model"
+    return save_final_model(autoencoder, run_dir, module.step, config)
 
 
 def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path,
@@ -592,10 +570,7 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
     denoiser_config = dataclasses.replace(
         CONFIGS[config.model]()[1], image_size=ae_config.image_size, image_channels=tuple(ae_config.image_channels),
         latent_channels=ae_config.latent_channels, latent_size=ae_config.latent_size)
-    try:
-        denoiser_config = dataclasses.replace(denoiser_config, **config.model_overrides)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"train config: model_overrides: {err}") from None
+    denoiser_config = model_config_from(functools.partial(dataclasses.replace, denoiser_config), config.model_overrides)
     opened = Store.open(store)
     channels = _store_channels(ae_config.image_channels, denoiser_config.landmark_channels)
     args = (channels, denoiser_config.compartment_classes, ae_config.image_size, denoiser_config.max_sequence_length)
@@ -624,9 +599,7 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
     sampler = EpochSampler(keys, config.batch_size, config.steps_per_epoch, config.seed, config.repair_probability)
     _fit(module, _pair_loader(len(train), sampler, config.batch_size, lambda pairs: _sequence_batch(train, pairs)),
          config, last, resume, progress, callbacks)
-    model_dir = run_dir / "model"
-    module.model().save_pretrained(model_dir, extra={"step": module.step, "train_config": dataclasses.asdict(config)})
-    return model_dir
+    return save_final_model(module.model(), run_dir, module.step, config)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -43,10 +44,9 @@ from locscope.models.stain import (
     StainClassifier, StainClassifierConfig, StainConfig, StainUNet, classifier_config_for, config_by_name,
 )
 from locscope.training.common import (
-    append_metrics, augment, learning_rate_at, learning_rate_schedule, open_run, pearson, restore_step, step_generator,
-    step_trainer, write_checkpoint,
+    append_metrics, augment, end_step, fit_steps, learning_rate_at, learning_rate_schedule, model_config_from,
+    open_run, pearson, prepare_run, save_final_model, step_generator, update_ema, write_checkpoint,
 )
-from locscope.utils.atomic import write_json
 
 
 @dataclass
@@ -87,10 +87,7 @@ class StainTrainConfig:
 
         overrides = {"condition_planes": 1, "classes": PERTURBATIONS, "image_size": self.image_size,
                      **self.model_overrides}
-        try:
-            return config_by_name(self.model, **overrides)
-        except (ValueError, TypeError) as err:
-            raise InputError(f"train config: model / model_overrides: {err}") from None
+        return model_config_from(functools.partial(config_by_name, self.model), overrides, "model / model_overrides")
 
     def classifier_config(self) -> StainClassifierConfig:
         return classifier_config_for(self.denoiser_config(), use_condition=self.classifier_uses_condition)
@@ -227,22 +224,10 @@ class StainModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         cfg, step = self.train_config, self.step
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for name, value in self.model.state_dict().items():
-                if value.dtype.is_floating_point:
-                    self.ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
-                else:
-                    self.ema[name].copy_(value)
-        if step % cfg.log_every_steps == 0:
-            seconds = time.time() - self._last_log
-            self._append_metrics({"step": step, "lr": learning_rate_at(step - 1, cfg),
-                                  "loss": self._loss_sum / cfg.log_every_steps,
-                                  "images_per_s": cfg.log_every_steps * cfg.batch_size / max(seconds, 1e-9)})
-            self._loss_sum, self._last_log = 0.0, time.time()
-        if step % cfg.steps_per_epoch == 0 and self.global_rank == 0:
-            self.validate()
-            self.save_checkpoint(self.run_dir / "checkpoints" / "last")
+        update_ema(self.ema, self.model, cfg.ema_decay, step)
+        if end_step(self, learning_rate_at(step - 1, cfg), {"loss": self._loss_sum}, "images_per_s",
+                    validate=self.global_rank == 0):
+            self._loss_sum = 0.0
 
     def ema_model(self):
         """A copy of the network holding the EMA weights, in eval mode."""
@@ -328,21 +313,11 @@ def train_stain(run_dir: str | Path, config: StainTrainConfig | None = None, kin
     if config.data is not None:
         check_store(config.data)
     classes = config.denoiser_config().classes
-    if not resume:
-        write_json(run_dir / "train_config.json", dataclasses.asdict(config))
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    torch.manual_seed(config.seed)  # the initial weights (a resume overwrites them)
+    prepare_run(run_dir, config, resume)
     module = StainModule(kind, config, run_dir)
-    step = restore_step(module, last, run_dir, resume)
-    remaining = config.max_steps - step
-    if remaining > 0:
-        loader = torch.utils.data.DataLoader(StepBatches(config, classes, step, remaining), batch_size=1,
-                                             shuffle=False)
-        trainer = step_trainer(config, remaining, progress, strategy=config.strategy, callbacks=callbacks)
-        trainer.fit(module, train_dataloaders=loader)
-        if trainer.global_rank != 0:
-            return run_dir / "model"
-    module.ema_model().save_pretrained(run_dir / "model", extra={"step": module.step, "kind": kind,
-                                                                 "train_config": dataclasses.asdict(config)})
-    return run_dir / "model"
+    trainer = fit_steps(module, config, last, run_dir, resume, progress,
+                        lambda step, remaining: StepBatches(config, classes, step, remaining),
+                        strategy=config.strategy, callbacks=callbacks)
+    if trainer is not None and trainer.global_rank != 0:
+        return run_dir / "model"
+    return save_final_model(module.ema_model(), run_dir, module.step, config, kind=kind)
