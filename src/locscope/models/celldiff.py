@@ -24,7 +24,7 @@ classifier-free guidance a dropped sequence is replaced by a learned null token 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,12 +34,9 @@ from diffusers.models.embeddings import get_timestep_embedding
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.data.ontology import CELLDIFF_COMPARTMENT_CLASSES, SIMULATOR_COMPARTMENTS
-from locscope.encoders.protein import (
-    MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding, build_protein_encoder,
-)
-from locscope.models.sequence_heads import SequenceHeads
+from locscope.encoders.protein import MASK_ID, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding
+from locscope.models.sequence_heads import EncodedSequence, SequenceHeads
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
-
 
 
 @dataclass
@@ -179,8 +176,9 @@ def config_by_name(name: str, **overrides) -> CellDiffConfig:
 
 
 @dataclass
-class SequenceContext:
-    """The encoded sequence, computed once per sequence and reused at every denoising step.
+class SequenceContext(EncodedSequence):
+    """The encoded sequence, computed once per sequence and reused at every denoising step (``repeat`` / ``concat``
+    pad S).
 
     Attributes
     ----------
@@ -210,22 +208,6 @@ class SequenceContext:
     segment: torch.Tensor
     fraction_logits: torch.Tensor
     condition: torch.Tensor
-
-    def repeat(self, times: int) -> "SequenceContext":
-        """Repeat each row ``times`` times (K samples per sequence), batch order ``[s0, s0, ..., s1, ...]``."""
-        return SequenceContext(*(t.repeat_interleave(times, dim=0) for t in dataclasses.astuple(self)))
-
-    @staticmethod
-    def concat(first: "SequenceContext", second: "SequenceContext") -> "SequenceContext":
-        """Concatenate along the batch (for one guided network call over [conditional, unconditional]); pads S."""
-        parts = []
-        for a, b in zip(dataclasses.astuple(first), dataclasses.astuple(second)):
-            if a.ndim >= 2 and a.shape[1] != b.shape[1]:
-                width = max(a.shape[1], b.shape[1])
-                a = F.pad(a, (0, 0) * (a.ndim - 2) + (0, width - a.shape[1]))
-                b = F.pad(b, (0, 0) * (b.ndim - 2) + (0, width - b.shape[1]))
-            parts.append(torch.cat([a, b], 0))
-        return SequenceContext(*parts)
 
 
 @dataclass
@@ -378,23 +360,10 @@ class CellDiff(SequenceHeads, nn.Module):
         time_dim = 4 * c[0]
 
         # --- sequence path -------------------------------------------------------------------------------------
-        self.protein_encoder = build_protein_encoder(
-            config.protein_encoder, dim=config.sequence_dim, num_layers=config.sequence_layers,
-            esm_path=config.esm_path, esm_finetune=config.esm_finetune,
-        )
-        seq_dim = self.protein_encoder.dim
-        self.sequence_in = nn.Sequential(nn.LayerNorm(seq_dim), nn.Linear(seq_dim, width))
-        self.features_in = nn.Sequential(nn.Linear(NUM_SEQUENCE_FEATURES, width), nn.SiLU())
         # pooled = MLP(mean, max, global features) -> the recipe's sequence summary added to the time embedding
-        self.pool_mlp = nn.Sequential(nn.Linear(3 * width, width), nn.SiLU(), nn.Linear(width, width))
-        self.compartment_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
-                                              nn.Linear(width, len(config.compartment_classes)))
+        self.build_sequence_path(config, width, pooled_parts=3)
+        seq_dim = self.protein_encoder.dim
         n_fractions = len(config.fraction_classes)
-        if n_fractions:
-            self.fraction_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
-                                               nn.Linear(width, n_fractions))
-        self.null_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.null_pooled = nn.Parameter(torch.zeros(1, width))
         self.sequence_type = nn.Parameter(torch.zeros(1, 1, width))
         self.image_type = nn.Parameter(torch.zeros(1, 1, width))
 
@@ -501,16 +470,7 @@ class CellDiff(SequenceHeads, nn.Module):
         mean = (tokens_w * m).sum(1) / m.sum(1).clamp(min=1)
         maximum = tokens_w.masked_fill(~segment_mask[..., None], -1e4).max(1).values
         pooled = self.pool_mlp(torch.cat([mean, maximum, self.features_in(encoding.features.to(tokens_w.dtype))], 1))
-        compartment_logits = self.compartment_head(pooled)
-        if self.config.fraction_classes:
-            fraction_logits = self.fraction_head(pooled)
-            # detached: the head learns from its own loss; the image loss must not reshape the probabilities
-            condition = fraction_logits.detach().float().softmax(-1).to(pooled.dtype)
-            if fractions is not None:
-                use = torch.ones_like(condition[:, 0], dtype=torch.bool) if use_fractions is None else use_fractions
-                condition = torch.where(use.to(condition.device)[:, None], fractions.to(condition), condition)
-        else:
-            fraction_logits = condition = pooled.new_zeros(pooled.shape[0], 0)
+        compartment_logits, fraction_logits, condition = self.sequence_heads(pooled, fractions, use_fractions)
         tokens_w = tokens_w + self.sequence_type
         if drop_sequence is not None:  # always through torch.where: every parameter joins the graph (FSDP, DDP)
             drop = drop_sequence.to(tokens_w.device)

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.diffusion.samplers import DEFAULT_STEPS, classifier_free_guidance, sample_images
 from locscope.diffusion.schedule import ShiftedCosineSchedule
-from locscope.encoders.protein import NUM_SEQUENCE_FEATURES, RESIDUE_IDS, build_protein_encoder
+from locscope.encoders.protein import RESIDUE_IDS
 from locscope.errors import CheckpointError
-from locscope.models.sequence_heads import SequenceHeads
+from locscope.models.sequence_heads import EncodedSequence, SequenceHeads
 from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
 
 LEVEL3_CLASSES: tuple[str, ...] = (
@@ -360,8 +360,8 @@ def check_fit(autoencoder: LatentAutoencoderConfig, denoiser: LatentDiffusionCon
 
 
 @dataclass
-class SequenceCondition:
-    """The encoded sequence, computed once and reused at every denoising step.
+class SequenceCondition(EncodedSequence):
+    """The encoded sequence, computed once and reused at every denoising step (``repeat`` / ``concat`` pad L).
 
     Attributes
     ----------
@@ -382,22 +382,6 @@ class SequenceCondition:
     pooled: torch.Tensor
     compartment_logits: torch.Tensor
     fraction_logits: torch.Tensor
-
-    def repeat(self, times: int) -> "SequenceCondition":
-        """Each row ``times`` times (K samples per sequence), batch order ``[s0, s0, ..., s1, ...]``."""
-        return SequenceCondition(*(t.repeat_interleave(times, dim=0) for t in dataclasses.astuple(self)))
-
-    @staticmethod
-    def concat(first: "SequenceCondition", second: "SequenceCondition") -> "SequenceCondition":
-        """Concatenate along the batch (one guided network call over [conditional, unconditional]); pads L."""
-        width = max(first.tokens.shape[1], second.tokens.shape[1])
-
-        def pad(c: SequenceCondition) -> SequenceCondition:
-            extra = width - c.tokens.shape[1]
-            return dataclasses.replace(c, tokens=F.pad(c.tokens, (0, 0, 0, extra)), mask=F.pad(c.mask, (0, extra)))
-
-        return SequenceCondition(*(torch.cat([a, b]) for a, b in zip(dataclasses.astuple(pad(first)),
-                                                                     dataclasses.astuple(pad(second)))))
 
 
 class LatentDenoiser(SequenceHeads, nn.Module):
@@ -424,20 +408,7 @@ class LatentDenoiser(SequenceHeads, nn.Module):
         n_landmarks = len(config.landmark_channels)
 
         # --- sequence path: per-residue tokens for cross-attention, the pooled condition, auxiliary heads -------
-        self.protein_encoder = build_protein_encoder(config.protein_encoder, dim=config.sequence_dim,
-                                                     num_layers=config.sequence_layers, esm_path=config.esm_path,
-                                                     esm_finetune=config.esm_finetune)
-        seq_dim = self.protein_encoder.dim
-        self.sequence_in = nn.Sequential(nn.LayerNorm(seq_dim), nn.Linear(seq_dim, width))
-        self.features_in = nn.Sequential(nn.Linear(NUM_SEQUENCE_FEATURES, width), nn.SiLU())
-        self.pool_mlp = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
-        self.compartment_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
-                                              nn.Linear(width, len(config.compartment_classes)))
-        if n_fractions:
-            self.fraction_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(),
-                                               nn.Linear(width, n_fractions))
-        self.null_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.null_pooled = nn.Parameter(torch.zeros(1, width))
+        self.build_sequence_path(config, width, pooled_parts=2)  # pooled = MLP(mean, global features)
         if n_landmarks:
             self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.latent_size,
                                                                  config.latent_size))
@@ -474,16 +445,7 @@ class LatentDenoiser(SequenceHeads, nn.Module):
         m = mask[..., None].to(residues.dtype)
         mean = (residues * m).sum(1) / m.sum(1).clamp(min=1)  # the mean-pooled embedding
         pooled = self.pool_mlp(torch.cat([mean, self.features_in(encoding.features.to(residues.dtype))], 1))
-        compartment_logits = self.compartment_head(pooled)
-        if self.config.fraction_classes:
-            fraction_logits = self.fraction_head(pooled)
-            # detached: the head learns from its own loss, the image loss must not reshape its probabilities
-            condition = fraction_logits.detach().float().softmax(-1).to(pooled.dtype)
-            if fractions is not None:
-                use = torch.ones_like(condition[:, 0], dtype=torch.bool) if use_fractions is None else use_fractions
-                condition = torch.where(use.to(condition.device)[:, None], fractions.to(condition), condition)
-        else:
-            fraction_logits = condition = pooled.new_zeros(pooled.shape[0], 0)
+        compartment_logits, fraction_logits, condition = self.sequence_heads(pooled, fractions, use_fractions)
         if drop_sequence is not None:  # through torch.where: every parameter stays in the graph (DDP)
             drop = drop_sequence.to(residues.device)
             null = torch.cat([self.null_token.expand(residues.shape[0], 1, -1), torch.zeros_like(residues[:, 1:])], 1)

@@ -43,6 +43,18 @@ PUBLISHED_SCHEDULE_BUFFERS: tuple[str, ...] = (
 )
 
 
+class _NetworkFields:
+    """What both configs share beyond their fields: normalising (JSON lists -> tuples) and checking them, and the
+    class count."""
+
+    def __post_init__(self) -> None:
+        _check_network_fields(self)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
 def _check_network_fields(config: Any) -> None:
     """Normalise (JSON lists -> tuples) and check the fields both configs share."""
     config.target_channels = tuple(config.target_channels)
@@ -63,7 +75,7 @@ def _check_network_fields(config: Any) -> None:
 
 
 @dataclass
-class StainConfig:
+class StainConfig(_NetworkFields):
     """Hyper-parameters of :class:`StainUNet` (saved as ``config.json`` beside the weights).
 
     Parameters
@@ -112,13 +124,6 @@ class StainConfig:
     beta_start: float = 1e-6
     beta_end: float = 0.01
     pixel_cutoff: float = 15.0
-
-    def __post_init__(self) -> None:
-        _check_network_fields(self)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     @property
     def null_class(self) -> int:
@@ -288,7 +293,7 @@ class StainUNet(_Pretrained):
 
 
 @dataclass
-class StainClassifierConfig:
+class StainClassifierConfig(_NetworkFields):
     """Hyper-parameters of :class:`StainClassifier` (saved as ``config.json`` beside the weights).
 
     ``use_condition`` feeds the brightfield planes beside ``y_t`` (as the published classifier's 8 input channels); the
@@ -312,13 +317,9 @@ class StainClassifierConfig:
     pixel_cutoff: float = 15.0
 
     def __post_init__(self) -> None:
-        _check_network_fields(self)
+        super().__post_init__()
         if len(self.classes) < 2:
             raise ValueError(f"classes={self.classes}: a classifier needs at least two classes")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def classifier_config_for(denoiser: StainConfig, **overrides: Any) -> StainClassifierConfig:

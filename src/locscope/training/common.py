@@ -27,7 +27,7 @@ from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.outputs import check_run_folder
 
 
-def learning_rate_at(step: int, config: CellDiffTrainConfig) -> float:
+def learning_rate_at(step: int, config: Any) -> float:
     """Linear warm-up 0 -> lr over ``warmup_steps``, then linear decay to ``final_lr_fraction * lr`` at ``max_steps``."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
