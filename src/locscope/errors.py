@@ -33,6 +33,13 @@ class ArgumentError(InputError):
         self.mentions = tuple(mentions)
 
 
+def check_at_least(argument: str, value: int | float | None, minimum: int | float = 1) -> None:
+    """Raise ``ArgumentError(argument, "<value>: must be >= <minimum>")`` when ``value`` is below ``minimum`` (None
+    passes: an unset option)."""
+    if value is not None and value < minimum:
+        raise ArgumentError(argument, f"{value}: must be >= {minimum}")
+
+
 class CheckpointError(LocscopeError):
     """A checkpoint does not match the model: missing, unexpected or misshaped keys."""
 

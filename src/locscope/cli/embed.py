@@ -8,13 +8,11 @@ from typing import Optional
 import typer
 
 from locscope.cli.app import app
-from locscope.cli.options import (
-    BackendOption, CacheOption, CalibrationOption, ChannelsOption, DeviceOption, ImageSizeOption, OverwriteOption,
-    SubcellBatchOption, SubcellModelOption, SubcellPrecisionOption,
-)
+from locscope.cli.options import DeviceOption, OverwriteOption, with_subcell_options
 
 
 @app.command("embed")
+@with_subcell_options
 def embed(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (embeddings.h5ad, result.csv, ...)."),
     overwrite: bool = OverwriteOption,
@@ -22,14 +20,7 @@ def embed(
                                                                  "output_prefix ('#' rows are comments)."),
     store_path: Optional[Path] = typer.Option(None, "--store", help="A locscope dataset store instead of a CSV."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split of the store: train | val | test."),
-    model: Optional[str] = SubcellModelOption,
-    channels: Optional[str] = ChannelsOption,
-    batch_size: int = SubcellBatchOption,
-    precision: str = SubcellPrecisionOption,
-    backend: str = BackendOption,
-    calibration_cells: int = CalibrationOption,
-    cache: bool = CacheOption,
-    image_size: Optional[int] = ImageSizeOption,
+    subcell: dict = None,  # --model ... --image-size: with_subcell_options
     save_npy: bool = typer.Option(False, "--save-npy", help="Also write {prefix}_embedding.npy / _probabilities.npy."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write {prefix}_attention_map.png."),
     device: str = DeviceOption,
@@ -37,11 +28,8 @@ def embed(
     """Embed single cells with SubCell: AnnData embeddings + per-class probabilities."""
     from locscope.pipelines.embed import run_embed
 
-    result = run_embed(out, csv_path=csv_path, store_path=store_path, split=split, model=model, channels=channels,
-                       batch_size=batch_size, precision=precision, image_size=image_size, device=device,
-                       backend=backend, calibration_cells=calibration_cells, use_cache=cache,
-                       save_npy=save_npy,
-                       save_attention=save_attention, overwrite=overwrite)
+    result = run_embed(out, csv_path=csv_path, store_path=store_path, split=split, device=device, save_npy=save_npy,
+                       save_attention=save_attention, overwrite=overwrite, **subcell)
     for mode in result.modes:
         typer.echo(f"inference: {mode.describe()}", err=True)
     if result.modes and result.modes[0].cpu:

@@ -3,8 +3,10 @@ sets of the commands that run those models."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -55,6 +57,36 @@ CacheOption = typer.Option(True, "--cache/--no-cache", help="Default mode: read 
 ImageSizeOption = typer.Option(None, "--image-size", help="Resize cells to this side; 0 = keep. Default: the "
                                                          "training size of locscope models, unchanged for published "
                                                          "YAML models.")
+
+#: The SubCell model and runtime options: (keyword of the pipeline functions, type, option).
+SUBCELL_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", Optional[str], SubcellModelOption), ("channels", Optional[str], ChannelsOption),
+    ("batch_size", int, SubcellBatchOption), ("precision", str, SubcellPrecisionOption),
+    ("backend", str, BackendOption), ("calibration_cells", int, CalibrationOption), ("use_cache", bool, CacheOption),
+    ("image_size", Optional[int], ImageSizeOption),
+)
+
+
+def with_subcell_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a Typer command the SubCell options of :data:`SUBCELL_OPTIONS` in place of its parameter ``subcell``;
+    the command receives them as ``subcell``, a dict of keyword arguments for the SubCell pipeline functions."""
+    signature = inspect.signature(command)
+    names = [name for name, _, _ in SUBCELL_OPTIONS]
+    parameters = []
+    for parameter in signature.parameters.values():
+        if parameter.name == "subcell":
+            parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
+                                             annotation=kind) for name, kind, option in SUBCELL_OPTIONS]
+        else:
+            parameters.append(parameter)
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        return command(**{k: v for k, v in kwargs.items() if k not in names},
+                       subcell={name: kwargs[name] for name in names})
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    return wrapper
 
 # CELL-Diff image scoring: design, localize, explain
 MethodOption = typer.Option("combined", "--method", help="image (K generated images read off the simulator's "

@@ -67,16 +67,15 @@ LEVEL1_TO_LEVEL2: dict[str, str] = {
     "nucleoplasm": "nucleus", "peroxisomes": "vesicles", "vesicles": "vesicles", "plastid": "plastid",
 }
 
-LEVEL1_TO_LEVEL3: dict[str, str] = {
-    "cytoskeleton": "cytoskeleton", "actin-filaments": "cytoskeleton", "plasma-membrane": "plasma-membrane",
-    "centrosome": "cytoskeleton", "cytosol": "cytosol", "endoplasmic-reticulum": "endomembrane-system",
-    "endosomes": "endomembrane-system", "golgi-apparatus": "endomembrane-system",
-    "intermediate-filaments": "cytoskeleton", "lipid-droplets": "endomembrane-system",
-    "lysosomes": "endomembrane-system", "microtubules": "cytoskeleton", "mitochondria": "mitochondria",
-    "nuclear-bodies": "nucleus", "nuclear-membrane": "nucleus", "nuclear-speckles": "nucleus",
-    "nucleoli": "nucleoli", "nucleoli-fibrillar-center": "nucleoli", "nucleoplasm": "nucleus",
-    "peroxisomes": "endomembrane-system", "vesicles": "endomembrane-system", "plastid": "plastid",
+# every level-2 class lies in one level-3 class, so level 1 -> level 3 is level 1 -> level 2 -> level 3
+LEVEL2_TO_LEVEL3: dict[str, str] = {
+    "cytoskeleton": "cytoskeleton", "plasma-membrane": "plasma-membrane", "cytosol": "cytosol",
+    "endoplasmic-reticulum": "endomembrane-system", "golgi-apparatus": "endomembrane-system",
+    "vesicles": "endomembrane-system", "mitochondria": "mitochondria", "nucleus": "nucleus", "nucleoli": "nucleoli",
+    "plastid": "plastid",
 }
+
+LEVEL1_TO_LEVEL3: dict[str, str] = {level1: LEVEL2_TO_LEVEL3[level2] for level1, level2 in LEVEL1_TO_LEVEL2.items()}
 
 HPA_TO_LEVEL1: dict[str, str] = {
     "Actin filaments": "actin-filaments", "Aggresome": "", "Cell Junctions": "plasma-membrane",
@@ -319,7 +318,7 @@ DEEPLOC_TO_LEVEL1: dict[str, str] = {
     "Cell.membrane": "plasma-membrane", "Endoplasmic.reticulum": "endoplasmic-reticulum", "Plastid": "plastid",
     "Golgi.apparatus": "golgi-apparatus", "Lysosome/Vacuole": "lysosomes", "Peroxisome": "peroxisomes",
 }
-_DEEPLOC_LOWER = {k.lower(): v for k, v in DEEPLOC_TO_LEVEL1.items()}
+_DEEPLOC_LOWER = _lowered(DEEPLOC_TO_LEVEL1)
 
 
 def from_deeploc(term: str) -> str | None:

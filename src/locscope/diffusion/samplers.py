@@ -100,3 +100,21 @@ def sample_images(
         nfe += 1
         x = scheduler.step(v, t, x).prev_sample
     return x, nfe
+
+
+@torch.no_grad()
+def class_denoising_losses(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], clean: torch.Tensor,
+                           schedule: ShiftedCosineSchedule, timesteps, generator: torch.Generator | None = None
+                           ) -> torch.Tensor:
+    """The denoiser as a diffusion classifier (Li et al. 2023): ``clean`` ``(n, C, H, W)`` holds one (identical) row per
+    class; at each of ``timesteps`` one noise draw ``(1, C, H, W)`` (from ``generator``, CPU) noises every row,
+    ``denoise(x_t, t)`` (conditioned on one class per row) predicts v; returns the summed per-row v-prediction MSE
+    ``(n,)`` (lowest = the class that explains the image best)."""
+    n, device = clean.shape[0], clean.device
+    losses = torch.zeros(n)
+    for step in timesteps:
+        noise = torch.randn(1, *clean.shape[1:], generator=generator).expand(n, -1, -1, -1).to(device)
+        t = torch.full((n,), int(step), device=device)
+        v = denoise(schedule.add_noise(clean, noise, t), t).float()
+        losses += ((v - schedule.v_target(clean, noise, t)) ** 2).mean((1, 2, 3)).cpu()
+    return losses

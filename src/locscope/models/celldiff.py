@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -36,7 +35,7 @@ from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.data.ontology import CELLDIFF_COMPARTMENT_CLASSES, SIMULATOR_COMPARTMENTS
 from locscope.encoders.protein import MASK_ID, PAD_ID, RESIDUE_IDS, VOCAB, ProteinEncoding
 from locscope.models.sequence_heads import EncodedSequence, SequenceHeads
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin
 
 
 @dataclass
@@ -332,7 +331,7 @@ class LayoutNet(nn.Module):
         return F.softplus(self.head(h)) * torch.sigmoid(logits), logits
 
 
-class CellDiff(SequenceHeads, nn.Module):
+class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
     """The CELL-Diff network (see the module docstring); build from a :class:`CellDiffConfig`.
 
     Examples
@@ -344,6 +343,8 @@ class CellDiff(SequenceHeads, nn.Module):
     >>> out.image.shape, out.residue_logits.shape, out.compartment_logits.shape
     (torch.Size([2, 1, 16, 16]), torch.Size([2, 8, 23]), torch.Size([2, 7]))
     """
+
+    config_class = CellDiffConfig
 
     mask_token_id = MASK_ID
     pad_token_id = PAD_ID
@@ -611,19 +612,6 @@ class CellDiff(SequenceHeads, nn.Module):
         image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present, layout_maps)
         return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits,
                               context.fraction_logits)
-
-    # ------------------------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` atomically."""
-        return save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "CellDiff":
-        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (CheckpointError lists bad keys)."""
-        config = read_config(directory, CellDiffConfig)
-        model = cls(config)
-        load_weights_into(model, directory)
-        return model.to(map_location).eval()
 
 
 def count_parameters(model: nn.Module) -> int:

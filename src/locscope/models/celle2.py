@@ -52,9 +52,7 @@ import torch.nn.functional as F
 from locscope.encoders.esm_layout import ROTARY_KEY, fair_esm_to_transformers
 from locscope.encoders.protein import ESM_ALPHABET, MASK_ID, PAD_ID, VOCAB, BuiltinProteinEncoder, encode_sequence
 from locscope.errors import CheckpointError, InputError
-from locscope.utils.checkpoint import (
-    check_state_dict, load_weights_into, read_config, read_torch_weights, save_pretrained,
-)
+from locscope.utils.checkpoint import PretrainedMixin, check_state_dict, read_torch_weights
 
 TextEncoderKind = Literal["builtin", "esm2-published"]
 ProteinThreshold = Literal["median", "otsu"]
@@ -474,12 +472,14 @@ class Celle2Output:
     image_logits: torch.Tensor
 
 
-class Celle2(nn.Module):
+class Celle2(PretrainedMixin, nn.Module):
     """CELL-E 2: tokenizers + sequence encoder + bidirectional transformer (see the module docstring).
 
     Inputs use per-stream ids: text ids (locscope's alphabet, or ESM's for ``'esm2-published'``; the stream's mask id
     marks residues to predict), nucleus codes ``0..n-1`` (``n`` = mask), protein-image codes ``0..m-1`` (``m`` = mask).
     """
+
+    config_class = Celle2Config
 
     def __init__(self, config: Celle2Config) -> None:
         super().__init__()
@@ -666,17 +666,6 @@ class Celle2(nn.Module):
             loss_text = loss_image.new_zeros(())
         w = c.loss_img_weight
         return {"loss": (loss_text + w * loss_image) / (1 + w), "loss_text": loss_text, "loss_image": loss_image}
-
-    # --- persistence --------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, extra: Mapping | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` atomically."""
-        return save_pretrained(self, self.config, directory, extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Celle2":
-        """Rebuild from :meth:`save_pretrained`'s folder; strict (``CheckpointError`` listing bad keys)."""
-        model = cls(read_config(directory, Celle2Config))
-        return load_weights_into(model, directory).eval()
 
 
 def masked_count(r: torch.Tensor | float, length: int, scale: float = 1.0) -> int:

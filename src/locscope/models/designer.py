@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from locscope.data.ontology import SIMULATOR_COMPARTMENTS
 from locscope.encoders.protein import PAD_ID, RESIDUE_IDS, UNKNOWN_ID, VOCAB
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin
 
 
 def _compartments() -> tuple[str, ...]:
@@ -103,7 +102,7 @@ def designer_tiny_config(**overrides) -> DesignerConfig:
     return DesignerConfig(**overrides)
 
 
-class SequenceDesigner(nn.Module):
+class SequenceDesigner(PretrainedMixin, nn.Module):
     """Masked-residue logits of a protein sequence given the compartment distribution it should have.
 
     Examples
@@ -114,6 +113,8 @@ class SequenceDesigner(nn.Module):
     >>> model(tokens, fractions).shape
     torch.Size([1, 4, 23])
     """
+
+    config_class = DesignerConfig
 
     def __init__(self, config: DesignerConfig) -> None:
         super().__init__()
@@ -185,19 +186,6 @@ class SequenceDesigner(nn.Module):
         h = self.encoder(h, src_key_padding_mask=padding)
         logits = self.head(self.final_norm(h[:, 1:]))
         return logits.masked_fill(self.not_residue, -1e4)
-
-    # -- persistence (config.json + model.safetensors, strict) --------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
-        """Write ``config.json`` + ``model.safetensors`` atomically."""
-        save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SequenceDesigner":
-        """Load a saved designer strictly (missing / unexpected / misshaped keys are listed in the error)."""
-        config = read_config(directory, DesignerConfig)
-        model = cls(config)
-        load_weights_into(model, directory)
-        return model.to(device).eval()
 
 
 def designer_logits_fn(model: SequenceDesigner, fractions: torch.Tensor, guidance: float = 1.0):

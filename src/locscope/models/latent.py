@@ -38,12 +38,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from locscope.channels import NUCLEUS, PROTEIN
-from locscope.diffusion.samplers import DEFAULT_STEPS, classifier_free_guidance, sample_images
+from locscope.diffusion.samplers import (
+    DEFAULT_STEPS, class_denoising_losses, classifier_free_guidance, sample_images,
+)
 from locscope.diffusion.schedule import ShiftedCosineSchedule
 from locscope.encoders.protein import RESIDUE_IDS
 from locscope.errors import CheckpointError
 from locscope.models.sequence_heads import EncodedSequence, SequenceHeads
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin, load_weights_into, read_config
 
 LEVEL3_CLASSES: tuple[str, ...] = (
     "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
@@ -123,7 +125,7 @@ class AutoencoderOutput:
     kl: torch.Tensor
 
 
-class LatentAutoencoder(nn.Module):
+class LatentAutoencoder(PretrainedMixin, nn.Module):
     """diffusers ``AutoencoderKL`` with locscope's config, scaling and strict loading.
 
     Images are ``(B, len(image_channels), H, W)`` in [-1, 1].
@@ -136,6 +138,8 @@ class LatentAutoencoder(nn.Module):
     >>> tuple(z.shape), tuple(ae.decode(z).shape)
     ((2, 4, 4, 4), (2, 2, 16, 16))
     """
+
+    config_class = LatentAutoencoderConfig
 
     def __init__(self, config: LatentAutoencoderConfig) -> None:
         super().__init__()
@@ -180,16 +184,6 @@ class LatentAutoencoder(nn.Module):
         posterior = self.posterior(images)
         z = posterior.sample(generator)
         return AutoencoderOutput(self.vae.decode(z).sample, posterior.mean, posterior.logvar, posterior.kl())
-
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        return save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "LatentAutoencoder":
-        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (CheckpointError lists bad keys)."""
-        model = cls(read_config(directory, LatentAutoencoderConfig))
-        load_weights_into(model, directory)
-        return model.to(map_location).eval()
 
 
 @torch.no_grad()
@@ -384,7 +378,7 @@ class SequenceCondition(EncodedSequence):
     fraction_logits: torch.Tensor
 
 
-class LatentDenoiser(SequenceHeads, nn.Module):
+class LatentDenoiser(SequenceHeads, PretrainedMixin, nn.Module):
     """Sequence encoder + diffusers ``UNet2DConditionModel`` predicting ``v`` for standardised latents.
 
     Examples
@@ -397,6 +391,8 @@ class LatentDenoiser(SequenceHeads, nn.Module):
     >>> net(torch.randn(2, 4, 4, 4), torch.tensor([10, 500]), torch.zeros(2, 1, 4, 4), cond).shape
     torch.Size([2, 4, 4, 4])
     """
+
+    config_class = LatentDiffusionConfig
 
     def __init__(self, config: LatentDiffusionConfig) -> None:
         super().__init__()
@@ -517,10 +513,6 @@ class LatentDenoiser(SequenceHeads, nn.Module):
         return self.unet(torch.cat([noisy_latents, conditions.to(noisy_latents.dtype)], 1), timesteps,
                          encoder_hidden_states=sequence.tokens, class_labels=sequence.pooled,
                          encoder_attention_mask=sequence.mask.to(noisy_latents.dtype)).sample
-
-
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        return save_pretrained(self, self.config, directory, extra=extra)
 
 
 def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -709,14 +701,8 @@ class LatentDiffusion(nn.Module):
         spatial = self.denoiser.spatial_conditions(distance, others, present).expand(n, -1, -1, -1)
         tokens = self.tokenize(["G" * 30] * n)[0].to(device)
         context = self.denoiser.encode_sequence(tokens, fractions=torch.eye(n, device=device))
-        schedule = self.schedule
-        losses = torch.zeros(n)
-        for step in timesteps:
-            noise = torch.randn(1, *clean.shape[1:], generator=generator).expand(n, -1, -1, -1).to(device)
-            t = torch.full((n,), int(step), device=device)
-            v = self.denoiser(schedule.add_noise(clean, noise, t), t, spatial, context).float()
-            losses += ((v - schedule.v_target(clean, noise, t)) ** 2).mean((1, 2, 3)).cpu()
-        return losses
+        return class_denoising_losses(lambda x, t: self.denoiser(x, t, spatial, context), clean, self.schedule,
+                                      timesteps, generator)
 
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write the denoiser to ``directory`` and the autoencoder to ``directory/autoencoder`` (atomic files)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from locscope.data import ontology
 from locscope.encoders.protein import (AMINO_ACIDS, NUM_SEQUENCE_FEATURES, PAD_ID, UNKNOWN_ID, VOCAB, _ConvBlock,
                                        _residue_table, sequence_features, tokenize)
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin
 
 NUM_DIPEPTIDES = len(AMINO_ACIDS) ** 2
 # (residues, window): sliding-window profiles over the whole protein; their maximum and the share of windows above
@@ -268,7 +267,7 @@ class _TerminalWindow(nn.Module):
         return pooled.masked_fill(pooled < -1e3, 0.0).reshape(batch, -1)  # segments beyond a short protein -> 0
 
 
-class SequenceLocalizer(nn.Module):
+class SequenceLocalizer(PretrainedMixin, nn.Module):
     """Sequence -> level-1 / level-2 / level-3 localization logits (see the module docstring).
 
     Examples
@@ -278,6 +277,8 @@ class SequenceLocalizer(nn.Module):
     >>> {k: v.shape[1] for k, v in model(tokens).items()}
     {'level1': 22, 'level2': 10, 'level3': 8}
     """
+
+    config_class = LocalizerConfig
 
     def __init__(self, config: LocalizerConfig) -> None:
         super().__init__()
@@ -398,17 +399,6 @@ class SequenceLocalizer(nn.Module):
                 out[level][chunk] = probabilities[level].cpu().numpy()
         self.train(was_training)
         return out
-
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
-        """``model.safetensors`` + ``config.json`` (atomic)."""
-        save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SequenceLocalizer":
-        """Rebuild from ``config.json`` and load the weights strictly (CheckpointError listing bad keys)."""
-        model = cls(read_config(directory, LocalizerConfig))
-        load_weights_into(model, directory)
-        return model.to(device).eval()
 
 
 def localizer_config(**overrides) -> LocalizerConfig:

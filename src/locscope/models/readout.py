@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS
 from locscope.data import ontology
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin
 
 LEVEL3_CLASSES: tuple[str, ...] = tuple(c for c in ontology.LEVEL3 if c != "plastid")
 
@@ -75,7 +74,7 @@ def scale_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-class ReadoutClassifier(nn.Module):
+class ReadoutClassifier(PretrainedMixin, nn.Module):
     """Protein image + landmarks -> level-3 compartment logits (see the module docstring).
 
     Examples
@@ -84,6 +83,8 @@ class ReadoutClassifier(nn.Module):
     >>> model(torch.rand(2, 4, 32, 32)).shape
     torch.Size([2, 7])
     """
+
+    config_class = ReadoutConfig
 
     def __init__(self, config: ReadoutConfig) -> None:
         super().__init__()
@@ -113,17 +114,6 @@ class ReadoutClassifier(nn.Module):
         parts = [self(images[i:i + batch_size].to(device)).float().softmax(-1).cpu()
                  for i in range(0, len(images), batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, len(self.config.classes))
-
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` atomically."""
-        return save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "ReadoutClassifier":
-        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly."""
-        model = cls(read_config(directory, ReadoutConfig))
-        load_weights_into(model, directory)
-        return model.to(device).eval()
 
 
 def readout_config(**overrides) -> ReadoutConfig:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from locscope.channels import CELL_PAINTING
 from locscope.errors import CheckpointError
-from locscope.utils.checkpoint import load_weights_into, read_config, save_pretrained
+from locscope.utils.checkpoint import PretrainedMixin
 
 #: The six schedule buffers the released ``Network`` saves beside the denoiser's weights (no prefix).
 PUBLISHED_SCHEDULE_BUFFERS: tuple[str, ...] = (
@@ -171,23 +171,6 @@ def _check_labels(class_labels: torch.Tensor | None, batch: int, num_classes: in
     return class_labels
 
 
-class _Pretrained(nn.Module):
-    """``save_pretrained`` / ``from_pretrained`` for a module built from one config dataclass (``config_class``)."""
-
-    config_class: type
-
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` atomically."""
-        return save_pretrained(self, self.config, directory, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu"):
-        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (CheckpointError lists bad keys)."""
-        model = cls(read_config(directory, cls.config_class))
-        load_weights_into(model, directory)
-        return model.to(map_location).eval()
-
-
 class ClassEmbedding(nn.Module):
     """Class index -> vector added to the noise-level embedding; the null class (``num_classes``) maps to zeros."""
 
@@ -210,7 +193,7 @@ def _block_types(config_levels: int, attention_levels: tuple[int, ...]) -> tuple
     return down, up
 
 
-class StainUNet(_Pretrained):
+class StainUNet(PretrainedMixin, nn.Module):
     """The conditional denoiser ``eps_theta(cat[x, y_t], gamma, k)``.
 
     Examples
@@ -347,7 +330,7 @@ class AttentionPool(nn.Module):
         return pooled[:, 0]
 
 
-class StainClassifier(_Pretrained):
+class StainClassifier(PretrainedMixin, nn.Module):
     """``p(k | y_t)``: the U-Net's encoder half + attention pooling, conditioned on the noise level gamma."""
 
     config_class = StainClassifierConfig
@@ -591,7 +574,7 @@ def load_stain(path: str | Path, device: str | torch.device = "cpu") -> StainUNe
     if path.is_dir():
         networks = sorted(path.glob("*_Network.pth"))
         if not networks and not (path / "network_config.json").is_file():
-            return StainUNet.from_pretrained(path, map_location=device)
+            return StainUNet.from_pretrained(path, device=device)
         if len(networks) != 1:
             found = ", ".join(p.name for p in networks)
             raise InputError(f"{path / '<epoch>_Network.pth'}: " + (

@@ -29,7 +29,7 @@ from torch import nn
 
 from locscope.channels import ER, MICROTUBULES, NUCLEUS, PROTEIN
 from locscope.errors import InputError
-from locscope.utils.checkpoint import load_state_dict_strict, load_weights_into, read_config, read_torch_weights
+from locscope.utils.checkpoint import PretrainedMixin, load_state_dict_strict, read_torch_weights
 
 # SubCell's 31 localization classes, in the order of the classifier outputs.
 SUBCELL_CLASS_NAMES: tuple[str, ...] = (
@@ -217,7 +217,7 @@ def _vit_config(config: SubCellConfig):
     )
 
 
-class SubCellModel(nn.Module):
+class SubCellModel(PretrainedMixin, nn.Module):
     """ViT encoder + gated attention pooling + an ensemble of MLP classifiers.
 
     Parameters
@@ -234,6 +234,8 @@ class SubCellModel(nn.Module):
     ((2, 64), (2, 31), (2, 2, 3, 4))
     """
 
+    config_class = SubCellConfig
+
     def __init__(self, config: SubCellConfig) -> None:
         super().__init__()
         from transformers import ViTModel
@@ -245,13 +247,6 @@ class SubCellModel(nn.Module):
             build_classifier(config.embedding_dim, config.classifier_hidden, config.num_classes)
             for _ in range(config.num_classifiers)
         )
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SubCellModel":
-        """Rebuild from ``config.json`` + ``model.safetensors`` (strict), in eval mode."""
-        model = cls(read_config(directory, SubCellConfig))
-        load_weights_into(model, directory)
-        return model.to(device).eval()
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the ViT and the pooling: ``(B, C, H, W)`` normalised images -> (embedding, weights, tokens).

@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from locscope.diffusion.samplers import class_denoising_losses
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
 from locscope.models.latent import LatentDiffusion
@@ -251,21 +252,15 @@ def image_target_distribution(model, protein: np.ndarray, landmarks: np.ndarray,
         stack = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].to(device)
         losses = model.fraction_losses(image, stack, timesteps.astype(int), None if present is None else
                                        torch.from_numpy(np.asarray(present, bool))[None], generator)
-        excess = (losses - losses.min()) / losses.min().clamp(min=1e-12)
-        weights = torch.exp(-sharpness * excess).numpy().astype(np.float64)
-        return weights / weights.sum()
-    schedule = schedule_for(model)
-    clean = torch.from_numpy(np.asarray(protein, np.float32) * 2.0 - 1.0)[None, None].expand(n, -1, -1, -1).to(device)
-    marks = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].expand(n, -1, -1, -1).to(device)
-    mask = None if present is None else torch.from_numpy(np.tile(present, (n, 1))).to(device)
-    losses = torch.zeros(n)
-    with torch.no_grad():
-        context = model.encode_sequence(model.tokenize(["G" * 30] * n)[0].to(device), fractions=torch.eye(n).to(device))
-        for step in timesteps.astype(int):
-            noise = torch.randn(1, 1, *clean.shape[-2:], generator=generator).expand(n, -1, -1, -1).to(device)
-            t = torch.full((n,), int(step), device=device)
-            v = model.denoise(schedule.add_noise(clean, noise, t), t, marks, context, mask)[0].float()
-            losses += ((v - schedule.v_target(clean, noise, t)) ** 2).mean((1, 2, 3)).cpu()
+    else:
+        clean = torch.from_numpy(np.asarray(protein, np.float32) * 2.0 - 1.0)[None, None].expand(n, -1, -1, -1)
+        marks = torch.from_numpy(np.asarray(landmarks, np.float32) * 2.0 - 1.0)[None].expand(n, -1, -1, -1).to(device)
+        mask = None if present is None else torch.from_numpy(np.tile(present, (n, 1))).to(device)
+        with torch.no_grad():
+            context = model.encode_sequence(model.tokenize(["G" * 30] * n)[0].to(device),
+                                            fractions=torch.eye(n).to(device))
+        losses = class_denoising_losses(lambda x, t: model.denoise(x, t, marks, context, mask)[0], clean.to(device),
+                                        schedule_for(model), timesteps.astype(int), generator)
     excess = (losses - losses.min()) / losses.min().clamp(min=1e-12)
     weights = torch.exp(-sharpness * excess).numpy().astype(np.float64)
     return weights / weights.sum()

@@ -27,7 +27,7 @@ import torch
 
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.data.transforms import resize_to_model, to_unit_range
-from locscope.errors import ArgumentError, InputError
+from locscope.errors import ArgumentError, InputError, check_at_least
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
 from locscope.pipelines.generate_outputs import (
@@ -216,10 +216,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                                overwrite=overwrite, output_command=output_command)
     if sampler not in SAMPLERS:
         raise ArgumentError("sampler", f"{sampler!r}: accepted values are {', '.join(SAMPLERS)}")
-    if samples < 1:
-        raise ArgumentError("samples", f"{samples}: must be >= 1")
-    if steps is not None and steps < 1:
-        raise ArgumentError("steps", f"{steps}: must be >= 1")
+    check_at_least("samples", samples)
+    check_at_least("steps", steps)
     if guidance is not None and guidance < 0:
         raise ArgumentError("guidance", f"{guidance}: must be >= 0")
     from locscope.diffusion.celldiff_sampler import PLACEMENTS

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from locscope.data.transforms import standardize
 from locscope.diffusion.stain_sampler import DEFAULT_STEPS, SAMPLERS, LinearSchedule, sample_stain
-from locscope.errors import ArgumentError, InputError
+from locscope.errors import ArgumentError, InputError, check_at_least
 from locscope.io.images import read_planes
 from locscope.models import hub
 from locscope.models.stain import StainClassifier, StainUNet
@@ -64,7 +64,7 @@ def load_stain_models(model: str | Path | None = None, device: str | torch.devic
     classifier_dir = ref.directory / "classifier"
     classifier = None
     if ref.path.is_dir() and (classifier_dir / "config.json").is_file():
-        classifier = StainClassifier.from_pretrained(classifier_dir, map_location=device)
+        classifier = StainClassifier.from_pretrained(classifier_dir, device=device)
     return StainModels(denoiser, classifier, ref.name)
 
 
@@ -173,10 +173,8 @@ def check_options(*, sampler: str, samples: int, steps: int | None, classifier_s
     """Validate the sampling options before anything is read or written (:class:`~locscope.errors.ArgumentError`)."""
     if sampler not in SAMPLERS:
         raise ArgumentError("sampler", f"{sampler}: accepted values are {', '.join(SAMPLERS)}")
-    if samples < 1:
-        raise ArgumentError("samples", f"{samples}: must be >= 1")
-    if steps is not None and steps < 1:
-        raise ArgumentError("steps", f"{steps}: must be >= 1")
+    check_at_least("samples", samples)
+    check_at_least("steps", steps)
     if classifier_scale < 0:
         raise ArgumentError("classifier_scale", f"{classifier_scale}: must be >= 0")
     if (classifier_scale or guidance is not None) and class_name is None:

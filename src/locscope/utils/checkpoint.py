@@ -157,6 +157,26 @@ def load_weights_into(model: torch.nn.Module, directory: str | Path) -> torch.nn
     return model
 
 
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from one config dataclass: the class names
+    it as ``config_class`` and keeps it as ``self.config`` (diffusers' ``ModelMixin`` convention, safetensors +
+    ``config.json``)."""
+
+    config_class: type
+
+    def save_pretrained(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` atomically (``extra``: metadata such as the training step)."""
+        return save_pretrained(self, self.config, directory, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
+        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly (:class:`CheckpointError` lists bad
+        keys); on ``device``, in eval mode."""
+        model = cls(read_config(directory, cls.config_class))
+        load_weights_into(model, directory)
+        return model.to(device).eval()
+
+
 def save_optimizer_state(directory: str | Path, state: Mapping[str, Any]) -> None:
     """Write an optimizer ``state_dict()`` without pickle: its tensors to ``optimizer.safetensors`` (keys
     ``"<parameter>|<name>"``), everything else to ``optimizer.json``. ``directory`` must exist (write into a
