@@ -4,12 +4,7 @@ import numpy as np
 import pytest
 
 from locscope.metrics.features import (
-    classification_agreement,
-    cluster_score,
-    cosine_similarity,
-    knn_accuracy,
-    knn_predict,
-    nn_match,
+    classification_agreement, cluster_score, cosine_similarity, knn_accuracy, knn_predict, nn_match,
 )
 
 

@@ -19,6 +19,8 @@ from locscope.training.celldiff_data import EpochSampler
 from locscope.training.celldiff_module import CellDiffTrainConfig, derangement, learning_rate_at, step_generator
 from locscope.training.common import read_train_config
 
+from support import check_resume_after_kill
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"image_size": 16, "channels": [8, 8, 16, 16], "transformer_width": 32, "transformer_layers": 1,
         "sequence_dim": 16, "sequence_layers": 1, "attention_grid": 2}
@@ -104,25 +106,9 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_killed_training_resumes_exactly(store, tmp_path):
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
     config = write_config(tmp_path / "train.json", val_every_epochs=100)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-
-    def launch(run: str, resume: bool, kill_at: int) -> int:
-        result = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / run), "1" if resume else "0",
-                                 str(kill_at), str(config)], env=env, capture_output=True, timeout=300)
-        assert result.returncode in (0, -9), result.stderr.decode()[-3000:]
-        return result.returncode
-
-    assert launch("straight", False, -1) == 0
-    assert launch("killed", False, 3) == -9  # killed after the step-2 checkpoint, during step 3
-    assert json.loads((tmp_path / "killed" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
-    assert launch("killed", True, -1) == 0
-    for name in ("online", "optimizer", "model"):
-        a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
-        b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    check_resume_after_kill(KILL_SCRIPT, tmp_path, lambda run, resume, kill_at: [
+        str(store), str(run), "1" if resume else "0", str(kill_at), str(config)], timeout=300)
     def losses(run: str) -> list[float]:
         return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert losses("straight") == losses("killed")

@@ -4,9 +4,6 @@ the autoencoder, after a SIGKILL for the denoiser) and the loss pieces."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,9 +15,9 @@ from locscope.cli import main
 from locscope.models.latent import LatentAutoencoder, LatentDiffusion
 from locscope.training.latent_module import dihedral
 
+from support import check_resume_after_kill
 from test_celldiff_training import make_store
 
-ROOT = Path(__file__).resolve().parents[2]
 AE = {"image_size": 16, "block_channels": [8, 8, 8], "layers_per_block": 1, "norm_groups": 4}
 DENOISER = {"block_channels": [8, 16], "attention_levels": [False, True], "norm_groups": 4, "cross_attention_dim": 16,
             "sequence_dim": 8, "sequence_layers": 1, "attention_head_dim": 8, "schedule_base": 4}
@@ -95,26 +92,10 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_denoiser_stage_writes_a_model_and_resumes_exactly_after_a_kill(store, autoencoder_run, tmp_path):
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
     config = write_config(tmp_path / "train.json", DENOISER, val_steps=2)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-
-    def launch(run: str, resume: bool, kill_at: int) -> int:
-        result = subprocess.run([sys.executable, str(script), str(store), str(autoencoder_run / "model"),
-                                 str(tmp_path / run), "1" if resume else "0", str(kill_at), str(config)],
-                                env=env, capture_output=True, timeout=600)
-        assert result.returncode in (0, -9), result.stderr.decode()[-3000:]
-        return result.returncode
-
-    assert launch("straight", False, -1) == 0
-    assert launch("killed", False, 3) == -9  # killed after the step-2 checkpoint, during step 3
-    assert json.loads((tmp_path / "killed" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
-    assert launch("killed", True, -1) == 0
-    for name in ("online", "optimizer", "model"):
-        a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
-        b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    check_resume_after_kill(KILL_SCRIPT, tmp_path, lambda run, resume, kill_at: [
+        str(store), str(autoencoder_run / "model"), str(run), "1" if resume else "0", str(kill_at), str(config)],
+        timeout=600)
     model = LatentDiffusion.from_pretrained(tmp_path / "straight" / "model")
     assert model.config.latent_size == 4 and model.autoencoder.config.scaling_factor != 1.0
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from locscope.channels import CELL_PAINTING
 from locscope.errors import InputError
@@ -20,8 +15,8 @@ from locscope.models.stain import StainClassifier, StainUNet
 from locscope.training.stain_module import StainTrainConfig, simulated_batch, train_stain
 
 from support import _one_thread  # noqa: F401  (autouse: one torch thread for these tiny networks)
+from support import check_resume_after_kill
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(image_size=16, batch_size=2, max_steps=4, steps_per_epoch=2, log_every_steps=1, val_images=2, val_steps=2,
             warmup_steps=2, model_overrides={"channel_multipliers": [1, 2], "attention_levels": [1],
                                              "num_train_timesteps": 50})
@@ -73,24 +68,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_killed_training_resumes_exactly(tmp_path):
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-
-    def launch(run: str, resume: bool, kill_at: int) -> int:
-        result = subprocess.run([sys.executable, str(script), str(tmp_path / run), "1" if resume else "0",
-                                 str(kill_at), json.dumps(TINY)], env=env, capture_output=True, timeout=400)
-        assert result.returncode in (0, -9), result.stderr.decode()[-3000:]
-        return result.returncode
-
-    assert launch("straight", False, -1) == 0
-    assert launch("killed", False, 3) == -9  # killed after the step-2 checkpoint, during step 3
-    assert json.loads((tmp_path / "killed" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
-    assert launch("killed", True, -1) == 0
-    for name in ("online", "optimizer", "model"):
-        a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
-        b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    check_resume_after_kill(KILL_SCRIPT, tmp_path, lambda run, resume, kill_at: [
+        str(run), "1" if resume else "0", str(kill_at), json.dumps(TINY)], timeout=400, OMP_NUM_THREADS="1")
 
     def losses(run: str) -> list[float]:
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()

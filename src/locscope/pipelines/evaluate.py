@@ -35,7 +35,7 @@ from locscope.metrics.pixel import pixel_metrics
 from locscope.metrics.resolution import msf
 from locscope.metrics.threshold import mask_iou, threshold_mask
 from locscope.metrics.truth import iou_vs_truth, localization_fidelity
-from locscope.pipelines.evaluate_report import EvaluationResult, describe
+from locscope.pipelines.evaluate_report import EvaluationResult, SourceItem, describe
 from locscope.utils.device import resolve_device
 from locscope.utils.outputs import check_output_folder, output_folder
 from locscope.utils.progress import track
@@ -63,16 +63,6 @@ READOUT_LANDMARKS = (NUCLEUS, "er", "microtubules")  # landmark channels the com
 
 
 # ------------------------------------------------------------------------------------------------ sources
-@dataclass
-class SourceItem:
-    """One item of a source: channel images scaled to [0, 1], plus labels and masks when a store has them."""
-
-    id: str
-    channels: dict[str, np.ndarray]
-    labels: list[str] = field(default_factory=list)
-    masks: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def load_feature_network(features: str | Path | None = None, device: str = "auto") -> FeatureNetwork:
     """Pick the feature network.
 

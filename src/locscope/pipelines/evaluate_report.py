@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +21,14 @@ from locscope.report.html import html_page
 from locscope.report.images import write_png
 from locscope.utils.atomic import write_json
 
-if TYPE_CHECKING:  # pragma: no cover
-    from locscope.pipelines.evaluate import SourceItem
+@dataclass
+class SourceItem:
+    """One item of a source: channel images scaled to [0, 1], plus labels and masks when a store has them."""
+
+    id: str
+    channels: dict[str, np.ndarray]
+    labels: list[str] = field(default_factory=list)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,7 +67,7 @@ PICTURE_COLUMNS = (
 )
 
 
-def item_pictures(real: "SourceItem", generated: "SourceItem", folder: Path, index: int) -> dict[str, str]:
+def item_pictures(real: SourceItem, generated: SourceItem, folder: Path, index: int) -> dict[str, str]:
     """Write the picture row of one pair into ``folder``; return ``{column: file name}`` plus the item id.
 
     Both protein images are shown on the same scale (their joint maximum), so brightness is comparable.

@@ -62,6 +62,8 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append ``record`` as one JSON line to ``run_dir/metrics.jsonl`` and print it (floats rounded to 5 digits)."""
+    # not a Lightning logger (CSVLogger): resuming cuts this file back to the checkpoint's step (truncate_metrics), so a
+    # killed-and-resumed run's log equals an uninterrupted one line for line, which the resume tests compare
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
