@@ -10,9 +10,15 @@ Corpus: :func:`locscope.io.corpus.load_corpus` (SCL2205 from the installed p-scl
   OpenCell proteins in the ``image`` style of the bundled model, the others in its default style).
 
 Test sets (all in the ``test`` split): the SCL2205 held-out proteins (labels from SCL2205), DeepLoc 1.0 validation
-proteins (DeepLoc labels), held-out OpenCell proteins (human, image-based labels incl. nucleoli). Scores: level-3 and
-level-2 macro / micro average precision, macro F1 and exact-match accuracy at threshold 0.5, over the classes with at
-least one positive in the set (:func:`locscope.metrics.sequence.multilabel_scores`).
+proteins (DeepLoc labels), held-out OpenCell proteins (human, image-based labels incl. nucleoli), the human
+proteins of the first two (:func:`locscope.io.corpus.is_human`: neither source names the organism; the accessions of
+the Homo sapiens annotation package org.Hs.eg.db) alone and pooled, and these human proteins with the Human Protein
+Atlas' image-based labels instead (:func:`locscope.io.corpus.hpa_labelled`; read in the ``image`` style, the
+convention of OpenCell). ``--split val`` scores the validation split the same way instead (SCL2205 eval proteins,
+OpenCell validation proteins): the numbers to choose weights on. Scores:
+level-3 and level-2 macro / micro average precision, macro F1 and exact-match accuracy at threshold 0.5, over the
+classes with at least one positive in the set (:func:`locscope.metrics.sequence.multilabel_scores`), and the
+localizer's average precision per level-3 class.
 
 A literature panel of targeting signals fused to EGFP (:mod:`locscope.data.signals`) reports how many raise the
 probability of their class. ``--throughput N`` also writes an N-protein FASTA (corpus sequences drawn with replacement) and times
@@ -21,6 +27,7 @@ probability of their class. ``--throughput N`` also writes an N-protein FASTA (c
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py --shared-data ../shared/data --out bench_localizer.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_localizer.py --split val --model RUN/model --skip-signals
     python benchmarks/bench_localizer.py --skip-accuracy --throughput 20000 --threads 2
 """
 
@@ -38,60 +45,103 @@ from pathlib import Path
 
 import numpy as np
 
-from locscope.io.corpus import CLASSES, label_matrix, load_corpus
-from locscope.metrics.sequence import multilabel_scores
+from locscope.io.corpus import CLASSES, HPA_FILE, hpa_labelled, label_matrix, load_corpus
+from locscope.metrics.sequence import average_precision, multilabel_scores
 from locscope.pipelines.baselines import KmerBaseline, MajorityBaseline
 from locscope.utils.cpu import machine_description
 
 LEVELS = ("level3", "level2")
-TEST_SETS = {
-    "SCL2205 held-out": dict(source="scl2205", source_split="heldout"),
-    "DeepLoc 1.0 validation": dict(source="deeploc1"),
-    "OpenCell held-out (human)": dict(source="opencell"),
+# set name -> the corpus.subset selections it pools (every selection's proteins read in the style of its source)
+EVALUATION_SETS = {
+    "test": {
+        "SCL2205 held-out": [dict(source="scl2205", source_split="heldout")],
+        "SCL2205 held-out, human": [dict(source="scl2205", source_split="heldout", human=True)],
+        "DeepLoc 1.0 validation": [dict(source="deeploc1")],
+        "DeepLoc 1.0 validation, human": [dict(source="deeploc1", human=True)],
+        "SCL2205 + DeepLoc, human": [dict(source="scl2205", source_split="heldout", human=True),
+                                     dict(source="deeploc1", human=True)],
+        "OpenCell held-out (human)": [dict(source="opencell")],
+        "SCL2205 + DeepLoc, human, HPA labels": [dict(source="scl2205", source_split="heldout", human=True, hpa=True),
+                                                 dict(source="deeploc1", human=True, hpa=True)],
+    },
+    "val": {
+        "SCL2205 eval": [dict(source="scl2205", source_split="eval")],
+        "SCL2205 eval, human": [dict(source="scl2205", source_split="eval", human=True)],
+        "OpenCell validation (human)": [dict(source="opencell")],
+        "SCL2205 eval, human, HPA labels": [dict(source="scl2205", source_split="eval", human=True, hpa=True)],
+    },
 }
 
 
-def scores_on(truth: np.ndarray, known: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def scores_on(truth: np.ndarray, known: np.ndarray, probabilities: np.ndarray,
+              classes: tuple[str, ...] | None = None) -> dict:
+    """Scores over the classes with a positive; with ``classes`` also the average precision of each of them."""
     truth, probabilities = truth[known] > 0, probabilities[known]
     present = truth.sum(0) > 0
     result = multilabel_scores(truth[:, present], probabilities[:, present])
     result.pop("n_classes_without_positives")
-    return {**result, "n": int(known.sum()), "classes": int(present.sum())}
+    result.update(n=int(known.sum()), classes=int(present.sum()))
+    if classes is not None:
+        result["per_class_ap"] = {c: {"ap": average_precision(truth[:, j], probabilities[:, j]),
+                                      "positives": int(truth[:, j].sum())}
+                                  for j, c in enumerate(classes) if present[j]}
+    return result
 
 
-def localizer_probabilities(model_dir: str | None, sequences: list[str], source: str) -> dict[str, np.ndarray]:
-    """Probabilities in the corpus' class order, from the label style the model learnt ``source``'s labels in."""
-    from locscope.pipelines.localize import load_localizer
+def load_localizer(model_dir: str | None):
+    from locscope.pipelines.localize import load_localizer as load
 
-    model = load_localizer(model_dir)
-    probabilities = model.predict_sequences(sequences, style=model.config.style_of(source))
+    return load(model_dir)
+
+
+def localizer_probabilities(model, proteins: list) -> dict[str, np.ndarray]:
+    """Probabilities in the corpus' class order, each protein read in the label style the model learnt its source's
+    labels in."""
+    from locscope.training.localizer_module import own_style_probabilities
+
+    if proteins and proteins[0].source == "hpa" and "image" in model.config.label_styles:
+        probabilities = model.predict_sequences([p.sequence for p in proteins], style="image")
+    else:
+        probabilities = own_style_probabilities(model, proteins)
     # the model's class order -> the corpus order
     return {level: probabilities[level][:, [model.config.classes(level).index(c) for c in CLASSES[level]]]
             for level in LEVELS}
 
 
+def select(corpus, split: str, shared_data: str, hpa: bool = False, **selection) -> list:
+    """``corpus.subset(split, **selection)``; with ``hpa`` the proteins relabelled from the Human Protein Atlas (those
+    with an HPA annotation, :func:`locscope.io.corpus.hpa_labelled`), read in the ``image`` style."""
+    proteins = corpus.subset(split, **selection)
+    return hpa_labelled(proteins, Path(shared_data) / HPA_FILE) if hpa else proteins
+
+
 def accuracy(args) -> dict:
     corpus = load_corpus(args.shared_data, seed=args.seed)
     train = corpus.subset("train")
-    tests = {name: corpus.subset("test", **selection) for name, selection in TEST_SETS.items()}
-    results: dict = {"train_proteins": len(train), "test_proteins": {k: len(v) for k, v in tests.items()}}
-    predictors = {}
-    for level in LEVELS:
+    sets = EVALUATION_SETS[args.split]
+    tests = {name: [p for selection in selections for p in select(corpus, args.split, args.shared_data, **selection)]
+             for name, selections in sets.items()}
+    results: dict = {"split": args.split, "train_proteins": len(train),
+                     "test_proteins": {k: len(v) for k, v in tests.items()}}
+    predictors: dict = {level: {} for level in LEVELS}
+    for level in LEVELS if not args.skip_baselines else ():
         truth, known = label_matrix(train, level)
         sequences = [p.sequence for p, k in zip(train, known) if k]
         started = time.process_time()
         kmer = KmerBaseline(C=args.kmer_c, seed=args.seed).fit(sequences, truth[known] > 0)
         predictors[level] = {"frequency": MajorityBaseline().fit(truth[known] > 0), "kmer-lr": kmer}
         results[f"kmer_fit_cpu_seconds_{level}"] = time.process_time() - started
+    model = load_localizer(args.model)
     for name, proteins in tests.items():
         sequences = [p.sequence for p in proteins]
-        model_probabilities = localizer_probabilities(args.model, sequences, TEST_SETS[name]["source"])
+        model_probabilities = localizer_probabilities(model, proteins)
         for level in LEVELS:
             truth, known = label_matrix(proteins, level)
             rows = {"localizer": model_probabilities[level]}
             rows.update({k: m.predict_proba(sequences) for k, m in predictors[level].items()})
             for predictor, probabilities in rows.items():
-                results.setdefault(name, {}).setdefault(level, {})[predictor] = scores_on(truth, known, probabilities)
+                results.setdefault(name, {}).setdefault(level, {})[predictor] = scores_on(
+                    truth, known, probabilities, CLASSES[level] if predictor == "localizer" else None)
     return results
 
 
@@ -125,7 +175,6 @@ def signal_panel(model_dir: str | None) -> dict:
     """Literature targeting signals on EGFP: does the fusion raise the predicted probability of its class? (every
     label style of the model)"""
     from locscope.data.signals import EGFP, PANEL
-    from locscope.pipelines.localize import load_localizer
 
     model = load_localizer(model_dir)
     out = {}
@@ -147,15 +196,17 @@ def signal_panel(model_dir: str | None) -> dict:
 
 
 def print_table(results: dict) -> None:
-    for name in TEST_SETS:
-        if name not in results:
-            continue
+    for name in EVALUATION_SETS[results["split"]]:
         for level in LEVELS:
-            print(f"\n{name}, {level} (n={next(iter(results[name][level].values()))['n']})")
+            first = next(iter(results[name][level].values()))
+            print(f"\n{name}, {level} (n={first['n']}, classes={first['classes']})")
             print(f"{'predictor':12s} {'macro-AP':>9s} {'micro-AP':>9s} {'macro-F1':>9s} {'exact':>7s}")
             for predictor, s in results[name][level].items():
                 print(f"{predictor:12s} {s['macro_ap']:9.3f} {s['micro_ap']:9.3f} {s['macro_f1']:9.3f} "
                       f"{s['exact_match']:7.3f}")
+        per_class = results[name]["level3"]["localizer"]["per_class_ap"]
+        print("localizer level-3 AP per class: " + ", ".join(
+            f"{c} {v['ap']:.3f} ({v['positives']})" for c, v in per_class.items()))
 
 
 def main() -> None:
@@ -164,7 +215,11 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Localizer directory (default: the bundled localizer-small).")
     parser.add_argument("--kmer-c", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=sorted(EVALUATION_SETS), default="test",
+                        help="Score the held-out test sets (default) or the validation split (to choose weights on).")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-signals", action="store_true", help="Leave out the targeting-signal panel.")
+    parser.add_argument("--skip-baselines", action="store_true", help="Score the localizer only.")
     parser.add_argument("--throughput", type=int, default=0, help="Proteins in the throughput FASTA (0 = skip).")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the throughput run.")
     parser.add_argument("--out", default=None, help="JSON file for the results.")
@@ -174,7 +229,8 @@ def main() -> None:
     if not args.skip_accuracy:
         results.update(accuracy(args))
         print_table(results)
-    results["signals"] = signal_panel(args.model)
+    if not args.skip_signals:
+        results["signals"] = signal_panel(args.model)
     if args.throughput:
         results["throughput"] = throughput(args)
         print(json.dumps(results["throughput"], indent=2))

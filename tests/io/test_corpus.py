@@ -143,3 +143,44 @@ def test_celldiff_store_from_the_corpus_keeps_its_splits(tmp_path, corpus):
     assert {"train", "test"} <= splits
     with pytest.raises(InputError, match="give one source"):
         build_training_store(tmp_path / "other", "opencell_raw.csv", corpus=corpus, progress=False)
+
+
+def test_human_accessions_list_and_its_rebuild_from_an_orgdb_file(tmp_path):
+    import sqlite3
+
+    human = corpus_module.human_accessions()
+    assert len(human) == 4415
+    assert "Q9Y4C2" in human  # TCAF1, human (SCL2205 and DeepLoc 1.0)
+    assert "P38720" not in human  # GND1, yeast (SCL2205)
+    database = tmp_path / "org.Hs.eg.sqlite"
+    assert corpus_module.human_ensembl_genes()["Q9Y4C2"] == ("ENSG00000198420",)
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE uniprot (_id INTEGER, uniprot_id TEXT)")
+        connection.execute("CREATE TABLE ensembl (_id INTEGER, ensembl_id TEXT)")
+        connection.executemany("INSERT INTO uniprot VALUES (?, ?)", [(1, "Q9Y4C2"), (2, "P04217"), (3, "A0A0A0")])
+        connection.executemany("INSERT INTO ensembl VALUES (?, ?)", [(1, "ENSG2"), (1, "ENSG1"), (2, "ENSG3")])
+    assert corpus_module.human_accessions_from_orgdb(database, ["P38720", "Q9Y4C2", "A0A0A0"]) == {
+        "A0A0A0": (), "Q9Y4C2": ("ENSG1", "ENSG2")}
+
+
+def test_human_subsets(corpus):
+    held_out = corpus.subset("test", source="scl2205", source_split="heldout")
+    human = corpus.subset("test", source="scl2205", source_split="heldout", human=True)
+    other = corpus.subset("test", source="scl2205", source_split="heldout", human=False)
+    assert len(human) + len(other) == len(held_out) and 400 < len(human) < len(held_out) / 2
+    assert all(p.accession in corpus_module.human_accessions() for p in human)
+    assert corpus.subset(source="opencell", human=False) == []  # OpenCell proteins are human
+
+
+def test_hpa_relabelling_of_human_proteins(shared_data):
+    protein = CorpusProtein("O75063", "MKLK", "scl2205", ("scl2205",), "train", ("Membrane",), ("plasma-membrane",),
+                            ("plasma-membrane",), ("plasma-membrane",))
+    yeast = CorpusProtein("P38720", "MSAD", "scl2205", ("scl2205",), "train", ("Cytoplasm",), ("cytosol",),
+                          ("cytosol",), ("cytosol",))
+    hpa = shared_data / corpus_module.HPA_FILE
+    (relabelled,) = corpus_module.hpa_labelled([protein, yeast], hpa)  # FAM20B: Golgi apparatus; Nucleoplasm
+    assert (relabelled.source, relabelled.terms) == ("hpa", ("Golgi apparatus", "Nucleoplasm"))
+    assert relabelled.level1 == ("golgi-apparatus", "nucleoplasm")
+    assert relabelled.level3 == ("endomembrane-system", "nucleus")
+    assert corpus_module.hpa_labelled([protein], hpa, main_only=True)[0].level2 == ("golgi-apparatus",)
+    assert corpus_module.hpa_labelled([protein], hpa, reliabilities=("Enhanced",)) == []  # FAM20B is "Supported"

@@ -221,6 +221,28 @@ def test_translation_heads_learn_a_second_label_style(tmp_path, real_corpus):
         fit_translation_heads(model, proteins, "uniprot")
 
 
+def test_translation_heads_weigh_hpa_labelled_proteins(real_corpus, shared_data):
+    from locscope.io.corpus import is_human
+    from locscope.training.localizer_module import LocalizerTrainConfig, fit_translation_heads, hpa_training_proteins
+
+    train = real_corpus.subset("train")
+    config = LocalizerTrainConfig(shared_data=str(shared_data), hpa_labels="opencell_hpa_labels/hpa_subcellular_location.tsv")
+    extra = hpa_training_proteins(config, [p for p in train if p.source == "scl2205"][:3000])
+    assert 200 < len(extra) < 3000 and all(p.source == "hpa" and is_human(p) for p in extra)
+    torch.manual_seed(0)
+    model = SequenceLocalizer(LocalizerConfig(**TINY, label_styles=("uniprot", "image"), kmer_buckets=64)).eval()
+    own = real_corpus.subset("train", source="opencell")[:40]
+    sequences = [p.sequence for p in own]
+    fit_translation_heads(model, own, "image")
+    alone = model.predict_sequences(sequences, style="image")["level3"]
+    fit_translation_heads(model, own + extra[:20], "image", weights=[1.0] * 40 + [0.0] * 20)  # weight 0: no effect
+    np.testing.assert_allclose(model.predict_sequences(sequences, style="image")["level3"], alone, atol=1e-4)
+    fit_translation_heads(model, own + extra[:20], "image", weights=[1.0] * 40 + [1.0] * 20)
+    assert np.abs(model.predict_sequences(sequences, style="image")["level3"] - alone).max() > 1e-3
+    with pytest.raises(ValueError, match="weights has 2 values for 40 proteins"):
+        fit_translation_heads(model, own, "image", weights=[1.0, 1.0])
+
+
 def test_training_with_two_label_styles(tmp_path, real_corpus, monkeypatch):
     from locscope.io.corpus import Corpus
     from locscope.training import localizer_module

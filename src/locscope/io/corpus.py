@@ -65,7 +65,7 @@ import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -84,6 +84,9 @@ LINK_CONTAINMENT = 0.04
 MIN_SHARED_SAMPLED_KMERS = 3
 MAX_KMER_PROTEINS = 50
 OPENCELL_SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+HPA_FILE = Path("opencell_hpa_labels") / "hpa_subcellular_location.tsv"
+HPA_RELIABILITIES: tuple[str, ...] = ("Enhanced", "Supported", "Approved")  # HPA's "Uncertain" left out
+HUMAN_ACCESSIONS_FILE = Path(__file__).resolve().parents[1] / "assets" / "corpus" / "human_accessions.tsv"
 LEVELS: tuple[str, ...] = ("level1", "level2", "level3")
 CLASSES: dict[str, tuple[str, ...]] = {"level1": ontology.LEVEL1, "level2": ontology.LEVEL2, "level3": ontology.LEVEL3}
 
@@ -168,14 +171,16 @@ class Corpus:
         return len(self.proteins)
 
     def subset(self, split: str | None = None, source: str | None = None,
-               source_split: str | None = None) -> list[CorpusProtein]:
-        """Proteins of one split (``'train'`` / ``'val'`` / ``'test'``), label source and source split (all if None)."""
+               source_split: str | None = None, human: bool | None = None) -> list[CorpusProtein]:
+        """Proteins of one split (``'train'`` / ``'val'`` / ``'test'``), label source, source split and organism
+        (``human=True``: human proteins only, see :func:`is_human`; all if None)."""
         if split is not None and split not in ("train", "val", "test"):
             raise ValueError(f"split={split!r}: accepted values are train, val, test")
         if source is not None and source not in SOURCE_PRIORITY:
             raise ValueError(f"source={source!r}: accepted values are {', '.join(SOURCE_PRIORITY)}")
         return [p for p in self.proteins if (split is None or p.split == split) and (source is None or p.source == source)
-                and (source_split is None or p.source_split == source_split)]
+                and (source_split is None or p.source_split == source_split)
+                and (human is None or is_human(p) == human)]
 
     @cached_property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -207,6 +212,84 @@ def label_matrix(proteins: Sequence[CorpusProtein], level: str) -> tuple[np.ndar
             known[row] = True
             targets[row, [index[c] for c in labels]] = 1.0
     return targets, known
+
+
+# ------------------------------------------------------------------------------------------------ organism
+def human_ensembl_genes(path: str | Path = HUMAN_ACCESSIONS_FILE) -> dict[str, tuple[str, ...]]:
+    """UniProt accession -> Ensembl gene ids of the corpus' human SCL2205 and DeepLoc 1.0 proteins.
+
+    Neither source names the organism (SCL2205 gives accessions, DeepLoc 1.0 headers accession, location and
+    membrane / soluble), so the bundled table (:data:`HUMAN_ACCESSIONS_FILE`: tab-separated ``accession``,
+    ``ensembl_genes`` comma-separated, ``#`` comments) holds the corpus accessions found in the Homo sapiens
+    annotation package org.Hs.eg.db 3.16.0 (UniProt mapping of 2022-09-23; :func:`human_accessions_from_orgdb`
+    rebuilds it). It covers 1,283 of OpenCell's 1,305 human accessions (the 22 others are unreviewed or isoform
+    entries), so a few human Swiss-Prot proteins may be missing from it.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for line in Path(path).read_text().splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("accession\t"):
+            continue
+        accession, _, genes = line.partition("\t")
+        out[accession.strip()] = tuple(g for g in genes.strip().split(",") if g)
+    return out
+
+
+def human_accessions(path: str | Path = HUMAN_ACCESSIONS_FILE) -> frozenset[str]:
+    """The accessions of :func:`human_ensembl_genes`."""
+    return frozenset(human_ensembl_genes(path))
+
+
+def human_accessions_from_orgdb(sqlite_path: str | Path, accessions: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The ``accessions`` listed in the ``uniprot`` table of an org.Hs.eg.db SQLite file, each with its Ensembl
+    gene ids (table ``ensembl``), sorted by accession."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{Path(sqlite_path)}?mode=ro", uri=True)
+    try:
+        genes: dict[str, set[str]] = {row[0]: set() for row in connection.execute("SELECT uniprot_id FROM uniprot")}
+        for accession, gene in connection.execute(
+                "SELECT u.uniprot_id, e.ensembl_id FROM uniprot u JOIN ensembl e ON u._id = e._id"):
+            genes[accession].add(gene)
+    finally:
+        connection.close()
+    return {a: tuple(sorted(genes[a])) for a in sorted(set(accessions) & set(genes))}
+
+
+def is_human(protein: CorpusProtein) -> bool:
+    """Whether ``protein`` is human: an OpenCell protein, or its accession is in :func:`human_accessions`."""
+    return "opencell" in protein.sources or protein.accession in _HUMAN_ACCESSIONS()
+
+
+_HUMAN_ACCESSIONS = cache(human_accessions)
+
+
+def hpa_labelled(proteins: Sequence[CorpusProtein], hpa_path: str | Path,
+                 reliabilities: Sequence[str] = HPA_RELIABILITIES, main_only: bool = False) -> list[CorpusProtein]:
+    """Human ``proteins`` relabelled from the Human Protein Atlas (``subcellular_location.tsv``): imaging of
+    antibody-stained human cell lines, the convention of OpenCell's labels rather than Swiss-Prot's.
+
+    A protein is kept when one of its Ensembl genes (:func:`human_ensembl_genes`) has an HPA row of one of
+    ``reliabilities`` whose main (and, unless ``main_only``, additional) locations map to level-1 classes
+    (:func:`locscope.data.ontology.from_hpa`; mitotic structures and aggresomes map to none); its ``source``
+    becomes ``'hpa'``, ``terms`` the HPA terms, and the three levels follow the level-1 classes. Input order.
+    """
+    from locscope.io.labels import read_hpa_locations
+
+    records = {r.id: r for r in read_hpa_locations(hpa_path) if r.extra["reliability"] in reliabilities}
+    genes = human_ensembl_genes()
+    out = []
+    for protein in proteins:
+        record = next((records[g] for g in genes.get(protein.accession, ()) if g in records), None)
+        if record is None:
+            continue
+        terms = tuple(record.extra["main"] if main_only else record.terms)
+        level1 = [c for c in dict.fromkeys(ontology.from_hpa(t) for t in terms) if c]
+        if not level1:
+            continue
+        levels = ontology.hierarchy_labels(level1)
+        out.append(_replace(protein, source="hpa", terms=terms, level1=tuple(levels["level1"]),
+                            level2=tuple(levels["level2"]), level3=tuple(levels["level3"])))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ sources

@@ -64,6 +64,16 @@ class LocalizerTrainConfig:
     translation_c : float
         Inverse L2 strength of the translation heads (as scikit-learn's ``C``: the penalty is
         ``|W|^2 / (2 C N)`` beside the mean cross-entropy of N proteins).
+    hpa_labels : str or None
+        Human Protein Atlas ``subcellular_location.tsv`` (relative to ``shared_data`` or absolute): the human
+        training proteins of the other sources, relabelled from it (:func:`locscope.io.corpus.hpa_labelled`, label
+        source ``'hpa'``), join the training proteins of the translation heads of ``model.source_styles['hpa']``.
+    hpa_weight : float
+        Loss weight of each HPA-labelled protein in that fit (the style's own proteins weigh 1).
+    hpa_reliabilities : tuple of str
+        HPA reliability scores kept (``Enhanced``, ``Supported``, ``Approved``, ``Uncertain``).
+    hpa_main_only : bool
+        Use HPA's main locations only (default: main and additional).
     max_train_proteins : int or None
         Use only the first N training proteins (tests).
     seed : int
@@ -79,6 +89,10 @@ class LocalizerTrainConfig:
     level_weights: tuple[float, float, float] = (0.5, 1.0, 1.0)
     oversample: dict = field(default_factory=dict)
     translation_c: float = 4.0
+    hpa_labels: str | None = None
+    hpa_weight: float = 1.0
+    hpa_reliabilities: tuple[str, ...] = ("Enhanced", "Supported")
+    hpa_main_only: bool = False
     max_train_proteins: int | None = None
     max_val_proteins: int | None = None
     seed: int = 0
@@ -162,19 +176,45 @@ def translation_inputs(model: SequenceLocalizer, proteins: list[CorpusProtein], 
     return torch.stack(rows) if rows else torch.zeros(0)
 
 
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float, weights: torch.Tensor | None = None,
+                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-vs-rest L2-regularised logistic regression ``(weight (classes, inputs), bias (classes,))``: the weighted
+    mean binary cross-entropy of the rows (``weights`` default 1) plus ``|W|^2 / (2 c sum(weights))`` (biases free),
+    full-batch L-BFGS from zero weights and the prior's biases (deterministic)."""
+    weights = torch.ones(len(x)) if weights is None else weights.float()
+    total = weights.sum()
+    weight = torch.zeros(y.shape[1], x.shape[1], requires_grad=True)
+    prior = ((weights[:, None] * y).sum(0) / total).clamp(1e-3, 1 - 1e-3)
+    bias = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ weight.T + bias, y, reduction="none").sum(1)
+        loss = (loss * weights).sum() / total + weight.pow(2).sum() / (2 * c * total)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
 def fit_translation_heads(model: SequenceLocalizer, proteins: list[CorpusProtein], style: str,
-                          c: float = 4.0, max_iter: int = 200) -> None:
-    """Fit the three heads of ``style`` (not the first) on ``proteins`` with the network frozen: per level the mean
-    binary cross-entropy over the proteins labelled at that level plus ``|W|^2 / (2 c N)`` (biases free), full-batch
-    L-BFGS from zero weights (deterministic)."""
+                          c: float = 4.0, max_iter: int = 200, weights: list[float] | None = None) -> None:
+    """Fit the three heads of ``style`` (not the first) on ``proteins`` with the network frozen: per level
+    :func:`fit_logistic` over the proteins labelled at that level (``weights``: per-protein loss weights, default 1)."""
     if style == model.config.label_styles[0] or style not in model.config.label_styles:
         raise ValueError(f"style={style!r}: translation heads exist for {', '.join(model.config.label_styles[1:])}")
     if c <= 0:
         raise ValueError(f"c={c}: must be > 0")
     if not proteins:
         raise ValueError(f"no training proteins for the label style {style!r}")
+    if weights is not None and len(weights) != len(proteins):
+        raise ValueError(f"weights has {len(weights)} values for {len(proteins)} proteins")
     inputs = translation_inputs(model, proteins)
     targets = level_targets(proteins, model.config)
+    row_weights = torch.ones(len(proteins)) if weights is None else torch.tensor(weights, dtype=torch.float32)
     index = model.config.label_styles.index(style)
     from locscope.models.localizer import head_name
 
@@ -183,24 +223,20 @@ def fit_translation_heads(model: SequenceLocalizer, proteins: list[CorpusProtein
         head = model.heads[head_name(index, style, level)]
         if not known.any():
             continue
-        x, y = inputs[known], target[known]
-        weight = torch.zeros_like(head.weight, requires_grad=True)
-        prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
-        bias = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
-        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-6, tolerance_change=1e-9)
-
-        def closure():
-            optimizer.zero_grad()
-            loss = (F.binary_cross_entropy_with_logits(x @ weight.T + bias, y, reduction="sum") / len(x)
-                    + weight.pow(2).sum() / (2 * c * len(x)))
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        weight, bias = fit_logistic(inputs[known], target[known], c, row_weights[known], max_iter)
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
+
+
+def hpa_training_proteins(config: LocalizerTrainConfig, train: list[CorpusProtein]) -> list[CorpusProtein]:
+    """The human ``train`` proteins not labelled by OpenCell, relabelled from ``config.hpa_labels``."""
+    from locscope.io.corpus import hpa_labelled, is_human
+
+    path = Path(config.hpa_labels)
+    path = path if path.is_absolute() else Path(config.shared_data) / path
+    return hpa_labelled([p for p in train if p.source != "opencell" and is_human(p)], path,
+                        tuple(config.hpa_reliabilities), config.hpa_main_only)
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
@@ -288,9 +324,12 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
     if len(model_config.label_styles) > 1 and not state.get("translated"):
         model = SequenceLocalizer.from_pretrained(run_dir / "model")
         started = time.process_time()
+        extra = hpa_training_proteins(config, all_train) if config.hpa_labels else []
         for style in model_config.label_styles[1:]:
-            fit_translation_heads(model, [p for p in all_train if model_config.style_of(p.source) == style], style,
-                                  config.translation_c)
+            own = [p for p in all_train if model_config.style_of(p.source) == style]
+            added = extra if model_config.style_of("hpa") == style else []
+            fit_translation_heads(model, own + added, style, config.translation_c,
+                                  weights=[1.0] * len(own) + [config.hpa_weight] * len(added))
         scores = evaluate_split(model, all_val)
         state["cpu_seconds"] += time.process_time() - started
         state["translated"] = True
