@@ -139,8 +139,9 @@ def synthetic(model, readout, args) -> dict:
     for name, seqs, fractions in runs:
         start = time.perf_counter()
         if name.endswith("layout channel blanked"):  # the expected image of a dropped condition: background only
-            original = model.mix_layout
-            with mock.patch.object(model, "mix_layout", lambda maps, fr: original(maps, torch.zeros_like(fr))):
+            mixer = getattr(model, "denoiser", model)  # a latent diffusion model mixes the maps in its denoiser
+            original = mixer.mix_layout
+            with mock.patch.object(mixer, "mix_layout", lambda maps, fr: original(maps, torch.zeros_like(fr))):
                 rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)
         else:
             rows[name], nfe = generate(model, cells, seqs, args, seed=7, fractions=fractions)

@@ -197,9 +197,14 @@ def cost(models: dict, batch: int = 32, repeat: int = 3) -> dict:
         tokens = model.tokenize(sequences)[0]
         if family == "latent":
             net, size = model.denoiser, cfg.latent_size
-            spatial = torch.randn(batch, 1 + len(cfg.landmark_channels), size, size)
+            n = len(cfg.landmark_channels)
+            cell = (torch.randn(batch, 1, size, size), torch.randn(batch, n, size, size) if n else None)
+            with torch.no_grad():  # sampling computes the spatial conditions (and layout maps) once per cell
+                spatial = net.spatial_conditions(*cell)
 
-            def call(net=net, size=size, spatial=spatial, tokens=tokens):
+            def call(net=net, size=size, spatial=spatial, tokens=tokens, cell=cell):
+                if torch.is_grad_enabled():  # a training step also runs (and trains) the layout prior
+                    spatial = net.spatial_conditions(*cell)
                 return net(torch.randn(batch, cfg.latent_channels, size, size), t, spatial, net.encode_sequence(tokens))
         else:
             size = cfg.image_size

@@ -278,3 +278,53 @@ def test_bundled_latent_tiny(tmp_path):
                                         generator=torch.Generator().manual_seed(0))
     assert images.shape == (1, 1, 64, 64) and nfe == 4
     assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+
+
+def layout_model(seed: int = 0) -> LatentDiffusion:
+    """A layout-prior model: 16 x 16 images, 2x autoencoder, 8 x 8 latents (the layout U-Net's 4 levels)."""
+    torch.manual_seed(seed)
+    autoencoder = LatentAutoencoderConfig(image_channels=("protein",), image_size=16, block_channels=(8, 8),
+                                          layers_per_block=1, latent_channels=4, norm_groups=4, mid_attention=False)
+    denoiser = small_configs(latent_size=8, schedule_base=8, layout_prior=True, layout_width=4)[1]
+    return LatentDiffusion(LatentAutoencoder(autoencoder), LatentDenoiser(denoiser)).eval()
+
+
+def test_layout_prior_maps_mixed_by_the_condition():
+    model = layout_model()
+    net = model.denoiser
+    distance, landmarks = cells()
+    spatial = net.spatial_conditions(distance, landmarks)
+    assert spatial.shape == (2, 3 + 3, 8, 8)  # distance map, er, microtubules, one map per fraction class
+    maps, membership = net.layout_maps(spatial[:, :3])
+    assert torch.equal(spatial[:, 3:], maps) and membership.shape == (2, 3, 8, 8) and (maps >= 0).all()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([20, 60])
+    tokens = net.tokenize(SEQUENCES)[0]
+    # the U-Net's last input layer channel reads the expected image; make it count in this untrained network
+    with torch.no_grad():
+        net.unet.conv_in.weight[:, -1].normal_(generator=torch.Generator().manual_seed(6))
+        one_hot = [net(x, t, spatial, net.encode_sequence(tokens, fractions=torch.eye(3)[[k, k]]))
+                   for k in range(3)]
+        assert (one_hot[0] - one_hot[1]).abs().mean() > 1e-3
+        # the expected image: background + the chosen compartment's map; a dropped condition gives the background
+        expected = net.mix_layout(maps, torch.eye(3)[[0, 2]])
+        background = 2 * net.layout.background - 1
+        assert torch.allclose(expected[0, 0], 2 * (maps[0, 0] + net.layout.background) - 1)
+        assert torch.allclose(net.mix_layout(maps, torch.zeros(2, 3)), background.expand(2, 1, 8, 8))
+        # guidance at scale 1 is still the conditional prediction
+        condition = net.encode_sequence(tokens)
+        both = SequenceCondition.concat(condition, net.null_condition(2))
+        v = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([spatial, spatial]), both)
+        assert torch.allclose(classifier_free_guidance(*v.chunk(2), 1.0), net(x, t, spatial, condition), atol=1e-5)
+    images, nfe = model.sample(distance, tokens, landmarks, sampler="ddim", steps=4, guidance=3.0,
+                               generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 1, 16, 16) and nfe == 8
+    assert torch.allclose(images[:, 0, 8, 8], torch.tensor([0.199161, 0.265797]), atol=1e-4)
+    with pytest.raises(ValueError, match=r"conditions must be \(B, 3, 8, 8\)"):
+        net.layout_maps(spatial)
+    with pytest.raises(ValueError, match="no layout prior"):
+        build().denoiser.layout_maps(spatial[:, :3])
+    with pytest.raises(ValueError, match="needs fraction_classes"):
+        small_configs(fraction_classes=(), layout_prior=True)
+    with pytest.raises(ValueError, match="latent_size divisible by 8"):
+        small_configs(layout_prior=True)

@@ -107,3 +107,48 @@ def test_dihedral_covers_the_eight_symmetries():
     image = torch.arange(16.0).reshape(1, 4, 4)
     variants = {tuple(dihedral(image, d).flatten().tolist()) for d in range(8)}
     assert len(variants) == 8 and torch.equal(dihedral(image, 0), image)
+
+
+def test_layout_prior_denoiser_trains_from_masks_and_starts_from_a_plain_run(tmp_path):
+    """A layout-prior denoiser learns from the simulator's masks (re-rendered from the store's seeds) and the protein
+    image at the latent grid; ``init_from`` a denoiser without the prior copies every tensor, widens the U-Net's
+    input layer with zeros and so starts from the same predictions."""
+    from locscope.data.ontology import SIMULATOR_COMPARTMENTS
+    from locscope.models.latent import LatentAutoencoderConfig, LatentDenoiser
+    from locscope.training.celldiff_data import build_training_store
+    from locscope.training.celldiff_module import initialise_from
+
+    build_training_store(tmp_path / "sim", None, image_size=16, n_synthetic=12, seed=3, progress=False)
+    torch.manual_seed(0)
+    LatentAutoencoder(LatentAutoencoderConfig(image_channels=("protein",), image_size=16, block_channels=(8, 8),
+                                              layers_per_block=1, norm_groups=4, mid_attention=False)
+                      ).save_pretrained(tmp_path / "ae")
+    denoiser = {**DENOISER, "schedule_base": 8, "fraction_classes": list(SIMULATOR_COMPARTMENTS)}
+    plain = write_config(tmp_path / "plain.json", denoiser, max_steps=2, val_steps=2)
+    assert run(["train", "latent", "--data", str(tmp_path / "sim"), "--autoencoder", str(tmp_path / "ae"),
+                "--config", str(plain), "--out", str(tmp_path / "plain")]) == 0
+    layout = write_config(tmp_path / "layout.json", {**denoiser, "layout_prior": True, "layout_width": 4},
+                          max_steps=2, val_steps=2, init_from=str(tmp_path / "plain" / "model"))
+    assert run(["train", "latent", "--data", str(tmp_path / "sim"), "--autoencoder", str(tmp_path / "ae"),
+                "--config", str(layout), "--out", str(tmp_path / "layout")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "layout" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["initialised_tensors"] and all(k.startswith("layout.") for k in records[0]["initialised_tensors"])
+    trained = [r for r in records if "layout_loss" in r]
+    assert trained and all(r["layout_loss"] > 0 and 0.05 < r["layout_mask_loss"] < 1.5 for r in trained)
+    model = LatentDiffusion.from_pretrained(tmp_path / "layout" / "model")
+    assert model.config.layout_prior and model.denoiser.unet.conv_in.weight.shape[1] == 4 + 3 + 1
+
+    # the widened input layer: the copied network ignores the new channel, so its predictions are unchanged
+    source = LatentDiffusion.from_pretrained(tmp_path / "plain" / "model").denoiser
+    widened = LatentDenoiser(model.config)
+    copied, kept = initialise_from(widened, tmp_path / "plain" / "model", widen=("unet.conv_in.weight",))
+    assert "unet.conv_in.weight" in copied and kept and all(k.startswith("layout.") for k in kept)
+    assert torch.equal(widened.unet.conv_in.weight[:, -1], torch.zeros_like(widened.unet.conv_in.weight[:, -1]))
+    g = torch.Generator().manual_seed(0)
+    distance, landmarks = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1, torch.rand(2, 2, 16, 16, generator=g) * 2 - 1
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([20, 80])
+    tokens = source.tokenize(["MPKKKRKVEDAGLSWKL", "MLSRAVCGTSRQLAPVLGYLGSRQ"])[0]
+    with torch.no_grad():
+        before = source(x, t, source.spatial_conditions(distance, landmarks), source.encode_sequence(tokens))
+        after = widened(x, t, widened.spatial_conditions(distance, landmarks), widened.encode_sequence(tokens))
+    assert torch.allclose(before, after, atol=1e-5)

@@ -330,6 +330,13 @@ class LayoutNet(nn.Module):
         logits = self.membership(h)
         return F.softplus(self.head(h)) * torch.sigmoid(logits), logits
 
+    def mix(self, maps: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """``2 (background + sum_k fractions[:, k] maps_k) - 1``: the expected protein image ``(B, 1, H, W)`` in the
+        [-1, 1] image scale; ``fractions`` ``(B, n_maps)`` (rows of zeros, a dropped condition, give the background
+        alone)."""
+        mixed = torch.einsum("bk,bkhw->bhw", fractions.to(maps.dtype), maps)[:, None]
+        return 2.0 * (mixed + self.background.to(maps.dtype)) - 1.0
+
 
 class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
     """The CELL-Diff network (see the module docstring); build from a :class:`CellDiffConfig`.
@@ -507,11 +514,8 @@ class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
         return self.layout(self.prepare_landmarks(landmarks, landmark_present))
 
     def mix_layout(self, maps: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-        """``2 (background + sum_k fractions[:, k] maps_k) - 1``: the expected protein image ``(B, 1, H, W)`` in the
-        [-1, 1] image scale; ``fractions`` ``(B, n_fraction_classes)`` (rows of zeros, a dropped condition, give the
-        background alone)."""
-        mixed = torch.einsum("bk,bkhw->bhw", fractions.to(maps.dtype), maps)[:, None]
-        return 2.0 * (mixed + self.layout.background.to(maps.dtype)) - 1.0
+        """The expected protein image ``(B, 1, H, W)`` of ``maps`` mixed by ``fractions`` (:meth:`LayoutNet.mix`)."""
+        return self.layout.mix(maps, fractions)
 
     def expected_image(self, landmarks: torch.Tensor, fractions: torch.Tensor,
                        landmark_present: torch.Tensor | None = None) -> torch.Tensor:

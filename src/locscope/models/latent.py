@@ -15,7 +15,9 @@ Two networks, trained one after the other and stored together:
 
 Additions of the CPU recipe (as in ``models/celldiff.py``): an auxiliary compartment head on the pooled embedding
 and, when ``fraction_classes`` is set, the compartment bottleneck of :mod:`locscope.models.celldiff` (a fraction head
-whose distribution is added to the pooled condition). Classifier-free guidance replaces the sequence by a learned null
+whose distribution is added to the pooled condition) and optionally CELL-Diff's layout prior at the latent grid (a
+:class:`~locscope.models.celldiff.LayoutNet` maps the distance map and landmarks to one map per compartment; the
+condition's fractions mix them into an expected protein image, one more input channel of the U-Net). Classifier-free guidance replaces the sequence by a learned null
 token and null pooled vector (training drops it with p = 0.2; guidance ~3 at sampling). The denoiser predicts ``v`` on a
 cosine schedule (:class:`locscope.diffusion.schedule.ShiftedCosineSchedule` at the latent size); sampling is DDIM
 (proteoscope: 50 steps) or DPM-Solver++ through :func:`locscope.diffusion.samplers.sample_images`.
@@ -44,6 +46,7 @@ from locscope.diffusion.samplers import (
 from locscope.diffusion.schedule import ShiftedCosineSchedule
 from locscope.encoders.protein import RESIDUE_IDS
 from locscope.errors import CheckpointError
+from locscope.models.celldiff import LayoutNet
 from locscope.models.sequence_heads import EncodedSequence, SequenceHeads
 from locscope.utils.checkpoint import PretrainedMixin, load_weights_into, read_config
 
@@ -272,6 +275,14 @@ class LatentDiffusionConfig:
     schedule_base : int
         Reference size of the cosine schedule: logSNR shifted by ``2 log(schedule_base / latent_size)`` (equal to
         ``latent_size``: the plain cosine schedule; smaller: noisier).
+    layout_prior : bool
+        CELL-Diff's compartment layout prior at the latent grid (needs ``fraction_classes``): a small U-Net
+        (:class:`~locscope.models.celldiff.LayoutNet`) maps the distance map and landmarks at the latent grid to one
+        non-negative map per compartment (trained against the simulator's compartment masks and by regression on
+        the protein image at that grid); the condition's fractions mix them into an expected protein image, which
+        the U-Net reads as one more input channel.
+    layout_width : int
+        Width of the layout U-Net's first level (then 2x, 4x, 4x).
     """
 
     image_size: int = 100
@@ -295,8 +306,15 @@ class LatentDiffusionConfig:
     fraction_classes: tuple[str, ...] = ()
     num_train_timesteps: int = 1000
     schedule_base: int = 25
+    layout_prior: bool = False
+    layout_width: int = 16
 
     def __post_init__(self) -> None:
+        if self.layout_prior and not self.fraction_classes:
+            raise ValueError("layout_prior=True needs fraction_classes (the maps are mixed by compartment fractions)")
+        if self.layout_prior and self.latent_size % 8:
+            raise ValueError(f"layout_prior=True needs a latent_size divisible by 8 (the layout U-Net's 4 levels); "
+                             f"got {self.latent_size}")
         if len(self.attention_levels) != len(self.block_channels):
             raise ValueError(f"attention_levels={self.attention_levels}: expected one boolean per block_channels "
                              f"level ({len(self.block_channels)})")
@@ -408,12 +426,15 @@ class LatentDenoiser(SequenceHeads, PretrainedMixin, nn.Module):
         if n_landmarks:
             self.landmark_placeholder = nn.Parameter(torch.zeros(1, n_landmarks, config.latent_size,
                                                                  config.latent_size))
+        if config.layout_prior:
+            self.layout = LayoutNet(1 + n_landmarks, n_fractions, config.layout_width)
 
-        # --- the U-Net: input = noisy latent + distance map + landmarks ------------------------------------------
+        # --- the U-Net: input = noisy latent + distance map + landmarks (+ the layout prior's expected image) -----
         down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
         up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
         self.unet = UNet2DConditionModel(
-            sample_size=config.latent_size, in_channels=config.latent_channels + 1 + n_landmarks,
+            sample_size=config.latent_size,
+            in_channels=config.latent_channels + 1 + n_landmarks + int(config.layout_prior),
             out_channels=config.latent_channels, down_block_types=down, up_block_types=up,
             block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
             norm_num_groups=config.norm_groups, cross_attention_dim=width,
@@ -461,7 +482,9 @@ class LatentDenoiser(SequenceHeads, PretrainedMixin, nn.Module):
 
     def spatial_conditions(self, distance_map: torch.Tensor, landmarks: torch.Tensor | None = None,
                            landmark_present: torch.Tensor | None = None) -> torch.Tensor:
-        """The U-Net's extra input channels ``(B, 1 + n_landmarks, h, w)`` at the latent grid.
+        """The U-Net's spatial conditions at the latent grid: ``(B, 1 + n_landmarks, h, w)``, followed, with the layout
+        prior, by its ``n_fraction_classes`` maps (:meth:`layout_maps`; computed once per cell, mixed by the sequence
+        condition in :meth:`forward`).
 
         Parameters
         ----------
@@ -493,7 +516,33 @@ class LatentDenoiser(SequenceHeads, PretrainedMixin, nn.Module):
                     present = landmark_present.to(landmarks.device)[:, :, None, None]
                     landmarks = torch.where(present, landmarks, placeholder)
                 parts.append(landmarks)
-        return torch.cat(parts, 1)
+        conditions = torch.cat(parts, 1)
+        if self.config.layout_prior:
+            conditions = torch.cat([conditions, self.layout_maps(conditions)[0].to(conditions.dtype)], 1)
+        return conditions
+
+    def layout_maps(self, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layout prior's ``(maps, membership_logits)``, both ``(B, n_fraction_classes, h, w)``, from the distance
+        map + landmarks ``(B, 1 + n_landmarks, h, w)`` at the latent grid (the first channels of
+        :meth:`spatial_conditions`).
+
+        Raises
+        ------
+        ValueError
+            If the model has no layout prior, or ``conditions`` has another shape.
+        """
+        if not self.config.layout_prior:
+            raise ValueError("this model has no layout prior (config.layout_prior is False)")
+        n, size = 1 + len(self.config.landmark_channels), self.config.latent_size
+        if conditions.ndim != 4 or tuple(conditions.shape[1:]) != (n, size, size):
+            raise ValueError(f"conditions must be (B, {n}, {size}, {size}) (distance map + landmarks at the latent "
+                             f"grid); got {tuple(conditions.shape)}")
+        return self.layout(conditions)
+
+    def mix_layout(self, maps: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """The expected protein image ``(B, 1, h, w)`` in [-1, 1] of the layout ``maps`` mixed by ``fractions``
+        ``(B, n_fraction_classes)`` (zeros, the dropped condition: the background alone)."""
+        return self.layout.mix(maps, fractions)
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor,
                 sequence: SequenceCondition) -> torch.Tensor:
@@ -506,11 +555,17 @@ class LatentDenoiser(SequenceHeads, PretrainedMixin, nn.Module):
         timesteps : torch.Tensor
             ``(B,)`` steps in ``[0, num_train_timesteps)``.
         conditions : torch.Tensor
-            ``(B, 1 + n_landmarks, h, w)`` from :meth:`spatial_conditions`.
+            ``(B, 1 + n_landmarks (+ n_fraction_classes with the layout prior), h, w)`` from
+            :meth:`spatial_conditions`; the layout maps are mixed by the sequence condition's fractions.
         sequence : SequenceCondition
             From :meth:`encode_sequence` (or :meth:`null_condition`).
         """
-        return self.unet(torch.cat([noisy_latents, conditions.to(noisy_latents.dtype)], 1), timesteps,
+        conditions = conditions.to(noisy_latents.dtype)
+        if self.config.layout_prior:
+            n, k = 1 + len(self.config.landmark_channels), len(self.config.fraction_classes)
+            expected = self.mix_layout(conditions[:, n:], sequence.pooled[:, -k:])
+            conditions = torch.cat([conditions[:, :n], expected.to(noisy_latents.dtype)], 1)
+        return self.unet(torch.cat([noisy_latents, conditions], 1), timesteps,
                          encoder_hidden_states=sequence.tokens, class_labels=sequence.pooled,
                          encoder_attention_mask=sequence.mask.to(noisy_latents.dtype)).sample
 

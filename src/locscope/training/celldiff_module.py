@@ -38,9 +38,9 @@ from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
-    append_metrics, augment, derangement, interval_record, learning_rate_at, learning_rate_schedule, model_config_from,
-    open_run, pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator, step_trainer, update_ema,
-    use_bf16, write_checkpoint,
+    append_metrics, augment, derangement, initialise_from, interval_record, learning_rate_at, learning_rate_schedule,
+    model_config_from, open_run, pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator,
+    step_trainer, update_ema, use_bf16, write_checkpoint,
 )
 
 
@@ -109,33 +109,6 @@ class CellDiffTrainConfig:
     def model_config(self) -> CellDiffConfig:
         return model_config_from(functools.partial(config_by_name, self.model), self.model_overrides,
                                  "model / model_overrides")
-
-
-def initialise_from(model: CellDiff, directory: str | Path) -> tuple[list[str], list[str]]:
-    """Copy every tensor of the model in ``directory`` whose name and shape match into ``model``.
-
-    Returns the copied names and the names of ``model``'s tensors left at their initialisation. A tensor of the
-    source that ``model`` lacks, or one with another shape, is an error (a different architecture, not a new head).
-
-    Raises
-    ------
-    InputError
-        If ``directory`` holds no loadable weights, or names / shapes conflict.
-    """
-    from locscope.utils.checkpoint import WEIGHTS_NAME, read_torch_weights
-
-    path = Path(directory) / WEIGHTS_NAME
-    if not path.is_file():
-        raise InputError(f"init_from: {path}: file not found")
-    source = read_torch_weights(path)
-    target = model.state_dict()
-    unexpected = sorted(k for k in source if k not in target)
-    misshaped = sorted(k for k in source if k in target and tuple(source[k].shape) != tuple(target[k].shape))
-    if unexpected or misshaped:
-        raise InputError(f"init_from: {directory}: does not fit the model (unexpected: {', '.join(unexpected) or '-'}; "
-                         f"other shapes: {', '.join(misshaped) or '-'})")
-    model.load_state_dict({**target, **source}, strict=True)
-    return sorted(source), sorted(k for k in target if k not in source)
 
 
 @torch.no_grad()

@@ -339,3 +339,39 @@ __all__ = ["append_metrics", "augment", "derangement", "end_step", "fit_steps", 
            "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run", "read_train_config",
            "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator", "step_trainer",
            "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]
+
+
+def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[str, ...] = ()
+                    ) -> tuple[list[str], list[str]]:
+    """Copy every tensor of the model in ``directory`` whose name and shape match into ``model``.
+
+    Returns the copied names and the names of ``model``'s tensors left at their initialisation. A tensor of the
+    source that ``model`` lacks, or one with another shape, is an error (a different architecture, not a new head),
+    except the convolution weights named in ``widen`` when ``model``'s has more input channels: the source fills the
+    leading ones and the new ones start at zero (a new input channel the copied network ignores at first).
+
+    Raises
+    ------
+    InputError
+        If ``directory`` holds no loadable weights, or names / shapes conflict.
+    """
+    from locscope.utils.checkpoint import WEIGHTS_NAME, read_torch_weights
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise InputError(f"init_from: {path}: file not found")
+    source = read_torch_weights(path)
+    target = model.state_dict()
+    for name in widen:
+        old, new = source.get(name), target.get(name)
+        if old is not None and new is not None and old.ndim == new.ndim == 4 and old.shape[1] < new.shape[1] \
+                and (old.shape[0], *old.shape[2:]) == (new.shape[0], *new.shape[2:]):
+            source[name] = torch.cat([old.to(new.dtype), new.new_zeros(new.shape[0], new.shape[1] - old.shape[1],
+                                                                       *new.shape[2:])], 1)
+    unexpected = sorted(k for k in source if k not in target)
+    misshaped = sorted(k for k in source if k in target and tuple(source[k].shape) != tuple(target[k].shape))
+    if unexpected or misshaped:
+        raise InputError(f"init_from: {directory}: does not fit the model (unexpected: {', '.join(unexpected) or '-'}; "
+                         f"other shapes: {', '.join(misshaped) or '-'})")
+    model.load_state_dict({**target, **source}, strict=True)
+    return sorted(source), sorted(k for k in target if k not in source)

@@ -12,7 +12,9 @@ scaling factor are measured on training images (:func:`~locscope.models.latent.f
 Stage 2, ``train_latent``: :class:`~locscope.models.latent.LatentDenoiser` on latents of the training images (posterior
 means, encoded once for the 8 rotations / flips and cached in the run directory), v-prediction MSE, the sequence dropped
 with p = 0.2 for guidance, ER / microtubules dropped with p = 0.2 each, sequences re-paired within the same compartment
-set (:class:`~locscope.training.celldiff_data.EpochSampler`), the auxiliary compartment and fraction losses.
+set (:class:`~locscope.training.celldiff_data.EpochSampler`), the auxiliary compartment and fraction losses; with the
+layout prior, its regression and mask losses at the latent grid (the simulator's masks re-rendered from the store's
+seeds when the store holds none).
 
 Both stages share the conventions of :mod:`locscope.training.celldiff_module`: AdamW with warm-up and linear decay, EMA
 weights (what is released), every random draw of step ``s`` from a generator seeded by ``(seed, s)``, atomic
@@ -44,12 +46,12 @@ from locscope.errors import InputError
 from locscope.models.latent import (
     CONFIGS, LatentAutoencoder, LatentDenoiser, LatentDiffusion, PatchDiscriminator, fit_latent_scaling, resize_to,
 )
-from locscope.training.celldiff_data import EpochSampler, collate, load_split
+from locscope.training.celldiff_data import EpochSampler, collate, load_split, split_masks
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
-    append_metrics, derangement, interval_record, learning_rate_at, learning_rate_schedule, model_config_from, open_run,
-    pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator, step_trainer, update_ema, use_bf16,
-    write_checkpoint,
+    append_metrics, derangement, initialise_from, interval_record, learning_rate_at, learning_rate_schedule,
+    model_config_from, open_run, pearson, prepare_run, restore_step_and_epoch, save_final_model, step_generator,
+    step_trainer, update_ema, use_bf16, write_checkpoint,
 )
 from locscope.utils.atomic import atomic_path
 
@@ -93,7 +95,11 @@ class LatentAutoencoderTrainConfig:
 class LatentTrainConfig:
     """Stage 2 hyper-parameters. ``model`` / ``model_overrides`` give the denoiser's configuration (its image fields
     are taken from the autoencoder); the other fields follow :class:`~locscope.training.celldiff_module.
-    CellDiffTrainConfig`."""
+    CellDiffTrainConfig`. Layout-prior denoisers (``layout_prior: true``) add ``layout_loss_weight`` x the regression
+    of the mixed maps on the protein image at the latent grid and ``layout_mask_loss_weight`` x the BCE of the
+    membership logits against the simulator's compartment-mask coverage at that grid. ``init_from`` (a model or
+    checkpoint directory of another denoiser) copies its weights before step 0; a U-Net input layer with fewer input
+    channels (a run without the layout prior) fills the leading ones, the new ones start at zero."""
 
     model: str = "latent-tiny"
     model_overrides: dict = field(default_factory=dict)
@@ -112,6 +118,9 @@ class LatentTrainConfig:
     compartment_loss_weight: float = 0.5
     fraction_loss_weight: float = 1.0
     fraction_teacher_probability: float = 0.5
+    layout_loss_weight: float = 1.0
+    layout_mask_loss_weight: float = 1.0
+    init_from: str | None = None
     seed: int = 0
     log_every_steps: int = 20
     val_items: int = 32
@@ -135,7 +144,8 @@ def distance_maps(nuclei: np.ndarray) -> np.ndarray:
     with :func:`locscope.data.transforms.segment_nuclei`)."""
     from locscope.data.transforms import nuclear_distance_map, segment_nuclei
 
-    return np.stack([nuclear_distance_map(segment_nuclei(n)) for n in nuclei]).astype(np.float32)
+    maps = [nuclear_distance_map(segment_nuclei(n)) for n in nuclei]
+    return np.stack(maps).astype(np.float32) if maps else np.zeros(nuclei.shape, np.float32)
 
 
 class PerceptualDistance(torch.nn.Module):
@@ -373,6 +383,8 @@ class LatentDenoiserModule(_LatentStage):
         self.init_ema()
         self.latents: torch.Tensor | None = None     # (N, 8, latent_channels, h, w)
         self.spatial: torch.Tensor | None = None     # (N, 1 + n_landmarks, h, w): distance map + landmarks
+        # layout prior: (N, 1 [+ n_fraction_classes], h, w) the protein image at the latent grid [+ mask coverage]
+        self.layout_targets: torch.Tensor | None = None
         self.val = None                              # dict: images, distance, landmarks, tokens (validation gate)
 
     def trainable_groups(self) -> list[dict]:
@@ -396,6 +408,10 @@ class LatentDenoiserModule(_LatentStage):
             placeholder = net.landmark_placeholder.expand(batch_size, -1, -1, -1)
             spatial = torch.cat([spatial[:, :1], torch.where(present.to(device)[:, :, None, None], spatial[:, 1:],
                                                              placeholder)], 1)
+        maps = membership = None
+        if net.config.layout_prior:  # one layout pass: the U-Net reads the maps detached, the layout losses train them
+            maps, membership = net.layout_maps(spatial)
+            spatial = torch.cat([spatial, maps.detach()], 1)
         timesteps = torch.randint(0, self.schedule.num_steps, (batch_size,), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         drop = (torch.rand(batch_size, generator=generator) < cfg.sequence_dropout).to(device)
@@ -419,6 +435,16 @@ class LatentDenoiserModule(_LatentStage):
             fraction = -(targets * F.log_softmax(condition.fraction_logits.float(), -1)).sum(1)
             losses["fraction_loss"] = (fraction * known).sum() / known.sum().clamp(min=1)
             loss = loss + cfg.fraction_loss_weight * losses["fraction_loss"]
+            if maps is not None:
+                layout_targets = torch.stack([dihedral(self.layout_targets[i], int(d))
+                                              for i, d in zip(index, transform)]).to(device).float()
+                layout = (net.mix_layout(maps.float(), targets) - layout_targets[:, :1]).pow(2).mean(dim=(1, 2, 3))
+                losses["layout_loss"] = (layout * known).sum() / known.sum().clamp(min=1)
+                loss = loss + cfg.layout_loss_weight * losses["layout_loss"]
+                if layout_targets.shape[1] > 1 and cfg.layout_mask_loss_weight > 0:
+                    losses["layout_mask_loss"] = F.binary_cross_entropy_with_logits(membership.float(),
+                                                                                    layout_targets[:, 1:])
+                    loss = loss + cfg.layout_mask_loss_weight * losses["layout_mask_loss"]
         return {"loss": loss, **losses}
 
     def model(self) -> LatentDiffusion:
@@ -579,6 +605,11 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
                      fraction_classes=denoiser_config.fraction_classes)
     torch.manual_seed(config.seed)
     module = LatentDenoiserModule(ae, denoiser_config, config, run_dir)
+    if config.init_from and not resume:
+        copied, kept = initialise_from(module.net, config.init_from, widen=("unet.conv_in.weight",))
+        module.init_ema()
+        append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
+                                 "initialised_tensors": kept})
     image_rows = [0] + [1 + channels.index(c) for c in ae_config.image_channels[1:]]
     landmark_rows = [1 + channels.index(c) for c in denoiser_config.landmark_channels]
     nucleus_row = 1 + channels.index(NUCLEUS)
@@ -590,6 +621,8 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
     module.latents = _cached_latents(run_dir / "latents.safetensors", ae, torch.from_numpy(train.images[:, image_rows]),
                                      progress)
     module.spatial = resize_to(spatial_of(train), ae_config.latent_size)
+    if denoiser_config.layout_prior:
+        module.layout_targets = _layout_targets(opened, train, denoiser_config, config, progress)
     val_spatial = spatial_of(val)
     module.val = {"images": torch.from_numpy(val.images[:, image_rows]), "distance": val_spatial[:, :1],
                   "landmarks": val_spatial[:, 1:] if landmark_rows else None, "tokens": val.tokens,
@@ -600,6 +633,29 @@ def train_latent(store: str | Path, autoencoder: str | Path, run_dir: str | Path
     _fit(module, _pair_loader(len(train), sampler, config.batch_size, lambda pairs: _sequence_batch(train, pairs)),
          config, last, resume, progress, callbacks)
     return save_final_model(module.model(), run_dir, module.step, config)
+
+
+def _layout_targets(store, split, denoiser_config, config: LatentTrainConfig, progress: bool,
+                    chunk: int = 512) -> torch.Tensor:
+    """What the layout prior learns from, at the latent grid, ``(N, 1 [+ n_fraction_classes], h, w)`` float16: the
+    protein image (area-averaged, [-1, 1]) and, when ``layout_mask_loss_weight`` > 0, the share of each latent pixel
+    covered by each compartment's mask (:func:`~locscope.training.celldiff_data.split_masks`, read in chunks so the
+    full-resolution masks never sit in memory at once)."""
+    from locscope.utils.progress import track
+
+    size = denoiser_config.latent_size
+    parts = [resize_to(torch.from_numpy(split.images[:, :1]), size).half()]
+    if config.layout_mask_loss_weight > 0:
+        coverage = []
+        for start in track(range(0, len(split), chunk), "compartment masks", enabled=progress):
+            rows = slice(start, start + chunk)
+            part = dataclasses.replace(split, ids=split.ids[rows], store_indices=split.store_indices[rows],
+                                       fractions=split.fractions[rows])
+            masks = split_masks(store, part, denoiser_config.fraction_classes, denoiser_config.image_size,
+                                progress=False)
+            coverage.append(resize_to(torch.from_numpy(masks).float(), size).half())
+        parts.append(torch.cat(coverage))
+    return torch.cat(parts, 1)
 
 
 @torch.no_grad()
