@@ -266,6 +266,7 @@ def test_bundled_latent_tiny(tmp_path):
     assert ref.family == "latent" and ref.bundled
     model = ref.load("cpu")
     assert isinstance(model, LatentDiffusion) and model.config.image_size == 64 and model.noise_shape == (4, 16, 16)
+    assert model.config.layout_prior and model.denoiser.unet.conv_in.in_channels == 4 + 3 + 1
     size = (ref.directory / "model.safetensors").stat().st_size + \
         (ref.directory / "autoencoder" / "model.safetensors").stat().st_size
     assert size <= 20 * 2 ** 20
