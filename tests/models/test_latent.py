@@ -258,7 +258,8 @@ def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):
 
 def test_bundled_latent_tiny(tmp_path):
     """The bundled latent-tiny loads strictly through the hub, its two networks fit, and one short generation on the
-    example cell gives a 64 x 64 image in range whose sequence-only heads place a nuclear protein in the nucleus."""
+    example cell gives a 64 x 64 image in range whose sequence-only heads place a nuclear protein in the nucleus (or
+    its nucleoli)."""
     from locscope.models import hub
     from locscope.pipelines.readout import sequence_head_probabilities, LEVEL3_CLASSES
 
@@ -272,7 +273,8 @@ def test_bundled_latent_tiny(tmp_path):
     assert size <= 20 * 2 ** 20
     tokens = model.tokenize(["MPKKKRKVEDAGLSWKLPKKKRKVGSSGAAAGSS"])[0]
     level3, _ = sequence_head_probabilities(model, tokens)
-    assert LEVEL3_CLASSES[int(level3[0].argmax())] == "nucleus"
+    nuclear = [LEVEL3_CLASSES.index("nucleus"), LEVEL3_CLASSES.index("nucleoli")]
+    assert int(level3[0].argmax()) in nuclear and float(level3[0, nuclear].sum()) > 0.9  # the nucleus or its nucleoli
     landmarks = torch.zeros(1, 3, 64, 64) - 1
     landmarks[:, 0, 20:44, 20:44] = 1.0  # a square nucleus
     images, nfe = model.sample_in_cells(landmarks, tokens, sampler="dpmsolver", steps=2, guidance=3.0,
