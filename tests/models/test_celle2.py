@@ -312,6 +312,58 @@ def test_a_shorter_text_stream_keeps_the_image_positions():
     assert torch.equal(short.logits[0, 6] <= -1e38, long.logits[0, 10] <= -1e38)
 
 
+def test_sequence_summary_reaches_every_image_token_and_ignores_padding():
+    """The summary (mean / max of residue embeddings + global features -> MLP) is added to SEP and every
+    protein-image token: padding does not change it, and with zero transformer blocks the image logits depend on the
+    sequence only through it."""
+    torch.manual_seed(0)
+    classes = ("nucleoplasm", "cytosol", "mitochondria")
+    model = Celle2(tiny_config(sequence_summary=True, summary_fraction_classes=classes, depth=0)).eval()
+    assert not model.summary.to_tokens.weight.any()  # zero at initialisation: the model without it, exactly
+    torch.nn.init.normal_(model.summary.to_tokens.weight)
+    nucleus, protein = torch.randint(0, 16, (2, 64)), torch.full((2, 64), model.protein_mask_id)
+    padded = model.tokenize(["MKKRKV", "MLSRAVCGAL"], trim=True)
+    alone = model.tokenize(["MKKRKV"], trim=True)
+    with torch.no_grad():
+        both, single = model(padded, nucleus, protein), model(alone, nucleus[:1], protein[:1])
+    assert both.fraction_logits.shape == (2, 3)
+    assert torch.allclose(both.fraction_logits[0], single.fraction_logits[0], atol=1e-5)
+    assert torch.allclose(both.image_logits[0], single.image_logits[0], atol=1e-5)
+    assert not torch.allclose(both.image_logits[0], both.image_logits[1], atol=1e-3)  # the sequence, nothing else
+    plain = Celle2(tiny_config(depth=0)).eval()
+    with torch.no_grad():
+        out = plain(padded, nucleus, protein)
+    assert out.fraction_logits is None and torch.equal(out.image_logits[0], out.image_logits[1])
+
+
+def test_summary_fraction_loss_is_added_with_its_weight():
+    torch.manual_seed(0)
+    model = Celle2(tiny_config(sequence_summary=True, summary_fraction_classes=("nucleoplasm", "cytosol"),
+                               summary_loss_weight=0.25, text_mask_scale=0.0, attn_dropout=0.0, ff_dropout=0.0))
+    text = model.tokenize(["MKKRKVAGLS", "MLSRAV"])
+    nucleus, protein = torch.randint(0, 16, (2, 64)), torch.randint(0, 12, (2, 64))
+    fractions = torch.tensor([[0.6, 0.2], [0.0, 1.0]])  # rows are normalised: [0.75, 0.25], [0, 1]
+    losses = model.masked_loss(text, nucleus, protein, torch.Generator().manual_seed(0), fractions=fractions)
+    # no residue masked (text_mask_scale 0), no dropout: the summary of the loss's forward pass
+    logits = model(text, nucleus, protein).fraction_logits.log_softmax(-1)
+    expected = -(0.75 * logits[0, 0] + 0.25 * logits[0, 1] + logits[1, 1]) / 2
+    assert torch.allclose(losses["loss_fractions"], expected, atol=1e-5)
+    base = (losses["loss_text"] + losses["loss_image"]) / 2
+    assert torch.allclose(losses["loss"], base + 0.25 * expected, atol=1e-5)
+    losses["loss"].backward()
+    assert model.summary.fraction_head.weight.grad.abs().sum() > 0
+    assert "loss_fractions" not in model.masked_loss(text, nucleus, protein, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(sequence_summary=True, text_encoder="esm2-published"), "needs text_encoder='builtin'"),
+    (dict(summary_fraction_classes=("cytosol",)), "needs sequence_summary=True"),
+])
+def test_sequence_summary_config_is_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # generate --model DIR (hub dispatch), bad input
 # ----------------------------------------------------------------------------------------------------------------------

@@ -75,18 +75,24 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+SUMMARY = {**TINY, "sequence_summary": True, "summary_fraction_classes": ["nucleoplasm", "cytosol", "mitochondria"]}
+
+
 def test_two_phases_and_exact_resume_after_a_kill(store, tmp_path):
-    """Under bf16 autocast and a smaller tokenizer batch, as the bundled model was trained."""
-    full = train_celle2(store, tmp_path / "full", config(bf16=True, tokenizer_batch_size=2), progress=False)
+    """Under bf16 autocast, a smaller tokenizer batch and the sequence summary with its fraction head, as the bundled
+    model was trained."""
+    settings = dict(bf16=True, tokenizer_batch_size=2, model_overrides=SUMMARY)
+    full = train_celle2(store, tmp_path / "full", config(**settings), progress=False)
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert "rec_nucleus" in records[0] and "loss_image" in records[-2]  # tokenizers first, then the transformer
+    assert records[-2]["loss_fractions"] > 0 and "val_loss_fractions" in records[-1]
     assert any("val_protein_pixel_agreement" in r for r in records) and "val_loss_image" in records[-1]
     # the same run killed (SIGKILL) during step 3, after the step-2 checkpoint, then resumed
-    settings = tmp_path / "train.json"
-    settings.write_text(json.dumps(dataclasses.asdict(config(bf16=True, tokenizer_batch_size=2))))
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(dataclasses.asdict(config(**settings))))
     (tmp_path / "kill.py").write_text(KILL_SCRIPT)
     killed = subprocess.run([sys.executable, str(tmp_path / "kill.py"), str(store), str(tmp_path / "half"),
-                             str(settings)], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                             str(path)], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                             capture_output=True, timeout=300)
     assert killed.returncode == -9, killed.stderr.decode()[-3000:]
     assert json.loads((tmp_path / "half" / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
@@ -96,5 +102,29 @@ def test_two_phases_and_exact_resume_after_a_kill(store, tmp_path):
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     with pytest.raises(InputError, match="already holds a run"):
         train_celle2(store, tmp_path / "full", config(), progress=False)
+    with pytest.raises(InputError, match="unknown level-1 classes nucleus"):
+        train_celle2(store, tmp_path / "bad", config(model_overrides={**SUMMARY, "summary_fraction_classes": ["nucleus"]}),
+                     progress=False)
     with pytest.raises(InputError, match="multiple of steps_per_epoch"):
         train_celle2(store, tmp_path / "odd", config(tokenizer_steps=3), progress=False)
+
+
+def test_init_from_a_model_without_the_summary_keeps_its_weights(store, tmp_path):
+    """A run with the sequence summary continues from a model without one: every tensor of that model is copied (the
+    zero-initialised summary leaves its outputs unchanged at step 0), tokenizers untouched with tokenizer_steps 0."""
+    import torch
+
+    from locscope.models.celle2 import Celle2
+
+    source = train_celle2(store, tmp_path / "plain", config(max_steps=2, tokenizer_steps=2), progress=False)
+    run = tmp_path / "continued"
+    out = train_celle2(store, run, config(model_overrides=SUMMARY, init_from=str(source), tokenizer_steps=0,
+                                          max_steps=2), progress=False)
+    before, after = Celle2.from_pretrained(source), Celle2.from_pretrained(out)
+    a, b = before.state_dict(), after.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "tokenizer." in k)
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("blocks."))  # the transformer trained on
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["copied_tensors"] == len(a) and all(k.startswith("summary.") for k in first["initialised_tensors"])
+    with pytest.raises(InputError, match="does not fit the model"):
+        train_celle2(store, tmp_path / "back", config(init_from=str(out), max_steps=2), progress=False)

@@ -50,7 +50,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from locscope.encoders.esm_layout import ROTARY_KEY, fair_esm_to_transformers
-from locscope.encoders.protein import ESM_ALPHABET, MASK_ID, PAD_ID, VOCAB, BuiltinProteinEncoder, encode_sequence
+from locscope.encoders.protein import (
+    ESM_ALPHABET, MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, VOCAB, BuiltinProteinEncoder, ProteinEncoding, encode_sequence,
+)
 from locscope.errors import CheckpointError, InputError
 from locscope.utils.checkpoint import PretrainedMixin, check_state_dict, read_torch_weights
 
@@ -102,6 +104,17 @@ class Celle2Config:
     protein_threshold : {'median', 'otsu'}
         How the protein image is binarised into the protein tokenizer's target (:func:`threshold_protein`;
         published: median).
+    sequence_summary : bool
+        Built-in encoder only (not in the published model): add a summary of the whole sequence (mean and maximum of
+        the encoder's residue embeddings and its global sequence features, through an MLP) to the SEP and to every
+        protein-image token embedding, so that every image token sees the sequence from the first layer on instead
+        of only through attention over the residues (:class:`SequenceSummary`).
+    summary_fraction_classes : tuple of str
+        With ``sequence_summary``: compartments whose fractions an auxiliary head predicts from the summary
+        (``Celle2Output.fraction_logits``; trained against the training cells' compartment fractions, which gives
+        the summary a localization signal from the first step). Empty: no head.
+    summary_loss_weight : float
+        Weight of the fraction head's cross-entropy in :meth:`Celle2.masked_loss`.
     """
 
     image_size: int = 64
@@ -129,8 +142,16 @@ class Celle2Config:
     loss_img_weight: float = 1.0
     text_mask_scale: float = 0.15
     protein_threshold: ProteinThreshold = "median"
+    sequence_summary: bool = False
+    summary_fraction_classes: tuple[str, ...] = ()
+    summary_loss_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        self.summary_fraction_classes = tuple(self.summary_fraction_classes)
+        if self.sequence_summary and self.text_encoder != "builtin":
+            raise ValueError("sequence_summary=True needs text_encoder='builtin' (its global sequence features)")
+        if self.summary_fraction_classes and not self.sequence_summary:
+            raise ValueError("summary_fraction_classes needs sequence_summary=True (the head reads the summary)")
         if self.text_encoder not in ("builtin", "esm2-published"):
             raise ValueError(f"text_encoder={self.text_encoder!r}: accepted values are 'builtin', 'esm2-published'")
         if self.protein_threshold not in ("median", "otsu"):
@@ -449,8 +470,41 @@ class BuiltinTextEncoder(nn.Module):
         super().__init__()
         self.encoder = BuiltinProteinEncoder(dim=config.dim, num_layers=config.text_encoder_layers)
 
+    def encode(self, tokens: torch.Tensor) -> ProteinEncoding:
+        """Residue embeddings, padding mask and global sequence features."""
+        return self.encoder(tokens)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.encoder(tokens).residues
+
+
+class SequenceSummary(nn.Module):
+    """One vector per sequence, added to SEP and every protein-image token embedding.
+
+    ``hidden = SiLU(Linear([mean of residues, max of residues, SiLU(Linear(global features))]))`` over the
+    non-padding positions of a :class:`~locscope.encoders.protein.ProteinEncoding` (padding-invariant: a batch padded
+    to its longest sequence and one unpadded sequence get the same summary); the added vector is
+    ``Linear(hidden)``, initialised to zero (a model without the summary is reproduced exactly at initialisation,
+    e.g. when continuing from its weights); an optional linear head reads compartment fractions off ``hidden``.
+    """
+
+    def __init__(self, dim: int, num_fractions: int) -> None:
+        super().__init__()
+        self.features_in = nn.Sequential(nn.Linear(NUM_SEQUENCE_FEATURES, dim), nn.SiLU())
+        self.hidden = nn.Sequential(nn.Linear(3 * dim, dim), nn.SiLU())
+        self.to_tokens = nn.Linear(dim, dim)
+        nn.init.zeros_(self.to_tokens.weight)
+        nn.init.zeros_(self.to_tokens.bias)
+        self.fraction_head = nn.Linear(dim, num_fractions) if num_fractions else None
+
+    def forward(self, encoding: ProteinEncoding) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(summary (B, dim), fraction logits (B, n) or None)``."""
+        residues, mask = encoding.residues, encoding.mask[..., None]
+        mean = (residues * mask).sum(1) / mask.sum(1).clamp(min=1)
+        maximum = residues.masked_fill(~mask, -1e4).amax(1)
+        features = self.features_in(encoding.features.to(residues.dtype))
+        hidden = self.hidden(torch.cat([mean, maximum, features], dim=-1))
+        return self.to_tokens(hidden), (self.fraction_head(hidden) if self.fraction_head is not None else None)
 
 
 @dataclass
@@ -465,11 +519,14 @@ class Celle2Output:
         ``(B, text_len, num_text_tokens)``.
     image_logits : torch.Tensor
         ``(B, image_seq_len, protein_codebook_size)``: the protein-image token distribution's logits.
+    fraction_logits : torch.Tensor or None
+        ``(B, len(summary_fraction_classes))`` logits of the summary's compartment-fraction head (None without one).
     """
 
     logits: torch.Tensor
     text_logits: torch.Tensor
     image_logits: torch.Tensor
+    fraction_logits: torch.Tensor | None = None
 
 
 class Celle2(PretrainedMixin, nn.Module):
@@ -489,6 +546,8 @@ class Celle2(PretrainedMixin, nn.Module):
             self.text_encoder: nn.Module = PublishedEsm2(c)
         else:
             self.text_encoder = BuiltinTextEncoder(c)
+        if c.sequence_summary:
+            self.summary = SequenceSummary(c.dim, len(c.summary_fraction_classes))
         self.sep_embedding = nn.Embedding(1, c.dim)
         self.nucleus_embedding = nn.Embedding(c.nucleus_codebook_size + 1, c.dim)  # + the mask row
         self.protein_embedding = nn.Embedding(c.protein_codebook_size + 1, c.dim)
@@ -622,12 +681,18 @@ class Celle2(PretrainedMixin, nn.Module):
         batch, text_tokens = text.shape
         if text_tokens > c.text_len:
             raise ValueError(f"text has {text_tokens} positions; this model's text stream has {c.text_len}")
-        tokens = torch.cat([
-            self.text_encoder(text),  # (B, T, dim)
-            self.sep_embedding.weight.expand(batch, 1, -1),
-            self.nucleus_embedding(nucleus),
-            self.protein_embedding(protein),
-        ], dim=1)  # (B, T + 1 + 2 S, dim)
+        sep = self.sep_embedding.weight.expand(batch, 1, -1)
+        image = self.protein_embedding(protein)
+        fraction_logits = None
+        if c.sequence_summary:
+            encoding = self.text_encoder.encode(text)
+            residues = encoding.residues
+            summary, fraction_logits = self.summary(encoding)
+            sep = sep + summary[:, None].to(sep.dtype)
+            image = image + summary[:, None].to(image.dtype)
+        else:
+            residues = self.text_encoder(text)
+        tokens = torch.cat([residues, sep, self.nucleus_embedding(nucleus), image], dim=1)  # (B, T + 1 + 2 S, dim)
         # A shorter text stream (T < text_len) keeps the image tokens' rows of the full-length layout.
         device = tokens.device
         image_rows = torch.arange(c.text_len + 1, c.seq_len, device=device)
@@ -643,11 +708,17 @@ class Celle2(PretrainedMixin, nn.Module):
             logits=logits,
             text_logits=logits[:, :text_tokens, : c.num_text_tokens],
             image_logits=logits[:, image_start:, c.protein_offset: c.protein_offset + c.protein_codebook_size],
+            fraction_logits=fraction_logits,
         )
 
     def masked_loss(self, text: torch.Tensor, nucleus: torch.Tensor, protein: torch.Tensor,
-                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                    generator: torch.Generator | None = None,
+                    fractions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """MaskGIT training loss on clean inputs (see :func:`random_mask`): ``(L_text + w L_image) / (1 + w)``.
+
+        With a summary fraction head (``summary_fraction_classes``) and ``fractions`` ``(B, n)`` (each sequence's
+        compartment fractions in that order; rows are normalised to sum to 1), ``summary_loss_weight`` times the
+        head's cross-entropy against them is added (``loss_fractions``).
 
         Returns a dict with ``loss``, ``loss_text`` (0 when no residue is masked) and ``loss_image``.
         """
@@ -665,7 +736,12 @@ class Celle2(PretrainedMixin, nn.Module):
         else:
             loss_text = loss_image.new_zeros(())
         w = c.loss_img_weight
-        return {"loss": (loss_text + w * loss_image) / (1 + w), "loss_text": loss_text, "loss_image": loss_image}
+        losses = {"loss": (loss_text + w * loss_image) / (1 + w), "loss_text": loss_text, "loss_image": loss_image}
+        if out.fraction_logits is not None and fractions is not None:
+            target = fractions.float() / fractions.float().sum(1, keepdim=True).clamp_min(1e-8)
+            losses["loss_fractions"] = -(target * out.fraction_logits.float().log_softmax(-1)).sum(1).mean()
+            losses["loss"] = losses["loss"] + c.summary_loss_weight * losses["loss_fractions"]
+        return losses
 
 
 def masked_count(r: torch.Tensor | float, length: int, scale: float = 1.0) -> int:

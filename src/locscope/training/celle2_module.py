@@ -56,6 +56,9 @@ class Celle2TrainConfig:
     ``steps_per_epoch`` (checkpoints fall on epoch ends). ``tokenizer_batch_size`` (default ``batch_size``) is the
     batch of the tokenizer phase. ``bf16`` (``true``, ``false`` or ``'auto'``, :func:`~locscope.training.common.use_bf16`)
     runs the tokenizers' encoder / decoder and the transformer under bf16 autocast; codebook look-ups stay fp32.
+    ``init_from`` (a model directory, e.g. a bundled ``celle2-tiny``) starts a new run from every tensor of that model
+    (the model being trained may add tensors, e.g. a sequence summary, which keep their initialisation); with
+    ``tokenizer_steps: 0`` its tokenizers are used as they are.
     """
 
     model_overrides: dict = dataclasses.field(default_factory=dict)
@@ -81,6 +84,7 @@ class Celle2TrainConfig:
     torch_threads: int | None = None
     max_minutes: float | None = None
     bf16: bool | str = False
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tokenizer_batch_size"):
@@ -89,7 +93,15 @@ class Celle2TrainConfig:
                 raise ValueError(f"{name}={value}: must be >= 1")
 
     def model_config(self) -> Celle2Config:
-        return model_config_from(celle2_tiny_config, self.model_overrides)
+        """The model's config; ``summary_fraction_classes`` must be level-1 classes (the store's fractions)."""
+        from locscope.data.ontology import LEVEL1
+
+        config = model_config_from(celle2_tiny_config, self.model_overrides)
+        unknown = [name for name in config.summary_fraction_classes if name not in LEVEL1]
+        if unknown:
+            raise InputError(f"train config: model_overrides.summary_fraction_classes: unknown level-1 classes "
+                             f"{', '.join(unknown)} (known: {', '.join(LEVEL1)})")
+        return config
 
 
 def learning_rate_at(step: int, config: Celle2TrainConfig) -> float:
@@ -107,14 +119,17 @@ def learning_rate_at(step: int, config: Celle2TrainConfig) -> float:
 
 @dataclass
 class Celle2Split:
-    """One store split in memory: ``protein`` and ``nucleus`` ``(N, 1, S, S)`` in [0, 1], residue ``tokens``, and
-    ``groups`` (items with the same compartment set share a group id)."""
+    """One store split in memory: ``protein`` and ``nucleus`` ``(N, 1, S, S)`` in [0, 1], residue ``tokens``,
+    ``groups`` (items with the same compartment set share a group id) and ``fractions`` ``(N, len(LEVEL1))`` (the
+    simulator's compartment fractions of each item, level-1 classes in :data:`~locscope.data.ontology.LEVEL1`
+    order; zeros when the store does not record them)."""
 
     protein: torch.Tensor
     nucleus: torch.Tensor
     tokens: list[list[int]]
     groups: np.ndarray
     ids: list[str]
+    fractions: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,7 +147,7 @@ def load_celle2_split(store, split: str, config: Celle2Config, limit: int | None
     keys: dict[bytes, int] = {}
     groups = [keys.setdefault((row > 0).tobytes(), len(keys)) for row in data.fractions]  # same compartment set
     return Celle2Split(images[:, :1].contiguous(), images[:, 1:2].contiguous(), data.tokens, np.asarray(groups),
-                       data.ids)
+                       data.ids, torch.from_numpy(data.fractions))
 
 
 def step_batch(split: Celle2Split, config: Celle2TrainConfig, step: int, rank: int = 0) -> tuple[list[int], list[int]]:
@@ -172,6 +187,9 @@ class Celle2Module(L.LightningModule):
         self._optimizer_state: dict | None = None
         self._sums: dict[str, float] = {}
         self._last_log = time.time()
+        from locscope.data.ontology import LEVEL1
+
+        self.fraction_columns = [LEVEL1.index(name) for name in model_config.summary_fraction_classes]
         self.last_used = {name: torch.zeros(size, dtype=torch.long) for name, size in
                           (("nucleus", model_config.nucleus_codebook_size),
                            ("protein", model_config.protein_codebook_size))}
@@ -240,8 +258,11 @@ class Celle2Module(L.LightningModule):
         with torch.no_grad():
             nucleus_ids, protein_ids = self.model.encode_nucleus(nucleus), self.model.encode_protein(protein)
         text = pad_tokens([split.tokens[i] for i in sequences]).to(self.device)
+        fractions = None
+        if self.model_config.summary_fraction_classes:  # the fractions of each sequence's own protein
+            fractions = split.fractions[sequences][:, self.fraction_columns].to(self.device)
         with self.autocast():
-            return self.model.masked_loss(text, nucleus_ids, protein_ids, generator)
+            return self.model.masked_loss(text, nucleus_ids, protein_ids, generator, fractions=fractions)
 
     def autocast(self):
         """bf16 autocast when the config asks for it (and, for ``'auto'``, the device computes bf16 natively)."""
@@ -357,6 +378,12 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
         raise InputError(f"{store}: the train and val splits must both hold items")
     prepare_run(run_dir, config, resume)
     module = Celle2Module(model_config, config, train, val, run_dir)
+    if config.init_from and not resume:
+        from locscope.training.celldiff_module import initialise_from
+
+        copied, kept = initialise_from(module.model, config.init_from)
+        append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
+                                 "initialised_tensors": kept})
     fit_steps(module, config, last, run_dir, resume, progress, lambda step, remaining: range(remaining),
               callbacks=callbacks or [])  # the step drives the data
     return save_final_model(module.model, run_dir, module.step, config)
