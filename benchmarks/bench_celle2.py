@@ -3,6 +3,7 @@
     python benchmarks/bench_celle2.py --celle2 celle2-tiny [--celldiff celldiff-64] [--n 200] [--real all]
                                       [--samples 2] [--infill 64] [--out r.json]
     python benchmarks/bench_celle2.py --base          # celle2-base: parameters, one forward pass at 256 x 256
+    python benchmarks/bench_celle2.py --celle2 DIR [DIR ...] --sequence-probe cells64 [--n 256]
 
 Proteins: (1) rule-grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells at the
 models' resolution (the proteins and cells of ``bench_faithful.py``: the same seeds); (2) with ``--real``, the
@@ -24,6 +25,13 @@ CELL-E 2 it reads the decoded sample and, separately, the probability map) and t
 cell's compartment masks. The true class is the level-3 class with the largest summed true fraction (simulator
 proteins) or any annotated class (real proteins). Cost: network evaluations per image and CPU / wall seconds per image
 (one torch thread; the machine may be shared, so wall times are indicative; CPU seconds count only this process).
+
+Sequence probe (``--sequence-probe STORE``, no generation): does a model's image-token prediction use the sequence?
+On ``--n`` validation cells of a training store (evenly spread over the split), the cross-entropy of the cell's
+protein-image tokens when all of them are masked (CELL-E 2's one-pass prediction), given the protein's own sequence,
+another validation protein's with a different compartment set (a fixed random pairing), or a blank sequence (50 ``X``);
+and the same for MaskGIT's cosine-scheduled masking (the training loss). A model that reads the sequence has a lower
+cross-entropy with the true sequence than with the shuffled one.
 
 Residue infill (``--infill K``): the EGFP reporter with ``<mask:10>`` at its C terminus (and, separately, its N
 terminus after the start methionine) is infilled by CELL-E 2's residue head (``locscope design --model ...
@@ -111,6 +119,50 @@ def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int):
         nfe = sample.passes
     decoded = np.stack(decoded)
     return np.clip(decoded, 0, 1), decoded > 0.5, np.stack(probability), nfe
+
+
+def sequence_probe(model, store_path: str, n: int, seed: int = 0) -> dict:
+    """Image-token cross-entropy (all masked / MaskGIT masking) on ``n`` validation cells of a store with the true,
+    a shuffled (different compartment set) and a blank sequence (see the module docstring)."""
+    import torch.nn.functional as F
+
+    from locscope.data.store import Store
+    from locscope.models.celle2 import normalize_nucleus, random_mask, threshold_protein
+    from locscope.training.celle2_module import load_celle2_split, pad_tokens
+
+    split = load_celle2_split(Store.open(store_path), "val", model.config, limit=n)
+    with torch.no_grad():
+        nucleus = model.encode_nucleus(normalize_nucleus(split.nucleus))
+        protein = model.encode_protein(threshold_protein(split.protein, model.config.protein_threshold))
+    rng = np.random.default_rng(seed)
+    partner = []
+    for i in range(len(split)):
+        others = np.flatnonzero(split.groups != split.groups[i])
+        partner.append(int(others[rng.integers(len(others))]) if len(others) else i)
+    texts = {"true": pad_tokens(split.tokens), "shuffled": pad_tokens([split.tokens[j] for j in partner]),
+             "blank": pad_tokens([encode_blank()] * len(split))}
+    out = {"n": len(split)}
+    for name, text in texts.items():
+        for masking in ("all", "maskgit"):
+            generator, total, count = torch.Generator().manual_seed(seed), 0.0, 0
+            for start in range(0, len(split), 64):
+                rows = slice(start, start + 64)
+                ids = protein[rows]
+                mask = (torch.ones_like(ids, dtype=torch.bool) if masking == "all" else
+                        random_mask(torch.ones_like(ids, dtype=torch.bool), 1.0, generator))
+                with torch.no_grad():
+                    logits = model(text[rows], nucleus[rows], ids.masked_fill(mask, model.protein_mask_id)).image_logits
+                total += float(F.cross_entropy(logits[mask].float(), ids[mask], reduction="sum"))
+                count += int(mask.sum())
+            out[f"{name}_{masking}"] = total / count
+    out["gap_all"] = out["shuffled_all"] - out["true_all"]
+    return out
+
+
+def encode_blank() -> list[int]:
+    from locscope.encoders.protein import encode_sequence
+
+    return encode_sequence("X" * 50)
 
 
 def binarize(images: np.ndarray, method: str) -> np.ndarray:
@@ -315,10 +367,14 @@ def markdown(rows: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", action="store_true", help="only: celle2-base parameters and one forward pass")
-    parser.add_argument("--celle2", help="CELL-E 2 model (bundled name or directory)")
+    parser.add_argument("--celle2", nargs="+", help="CELL-E 2 model (bundled name or directory); several with "
+                                                    "--sequence-probe")
+    parser.add_argument("--sequence-probe", metavar="STORE", help="only: the sequence probe on STORE's validation "
+                                                                  "cells (--n of them, default 256)")
     parser.add_argument("--celldiff", default="celldiff-64")
     parser.add_argument("--readout", default="compartment-readout")
-    parser.add_argument("--n", type=int, default=200, help="held-out grammar proteins")
+    parser.add_argument("--n", type=int, default=None, help="held-out grammar proteins (default 200; "
+                                                            "--sequence-probe: validation cells, default 256)")
     parser.add_argument("--real", default="0", help="held-out OpenCell proteins: a count or 'all' (0: none)")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--infill", type=int, default=0, help="residue-infill candidates per nucleus image (0: none)")
@@ -332,6 +388,22 @@ def main() -> None:
     if not args.celle2:
         parser.error("--celle2 is required (or --base)")
     from locscope.models import hub
+
+    if args.sequence_probe:
+        probes = {name: sequence_probe(hub.load(name, families=("celle2",)), args.sequence_probe,
+                                       256 if args.n is None else args.n) for name in args.celle2}
+        print("| model | cells | all masked: true | shuffled | blank | gap (shuffled - true) | MaskGIT: true | "
+              "shuffled | blank |\n|---|---|---|---|---|---|---|---|---|")
+        for name, p in probes.items():
+            print(f"| {name} | {p['n']} | {p['true_all']:.4f} | {p['shuffled_all']:.4f} | {p['blank_all']:.4f} | "
+                  f"{p['gap_all']:.4f} | {p['true_maskgit']:.4f} | {p['shuffled_maskgit']:.4f} | "
+                  f"{p['blank_maskgit']:.4f} |")
+        print(json.dumps({"machine": machine_description(), "probes": probes}))
+        return
+    if len(args.celle2) != 1:
+        parser.error("--celle2 takes one model (several only with --sequence-probe)")
+    args.celle2 = args.celle2[0]
+    args.n = 200 if args.n is None else args.n
     from locscope.pipelines.generate import load_celldiff
 
     celldiff = load_celldiff(args.celldiff)
