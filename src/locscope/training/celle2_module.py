@@ -42,8 +42,8 @@ from locscope.encoders.protein import PAD_ID
 from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
 from locscope.training.common import (
-    append_metrics, augment, end_step, fit_steps, model_config_from, open_run, prepare_run, save_final_model,
-    step_generator, write_checkpoint,
+    append_metrics, augment, end_step, fit_steps, initialise_from, model_config_from, open_run, prepare_run,
+    save_final_model, step_generator, write_checkpoint,
 )
 
 
@@ -379,8 +379,6 @@ def train_celle2(store: str | Path, run_dir: str | Path, config: Celle2TrainConf
     prepare_run(run_dir, config, resume)
     module = Celle2Module(model_config, config, train, val, run_dir)
     if config.init_from and not resume:
-        from locscope.training.celldiff_module import initialise_from
-
         copied, kept = initialise_from(module.model, config.init_from)
         append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
                                  "initialised_tensors": kept})
