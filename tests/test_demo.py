@@ -25,9 +25,9 @@ def test_demo_generates_with_bundled_model(tmp_path):
     with open(out / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["id"]: row["expected_level3"] for row in rows} == ANNOTATED
-    # the bundled default draws the histone, calnexin and GAPDH where they belong (docs/models/celldiff-64.md);
-    # at least three of the five must be read as their annotated compartment
+    # the bundled default draws all five where they belong in most samples (docs/models/celldiff-64.md); at least
+    # four of the five majority reads must be the annotated compartment (one may flip with another CPU's numerics)
     right = [row["id"] for row in rows if row["drawn_level3"] == row["expected_level3"]]
-    assert len(right) >= 3, rows
+    assert len(right) >= 4, rows
     assert summary["model"] == "celldiff-64"
     assert "TOMM20_Q15388" in (out / "report.html").read_text()
