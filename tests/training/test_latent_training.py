@@ -152,3 +152,13 @@ def test_layout_prior_denoiser_trains_from_masks_and_starts_from_a_plain_run(tmp
         before = source(x, t, source.spatial_conditions(distance, landmarks), source.encode_sequence(tokens))
         after = widened(x, t, widened.spatial_conditions(distance, landmarks), widened.encode_sequence(tokens))
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_autoencoder_stage_refuses_an_unknown_model_override_in_one_line(store, tmp_path, capsys):
+    config = write_config(tmp_path / "ae.json", {"no_such_field": 1})
+    assert run(["train", "latent-autoencoder", "--data", str(store), "--config", str(config),
+                "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model_overrides" in err and "no_such_field" in err and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "model").exists()

@@ -548,7 +548,8 @@ def train_latent_autoencoder(store: str | Path, run_dir: str | Path, config: Lat
 
     run_dir = Path(run_dir)
     config, last = _start_run(run_dir, config, LatentAutoencoderTrainConfig, resume)
-    autoencoder_config = dataclasses.replace(CONFIGS[config.model]()[0], **config.model_overrides)
+    autoencoder_config = model_config_from(functools.partial(dataclasses.replace, CONFIGS[config.model]()[0]),
+                                           config.model_overrides)
     if autoencoder_config.image_channels[0] != "protein":
         raise InputError("train config: the autoencoder's image_channels must start with 'protein'")
     opened = Store.open(store)
