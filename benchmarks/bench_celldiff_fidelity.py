@@ -37,7 +37,7 @@ from locscope.pipelines.readout import (
 )
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
-from locscope.training.celldiff_module import derangement
+from locscope.training.common import derangement
 
 OPENCELL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "localization_sequences" / "opencell_raw.csv"
 

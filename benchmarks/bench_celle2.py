@@ -68,7 +68,7 @@ from locscope.pipelines.generate import probability_map  # noqa: E402
 from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout  # noqa: E402
 from locscope.synth import SimulatorConfig, simulate_cell  # noqa: E402
 from locscope.synth.grammar import grammar_targets, localize_sequence, random_protein  # noqa: E402
-from locscope.training.celldiff_module import derangement  # noqa: E402
+from locscope.training.common import derangement  # noqa: E402
 from locscope.utils.cpu import machine_description  # noqa: E402
 from locscope.utils.sequences import keep_termini  # noqa: E402
 

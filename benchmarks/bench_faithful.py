@@ -50,7 +50,7 @@ from locscope.pipelines.readout import classify_level3, compartment_basis, load_
 from locscope.synth import SimulatorConfig, render_cell, simulate_cell  # noqa: E402
 from locscope.synth.grammar import grammar_targets, random_protein  # noqa: E402
 from locscope.synth.protein import place_protein  # noqa: E402
-from locscope.training.celldiff_module import derangement  # noqa: E402
+from locscope.training.common import derangement  # noqa: E402
 from locscope.training.readout_module import level3_targets  # noqa: E402
 from locscope.models.readout import LEVEL3_CLASSES  # noqa: E402
 from locscope.utils.cpu import machine_description  # noqa: E402

@@ -47,7 +47,7 @@ from locscope.models import hub
 from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout
 from locscope.synth import SimulatorConfig, simulate_cell
 from locscope.synth.grammar import grammar_targets, random_protein
-from locscope.training.celldiff_module import derangement
+from locscope.training.common import derangement
 
 
 def held_out_proteins(n: int) -> list[str]:

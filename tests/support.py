@@ -47,3 +47,21 @@ def check_resume_after_kill(script: str, tmp_path: Path, arguments: Callable[[Pa
         a = load_file(str(tmp_path / "straight" / "checkpoints" / "last" / f"{name}.safetensors"))
         b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def tiny_esm2_config(max_positions: int = 64):
+    """A tiny random ESM2 configuration (1 layer, width 16, ESM's 33-token alphabet, rotary positions)."""
+    from transformers import EsmConfig
+
+    return EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     max_position_embeddings=max_positions, pad_token_id=1, mask_token_id=32,
+                     position_embedding_type="rotary", token_dropout=False)
+
+
+def save_tiny_esm2(directory: Path, max_positions: int = 64) -> Path:
+    """Save a tiny random ESM2 model (:func:`tiny_esm2_config`, seeded) as a local checkpoint folder; returns it."""
+    from transformers import EsmModel
+
+    torch.manual_seed(0)
+    EsmModel(tiny_esm2_config(max_positions), add_pooling_layer=False).save_pretrained(directory)
+    return directory

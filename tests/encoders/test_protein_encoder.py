@@ -10,6 +10,7 @@ from locscope.encoders.protein import (
     crop_termini, decode_tokens, encode_sequence, sequence_features, tokenize,
 )
 from locscope.errors import InputError
+from support import save_tiny_esm2
 
 
 def test_tokenize_roundtrip_masks_and_errors():
@@ -48,13 +49,7 @@ def test_builtin_encoder_shapes_padding_and_termini():
 
 
 def test_esm2_path_with_a_tiny_random_checkpoint(tmp_path):
-    from transformers import EsmConfig, EsmModel
-
-    torch.manual_seed(0)
-    config = EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, max_position_embeddings=64, pad_token_id=1, mask_token_id=32,
-                       position_embedding_type="rotary", token_dropout=False)
-    EsmModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "esm")
+    save_tiny_esm2(tmp_path / "esm")
     encoder = build_protein_encoder("esm2", esm_path=str(tmp_path / "esm"), cache_dir=str(tmp_path / "cache"))
     assert isinstance(encoder, Esm2ProteinEncoder) and encoder.dim == 16
     tokens, _ = tokenize(["MKKRKV", "MLS"])

@@ -13,6 +13,7 @@ from locscope.errors import CheckpointError, InputError
 from locscope.utils.checkpoint import read_torch_weights
 
 from conftest import error_line
+from support import tiny_esm2_config
 
 
 class Exploit:
@@ -52,13 +53,9 @@ def test_unsafe_pickle_refusal_names_accepted_formats(tmp_path):
 
 
 def test_unsafe_esm_pickle_is_one_line(tmp_path):
-    from transformers import EsmConfig
-
     from locscope.encoders.protein import Esm2ProteinEncoder
 
-    EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-              max_position_embeddings=64, pad_token_id=1, mask_token_id=32, position_embedding_type="rotary",
-              token_dropout=False).save_pretrained(tmp_path / "esm")
+    tiny_esm2_config().save_pretrained(tmp_path / "esm")
     torch.save({"embeddings.word_embeddings.weight": torch.zeros(33, 16), "payload": Exploit()},
                tmp_path / "esm" / "pytorch_model.bin")
     with pytest.raises(InputError) as info:

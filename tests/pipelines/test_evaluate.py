@@ -109,16 +109,25 @@ def _store_items(rng, noise):
     return items
 
 
-def test_store_with_truth_masks_and_labels(tmp_path):
+@pytest.fixture(scope="module")
+def store_pair(tmp_path_factory):
+    """A real and a generated store with truth masks and labels, and the handcrafted-feature evaluation of the pair
+    (written to ``report``)."""
     from locscope.data.store import write_store
 
+    tmp_path = tmp_path_factory.mktemp("stores")
     rng = np.random.default_rng(0)
     kwargs = dict(channels=("protein", "nucleus"), image_shape=(32, 32), mask_names=("nucleoplasm", "cytosol"),
                   attrs={"pixel_size_nm": 100.0}, progress=False)
     write_store(tmp_path / "real", _store_items(rng, 0.05), **kwargs)
     write_store(tmp_path / "gen", _store_items(rng, 0.1), **kwargs)
-    assert open_source(tmp_path / "real").kind == "store"
     result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", features="handcrafted", progress=False)
+    return tmp_path, result
+
+
+def test_store_with_truth_masks_and_labels(store_pair):
+    tmp_path, result = store_pair
+    assert open_source(tmp_path / "real").kind == "store"
     assert result.summary["feature_network"] == "handcrafted-v1"
     assert result.summary["pixel_size_nm"] == 100.0
     assert result.per_metric["localization_fidelity"]["mean"] > 0.5
@@ -162,26 +171,20 @@ def test_histograms_of_values_equal_up_to_rounding(tmp_path):
     assert _histograms(result, tmp_path / "histograms.png") and (tmp_path / "histograms.png").stat().st_size > 0
 
 
-def test_compartment_accuracy_by_the_readout_and_on_real_images(tmp_path):
+def test_compartment_accuracy_by_the_readout_and_on_real_images(store_pair, tmp_path):
     """proteoscope's headline metric: the classifier's accuracy on the real images next to the generated ones."""
-    from locscope.data.store import write_store
     from locscope.pipelines.readout import load_readout
 
-    rng = np.random.default_rng(0)
-    kwargs = dict(channels=("protein", "nucleus"), image_shape=(32, 32), mask_names=("nucleoplasm", "cytosol"),
-                  attrs={"pixel_size_nm": 100.0}, progress=False)
-    write_store(tmp_path / "real", _store_items(rng, 0.05), **kwargs)
-    write_store(tmp_path / "gen", _store_items(rng, 0.1), **kwargs)
-    result = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "report", features="handcrafted", progress=False)
+    stores, result = store_pair
     metrics = result.set_metrics
     assert metrics["classification_accuracy_real"] == 1.0   # cross-validated on the real features
     if load_readout() is None:
         pytest.skip("the bundled compartment read-out is not installed")
     assert 0.0 <= metrics["compartment_accuracy_generated"] <= 1.0
     # the same classifier reads both sides: generated = real gives the real images' accuracy
-    same = evaluate(tmp_path / "real", tmp_path / "real", tmp_path / "r1", features="handcrafted", progress=False)
+    same = evaluate(stores / "real", stores / "real", tmp_path / "r1", features="handcrafted", progress=False)
     assert same.set_metrics["compartment_accuracy_generated"] == same.set_metrics["compartment_accuracy_real"]
     assert same.set_metrics["compartment_accuracy_real"] == metrics["compartment_accuracy_real"]
-    skipped = evaluate(tmp_path / "real", tmp_path / "gen", tmp_path / "r2", features="handcrafted", readout=None,
+    skipped = evaluate(stores / "real", stores / "gen", tmp_path / "r2", features="handcrafted", readout=None,
                        progress=False)
     assert "compartment_accuracy_real" not in skipped.set_metrics

@@ -12,6 +12,7 @@ from locscope.pipelines.readout import (
 )
 from locscope.synth import COMPARTMENTS, place_protein
 from test_design_support import cli_run, tiny_celldiff, tiny_model_dir  # noqa: F401  (fixture)
+from support import save_tiny_esm2
 
 
 def test_unmixing_recovers_known_level3_fractions():
@@ -90,18 +91,11 @@ def test_localize_cli_fasta_and_errors(tmp_path, capsys):
 
 def test_localize_and_design_with_a_tiny_esm2_model(tmp_path):
     """The ESM2 code path: a CELL-Diff whose protein encoder is a (tiny, random) local ESM2 checkpoint."""
-    import torch
-    from transformers import EsmConfig, EsmModel
-
     from locscope.encoders.protein import MASK_ID
     from locscope.models.celldiff import CellDiff, celldiff_tiny_config
     from locscope.pipelines.design import decode_candidates
 
-    torch.manual_seed(0)
-    esm = EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                    max_position_embeddings=64, pad_token_id=1, mask_token_id=32, position_embedding_type="rotary",
-                    token_dropout=False)
-    EsmModel(esm, add_pooling_layer=False).save_pretrained(tmp_path / "esm")
+    save_tiny_esm2(tmp_path / "esm")  # seeds torch with 0 first
     config = celldiff_tiny_config(image_size=16, channels=(8, 8, 16, 16), transformer_width=32, transformer_layers=1,
                                   transformer_heads=2, attention_heads=2, protein_encoder="esm2",
                                   esm_path=str(tmp_path / "esm"))

@@ -13,6 +13,7 @@ from locscope.cli import main as cli_main
 from locscope.errors import CheckpointError, InputError
 from locscope.models.localizer import LocalizerConfig, SequenceLocalizer, dipeptide_composition, terminal_windows
 from locscope.pipelines.localize import LEVEL2_CLASSES, LEVEL3_CLASSES, localize_file
+from support import save_tiny_esm2
 
 TINY = dict(width=8, layers=1, hidden=16, n_window=16, c_window=8, window_segments=2, max_length=64)
 
@@ -85,13 +86,7 @@ def test_strict_loading(tmp_path):
 
 
 def test_esm2_is_a_drop_in_encoder(tmp_path):
-    from transformers import EsmConfig, EsmModel
-
-    torch.manual_seed(0)
-    esm = EsmConfig(vocab_size=33, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                    max_position_embeddings=80, pad_token_id=1, mask_token_id=32, position_embedding_type="rotary",
-                    token_dropout=False)
-    EsmModel(esm, add_pooling_layer=False).save_pretrained(tmp_path / "esm")
+    save_tiny_esm2(tmp_path / "esm", max_positions=80)
     model, directory = tiny_localizer(tmp_path, protein_encoder="esm2", esm_path=str(tmp_path / "esm"))
     probabilities = SequenceLocalizer.from_pretrained(directory).predict_sequences(["MKKRKVLLSSKL", "MLSRAV"])
     assert probabilities["level3"].shape == (2, 8) and ((probabilities["level3"] > 0) & (probabilities["level3"] < 1)).all()

@@ -54,6 +54,7 @@ from locscope.encoders.protein import (
     ESM_ALPHABET, MASK_ID, NUM_SEQUENCE_FEATURES, PAD_ID, VOCAB, BuiltinProteinEncoder, ProteinEncoding, encode_sequence,
 )
 from locscope.errors import CheckpointError, InputError
+from locscope.models.sequence_heads import distribution_loss
 from locscope.utils.checkpoint import PretrainedMixin, check_state_dict, read_torch_weights
 
 TextEncoderKind = Literal["builtin", "esm2-published"]
@@ -717,8 +718,8 @@ class Celle2(PretrainedMixin, nn.Module):
         """MaskGIT training loss on clean inputs (see :func:`random_mask`): ``(L_text + w L_image) / (1 + w)``.
 
         With a summary fraction head (``summary_fraction_classes``) and ``fractions`` ``(B, n)`` (each sequence's
-        compartment fractions in that order; rows are normalised to sum to 1), ``summary_loss_weight`` times the
-        head's cross-entropy against them is added (``loss_fractions``).
+        compartment fractions in that order; rows are normalised to sum to 1, rows of zeros carry no loss),
+        ``summary_loss_weight`` times the head's cross-entropy against them is added (``loss_fractions``).
 
         Returns a dict with ``loss``, ``loss_text`` (0 when no residue is masked) and ``loss_image``.
         """
@@ -738,8 +739,7 @@ class Celle2(PretrainedMixin, nn.Module):
         w = c.loss_img_weight
         losses = {"loss": (loss_text + w * loss_image) / (1 + w), "loss_text": loss_text, "loss_image": loss_image}
         if out.fraction_logits is not None and fractions is not None:
-            target = fractions.float() / fractions.float().sum(1, keepdim=True).clamp_min(1e-8)
-            losses["loss_fractions"] = -(target * out.fraction_logits.float().log_softmax(-1)).sum(1).mean()
+            losses["loss_fractions"] = distribution_loss(out.fraction_logits, fractions)
             losses["loss"] = losses["loss"] + c.summary_loss_weight * losses["loss_fractions"]
         return losses
 

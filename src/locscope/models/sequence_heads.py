@@ -1,7 +1,7 @@
 """The sequence path shared by the generative families that condition on a protein sequence with auxiliary heads
 (CELL-Diff, the latent denoiser): the encoder, its projection, the pooled embedding's MLP, the compartment and
 fraction heads, the null vectors of dropped sequences, the batch operations of the encoded sequence and the
-sequence-only compartment read-outs."""
+sequence-only compartment read-outs, and the loss the compartment / fraction heads train with."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from locscope.encoders.protein import NUM_SEQUENCE_FEATURES, build_protein_encoder
+
+
+def distribution_loss(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits`` ``(B, n)`` against ``weights`` ``(B, n)`` normalised to sum to 1 per row (label
+    indicators or compartment fractions), averaged over the rows with any weight (rows of zeros: unknown, no loss)."""
+    weights = weights.float()
+    known = weights.sum(1) > 0
+    targets = weights / weights.sum(1, keepdim=True).clamp(min=1e-8)
+    per_row = F.cross_entropy(logits.float(), targets, reduction="none")
+    return (per_row * known).sum() / known.sum().clamp(min=1)
 
 
 class EncodedSequence:

@@ -36,6 +36,7 @@ from locscope.diffusion.masked import mask_random_residues, masked_residue_loss
 from locscope.encoders.protein import MASK_ID, PAD_ID
 from locscope.errors import InputError
 from locscope.models.celldiff import CellDiff, CellDiffConfig, config_by_name
+from locscope.models.sequence_heads import distribution_loss
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
     append_metrics, augment, derangement, initialise_from, interval_record, learning_rate_at, learning_rate_schedule,
@@ -296,18 +297,13 @@ class CellDiffModule(L.LightningModule):
         residue_loss = masked_residue_loss(out.residue_logits, tokens.to(device), masked.to(device) & sequence_task[:, None],
                                            k.to(device))
         sequence_loss = (residue_loss * sequence_rows).sum() / sequence_rows.sum().clamp(min=1)
-        labels = batch["labels"].float()
-        labelled = labels.sum(1) > 0
-        targets = labels / labels.sum(1, keepdim=True).clamp(min=1)
-        compartment = -(targets * F.log_softmax(out.compartment_logits.float(), -1)).sum(1)
-        compartment_loss = (compartment * labelled).sum() / labelled.sum().clamp(min=1)
+        compartment_loss = distribution_loss(out.compartment_logits, batch["labels"])
         loss = image_loss + cfg.sequence_loss_weight * sequence_loss + cfg.compartment_loss_weight * compartment_loss
         losses = {"image_loss": image_loss, "sequence_loss": sequence_loss, "compartment_loss": compartment_loss}
         if has_fractions:
             known = fractions.sum(1) > 0
             targets = fractions.float() / fractions.float().sum(1, keepdim=True).clamp(min=1e-8)
-            fraction = -(targets * F.log_softmax(out.fraction_logits.float(), -1)).sum(1)
-            fraction_loss = (fraction * known).sum() / known.sum().clamp(min=1)
+            fraction_loss = distribution_loss(out.fraction_logits, fractions)
             loss = loss + cfg.fraction_loss_weight * fraction_loss
             losses["fraction_loss"] = fraction_loss
             if model.config.layout_prior:

@@ -43,7 +43,7 @@ from locscope.errors import InputError
 from locscope.models.celle2 import Celle2, Celle2Config, celle2_tiny_config, normalize_nucleus, threshold_protein
 from locscope.training.common import (
     append_metrics, augment, end_step, fit_steps, initialise_from, model_config_from, open_run, prepare_run,
-    save_final_model, step_generator, write_checkpoint,
+    save_final_model, step_generator, use_bf16, write_checkpoint,
 )
 
 
@@ -266,8 +266,6 @@ class Celle2Module(L.LightningModule):
 
     def autocast(self):
         """bf16 autocast when the config asks for it (and, for ``'auto'``, the device computes bf16 natively)."""
-        from locscope.training.common import use_bf16
-
         enabled = use_bf16(self.train_config.bf16, self.device)
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 

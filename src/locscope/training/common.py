@@ -335,11 +335,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-__all__ = ["append_metrics", "augment", "derangement", "end_step", "fit_steps", "interval_record", "learning_rate_at",
-           "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run", "read_train_config",
-           "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator", "step_trainer",
-           "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]
-
 
 def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[str, ...] = ()
                     ) -> tuple[list[str], list[str]]:
@@ -375,3 +370,9 @@ def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[
                          f"other shapes: {', '.join(misshaped) or '-'})")
     model.load_state_dict({**target, **source}, strict=True)
     return sorted(source), sorted(k for k in target if k not in source)
+
+
+__all__ = ["append_metrics", "augment", "derangement", "end_step", "fit_steps", "initialise_from", "interval_record",
+           "learning_rate_at", "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run",
+           "read_train_config", "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator",
+           "step_trainer", "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]

@@ -46,6 +46,7 @@ from locscope.errors import InputError
 from locscope.models.latent import (
     CONFIGS, LatentAutoencoder, LatentDenoiser, LatentDiffusion, PatchDiscriminator, fit_latent_scaling, resize_to,
 )
+from locscope.models.sequence_heads import distribution_loss
 from locscope.training.celldiff_data import EpochSampler, collate, load_split, split_masks
 from locscope.report.images import write_sample_grid
 from locscope.training.common import (
@@ -422,18 +423,13 @@ class LatentDenoiserModule(_LatentStage):
         condition = net.encode_sequence(batch["tokens"], drop, fractions if has_fractions else None, use_true)
         v = net(self.schedule.add_noise(x0, noise, timesteps), timesteps, spatial, condition)
         image_loss = (v.float() - self.schedule.v_target(x0, noise, timesteps)).pow(2).mean()
-        labels = batch["labels"].float()
-        labelled = labels.sum(1) > 0
-        targets = labels / labels.sum(1, keepdim=True).clamp(min=1)
-        compartment = -(targets * F.log_softmax(condition.compartment_logits.float(), -1)).sum(1)
-        compartment_loss = (compartment * labelled).sum() / labelled.sum().clamp(min=1)
+        compartment_loss = distribution_loss(condition.compartment_logits, batch["labels"])
         loss = image_loss + cfg.compartment_loss_weight * compartment_loss
         losses = {"image_loss": image_loss, "compartment_loss": compartment_loss}
         if has_fractions:
             known = fractions.sum(1) > 0
             targets = fractions.float() / fractions.float().sum(1, keepdim=True).clamp(min=1e-8)
-            fraction = -(targets * F.log_softmax(condition.fraction_logits.float(), -1)).sum(1)
-            losses["fraction_loss"] = (fraction * known).sum() / known.sum().clamp(min=1)
+            losses["fraction_loss"] = distribution_loss(condition.fraction_logits, fractions)
             loss = loss + cfg.fraction_loss_weight * losses["fraction_loss"]
             if maps is not None:
                 layout_targets = torch.stack([dihedral(self.layout_targets[i], int(d))
