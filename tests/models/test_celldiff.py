@@ -209,3 +209,24 @@ def test_layout_prior_mixes_compartment_maps_into_an_input_channel():
         small_config(fraction_classes=(), layout_prior=True)
     with pytest.raises(ValueError, match="no layout prior"):
         CellDiff(small_config()).expected_image(lm, fractions)
+
+
+def test_attention_runs_in_fp32_under_cpu_bf16_autocast(model):
+    from diffusers.models.attention_processor import Attention
+
+    seen = []
+    hooks = [module.register_forward_pre_hook(lambda _, args, kwargs: seen.append(args[0].dtype), with_kwargs=True)
+             for module in model.modules() if isinstance(module, (Attention, torch.nn.MultiheadAttention))]
+    x, t, lm = inputs()
+    tokens, _ = model.tokenize(["MPKKKRKVEDA", "MLSRAVCG"])
+    try:
+        with torch.no_grad():
+            reference = model(x, t, lm, tokens).image
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                mixed = model(x, t, lm, tokens).image
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # every cross-attention block and transformer block, in both passes
+    assert len(hooks) == 5 and seen == [torch.float32] * 2 * len(hooks)
+    assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float(), reference, atol=0.05)

@@ -77,6 +77,7 @@ def test_cli_training_writes_a_loadable_model(store, tmp_path):
     losses = [line for line in lines if "loss" in line]
     assert [line["step"] for line in losses] == [1, 2, 3, 4]
     assert all(np.isfinite(line["loss"]) and line["loss"] > 0 for line in losses)
+    assert all(line["cpu_s_per_item"] > 0 for line in losses)
     gates = [line for line in lines if "val_pcc_true" in line]
     assert len(gates) == 2 and all(-1 <= g["val_pcc_true"] <= 1 for g in gates)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
@@ -309,3 +310,18 @@ def test_bf16_auto_follows_the_device(monkeypatch):
         assert common.use_bf16("auto", cpu) is native
     with pytest.raises(InputError, match="accepted values are true, false, auto"):
         common.use_bf16("fast", cpu)
+
+
+def test_ema_update_is_one_lerp_of_float_tensors_and_copies_the_rest():
+    from locscope.training.common import update_ema
+
+    model = torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    model.num_batches_tracked.fill_(7)
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    update_ema(ema, model, max_decay=0.999, step=0)  # decay min(0.999, 1/10) = 0.1
+    assert torch.allclose(ema["weight"], torch.full((3,), 1.8))
+    assert torch.allclose(ema["running_var"], torch.full((3,), 0.9)) and int(ema["num_batches_tracked"]) == 7
+    update_ema(ema, model, max_decay=0.5, step=100)  # decay 0.5
+    assert torch.allclose(ema["weight"], torch.full((3,), 1.9))

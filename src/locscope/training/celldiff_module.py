@@ -166,7 +166,7 @@ class CellDiffModule(L.LightningModule):
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._optimizer_state: dict | None = None
         self._val_split = None
-        self._last_log = time.time()
+        self._last_log, self._last_log_cpu = time.time(), time.process_time()
         self._log_sums: dict[str, float] = {}
 
     # -- sharding (strategy "fsdp": FSDP2 through Lightning's ModelParallelStrategy) ---------------------------------
@@ -317,14 +317,17 @@ class CellDiffModule(L.LightningModule):
                     losses["layout_mask_loss"] = mask_loss
         return {"loss": loss, **losses}
 
+    def on_train_start(self) -> None:
+        self._last_log, self._last_log_cpu = time.time(), time.process_time()  # the first interval leaves out set-up
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.step  # already incremented by Lightning after the optimizer step
         update_ema(self.ema, self.model, self.train_config.ema_decay, step)
         if step % self.train_config.log_every_steps == 0 and self.global_rank == 0:
             self._append_metrics(interval_record(step, learning_rate_at(step - 1, self.train_config), self._log_sums,
                                                  self.train_config, self._last_log,
-                                                 world_size=self.trainer.world_size))
-            self._last_log = time.time()
+                                                 world_size=self.trainer.world_size, since_cpu=self._last_log_cpu))
+            self._last_log, self._last_log_cpu = time.time(), time.process_time()
         if step % self.train_config.log_every_steps == 0:
             self._log_sums = {}
 

@@ -200,21 +200,34 @@ def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, max_decay: 
     # state dict (buffers too), stays sharded like the model under FSDP and is saved as a loadable model
     decay = min(max_decay, (1 + step) / (10 + step))
     with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                ema[name].mul_(decay).add_(value.detach().to(ema[name].device), alpha=1 - decay)
-            else:
+        state = model.state_dict()
+        floating = [name for name, value in state.items() if value.dtype.is_floating_point]
+        averages = [ema[name] for name in floating]
+        values = [state[name].detach().to(ema[name].device) for name in floating]
+        if all(type(t) is torch.Tensor for t in averages + values):  # one fused kernel sweep (FSDP shards: per tensor)
+            torch._foreach_lerp_(averages, values, 1 - decay)
+        else:
+            for average, value in zip(averages, values):
+                average.lerp_(value, 1 - decay)
+        for name, value in state.items():
+            if not value.dtype.is_floating_point:
                 ema[name].copy_(value)
 
 
 def interval_record(step: int, lr: float, sums: dict[str, float], config: Any, since: float,
-                    rate: str = "examples_per_s", world_size: int = 1) -> dict:
+                    rate: str = "examples_per_s", world_size: int = 1, since_cpu: float | None = None) -> dict:
     """The metrics line of the log interval ending at ``step``: the learning rate ``lr``, each summed loss of ``sums``
     averaged over ``config.log_every_steps`` and the throughput ``rate`` (``batch_size`` x ``world_size`` items per
-    step) since the time ``since``."""
+    step) since the time ``since``; with ``since_cpu`` (a ``time.process_time()``) also ``cpu_s_per_item``, this
+    process's CPU seconds per item of its own batches (all its threads; unlike wall time, barely moved by other jobs
+    on a shared machine)."""
     seconds = time.time() - since
-    return {"step": step, "lr": lr, **{k: v / config.log_every_steps for k, v in sums.items()},
-            rate: config.log_every_steps * config.batch_size * world_size / max(seconds, 1e-9)}
+    items = config.log_every_steps * config.batch_size
+    record = {"step": step, "lr": lr, **{k: v / config.log_every_steps for k, v in sums.items()},
+              rate: items * world_size / max(seconds, 1e-9)}
+    if since_cpu is not None:
+        record["cpu_s_per_item"] = (time.process_time() - since_cpu) / items
+    return record
 
 
 def end_step(module: Any, lr: float, sums: dict[str, float], rate: str = "examples_per_s",
