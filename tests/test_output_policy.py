@@ -156,6 +156,7 @@ COMMANDS: dict[str, list[str]] = {
     "train celldiff-data": ["train", "celldiff-data", "--synthetic", "2"],
     "train celle2": ["train", "celle2", "--data", "missing_store"],
     "train designer": ["train", "designer"],
+    "train fraction-head": ["train", "fraction-head", "--model", "missing_model", "--corpus", "missing_corpus"],
     "stain": ["stain", "--brightfield", "missing.tif"],
     "train stain": ["train", "stain"],
     "train stain-classifier": ["train", "stain-classifier"],

@@ -498,13 +498,17 @@ class SequenceSummary(nn.Module):
         nn.init.zeros_(self.to_tokens.bias)
         self.fraction_head = nn.Linear(dim, num_fractions) if num_fractions else None
 
-    def forward(self, encoding: ProteinEncoding) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(summary (B, dim), fraction logits (B, n) or None)``."""
+    def hidden_state(self, encoding: ProteinEncoding) -> torch.Tensor:
+        """``hidden`` ``(B, dim)``: what ``to_tokens`` and the fraction head read."""
         residues, mask = encoding.residues, encoding.mask[..., None]
         mean = (residues * mask).sum(1) / mask.sum(1).clamp(min=1)
         maximum = residues.masked_fill(~mask, -1e4).amax(1)
         features = self.features_in(encoding.features.to(residues.dtype))
-        hidden = self.hidden(torch.cat([mean, maximum, features], dim=-1))
+        return self.hidden(torch.cat([mean, maximum, features], dim=-1))
+
+    def forward(self, encoding: ProteinEncoding) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(summary (B, dim), fraction logits (B, n) or None)``."""
+        hidden = self.hidden_state(encoding)
         return self.to_tokens(hidden), (self.fraction_head(hidden) if self.fraction_head is not None else None)
 
 
@@ -613,6 +617,14 @@ class Celle2(PretrainedMixin, nn.Module):
         width = max(len(r) for r in rows) if trim else c.text_len
         rows = [r + [c.text_pad_id] * (width - len(r)) for r in rows]
         return torch.tensor(rows, dtype=torch.long, device=self.rotary.device)
+
+    @torch.no_grad()
+    def summary_hidden(self, text: torch.Tensor) -> torch.Tensor:
+        """The sequence summary's hidden vector ``(B, dim)`` for text ids ``(B, T)`` (:meth:`tokenize`), what its
+        fraction head reads (models with ``sequence_summary``)."""
+        if not self.config.sequence_summary:
+            raise ValueError("this model has no sequence summary (config.sequence_summary is False)")
+        return self.summary.hidden_state(self.text_encoder.encode(text))
 
     # --- tokenizers ---------------------------------------------------------------------------------------------
     def encode_nucleus(self, image: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,18 @@ class SequenceHeads:
         return compartment_logits, fraction_logits, condition
 
     @torch.no_grad()
+    def pooled_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding ``(B, width)`` the compartment and fraction heads read, for ``tokens`` ``(B, L)``
+        (what refitting the heads alone trains on, :mod:`locscope.training.fraction_head`)."""
+        seen: list[torch.Tensor] = []
+        hook = self.compartment_head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        try:
+            self.encode_sequence(tokens)
+        finally:
+            hook.remove()
+        return seen[0]
+
+    @torch.no_grad()
     def predict_compartments(self, tokens: torch.Tensor) -> torch.Tensor:
         """Auxiliary head probabilities ``(B, n_compartment_classes)`` from the sequence alone (softmax; classes in
         ``config.compartment_classes``)."""
