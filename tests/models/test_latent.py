@@ -274,7 +274,8 @@ def test_bundled_latent_tiny(tmp_path):
     tokens = model.tokenize(["MPKKKRKVEDAGLSWKLPKKKRKVGSSGAAAGSS"])[0]
     level3, _ = sequence_head_probabilities(model, tokens)
     nuclear = [LEVEL3_CLASSES.index("nucleus"), LEVEL3_CLASSES.index("nucleoli")]
-    assert int(level3[0].argmax()) in nuclear and float(level3[0, nuclear].sum()) > 0.9  # the nucleus or its nucleoli
+    # the nucleus or its nucleoli (heads refitted on real proteins: 0.68, where the grammar-trained ones said 0.94)
+    assert int(level3[0].argmax()) in nuclear and float(level3[0, nuclear].sum()) > 0.6
     landmarks = torch.zeros(1, 3, 64, 64) - 1
     landmarks[:, 0, 20:44, 20:44] = 1.0  # a square nucleus
     images, nfe = model.sample_in_cells(landmarks, tokens, sampler="dpmsolver", steps=2, guidance=3.0,

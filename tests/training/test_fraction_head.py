@@ -206,10 +206,15 @@ def test_bad_model_and_missing_corpus_are_one_line_errors(tmp_path, cli, refitte
 
 def test_refit_on_the_real_corpus_with_grammar_proteins(tmp_path, refitted, real_corpus):
     _, folders, _ = refitted
+    from locscope.synth.labelled import corpus_annotated_proteins
+
     metrics = train_fraction_head(tmp_path / "out", FractionHeadTrainConfig(
-        model=str(folders["latent"]), epochs=2, max_train_proteins=64, max_val_proteins=32, grammar=20,
-        grammar_val=10), progress=False, corpus=real_corpus)
-    assert (metrics["proteins"]["train"], metrics["proteins"]["val"], metrics["proteins"]["grammar_train"]) == (64, 32, 20)
+        model=str(folders["latent"]), epochs=2, max_train_proteins=64, grammar=20, grammar_val=10), progress=False,
+        corpus=real_corpus)
+    human_val = corpus_annotated_proteins(real_corpus.subset("val", human=True))  # human proteins by default
+    assert len(human_val) < len(corpus_annotated_proteins(real_corpus.subset("val")))
+    assert (metrics["proteins"]["train"], metrics["proteins"]["val"], metrics["proteins"]["grammar_train"]) == \
+        (64, len(human_val), 20)
     for head in metrics["heads"].values():  # selection: the mean over the corpus and the grammar proteins
         after = head["after"]
         assert after["selection"] == pytest.approx((after["corpus_level3_top1"] + after["grammar_level3_top1"]) / 2)

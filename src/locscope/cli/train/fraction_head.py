@@ -25,6 +25,8 @@ def train_fraction_head_command(
                                                 "clusters out of training and selection: a UniProt accession, a "
                                                 "sequence, or a file (FASTA, or one accession / sequence per line); "
                                                 "repeatable."),
+    human: bool = typer.Option(True, "--human-only/--all-organisms", help="Corpus proteins of human cells only "
+                               "(default; the generators draw human cells) or of every organism."),
     grammar: int = typer.Option(4000, "--grammar", help="Simulator grammar proteins added to the training "
                                 "proteins (and a tenth as many to the selection): the heads keep the grammar the "
                                 "image path learned. 0: the corpus alone."),
@@ -35,7 +37,7 @@ def train_fraction_head_command(
     from locscope.training.fraction_head import FractionHeadTrainConfig, train_fraction_head
 
     config = FractionHeadTrainConfig(model=model, corpus=str(corpus), epochs=epochs, learning_rate=learning_rate,
-                                     batch_size=batch_size, exclude=tuple(exclude or ()), grammar=grammar,
+                                     batch_size=batch_size, exclude=tuple(exclude or ()), human=human, grammar=grammar,
                                      grammar_val=grammar // 10, seed=seed)
     metrics = train_fraction_head(out, config, overwrite=overwrite)
     scores = ", ".join(f"{name} {r['before']['corpus_level3_top1']:.3f} -> {r['after']['corpus_level3_top1']:.3f}"
