@@ -423,7 +423,8 @@ def train_fraction_head(out: str | Path, config: FractionHeadTrainConfig, overwr
                             "grammar_train": config.grammar, "grammar_val": config.grammar_val,
                             "excluded_clusters": len(clusters), "exclusions_not_in_corpus": unmatched},
                "heads": records, "cpu_seconds": time.process_time() - started}
-    source_meta = json.loads((ref.path / "config.json").read_text()).get("_meta", {}) if ref.path.is_dir() else {}
+    source_config = ref.path / "config.json"
+    source_meta = json.loads(source_config.read_text()).get("_meta", {}) if source_config.is_file() else {}
     meta = {**source_meta, "heads_refit": {"from": str(config.model), "train_config": dataclasses.asdict(config),
                                             **{name: {k: r[k] for k in ("before", "after", "chosen_epoch")}
                                                for name, r in records.items()}}}
