@@ -4,7 +4,7 @@ A/B comparisons of the ways to make it faster at equal loss per step.
     python benchmarks/bench_celldiff_speed.py [--tiny-steps 5] [--batch 32] [--base] [--threads 2]
         [--overrides '{"image_size": 64, "layout_prior": true}'] [--channels-last]
     python benchmarks/bench_celldiff_speed.py --ab default,bf16-attention+ema-loop,fp32,channels-last,fused-adamw \
-        [--celldiff-64] [--batch 32] [--steps 3] [--repeats 3] [--warmup 2] [--threads 1]
+        [--celldiff-64] [--batch 32] [--steps 3] [--repeats 3] [--warmup 2] [--threads 1] [--sequence-task-probability 0.2]
     python benchmarks/bench_celldiff_speed.py --data-loading [--celldiff-64] [--batch 32]
 
 Peaks measured on this machine kind (docs/benchmarks.md): fp32 matmul ~226 GFLOP/s, bf16 ~697 GFLOP/s (2 cores).
@@ -15,10 +15,12 @@ attention in fp32, the EMA as one ``torch._foreach_lerp_``) changed by ``+``-joi
 
 - ``bf16-attention``: attention in the autocast dtype (before it was kept in fp32);
 - ``ema-loop``: the EMA as one ``mul_`` + ``add_`` per tensor (before it became one ``_foreach_lerp_``);
+- ``full-up-path``: the U-Net's up path for every row, the sequence-task rows too (before it ran only for the rows
+  whose image loss counts);
 - ``fp32`` / ``bf16``: autocast off / on whatever the CPU;
 - ``channels-last``: model and images in channels-last memory format;
-- ``compile``: ``torch.compile`` (inductor) of the network and the layout prior (``compile-no-layout-opt``: with
-  inductor's channels-last layout optimisation off);
+- ``compile``: ``torch.compile`` of the network and the layout prior as training's ``compile: true`` does
+  (inductor's channels-last layout conversion off); ``compile-layout-opt``: with inductor's defaults;
 - ``fused-adamw`` / ``loop-adamw``: AdamW's fused / per-tensor implementation instead of ``foreach``.
 
 Every variant starts from the same seeded weights and runs the same seeded steps (the step's random draws come from
@@ -45,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import locscope.models.celldiff as celldiff_model
 from locscope.models.celldiff import count_parameters
-from locscope.training.celldiff_module import CellDiffModule, CellDiffTrainConfig, step_generator
+from locscope.training.celldiff_module import CellDiffModule, CellDiffTrainConfig, compile_network, step_generator
 from locscope.training.common import update_ema
 
 PEAK_GFLOPS = {"fp32": 226.0, "bf16": 697.0}
@@ -53,7 +55,7 @@ CELLDIFF_64 = {"image_size": 64, "layout_prior": True, "schedule_base": 32}
 # the bundled celldiff-64's stage-3 training settings (src/locscope/assets/models/celldiff-64/train_config_stage3.yaml)
 STAGE3 = {"warmup_steps": 50, "final_lr_fraction": 0.1, "weight_decay": 0.01, "grad_clip": 1.0, "ema_decay": 0.995,
           "sequence_task_probability": 0.2, "max_steps": 10000, "bf16": "auto"}
-MODIFIERS = ("bf16-attention", "ema-loop", "fp32", "bf16", "channels-last", "compile", "compile-no-layout-opt",
+MODIFIERS = ("bf16-attention", "ema-loop", "full-up-path", "fp32", "bf16", "channels-last", "compile", "compile-layout-opt",
              "fused-adamw", "loop-adamw")
 
 
@@ -135,10 +137,19 @@ def _ema_loop(ema: dict, model: torch.nn.Module, max_decay: float, step: int) ->
                 ema[name].copy_(value)
 
 
+def _denoise_every_row(self, *args, **kwargs):
+    """``CellDiff.denoise`` with the up path for every row, then only the wanted rows' v (the ``full-up-path``
+    modifier)."""
+    arguments = dict(zip(DENOISE_ARGUMENTS, args), **kwargs)
+    rows = arguments.pop("image_rows", None)
+    image, sequence_out = DENOISE(self, **arguments)
+    return (image if rows is None else image[rows]), sequence_out
+
+
 class Variant:
     """One training set-up of ``--ab``: the module, its optimizer + schedule and four fixed batches."""
 
-    def __init__(self, name: str, overrides: dict, batch_size: int) -> None:
+    def __init__(self, name: str, overrides: dict, batch_size: int, sequence_task_probability: float) -> None:
         self.name, self.modifiers = name, set(name.split("+")) - {"default"}
         unknown = self.modifiers - set(MODIFIERS)
         if unknown:
@@ -146,7 +157,8 @@ class Variant:
                              f"{', '.join(MODIFIERS)})")
         bf16 = False if "fp32" in self.modifiers else True if "bf16" in self.modifiers else STAGE3["bf16"]
         config = CellDiffTrainConfig(model="celldiff-tiny", model_overrides=overrides, batch_size=batch_size,
-                                     **{**STAGE3, "bf16": bf16})
+                                     **{**STAGE3, "bf16": bf16,
+                                        "sequence_task_probability": sequence_task_probability})
         torch.manual_seed(0)
         self.module = CellDiffModule(config.model_config(), config, "/tmp/unused")
         self.batches = [full_batch(self.module.model_config, batch_size, seed) for seed in range(4)]
@@ -160,10 +172,9 @@ class Variant:
             for group in self.optimizer.param_groups:
                 group["fused"] = "fused-adamw" in self.modifiers
                 group["foreach"] = False
-        if "compile" in self.modifiers or "compile-no-layout-opt" in self.modifiers:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.layout_optimization = "compile-no-layout-opt" not in self.modifiers
+        if "compile" in self.modifiers:
+            compile_network(self.module.model)
+        elif "compile-layout-opt" in self.modifiers:
             self.module.model.compile()
             self.module.model.layout.compile()
         self.step_index, self.losses, self.cpu, self.wall, self.loads = 0, [], [], [], []
@@ -172,6 +183,7 @@ class Variant:
         module = self.module
         celldiff_model.full_precision_attention = _attention_as_is if "bf16-attention" in self.modifiers \
             else FULL_PRECISION_ATTENTION
+        celldiff_model.CellDiff.denoise = _denoise_every_row if "full-up-path" in self.modifiers else DENOISE
         step = self.step_index
         cpu, wall = time.process_time(), time.perf_counter()
         losses = module.compute_losses(self.batches[step % 4], step_generator(0, step, 0))
@@ -192,14 +204,17 @@ class Variant:
 
 
 FULL_PRECISION_ATTENTION = celldiff_model.full_precision_attention
+DENOISE = celldiff_model.CellDiff.denoise
+DENOISE_ARGUMENTS = ("noisy_image", "timesteps", "landmarks", "context", "landmark_present", "layout_maps", "image_rows")
 
 
-def compare(names: list[str], overrides: dict, batch_size: int, steps: int, repeats: int, warmup: int) -> list[dict]:
+def compare(names: list[str], overrides: dict, batch_size: int, steps: int, repeats: int, warmup: int,
+            sequence_task_probability: float = STAGE3["sequence_task_probability"]) -> list[dict]:
     """``--ab``: the variants' median CPU / wall seconds per step, interleaved (see the module docstring)."""
     variants = []
     for name in names:
         cpu, wall = time.process_time(), time.perf_counter()
-        variant = Variant(name, overrides, batch_size)
+        variant = Variant(name, overrides, batch_size, sequence_task_probability)
         for _ in range(warmup):
             variant.step(record=False)
         variant.warmup = (time.process_time() - cpu, time.perf_counter() - wall)
@@ -269,6 +284,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="--ab: steps per variant per repeat.")
     parser.add_argument("--repeats", type=int, default=3, help="--ab: interleaved rounds.")
     parser.add_argument("--warmup", type=int, default=2, help="--ab: untimed steps per variant first.")
+    parser.add_argument("--sequence-task-probability", type=float, default=STAGE3["sequence_task_probability"],
+                        help="--ab: the share of masked-residue rows (stage 3: 0.2; the training default 0.5).")
     parser.add_argument("--data-loading", action="store_true", help="CPU cost of the training data path per batch.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -277,8 +294,8 @@ def main() -> None:
     print(machine_description(), flush=True)
     overrides = CELLDIFF_64 if args.celldiff_64 else json.loads(args.overrides)
     if args.ab or args.data_loading:
-        rows = compare(args.ab.split(","), overrides, args.batch, args.steps, args.repeats, args.warmup) \
-            if args.ab else []
+        rows = compare(args.ab.split(","), overrides, args.batch, args.steps, args.repeats, args.warmup,
+                       args.sequence_task_probability) if args.ab else []
         rows += data_loading(overrides, args.batch) if args.data_loading else []
     else:
         layouts = (False, True) if args.channels_last else (False,)

@@ -230,3 +230,12 @@ def test_attention_runs_in_fp32_under_cpu_bf16_autocast(model):
     # every cross-attention block and transformer block, in both passes
     assert len(hooks) == 5 and seen == [torch.float32] * 2 * len(hooks)
     assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float(), reference, atol=0.05)
+
+
+def test_image_rows_run_the_up_path_for_those_rows_only(model):
+    x, t, lm = inputs(3)
+    tokens, _ = model.tokenize(["MPKKKRKVEDA", "MLSRAVCG", "MAAAGSGSWW"])
+    rows = torch.tensor([True, False, True])
+    full, part = model(x, t, lm, tokens), model(x, t, lm, tokens, image_rows=rows)
+    assert part.image.shape == (2, 1, 16, 16) and torch.allclose(part.image, full.image[rows], atol=1e-5)
+    assert torch.allclose(part.residue_logits, full.residue_logits, atol=1e-5)

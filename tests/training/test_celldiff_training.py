@@ -115,6 +115,23 @@ def test_killed_training_resumes_exactly(store, tmp_path):
     assert losses("straight") == losses("killed")
 
 
+@pytest.mark.slow
+def test_compiled_training_resumes_exactly_and_matches_eager(store, tmp_path):
+    from locscope.training.celldiff_module import train_celldiff
+
+    config = write_config(tmp_path / "train.json", val_every_epochs=100, compile=True, bf16=True)
+    check_resume_after_kill(KILL_SCRIPT, tmp_path, lambda run, resume, kill_at: [
+        str(store), str(run), "1" if resume else "0", str(kill_at), str(config)], timeout=1800)
+    eager = read_train_config(write_config(tmp_path / "eager.json", val_every_epochs=100, bf16=True),
+                              CellDiffTrainConfig)
+    train_celldiff(store, tmp_path / "eager", eager, progress=False)
+
+    def losses(run: str) -> list[float]:
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert losses("straight") == losses("killed")
+    assert np.allclose(losses("straight"), losses("eager"), rtol=1e-3)
+
+
 def free_port() -> int:
     """A TCP port free on this machine now (the OS picks it), so parallel runs do not collide on a fixed one."""
     import socket
@@ -207,6 +224,9 @@ def test_train_config_errors(tmp_path):
     (tmp_path / "bad2.yaml").write_text("image_loss: l1\n")
     with pytest.raises(InputError, match="image_loss='l1'"):
         read_train_config(tmp_path / "bad2.yaml", CellDiffTrainConfig)
+    (tmp_path / "bad3.yaml").write_text("compile: fast\n")
+    with pytest.raises(InputError, match="compile='fast': accepted values are true, false"):
+        read_train_config(tmp_path / "bad3.yaml", CellDiffTrainConfig)
 
 
 def test_split_reads_true_fractions_and_the_loss_trains_the_fraction_head(store):

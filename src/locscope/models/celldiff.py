@@ -543,11 +543,14 @@ class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
 
     def denoise(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor,
                 context: SequenceContext, landmark_present: torch.Tensor | None = None,
-                layout_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                layout_maps: torch.Tensor | None = None, image_rows: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net + transformer: ``(v (B, 1, H, W), sequence-token outputs (B, S, width))``.
 
         Layout-prior models mix ``layout_maps`` (:meth:`layout_maps`, computed here when not given) by the context's
-        condition into the denoiser's expected-image channel.
+        condition into the denoiser's expected-image channel. ``image_rows`` ``(B,)`` bool: only these rows' ``v`` is
+        wanted (training rows whose image loss counts); the up path runs on them alone and ``v`` has only their rows
+        (every row is independent of the others, so the values are those of the full batch).
         """
         cfg = self.config
         temb = self.time_mlp(get_timestep_embedding(timesteps, cfg.channels[0], flip_sin_to_cos=True,
@@ -582,14 +585,19 @@ class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
         shift, scale = self.final_modulation(condition)[:, None].chunk(2, dim=-1)
         tokens = self.final_norm(tokens) * (1 + scale) + shift
         n = image_tokens.shape[1]
-        h = h + self.unpatchify(tokens[:, :n].transpose(1, 2).reshape(h.shape[0], -1, grid, grid))
+        sequence_out, image_out = tokens[:, n:], tokens[:, :n]
+        if image_rows is not None:  # the up path only where v is wanted
+            h, temb, seq, seq_mask, image_out = (h[image_rows], temb[image_rows], seq[image_rows],
+                                                 seq_mask[image_rows], image_out[image_rows])
+            skips = [skip[image_rows] for skip in skips]
+        h = h + self.unpatchify(image_out.transpose(1, 2).reshape(h.shape[0], -1, grid, grid))
 
         for up, res_blocks, attn_blocks in zip(self.upsample, self.up_res, self.up_attn):
             h = torch.cat([up(h), skips.pop()], dim=1)
             for res_block, attn_block in zip(res_blocks, attn_blocks):
                 h = res_block(h, temb)
                 h = attn_block(h, seq, seq_mask) if isinstance(attn_block, CrossAttentionBlock) else h
-        return self.out_conv(F.silu(self.out_norm(h))), tokens[:, n:]
+        return self.out_conv(F.silu(self.out_norm(h))), sequence_out
 
     def residue_logits(self, context: SequenceContext, sequence_out: torch.Tensor) -> torch.Tensor:
         """Masked-residue logits ``(B, L, V)`` from the residue embeddings + their segment's transformer output."""
@@ -601,7 +609,7 @@ class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
     def forward(self, noisy_image: torch.Tensor, timesteps: torch.Tensor, landmarks: torch.Tensor, tokens: torch.Tensor,
                 landmark_present: torch.Tensor | None = None, drop_sequence: torch.Tensor | None = None,
                 fractions: torch.Tensor | None = None, use_fractions: torch.Tensor | None = None,
-                layout_maps: torch.Tensor | None = None) -> CellDiffOutput:
+                layout_maps: torch.Tensor | None = None, image_rows: torch.Tensor | None = None) -> CellDiffOutput:
         """One network evaluation.
 
         Parameters
@@ -623,9 +631,12 @@ class CellDiff(SequenceHeads, PretrainedMixin, nn.Module):
             fraction head's prediction (see :meth:`encode_sequence`).
         layout_maps : torch.Tensor, optional
             ``(B, n_fraction_classes, H, W)`` layout-prior maps already computed (see :meth:`denoise`).
+        image_rows : torch.Tensor, optional
+            ``(B,)`` bool: ``image`` only for these rows (:meth:`denoise`); the other outputs keep every row.
         """
         context = self.encode_sequence(tokens, drop_sequence, fractions, use_fractions)
-        image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present, layout_maps)
+        image, sequence_out = self.denoise(noisy_image, timesteps, landmarks, context, landmark_present, layout_maps,
+                                           image_rows)
         return CellDiffOutput(image, self.residue_logits(context, sequence_out), context.compartment_logits,
                               context.fraction_logits)
 

@@ -17,7 +17,6 @@ noise, learning rates and optimizer states as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import time
@@ -61,6 +60,10 @@ class CellDiffTrainConfig:
     through Lightning's ModelParallelStrategy (each adaLN-Zero block and the root sharded; checkpoints stay full).
     ``torch_threads`` sets ``torch.set_num_threads`` (1 is several times faster than 2 on a busy shared CPU, where
     OpenMP threads spin waiting for each other).
+    ``compile`` runs the network and its layout prior through ``torch.compile`` (inductor, with its channels-last
+    layout conversion off: channels-last slows this network's bf16 convolutions on the CPU). Off by default: on a
+    2-core AVX-512 CPU it made a celldiff-64 step ~1.1x faster after up to ~5 minutes of compiling at every start or
+    resume (docs/benchmarks.md), which pays only on long runs.
     """
 
     model: str = "celldiff-tiny"
@@ -102,10 +105,13 @@ class CellDiffTrainConfig:
     num_workers: int = 0
     torch_threads: int | None = None
     max_minutes: float | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.image_loss not in ("v", "v-min-snr"):
             raise ValueError(f"image_loss={self.image_loss!r}: accepted values are v, v-min-snr")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile={self.compile!r}: accepted values are true, false")
 
     def model_config(self) -> CellDiffConfig:
         return model_config_from(functools.partial(config_by_name, self.model), self.model_overrides,
@@ -285,14 +291,18 @@ class CellDiffModule(L.LightningModule):
                 else (None, None)
             # teacher forcing only where the true fractions are known (all-zero rows = unknown)
             use_true = (teacher.to(device) & (fractions.sum(1) > 0)) if has_fractions else None
+            # v only where the image loss counts (sequence-task rows need the transformer, not the up path); all rows
+            # when none counts, so every parameter still takes part (DDP, FSDP)
+            image_rows = ~sequence_task if bool((~sequence_task).any()) else torch.ones_like(sequence_task)
             out = model(x_t, timesteps, landmarks, tokens_in, present.to(device), drop.to(device),
-                        fractions if has_fractions else None, use_true, maps)
-        image_rows = (~sequence_task).float()
-        per_sample = (out.image.float() - self.schedule.v_target(x0, noise, timesteps)).pow(2).mean(dim=(1, 2, 3))
+                        fractions if has_fractions else None, use_true, maps, image_rows)
+        weights = (~sequence_task[image_rows]).float()
+        target = self.schedule.v_target(x0[image_rows], noise[image_rows], timesteps[image_rows])
+        per_sample = (out.image.float() - target).pow(2).mean(dim=(1, 2, 3))
         if cfg.image_loss == "v-min-snr":
-            snr = compute_snr(self.schedule, timesteps)
+            snr = compute_snr(self.schedule, timesteps[image_rows])
             per_sample = per_sample * snr.clamp(max=cfg.min_snr_gamma) / (snr + 1)
-        image_loss = (per_sample * image_rows).sum() / image_rows.sum().clamp(min=1)
+        image_loss = (per_sample * weights).sum() / weights.sum().clamp(min=1)
         sequence_rows = sequence_task.float()
         residue_loss = masked_residue_loss(out.residue_logits, tokens.to(device), masked.to(device) & sequence_task[:, None],
                                            k.to(device))
@@ -341,7 +351,9 @@ class CellDiffModule(L.LightningModule):
             model = CellDiff(self.model_config)
             model.load_state_dict(ema if ema is not None else self.full_state()[1])
             return model.eval()
-        model = copy.deepcopy(self.model)
+        # a new network, not a deep copy: a copy of a compiled module would run the original's compiled forward
+        with torch.random.fork_rng(devices=[]):  # its initialisation leaves the run's random stream alone
+            model = CellDiff(self.model_config).to(next(self.model.parameters()).device)
         model.load_state_dict(ema if ema is not None else self.ema)
         return model.eval()
 
@@ -425,6 +437,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
         append_metrics(run_dir, {"step": 0, "init_from": str(config.init_from), "copied_tensors": len(copied),
                                  "initialised_tensors": kept})
     step, epoch = restore_step_and_epoch(module, last, run_dir, resume)
+    if config.compile:
+        compile_network(module.model)
     remaining = config.max_steps - step
     data = CellDiffDataModule(store, model_config.landmark_channels, model_config.compartment_classes,
                               model_config.image_size, model_config.max_sequence_length, config.batch_size,
@@ -444,6 +458,15 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
             return run_dir / "model"
         return save_final_model(module.ema_model(ema), run_dir, module.step, config)
     return save_final_model(module.ema_model(), run_dir, module.step, config)
+
+
+def compile_network(model: CellDiff) -> None:
+    """Compile ``model``'s forward and its layout prior in place (``torch.compile``, inductor; parameter names and
+    ``state_dict`` unchanged), without inductor's channels-last layout conversion."""
+    options = {"layout_optimization": False}
+    model.compile(options=options)
+    if model.config.layout_prior:
+        model.layout.compile(options=options)
 
 
 def _strategy(config: CellDiffTrainConfig):
