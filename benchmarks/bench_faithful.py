@@ -1,6 +1,7 @@
 """Does a generator draw the protein where it belongs? Right level-3 compartment per read-out and per compartment.
 
-    python benchmarks/bench_faithful.py [--model celldiff-tiny] [--n 200] [--real all] [--out faithful.json]
+    python benchmarks/bench_faithful.py [--model celldiff-tiny] [--n 200] [--real all] [--real-corpus 300]
+                                         [--out faithful.json]
 
 ``--model`` is a CELL-Diff or a latent diffusion model (``latent-tiny``: give ``--guidance 3``, its trained default).
 
@@ -23,7 +24,11 @@ Read-outs of "right compartment" (the true class: the level-3 class with the lar
 blanked (the background a dropped condition gives), so the fractions reach the image only through the time embedding.
 Per compartment: classifier accuracy among cells whose largest true level-1 compartment is a thin or punctate one
 (plasma membrane, microtubules, nucleoli, vesicles, mitochondria) or a broad one. Real proteins: the OpenCell proteins
-of the test split (never trained on) in label-faithful simulator cells, true vs shuffled sequence.
+of the store's test split in label-faithful simulator cells (never trained on by a model trained on an OpenCell
+store; a corpus-trained model saw 89 of the 131 in its corpus training split), and human proteins of the corpus's
+homology-aware test split (SCL2205 held-out, DeepLoc 1.0, OpenCell test clusters; never trained on by either), each
+generated from the true sequence, a shuffled sequence (control) and the TRUE annotation fractions (the image path
+alone), with the fraction head's own answer (no image) and the simulator's image as references, per level-3 class.
 """
 
 from __future__ import annotations
@@ -153,46 +158,101 @@ def synthetic(model, readout, args) -> dict:
             "rows": results}
 
 
-def real(model, readout, args) -> dict:
+def opencell_proteins(args) -> list:
+    """The OpenCell proteins of the training store's test split (``split_by_protein(seed=0)``: never trained on by a
+    model whose store was built from ``--sequences opencell_raw.csv``; a corpus-trained model saw some of them)."""
     from locscope.data.splits import split_by_protein
     from locscope.synth.labelled import read_annotated_proteins
 
     proteins = read_annotated_proteins(OPENCELL)
-    splits = split_by_protein([p.id for p in proteins], seed=0)  # the training store's split
+    splits = split_by_protein([p.id for p in proteins], seed=0)
     test = [p for p, s in zip(proteins, splits) if s == "test"]
-    if args.real != "all":
-        test = test[: int(args.real)]
+    return test if args.real == "all" else test[: int(args.real)]
+
+
+def corpus_proteins(args) -> list:
+    """Human proteins of the corpus's homology-aware test split (SCL2205 held-out, DeepLoc 1.0, OpenCell test
+    clusters), label-faithfully drawable; ``--real-corpus`` of them in a seeded random order (all with ``all``)."""
+    from locscope.io.corpus import load_corpus
+    from locscope.synth.labelled import corpus_annotated_proteins
+
+    proteins = corpus_annotated_proteins(load_corpus(OPENCELL.parents[1]).subset("test", human=True))
+    order = np.random.default_rng(2024).permutation(len(proteins))
+    if args.real_corpus != "all":
+        order = order[: int(args.real_corpus)]
+    return [proteins[i] for i in order]
+
+
+def real(model, readout, proteins, args, seed: int = 800_000) -> dict:
+    """Right level-3 compartment of real proteins in label-faithful simulator cells: generated from the true sequence,
+    a shuffled sequence (control) and the TRUE annotation fractions (the image path alone), the fraction head's own
+    answer (sequence only, no image) and the simulator's image (reference); per annotated level-3 class."""
     cfg = SimulatorConfig(size=model.config.image_size)
-    cells = [simulate_cell(cfg, sequence=p.sequence, compartments=p.compartments, seed=800_000 + i)
-             for i, p in enumerate(test)]
-    truth = [{ontology.to_level3(c) for c in p.level1} for p in test]
+    cells = [simulate_cell(cfg, sequence=p.sequence, compartments=p.compartments, seed=seed + i)
+             for i, p in enumerate(proteins)]
+    truth = [{ontology.to_level3(c) for c in p.level1} for p in proteins]
     landmarks = np.stack([[c.cell.images[n] for n in LANDMARKS] for c in cells])
-    sequences = [p.sequence for p in test]
+    sequences = [p.sequence for p in proteins]
     shuffled = [sequences[j] for j in derangement(len(sequences), 2)]
-    out = {"n": len(test)}
-    for name, seqs in (("true sequence", sequences), ("shuffled sequence", shuffled),
-                       ("simulator image (reference)", None)):
-        images = np.stack([c.protein for c in cells]) if seqs is None else generate(model, cells, seqs, args, seed=11)[0]
+    classes = readout.config.classes
+    out = {"n": len(proteins)}
+    runs = [("true sequence", sequences, None), ("shuffled sequence", shuffled, None)]
+    if model.config.fraction_classes:
+        runs.append(("TRUE fractions", sequences, fraction_vectors(model, cells)))
+    runs.append(("simulator image (reference)", None, None))
+    per_class = {}
+    for name, seqs, fractions in runs:
+        if seqs is None:
+            images = np.stack([c.protein for c in cells])
+        else:
+            images = generate(model, cells, seqs, args, seed=11, fractions=fractions)[0]
         drawn = classify_level3(readout, images, landmarks, LANDMARKS).argmax(1)
-        out[name] = float(np.mean([readout.config.classes[d] in t for d, t in zip(drawn, truth)]))
+        right = np.array([classes[d] in t for d, t in zip(drawn, truth)])
+        out[name] = float(right.mean())
+        per_class[name] = {c: [int(right[[c in t for t in truth]].sum()), int(sum(c in t for t in truth))]
+                           for c in classes if any(c in t for t in truth)}
+    if model.config.fraction_classes:
+        head = fraction_head_level3(model, sequences)
+        out["fraction head alone (no image)"] = float(np.mean([h in t for h, t in zip(head, truth)]))
+    out["per_class"] = per_class
     return out
 
 
-def markdown(report: dict) -> str:
-    """The synthetic rows as a markdown table (right compartment per read-out, IoU, fidelity, per compartment)."""
-    groups = [g for g in GROUPS if report["synthetic"]["truth_counts"].get(g)]
-    head = ("| | classifier | unmixed | masks | IoU | fidelity | " + " | ".join(groups) + " |\n|"
-            + "---|" * (6 + len(groups)))
-    lines = [head]
-    for name, row in report["synthetic"]["rows"].items():
+def fraction_head_level3(model, sequences) -> list[str]:
+    """The level-3 class with the largest summed fraction-head probability, per sequence (no image)."""
+    from locscope.encoders.protein import tokenize
+
+    classes = model.config.fraction_classes
+    probabilities = []
+    for start in range(0, len(sequences), 64):
+        tokens, _ = tokenize(sequences[start:start + 64], model.config.max_sequence_length)
+        probabilities.append(model.predict_fractions(tokens).numpy())
+    fractions = np.concatenate(probabilities)
+    return [LEVEL3_CLASSES[i] for i in level3_targets(fractions, classes, LEVEL3_CLASSES)]
+
+
+def synthetic_table(synthetic: dict) -> list[str]:
+    """The synthetic rows as markdown table lines (right compartment per read-out, IoU, fidelity, per compartment)."""
+    groups = [g for g in GROUPS if synthetic["truth_counts"].get(g)]
+    lines = ["| | classifier | unmixed | masks | IoU | fidelity | " + " | ".join(groups) + " |",
+             "|" + "---|" * (6 + len(groups))]
+    for name, row in synthetic["rows"].items():
         per = row["per_compartment_classifier"]
         lines.append(f"| {name} | {row['right_classifier']:.1%} | {row['right_unmixed']:.1%} | {row['right_masks']:.1%}"
                      f" | {row['iou']:.3f} | {row['fidelity']:.3f} | "
                      + " | ".join(f"{per[g][0]}/{per[g][1]}" for g in groups) + " |")
-    real = report.get("real_opencell")
-    if real:
-        lines.append(f"\nHeld-out real OpenCell proteins (n = {real['n']}): true sequence {real['true sequence']:.1%}, "
-                     f"shuffled {real['shuffled sequence']:.1%}, simulator image {real['simulator image (reference)']:.1%}")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    """The synthetic table and one line per real-protein set."""
+    lines = synthetic_table(report["synthetic"]) if "synthetic" in report else []
+    for key, title in (("real_opencell", "Held-out real OpenCell proteins"),
+                       ("real_corpus", "Held-out real human corpus proteins")):
+        real = report.get(key)
+        if real:
+            rows = ", ".join(f"{name} {value:.1%}" for name, value in real.items() if isinstance(value, float))
+            lines.append(f"\n{title} (n = {real['n']}): {rows}")
     return "\n".join(lines)
 
 
@@ -201,7 +261,9 @@ def main() -> None:
     parser.add_argument("--model", default="celldiff-tiny")
     parser.add_argument("--readout", default="compartment-readout")
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--real", default="all")
+    parser.add_argument("--real", default="all", help="OpenCell test-split proteins: how many (all, or 0 for none).")
+    parser.add_argument("--real-corpus", default="300",
+                        help="Human corpus test-split proteins: how many (all, or 0 for none).")
     parser.add_argument("--sampler", default="dpmsolver")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
@@ -219,11 +281,15 @@ def main() -> None:
         raise SystemExit(f"read-out classifier {args.readout!r} not found")
     report = {"settings": vars(args), "cpu": machine_description()}
     print(report["cpu"], flush=True)
-    report["synthetic"] = synthetic(model, readout, args)
-    print(json.dumps(report["synthetic"], indent=1), flush=True)
+    if args.n > 0:
+        report["synthetic"] = synthetic(model, readout, args)
+        print(json.dumps(report["synthetic"], indent=1), flush=True)
     if OPENCELL.is_file() and args.real != "0":
-        report["real_opencell"] = real(model, readout, args)
+        report["real_opencell"] = real(model, readout, opencell_proteins(args), args)
         print(json.dumps(report["real_opencell"], indent=1), flush=True)
+    if OPENCELL.is_file() and args.real_corpus != "0":
+        report["real_corpus"] = real(model, readout, corpus_proteins(args), args, seed=850_000)
+        print(json.dumps(report["real_corpus"], indent=1), flush=True)
     print(markdown(report), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
