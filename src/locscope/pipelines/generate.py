@@ -18,7 +18,6 @@ import csv
 import html
 import io
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,18 +25,16 @@ import numpy as np
 import torch
 
 from locscope.channels import NUCLEUS, PROTEIN
-from locscope.data.transforms import resize_to_model, to_unit_range
 from locscope.errors import ArgumentError, InputError, check_at_least
 from locscope.io.sequences import model_crop_note
 from locscope.models import hub
 from locscope.pipelines.generate_outputs import (
     OUTPUT_FILES, PREVIEW_SCALE, SAMPLE_TABLE_STYLE, GenerateResult, folder_name, probability_map,
 )
-from locscope.pipelines.landmark_cells import MASKS_FILE, LandmarkCell, latent_conditions, read_landmarks
+from locscope.pipelines.landmark_cells import latent_conditions, read_landmarks
 from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout, top_shares
 from locscope.report.html import html_page
 from locscope.utils.atomic import write_json, write_text
-from locscope.utils.filenames import file_name_for_id
 from locscope.utils.outputs import check_output_folder, output_folder
 
 if TYPE_CHECKING:
