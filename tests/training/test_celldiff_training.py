@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -296,6 +297,12 @@ def test_layout_prior_learns_compartment_masks_rendered_from_the_store_seeds(tmp
     cell = render_cell(SimulatorConfig.from_dict(store.attrs["simulator"]), seed=item["provenance"]["seed"])
     assert np.allclose(cell.images["nucleus"], item["images"]["nucleus"] / 65535, atol=1e-4)  # the same cell
     assert np.array_equal(split.masks[0], np.stack([cell.masks[n] for n in SIMULATOR_COMPARTMENTS]).astype(np.uint8))
+    # a cache folder keeps the rendered masks for a resumed run: the second call reads them, not the simulator
+    cached = split_masks(store, split, SIMULATOR_COMPARTMENTS, 16, progress=False, cache=tmp_path / "cache")
+    assert np.array_equal(cached, split.masks) and len(list((tmp_path / "cache").glob("masks_*.npy"))) == 1
+    with mock.patch("locscope.synth.render_cell", side_effect=AssertionError("rendered again")):
+        again = split_masks(store, split, SIMULATOR_COMPARTMENTS, 16, progress=False, cache=tmp_path / "cache")
+    assert np.array_equal(again, split.masks)
     module = CellDiffModule(config.model_config(), config, "unused")
     batch = collate([PairedDataset(split)[(i, i)] for i in range(4)])
     losses = module.compute_losses(batch, step_generator(0, 0, 0))

@@ -445,7 +445,8 @@ def train_celldiff(store: str | Path, run_dir: str | Path, config: CellDiffTrain
                               config.steps_per_epoch, config.seed, config.repair_probability, epoch_offset=epoch,
                               val_limit=config.val_items, num_workers=config.num_workers,
                               fraction_classes=model_config.fraction_classes,
-                              masks=model_config.layout_prior and config.layout_mask_loss_weight > 0)
+                              masks=model_config.layout_prior and config.layout_mask_loss_weight > 0,
+                              mask_cache=run_dir / "cache")
     data.setup("fit")
     module._val_split = data.val if data.val is not None and len(data.val) >= 2 else None
     if remaining > 0:
