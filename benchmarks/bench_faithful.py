@@ -172,11 +172,12 @@ def opencell_proteins(args) -> list:
 
 def corpus_proteins(args) -> list:
     """Human proteins of the corpus's homology-aware test split (SCL2205 held-out, DeepLoc 1.0, OpenCell test
-    clusters), label-faithfully drawable; ``--real-corpus`` of them in a seeded random order (all with ``all``)."""
+    clusters; ``--real-split val`` for its validation split, to choose settings on), label-faithfully drawable;
+    ``--real-corpus`` of them in a seeded random order (all with ``all``)."""
     from locscope.io.corpus import load_corpus
     from locscope.synth.labelled import corpus_annotated_proteins
 
-    proteins = corpus_annotated_proteins(load_corpus(OPENCELL.parents[1]).subset("test", human=True))
+    proteins = corpus_annotated_proteins(load_corpus(OPENCELL.parents[1]).subset(args.real_split, human=True))
     order = np.random.default_rng(2024).permutation(len(proteins))
     if args.real_corpus != "all":
         order = order[: int(args.real_corpus)]
@@ -264,6 +265,8 @@ def main() -> None:
     parser.add_argument("--real", default="all", help="OpenCell test-split proteins: how many (all, or 0 for none).")
     parser.add_argument("--real-corpus", default="300",
                         help="Human corpus test-split proteins: how many (all, or 0 for none).")
+    parser.add_argument("--real-split", default="test", choices=("test", "val"),
+                        help="The corpus split of --real-corpus (val: for choosing settings).")
     parser.add_argument("--sampler", default="dpmsolver")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
