@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from locscope.cli import main
-from locscope.training.celldiff_data import EpochSampler
+from locscope.training.celldiff_data import EpochSampler, class_balance_weights
 from locscope.training.celldiff_module import CellDiffTrainConfig, derangement, learning_rate_at, step_generator
 from locscope.training.common import read_train_config
 
@@ -214,6 +214,16 @@ def test_schedule_sampler_and_generators():
     assert len(pairs) == 6 and all((labels[i] == labels[j]).all() for i, j in pairs)  # re-paired within a class
     sampler.set_epoch(1)
     assert list(sampler) != pairs and list(EpochSampler(labels, 2, 3, 0, 1.0)) == pairs
+    # class balance: 90 items of class 0, 10 of class 1 -> drawn about equally often at strength 1
+    skewed = np.eye(2, dtype=np.float32)[[0] * 90 + [1] * 10]
+    assert class_balance_weights(skewed, 0.0) is None
+    weights = class_balance_weights(skewed, 1.0)
+    assert weights[:90].sum() == pytest.approx(0.5) and weights[90:].sum() == pytest.approx(0.5)
+    assert class_balance_weights(skewed, 0.5)[90:].sum() == pytest.approx(10 * 10 ** -0.5 / (90 * 90 ** -0.5 + 10 * 10 ** -0.5))
+    drawn = [i for i, _ in EpochSampler(skewed, 50, 20, seed=0, repair_probability=0.0, weights=weights)]
+    assert 0.45 < np.mean(np.array(drawn) >= 90) < 0.55  # 1,000 seeded draws (uniform: 0.10)
+    with pytest.raises(ValueError, match="class_balance"):
+        CellDiffTrainConfig(class_balance=2.0)
 
 
 def test_train_config_errors(tmp_path):

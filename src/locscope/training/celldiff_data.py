@@ -221,8 +221,35 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     return {**stacked, "tokens": tokens}
 
 
+def class_balance_weights(labels: np.ndarray, strength: float) -> np.ndarray | None:
+    """Sampling probabilities ``(N,)`` that even out the classes of multi-hot ``labels`` ``(N, C)``.
+
+    An item's weight is the mean of ``count(c) ** -strength`` over its classes ``c`` (items without a class weigh as
+    the mean item), normalised to sum to 1: ``strength`` 0 keeps every item equally likely (None is returned), 1 draws
+    every class about equally often, values between temper the frequent classes.
+
+    Examples
+    --------
+    >>> class_balance_weights(np.array([[1, 0], [1, 0], [1, 0], [0, 1]]), 1.0).round(3).tolist()
+    [0.167, 0.167, 0.167, 0.5]
+    """
+    if strength == 0:
+        return None
+    labels = np.asarray(labels, bool)
+    counts = labels.sum(0).astype(np.float64)
+    per_class = np.where(counts > 0, np.maximum(counts, 1.0) ** -float(strength), 0.0)
+    n_classes = labels.sum(1)
+    weights = (labels * per_class).sum(1) / np.maximum(n_classes, 1)
+    if (n_classes == 0).any():
+        weights[n_classes == 0] = weights[n_classes > 0].mean() if (n_classes > 0).any() else 1.0
+    return weights / weights.sum()
+
+
 class EpochSampler(Sampler):
     """Yields ``steps_per_epoch * batch_size`` (image, sequence) pairs per epoch, seeded by ``(seed, epoch)``.
+
+    Items are drawn without replacement in a fresh permutation per pass, or, with ``weights`` ``(N,)`` (e.g.
+    :func:`class_balance_weights`), with replacement in proportion to them.
 
     With probability ``repair_probability`` an image is paired with the sequence of another training item with the same
     label set (with compartment fractions: the same set of compartments; the recipe's "fresh sequence of its class": the model must read the sequence's class, not memorise
@@ -230,8 +257,9 @@ class EpochSampler(Sampler):
     """
 
     def __init__(self, labels: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int = 0,
-                 repair_probability: float = 0.5, epoch_offset: int = 0) -> None:
+                 repair_probability: float = 0.5, epoch_offset: int = 0, weights: np.ndarray | None = None) -> None:
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
+        self.weights = weights
         self.seed, self.repair_probability, self.epoch_offset = seed, repair_probability, epoch_offset
         self.epoch = 0
         keys = [labels[i].tobytes() for i in range(len(labels))]
@@ -256,7 +284,10 @@ class EpochSampler(Sampler):
         rank, world = self._rank()
         rng = np.random.default_rng([self.seed, self.epoch + self.epoch_offset])
         total = len(self) * world
-        order = np.concatenate([rng.permutation(self.n) for _ in range(-(-total // self.n))])[:total]
+        if self.weights is None:
+            order = np.concatenate([rng.permutation(self.n) for _ in range(-(-total // self.n))])[:total]
+        else:
+            order = rng.choice(self.n, size=total, p=self.weights)
         repair = rng.random(total) < self.repair_probability
         choice = rng.random(total)
         for k in range(rank, total, world):
@@ -292,13 +323,15 @@ class CellDiffDataModule(L.LightningDataModule):
         Also hold the training cells' compartment masks over ``fraction_classes`` (:func:`split_masks`).
     mask_cache : str or Path, optional
         Folder where rendered masks are kept for a later run (``split_masks(cache=...)``).
+    class_balance : float
+        Draw training items by :func:`class_balance_weights` of their labels at this strength (0: uniformly).
     """
 
     def __init__(self, store_path: str | Path, landmark_channels: Sequence[str], classes: Sequence[str], image_size: int,
                  max_sequence_length: int, batch_size: int = 32, steps_per_epoch: int = 100, seed: int = 0,
                  repair_probability: float = 0.5, epoch_offset: int = 0, val_limit: int | None = 64,
                  num_workers: int = 0, fraction_classes: Sequence[str] = (), masks: bool = False,
-                 mask_cache: str | Path | None = None) -> None:
+                 mask_cache: str | Path | None = None, class_balance: float = 0.0) -> None:
         super().__init__()
         self.store_path = Path(store_path)
         self.landmark_channels, self.classes = tuple(landmark_channels), tuple(classes)
@@ -307,7 +340,7 @@ class CellDiffDataModule(L.LightningDataModule):
         self.repair_probability, self.epoch_offset = repair_probability, epoch_offset
         self.val_limit, self.num_workers = val_limit, num_workers
         self.fraction_classes = tuple(fraction_classes)
-        self.masks, self.mask_cache = masks, mask_cache
+        self.masks, self.mask_cache, self.class_balance = masks, mask_cache, class_balance
         self.train: CellDiffSplit | None = None
         self.val: CellDiffSplit | None = None
 
@@ -330,7 +363,8 @@ class CellDiffDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         keys = self.train.fractions > 0 if self.train.fractions.shape[1] else self.train.labels
         sampler = EpochSampler(keys, self.batch_size, self.steps_per_epoch, self.seed,
-                               self.repair_probability, self.epoch_offset)
+                               self.repair_probability, self.epoch_offset,
+                               weights=class_balance_weights(self.train.labels, self.class_balance))
         return DataLoader(PairedDataset(self.train), batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, drop_last=True)
 
