@@ -115,18 +115,23 @@ def score(images, cells, bases, masks, truth, readout, groups) -> dict:
     return out
 
 
+def heldout_grammar_sequences(n: int) -> list[str]:
+    """The ``n`` held-out grammar proteins of the simulator part (held-out motif variants, 200 residues, fixed draws;
+    ``bench_fraction_head.py`` scores the heads on the same proteins)."""
+    rng = np.random.default_rng(12345)
+    targets = grammar_targets()
+    return [random_protein(targets[int(rng.integers(len(targets)))], rng, length=200, split="heldout")[0]
+            for _ in range(n)]
+
+
 def synthetic(model, readout, args) -> dict:
     size = model.config.image_size
     cfg = SimulatorConfig(size=size)
-    rng = np.random.default_rng(12345)
-    targets = grammar_targets()
-    cells, sequences, oracle = [], [], []
-    for i in range(args.n):
-        target = targets[int(rng.integers(len(targets)))]
-        seq, _ = random_protein(target, rng, length=200, split="heldout")
+    sequences = heldout_grammar_sequences(args.n)
+    cells, oracle = [], []
+    for i, seq in enumerate(sequences):
         sim = simulate_cell(cfg, sequence=seq, seed=900_000 + i)
         cells.append(sim)
-        sequences.append(seq)
         oracle.append(place_protein(redrawn_cell(cfg, 900_000 + i, 5_000_000 + i), sim.compartments, seed=i))
     truth = truth_level3(cells)
     groups = np.array([group_of(c) for c in cells])
@@ -158,16 +163,17 @@ def synthetic(model, readout, args) -> dict:
             "rows": results}
 
 
-def opencell_proteins(args) -> list:
+def opencell_proteins(limit: str = "all", path: Path = OPENCELL) -> list:
     """The OpenCell proteins of the training store's test split (``split_by_protein(seed=0)``: never trained on by a
-    model whose store was built from ``--sequences opencell_raw.csv``; a corpus-trained model saw some of them)."""
+    model whose store was built from ``--sequences opencell_raw.csv``; a corpus-trained model saw some of them), the
+    first ``limit`` of them (``'all'``)."""
     from locscope.data.splits import split_by_protein
     from locscope.synth.labelled import read_annotated_proteins
 
-    proteins = read_annotated_proteins(OPENCELL)
+    proteins = read_annotated_proteins(path)
     splits = split_by_protein([p.id for p in proteins], seed=0)
     test = [p for p, s in zip(proteins, splits) if s == "test"]
-    return test if args.real == "all" else test[: int(args.real)]
+    return test if limit == "all" else test[: int(limit)]
 
 
 def corpus_proteins(args) -> list:
@@ -288,7 +294,7 @@ def main() -> None:
         report["synthetic"] = synthetic(model, readout, args)
         print(json.dumps(report["synthetic"], indent=1), flush=True)
     if OPENCELL.is_file() and args.real != "0":
-        report["real_opencell"] = real(model, readout, opencell_proteins(args), args)
+        report["real_opencell"] = real(model, readout, opencell_proteins(args.real), args)
         print(json.dumps(report["real_opencell"], indent=1), flush=True)
     if OPENCELL.is_file() and args.real_corpus != "0":
         report["real_corpus"] = real(model, readout, corpus_proteins(args), args, seed=850_000)

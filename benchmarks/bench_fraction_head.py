@@ -25,6 +25,7 @@ refitted heads never see it (89 of its proteins sit in the corpus train split).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -32,33 +33,26 @@ import numpy as np
 import torch
 
 from locscope.data import ontology
-from locscope.data.splits import split_by_protein
 from locscope.io.corpus import load_corpus
 from locscope.metrics.sequence import multilabel_scores
 from locscope.models import hub
-from locscope.synth.labelled import corpus_annotated_proteins, read_annotated_proteins
+from locscope.synth.labelled import corpus_annotated_proteins
 from locscope.training.fraction_head import FAMILIES, embed, head_probabilities, level3_matrix, level3_top1, \
     model_heads
 from locscope.utils.atomic import write_json, write_text
 from locscope.utils.cpu import machine_description
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def opencell_bench(shared_data: Path):
-    """The OpenCell proteins of ``bench_faithful.py``'s real part (split_by_protein(seed=0) == 'test')."""
-    proteins = read_annotated_proteins(shared_data / "localization_sequences" / "opencell_raw.csv")
-    splits = split_by_protein([p.id for p in proteins], seed=0)
-    return [p for p, s in zip(proteins, splits) if s == "test"]
+from bench_faithful import heldout_grammar_sequences, opencell_proteins  # noqa: E402  (the same held-out sets)
 
 
 def grammar_proteins(n: int = 200) -> tuple[list[str], list[set[str]]]:
     """``bench_faithful.py``'s held-out grammar proteins and the level-3 class of their largest summed fraction."""
-    from locscope.synth.grammar import grammar_targets, localize_sequence, random_protein
+    from locscope.synth.grammar import localize_sequence
 
-    rng = np.random.default_rng(12345)
-    targets = grammar_targets()
     sequences, truth = [], []
-    for _ in range(n):
-        sequence, _ = random_protein(targets[int(rng.integers(len(targets)))], rng, length=200, split="heldout")
+    for sequence in heldout_grammar_sequences(n):
         level3: dict[str, float] = {}
         for name, value in localize_sequence(sequence).compartments.items():
             level3[ontology.to_level3(name)] = level3.get(ontology.to_level3(name), 0.0) + value
@@ -89,7 +83,7 @@ def main() -> None:
     print(machine_description(), flush=True)
     corpus = load_corpus(args.corpus)
     split_of = {p.sequence: p.split for p in corpus.proteins}
-    bench = opencell_bench(args.corpus)
+    bench = opencell_proteins(path=args.corpus / "localization_sequences" / "opencell_raw.csv")
     if args.write_exclusions:
         write_text(args.write_exclusions, "".join(f">{p.id}\n{p.sequence}\n" for p in bench))
         print(f"wrote {len(bench)} proteins to {args.write_exclusions}", flush=True)

@@ -348,7 +348,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-8)
 
 
-
 def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[str, ...] = ()
                     ) -> tuple[list[str], list[str]]:
     """Copy every tensor of the model in ``directory`` whose name and shape match into ``model``.
