@@ -1,13 +1,17 @@
-"""Latent diffusion vs pixel-space CELL-Diff on the same held-out proteins, plus the autoencoder's reconstructions.
+"""Latent diffusion vs pixel-space CELL-Diff and CELL-E 2 on the same held-out proteins, plus the autoencoder.
 
-    python benchmarks/bench_latent.py --model DIR [--compare celldiff-64 celldiff-tiny] [--synthetic 200]
-        [--steps 10] [--threads 1] [--out results.json]
+    python benchmarks/bench_latent.py --model DIR [--compare celldiff-64 celldiff-tiny celle2-tiny] [--synthetic 200]
+        [--steps N] [--threads 1] [--out results.json]
     python benchmarks/bench_latent.py --autoencoder DIR [--synthetic 200]     # the autoencoder alone
     python benchmarks/bench_latent.py --model DIR --cost                      # CPU cost per training step / image
 
 Cells: grammar proteins with HELD-OUT motif variants (never trained on) in fresh simulator cells, drawn with the same
-seeds at each model's own resolution (64 x 64 for latent-tiny and celldiff-64, 32 x 32 for celldiff-tiny); the
-proteins, seeds and cells are those of ``bench_faithful.py``. Each protein is generated with its true sequence and,
+seeds at each model's own resolution (64 x 64 for latent-tiny, celldiff-64 and celle2-tiny, 32 x 32 for
+celldiff-tiny); the proteins, seeds and cells are those of ``bench_faithful.py`` and ``bench_celle2.py``. Each model
+samples with its own defaults: the diffusion models with DPM-Solver++ at their default steps (``--steps`` sets one
+count for all) and guidance (``--latent-guidance``, ``--celldiff-guidance``), CELL-E 2 models (``--compare`` accepts
+them; they see the nucleus only) with ``bench_celle2.py``'s decoding at ``--celle2-passes`` (``locscope generate``'s
+default 1) and their decoded sample scored. Each protein is generated with its true sequence and,
 on the same cell and noise, with another protein's sequence (a derangement: the shuffled-sequence control). Scores
 against the simulator's truth (``locscope.metrics.truth``): IoU of the thresholded image with the true protein mask,
 localization fidelity (share of intensity inside the true compartments), the right level-3 compartment (largest true
@@ -32,33 +36,27 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from locscope.data import ontology
-from locscope.diffusion.celldiff_sampler import sample_protein_images
-from locscope.metrics.pixel import psnr, ssim
-from locscope.metrics.resolution import msf_resolution_nm
-from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask
-from locscope.models import hub
-from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout
-from locscope.synth import SimulatorConfig, simulate_cell
-from locscope.synth.grammar import grammar_targets, random_protein
-from locscope.training.common import derangement
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_faithful import heldout_grammar_sequences  # noqa: E402
 
-def held_out_proteins(n: int) -> list[str]:
-    """``n`` held-out grammar sequences (seeded, as ``bench_celldiff_fidelity.py``)."""
-    rng = np.random.default_rng(12345)
-    targets = grammar_targets()
-    sequences = []
-    for _ in range(n):
-        seq, _ = random_protein(targets[int(rng.integers(len(targets)))], rng, length=200, split="heldout")
-        sequences.append(seq)
-    return sequences
+from locscope.data import ontology  # noqa: E402
+from locscope.diffusion.celldiff_sampler import sample_protein_images  # noqa: E402
+from locscope.metrics.pixel import psnr, ssim  # noqa: E402
+from locscope.metrics.resolution import msf_resolution_nm  # noqa: E402
+from locscope.metrics.truth import iou_vs_truth, localization_fidelity, true_protein_mask  # noqa: E402
+from locscope.models import hub  # noqa: E402
+from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout  # noqa: E402
+from locscope.synth import SimulatorConfig, simulate_cell  # noqa: E402
+from locscope.synth.grammar import grammar_targets, random_protein  # noqa: E402
+from locscope.training.common import derangement  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -82,6 +80,12 @@ def generate(model, family: str, cells, sequences, args, seed: int) -> tuple[np.
 
     out, nfe = [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    if family == "celle2":  # bench_celle2.py's decoding (one cell at a time, seed + index), its first sample
+        from bench_celle2 import run_celle2
+
+        images, _, _, nfe = run_celle2(model, cells, sequences, samples=1, passes=args.celle2_passes, seed=seed)
+        n = len(cells)
+        return images[:, 0], nfe, (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
     for start in range(0, len(cells), args.batch):
         chunk, seqs = cells[start:start + args.batch], sequences[start:start + args.batch]
         g = torch.Generator().manual_seed(seed + start)
@@ -174,10 +178,11 @@ def evaluate_pairs(out: Path, name: str, cells, images: np.ndarray, features: st
     return result.set_metrics
 
 
-def cost(models: dict, batch: int = 32, repeat: int = 3) -> dict:
+def cost(models: dict, args, batch: int = 32, repeat: int = 3) -> dict:
     """CPU seconds (``time.process_time``) per training step (forward + backward at ``batch``) and per network
     evaluation per image of each model's architecture (``{name: (family, model)}``), plus the latent decoder per image,
-    on 200-residue grammar proteins."""
+    on 200-residue grammar proteins; and per generated image (the whole sampling call of :func:`generate` with the
+    model's defaults, on ``batch`` held-out proteins in their cells)."""
     rng = np.random.default_rng(0)
     targets = grammar_targets()
     sequences = [random_protein(targets[i % len(targets)], rng, length=200)[0] for i in range(batch)]
@@ -221,8 +226,40 @@ def cost(models: dict, batch: int = 32, repeat: int = 3) -> dict:
                 z = torch.randn(batch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
                 row["decode_cpu_s_per_image"] = seconds(lambda: model.autoencoder.decode(z)) / batch
         row["training_examples_per_cpu_s"] = batch / row["train_step_cpu_s"]
+        held_out = heldout_grammar_sequences(batch)
+        cells = cells_at(cfg.image_size, held_out)[1]
+        with torch.no_grad():
+            generate(model, family, cells[:2], held_out[:2], args, seed=7)  # warm-up
+            row["network_evaluations_per_image"], row["sampling_cpu_s_per_image"] = \
+                generate(model, family, cells, held_out, args, seed=7)[1:3]
         out[name] = row
     return out
+
+
+def markdown(report: dict, names: list[str]) -> str:
+    """The side-by-side table: per image size the simulator's images, then each model's true / shuffled rows."""
+    lines = ["| 200 held-out proteins | image | IoU vs true mask | localization fidelity | right (classifier) | "
+             "right (masks) | MSF | FID-O | classifier, `locscope evaluate` | network evaluations | "
+             "CPU s / image (wall) |", "|---" * 11 + "|"]
+
+    def cells(scores: dict) -> str:
+        return (f"{scores['iou']:.3f} | {scores['fidelity']:.3f} | {scores['right_compartment_classifier']:.1%} | "
+                f"{scores['right_compartment']:.1%} | {scores['msf_resolution_nm']:,.0f} nm")
+
+    for size in sorted({report[n]["image_size"] for n in names}, reverse=True):
+        group = [n for n in names if report[n]["image_size"] == size]
+        lines.append(f"| simulator images, {size} x {size} | | {cells(report[group[0]]['real_simulated_images'])} "
+                     "| | | | |")
+        for name in group:
+            row = report[name]
+            accuracy = row.get("evaluate", {}).get("compartment_accuracy_generated")
+            accuracy = "" if accuracy is None else f"{accuracy:.1%}"
+            lines.append(f"| {name}, true sequence | {size} x {size} | {cells(row['true'])} | "
+                         f"{row['true']['fid_o']:.2f} | {accuracy} | {row['network_evaluations_per_image']} | "
+                         f"{row['cpu_seconds_per_image']:.3f} ({row['wall_seconds_per_image']:.3f}) |")
+            lines.append(f"| {name}, shuffled sequence | {size} x {size} | {cells(row['shuffled'])} | "
+                         f"{row['shuffled']['fid_o']:.2f} | | | |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -230,13 +267,15 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Latent diffusion model (bundled name or directory).")
     parser.add_argument("--autoencoder", default=None, help="Only evaluate this autoencoder directory "
                         "(RUN/model of `locscope train latent-autoencoder`).")
-    parser.add_argument("--compare", nargs="*", default=["celldiff-64", "celldiff-tiny"],
-                        help="CELL-Diff models to run on the same proteins and cells.")
+    parser.add_argument("--compare", nargs="*", default=["celldiff-64", "celldiff-tiny", "celle2-tiny"],
+                        help="CELL-Diff and CELL-E 2 models to run on the same proteins and cells.")
     parser.add_argument("--synthetic", type=int, default=200)
     parser.add_argument("--sampler", default="dpmsolver")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=None, help="Solver steps of every diffusion model (default: "
+                        "each model's own, as locscope generate).")
     parser.add_argument("--latent-guidance", type=float, default=3.0)
     parser.add_argument("--celldiff-guidance", type=float, default=2.0)
+    parser.add_argument("--celle2-passes", type=int, default=1, help="CELL-E 2 decoding passes per image.")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", default="encoder", help="Feature network for FID-O (as locscope evaluate).")
@@ -249,7 +288,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_name()}, torch {torch.__version__}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s)", flush=True)
-    sequences = held_out_proteins(args.synthetic)
+    sequences = heldout_grammar_sequences(args.synthetic)
     shuffled = [sequences[j] for j in derangement(len(sequences), 1)]
     report = {"settings": vars(args), "cpu": cpu_name()}
     readout = load_readout()
@@ -270,9 +309,11 @@ def main() -> None:
     if not args.model:
         return finish()
     models = {args.model: ("latent", hub.load(args.model, families=("latent",)))}
-    models.update({name: ("celldiff", hub.load(name, families=("celldiff",))) for name in args.compare})
+    for name in args.compare:
+        family = hub.resolve(name, families=("celldiff", "celle2"), argument="compare").family
+        models[name] = (family, hub.load(name, families=(family,)))
     if args.cost:
-        report["cost"] = cost(models)
+        report["cost"] = cost({k: v for k, v in models.items() if v[0] != "celle2"}, args)
         print(json.dumps(report["cost"], indent=1), flush=True)
         return finish()
     from locscope.pipelines.evaluate import load_feature_network
@@ -286,6 +327,7 @@ def main() -> None:
         row = {"family": family, "image_size": model.config.image_size,
                "parameters": sum(p.numel() for p in model.parameters()),
                "real_simulated_images": truth_scores(real, cells, pixel, readout)}
+        generate(model, family, cells[:2], sequences[:2], args, seed=7)  # warm-up: the timings below are steady
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):
             images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7)
             row[label] = {**truth_scores(images, cells, pixel, readout), "fid_o": fid_o(network, real, images, cells)}
@@ -299,6 +341,7 @@ def main() -> None:
             row["autoencoder"] = reconstruction_scores(model.autoencoder, real, cells, pixel, readout)
         report[name] = row
         print(json.dumps({name: row}, indent=1), flush=True)
+    print(markdown(report, [name for name in models]), flush=True)
     finish()
 
 

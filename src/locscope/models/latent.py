@@ -179,8 +179,12 @@ class LatentAutoencoder(PretrainedMixin, nn.Module):
         return (z - self.config.shift_factor) * self.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Standardised latents ``(B, latent_channels, h, w)`` -> images ``(B, C, h*f, w*f)`` (not clamped)."""
-        return self.vae.decode(latents / self.config.scaling_factor + self.config.shift_factor).sample
+        """Standardised latents ``(B, latent_channels, h, w)`` -> images ``(B, C, h*f, w*f)`` (not clamped).
+
+        The decoder runs in channels-last memory order (oneDNN's faster convolutions on a CPU; the same numbers to
+        float rounding); the images come back contiguous."""
+        latents = latents / self.config.scaling_factor + self.config.shift_factor
+        return self.vae.decode(latents.contiguous(memory_format=torch.channels_last)).sample.contiguous()
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> AutoencoderOutput:
         """Training pass: encode, draw ``z`` from the posterior (reparameterised), decode."""
@@ -661,16 +665,15 @@ class LatentDiffusion(nn.Module):
         spatial = self.denoiser.spatial_conditions(distance_map.to(device), landmarks, landmark_present)
         spatial = spatial.repeat_interleave(samples, dim=0)
         guided = guidance != 1.0
-        if guided:
-            condition = SequenceCondition.concat(condition, self.denoiser.null_condition(batch * samples, device))
-            spatial = torch.cat([spatial, spatial])
+        # The unconditional pass runs on its own: its null condition is one token, where batching it with the
+        # conditional rows would pad it to the sequence length (the same prediction, ~25% more CPU per step).
+        null = self.denoiser.null_condition(batch * samples, device) if guided else None
 
         def denoise(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            conditional = self.denoiser(x, timesteps, spatial, condition)
             if not guided:
-                return self.denoiser(x, timesteps, spatial, condition)
-            v = self.denoiser(torch.cat([x, x]), torch.cat([timesteps, timesteps]), spatial, condition)
-            conditional, unconditional = v.chunk(2)
-            return classifier_free_guidance(conditional, unconditional, guidance)
+                return conditional
+            return classifier_free_guidance(conditional, self.denoiser(x, timesteps, spatial, null), guidance)
 
         cfg = self.config
         shape = (batch * samples, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
