@@ -33,7 +33,7 @@ def generate_command(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim | dpmsolver (default: dpmsolver; released "
                                           "checkpoints: their DDIM)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: DDIM 100, latent "
-                                        "models 50, DPM-Solver++ 10; released checkpoints: the config's "
+                                        "models 50, DPM-Solver++ 10, latent models 8; released checkpoints: the config's "
                                         "timestep_respacing, DPM-Solver++ 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 2, "
                                              "latent models 3; 1 = none; not for released checkpoints)."),

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.diffusion.samplers import (
-    DEFAULT_STEPS, class_denoising_losses, classifier_free_guidance, sample_images,
+    class_denoising_losses, classifier_free_guidance, sample_images,
 )
 from locscope.diffusion.schedule import ShiftedCosineSchedule
 from locscope.encoders.protein import RESIDUE_IDS
@@ -54,7 +54,9 @@ LEVEL3_CLASSES: tuple[str, ...] = (
     "nucleus", "cytosol", "endomembrane-system", "plasma-membrane", "mitochondria", "nucleoli", "cytoskeleton",
 )
 AUTOENCODER_DIR = "autoencoder"
-LATENT_DEFAULT_STEPS = {"ddim": 50, "dpmsolver": DEFAULT_STEPS["dpmsolver"]}
+#: Default solver steps of latent models: DDIM 50 (proteoscope); DPM-Solver++ 8, where ``latent-tiny`` places proteins
+#: as often as at 10 steps on held-out proteins (``docs/benchmarks.md``) at 4/5 of the network evaluations.
+LATENT_DEFAULT_STEPS = {"ddim": 50, "dpmsolver": 8}
 
 
 # ---------------------------------------------------------------------------------------------------- autoencoder
@@ -638,7 +640,7 @@ class LatentDiffusion(nn.Module):
             Images per row (K); output rows are ``[row0 x K, row1 x K, ...]``.
         sampler : {'ddim', 'dpmsolver'}
         steps : int, optional
-            Denoising steps (default: DDIM 50, DPM-Solver++ 10).
+            Denoising steps (default :data:`LATENT_DEFAULT_STEPS`: DDIM 50, DPM-Solver++ 8).
         guidance : float
             Classifier-free guidance scale (1 = the conditional prediction only, one network pass per step).
         generator : torch.Generator, optional

@@ -136,7 +136,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     sampler : {'ddim', 'dpmsolver'}, optional
         Default DPM-Solver++ (released checkpoints: their DDIM).
     steps : int, optional
-        Denoising steps (default 100 for DDIM, 50 for latent models; 10 for DPM-Solver++).
+        Denoising steps (default 100 for DDIM, 50 for latent models; 10 for DPM-Solver++, 8 for latent models).
     guidance : float, optional
         Classifier-free guidance scale (1 = none; default 2 for CELL-Diff, 3 for latent diffusion models).
     samples : int, optional
