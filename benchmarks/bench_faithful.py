@@ -141,7 +141,8 @@ def synthetic(model, readout, args) -> dict:
     rows = {"simulator image (reference)": np.stack([c.protein for c in cells]),
             "oracle: same landmarks, undetermined compartments redrawn": np.stack(oracle)}
     timing = {}
-    runs = [("generated, true sequence", sequences, None), ("generated, shuffled sequence", shuffled, None)]
+    runs = [("generated, true sequence", sequences, sequence_fractions(sequences, args)),
+            ("generated, shuffled sequence", shuffled, sequence_fractions(shuffled, args))]
     if model.config.fraction_classes:
         runs.insert(0, ("generated, TRUE fractions", sequences, fraction_vectors(model, cells)))
     if getattr(model.config, "layout_prior", False) and args.ablate_layout:
@@ -203,7 +204,8 @@ def real(model, readout, proteins, args, seed: int = 800_000) -> dict:
     shuffled = [sequences[j] for j in derangement(len(sequences), 2)]
     classes = readout.config.classes
     out = {"n": len(proteins)}
-    runs = [("true sequence", sequences, None), ("shuffled sequence", shuffled, None)]
+    runs = [("true sequence", sequences, sequence_fractions(sequences, args)),
+            ("shuffled sequence", shuffled, sequence_fractions(shuffled, args))]
     if model.config.fraction_classes:
         runs.append(("TRUE fractions", sequences, fraction_vectors(model, cells)))
     runs.append(("simulator image (reference)", None, None))
@@ -221,21 +223,32 @@ def real(model, readout, proteins, args, seed: int = 800_000) -> dict:
     if model.config.fraction_classes:
         head = fraction_head_level3(model, sequences)
         out["fraction head alone (no image)"] = float(np.mean([h in t for h, t in zip(head, truth)]))
+    if getattr(args, "conditioner", None) is not None and args.conditioner.localizer is not None:
+        condition = level3_of(sequence_fractions(sequences, args), model.config.fraction_classes)
+        out["condition alone (no image)"] = float(np.mean([h in t for h, t in zip(condition, truth)]))
     out["per_class"] = per_class
     return out
 
 
 def fraction_head_level3(model, sequences) -> list[str]:
     """The level-3 class with the largest summed fraction-head probability, per sequence (no image)."""
-    from locscope.encoders.protein import tokenize
+    from locscope.pipelines.condition import head_fractions
 
-    classes = model.config.fraction_classes
-    probabilities = []
-    for start in range(0, len(sequences), 64):
-        tokens, _ = tokenize(sequences[start:start + 64], model.config.max_sequence_length)
-        probabilities.append(model.predict_fractions(tokens).numpy())
-    fractions = np.concatenate(probabilities)
+    return level3_of(head_fractions(model, sequences), model.config.fraction_classes)
+
+
+def level3_of(fractions: np.ndarray, classes) -> list[str]:
+    """The level-3 class with the largest summed level-1 fraction, per row."""
     return [LEVEL3_CLASSES[i] for i in level3_targets(fractions, classes, LEVEL3_CLASSES)]
+
+
+def sequence_fractions(sequences, args):
+    """The condition ``generate`` gives the model for these sequences when it defers to the localizer
+    (``--condition auto`` and a ``condition_prior.json`` in the model folder), else None (the model's own head)."""
+    conditioner = getattr(args, "conditioner", None)
+    if conditioner is None or conditioner.localizer is None:
+        return None
+    return conditioner(sequences)[0]
 
 
 def synthetic_table(synthetic: dict) -> list[str]:
@@ -277,6 +290,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--placement", default="soft")
+    parser.add_argument("--condition", default="auto", choices=("auto", "head"),
+                        help="auto: condition as generate does (the model folder's condition_prior.json, if any); "
+                             "head: the fraction head alone.")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ablate-layout", action="store_true",
@@ -285,10 +301,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_generator(args.model)
+    args.conditioner = None
+    if model.config.fraction_classes:
+        from locscope.models import hub
+        from locscope.pipelines.condition import sequence_condition
+
+        directory = hub.resolve(args.model, families=("celldiff", "latent")).directory
+        args.conditioner = sequence_condition(model, directory, args.condition)
+        print("condition:", args.conditioner.describe(), flush=True)
     readout = load_readout(args.readout)
     if readout is None:
         raise SystemExit(f"read-out classifier {args.readout!r} not found")
-    report = {"settings": vars(args), "cpu": machine_description()}
+    report = {"settings": {k: v for k, v in vars(args).items() if k != "conditioner"}, "cpu": machine_description(),
+              "condition": None if args.conditioner is None else args.conditioner.describe()}
     print(report["cpu"], flush=True)
     if args.n > 0:
         report["synthetic"] = synthetic(model, readout, args)

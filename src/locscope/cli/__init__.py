@@ -19,7 +19,7 @@ from locscope.cli import (  # noqa: F401  (imported for their commands)
 )
 from locscope.cli.train import (  # noqa: F401
     celldiff, celldiff_data, celle2, designer, latent_autoencoder, latent, localizer, readout, stain as train_stain,
-    stain_classifier, subcell, fraction_head,
+    stain_classifier, subcell, fraction_head, condition_prior,
 )
 from locscope.cli import dataset  # noqa: F401
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from locscope.cli.app import app
-from locscope.cli.options import DeviceOption, OverwriteOption, SeedOption
+from locscope.cli.options import ConditionOption, DeviceOption, OverwriteOption, SeedOption
 
 DEMO_PROTEINS = "examples/human_proteins.fasta"
 DEMO_LANDMARKS = "examples/landmarks/cell_64"
@@ -29,6 +29,7 @@ def demo_command(
     seed: int = SeedOption,
     device: str = DeviceOption,
     samples: int = typer.Option(4, "--samples", help="Generated images per protein."),
+    condition: str = ConditionOption,
     simulator: bool = typer.Option(False, "--simulator", help="Show simulated example GFP fusions instead (no model)."),
     size: int = typer.Option(128, "--size", help="Image side in pixels (with --simulator)."),
 ) -> None:
@@ -51,7 +52,7 @@ def demo_command(
         proteins = [(record.id, record.sequence) for record in records]
         expected = {record.id: record.description.rpartition("expected_level3=")[2].split()[0] for record in records}
         result = generate(proteins, [landmarks], out, samples=samples, seed=seed, device=device,
-                          overwrite=overwrite, output_command="demo", expected=expected)
+                          overwrite=overwrite, output_command="demo", expected=expected, condition=condition)
         typer.echo(f"{'protein':<16} {'annotated':<20} {'drawn (read-out)':<20} {'right':<7} sequence head")
         for entry in result.sequences:
             right = entry.get("samples_right")

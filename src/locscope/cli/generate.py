@@ -9,7 +9,7 @@ import typer
 
 from locscope.cli.app import app
 from locscope.cli.options import (
-    DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, landmark_files,
+    ConditionOption, DeviceOption, MaxLengthOption, MoreLandmarks, OverwriteOption, SeedOption, TruncateOption, landmark_files,
 )
 from locscope.io.sequences import sequences_from_options, truncation_note
 from locscope.models.hub import DEFAULT_GENERATOR
@@ -46,8 +46,9 @@ def generate_command(
     compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
                                               "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
                                               "models with the compartment bottleneck)."),
-    placement: str = typer.Option("soft", "--placement", help="soft (the fraction head's whole distribution) | "
-                                  "sample (one compartment drawn per sample) | top (the most likely one)."),
+    placement: str = typer.Option("soft", "--placement", help="soft (the predicted distribution) | sample (one "
+                                  "compartment drawn from it per sample) | top (the most likely one)."),
+    condition: str = ConditionOption,
     passes: int = typer.Option(1, "--passes", help="CELL-E 2 models: forward passes per image (1 = one-pass "
                                "generation; N > 1 decodes the most confident tokens first, cosine schedule)."),
     temperature: float = typer.Option(1.0, "--temperature", help="CELL-E 2 models: sampling temperature."),
@@ -66,7 +67,7 @@ def generate_command(
     result = generate([(r.id, r.sequence) for r in records], landmarks, out, model=model, sampler=sampler,
                       steps=steps, guidance=guidance, samples=samples, seed=seed, device=device,
                       compartment=compartment, placement=placement, overwrite=overwrite, passes=passes,
-                      temperature=temperature, esm=esm, precision=precision)
+                      temperature=temperature, esm=esm, precision=precision, condition=condition)
     if isinstance(result, ReleasedGenerateResult):
         for entry in result.sequences:
             typer.echo(f"{entry['id']}: {len(entry['samples'])} image(s) in {result.out / entry['folder']}")

@@ -14,6 +14,10 @@ from locscope.errors import InputError
 
 SeedOption = typer.Option(0, "--seed", help="Random seed (results are reproducible for a seed).")
 DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+ConditionOption = typer.Option("auto", "--condition", help="Models with the compartment bottleneck: where the "
+                               "protein is placed from. auto (the model's fraction head, deferring to the sequence "
+                               "localizer where the head is unsure when the model folder has condition_prior.json) | "
+                               "head (the fraction head alone).")
 MaxLengthOption = typer.Option(2048, "--max-length", help="Longest accepted sequence (longer ones fail unless "
                                                         "--truncate).")
 TruncateOption = typer.Option(False, "--truncate", help="Cut sequences longer than --max-length, keeping both termini "

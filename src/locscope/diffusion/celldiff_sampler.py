@@ -71,9 +71,9 @@ def sample_protein_images(
         ``(B, n_fraction_classes)`` compartment distributions to condition on instead of the fraction head's prediction
         (models with the compartment bottleneck only): "this sequence's cell, with the protein placed here".
     placement : {'soft', 'sample', 'top'}
-        Bottleneck models, without ``fractions``: condition each image on the fraction head's whole distribution
-        (``'soft'``, the training-time behaviour), on one compartment drawn from it per image (``'sample'``: the K
-        images then show the head's uncertainty as separate, clean placements), or on its most likely compartment
+        Bottleneck models: condition each image on the whole distribution (the fraction head's, or ``fractions``;
+        ``'soft'``, the training-time behaviour), on one compartment drawn from it per image (``'sample'``: the K
+        images then show the uncertainty as separate, clean placements), or on its most likely compartment
         (``'top'``).
     noise : torch.Tensor, optional
         ``(B * samples, 1, H, W)`` initial noise in the output row order (diffusers' ``latents=``); drawn with
@@ -94,7 +94,7 @@ def sample_protein_images(
     context = context.repeat(samples)
     if placement not in PLACEMENTS:
         raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
-    if placement != "soft" and fractions is None and model.config.fraction_classes:
+    if placement != "soft" and model.config.fraction_classes:
         context = dataclasses.replace(context, condition=_placed(context.condition, placement, generator))
     landmarks = landmarks.repeat_interleave(samples, dim=0)
     present = landmark_present.to(device).repeat_interleave(samples, dim=0) if landmark_present is not None else None

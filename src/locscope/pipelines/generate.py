@@ -114,7 +114,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
              batch_size: int = 8, progress: bool = True, compartment: str | None = None, placement: str = "soft",
              overwrite: bool = False, output_command: str = "generate", passes: int = 1,
              temperature: float = 1.0, esm: str | Path | None = None, precision: str = "fp32",
-             expected: dict[str, str] | None = None) -> GenerateResult | "ReleasedGenerateResult":
+             expected: dict[str, str] | None = None, condition: str = "auto",
+             ) -> GenerateResult | "ReleasedGenerateResult":
     """Generate localization images for ``(id, sequence)`` pairs in one landmark cell; write files + report.
 
     The model's family (:mod:`locscope.models.hub`) picks the loop: CELL-Diff and latent diffusion models run here;
@@ -153,9 +154,13 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     passes, temperature :
         CELL-E 2 models only: forward passes per image and the image tokens' sampling temperature.
     placement : {'soft', 'sample', 'top'}
-        Bottleneck models without ``compartment``: condition on the fraction head's whole distribution (default), on
-        one compartment drawn from it per sample, or on its most likely compartment
+        Bottleneck models without ``compartment``: condition on the predicted distribution (default), on one
+        compartment drawn from it per sample, or on its most likely compartment
         (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`).
+    condition : {'auto', 'head'}
+        Bottleneck models without ``compartment``: where the predicted distribution comes from. ``'auto'``: the
+        model's fraction head, deferring to the sequence localizer where the head is unsure when the model folder has
+        a ``condition_prior.json`` (:mod:`locscope.pipelines.condition`); ``'head'``: the fraction head alone.
     overwrite : bool
         Replace an earlier ``generate`` output in ``out_dir`` (written beside it, then swapped in); other non-empty
         folders are always refused (:mod:`locscope.utils.outputs`).
@@ -218,6 +223,10 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     if guidance is not None and guidance < 0:
         raise ArgumentError("guidance", f"{guidance}: must be >= 0")
     from locscope.diffusion.celldiff_sampler import PLACEMENTS
+    from locscope.pipelines.condition import CONDITIONS, sequence_condition
+
+    if condition not in CONDITIONS:
+        raise ArgumentError("condition", f"{condition!r}: accepted values are {', '.join(CONDITIONS)}")
 
     if placement not in PLACEMENTS:
         raise ArgumentError("placement", f"{placement!r}: accepted values are {', '.join(PLACEMENTS)}")
@@ -245,6 +254,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             raise ArgumentError("compartment", "needs a model with the compartment bottleneck "
                                                f"(config.fraction_classes); {model or 'this model'} has none")
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
+    conditioner = (sequence_condition(net, ref.directory, condition, torch_device)
+                   if cfg.fraction_classes and target is None else None)
     channels = (NUCLEUS, *cfg.landmark_channels) if latent else cfg.landmark_channels
     cell = read_landmarks(landmarks, channels, cfg.image_size)
     if latent:
@@ -266,7 +277,14 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
             tokens, _ = tokenize([s for _, s in batch], cfg.max_sequence_length)
             generator = torch.Generator(device=torch_device).manual_seed(seed + b)
             with torch.no_grad():
-                fractions = None if target is None else target[None].expand(len(batch), -1).to(torch_device)
+                deferred = np.zeros(len(batch), bool)
+                if target is not None:
+                    fractions = target[None].expand(len(batch), -1).to(torch_device)
+                elif conditioner is not None and conditioner.localizer is not None:
+                    prior_fractions, deferred = conditioner([s for _, s in batch])
+                    fractions = torch.from_numpy(prior_fractions).to(torch_device)
+                else:
+                    fractions = None
                 if latent:
                     rows = len(batch)
                     others = None if latent_landmarks is None else latent_landmarks.expand(rows, -1, -1, -1)
@@ -281,18 +299,20 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                     images, nfe = sample_protein_images(
                         net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
                         present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
-                        guidance=guidance, generator=generator, fractions=fractions, placement=placement)
+                        guidance=guidance, generator=generator, fractions=fractions,
+                        placement=placement if target is None else "soft")
                 head_classes, head = sequence_head(net, tokens.to(torch_device))
                 if cfg.fraction_classes:
-                    conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if target is None
-                                  else target[None].expand(len(batch), -1).numpy())
+                    conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if fractions is None
+                                  else fractions.float().cpu().numpy())
                 else:
                     conditions = [None] * len(batch)
             nfe_total = nfe
             n_images += images.shape[0]
             images = ((images[:, 0].float().cpu().numpy() + 1) / 2).reshape(len(batch), samples, cfg.image_size,
                                                                               cfg.image_size)
-            for (name, seq), stack, head_probs, condition in zip(batch, images, head, conditions):
+            for (name, seq), stack, head_probs, condition, row_deferred in zip(batch, images, head, conditions,
+                                                                                deferred):
                 folder = out / folder_name(name, used_names)
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, image in enumerate(stack):
@@ -331,13 +351,15 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                 if model_crop_note(len(seq), cfg.max_sequence_length):
                     entry["model_input"] = model_crop_note(len(seq), cfg.max_sequence_length)
                 if condition is not None:
-                    entry["conditioned_on"] = {"source": "--compartment" if target is not None else "fraction head",
+                    source = ("--compartment" if target is not None else
+                              f"fraction head + {conditioner.prior.localizer}" if row_deferred else "fraction head")
+                    entry["conditioned_on"] = {"source": source,
                                                "level1": top_shares(condition, cfg.fraction_classes)}
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
         run = {"model": str(model or hub.DEFAULT_GENERATOR), "family": ref.family, "compartment": compartment,
-               "placement": placement,
+               "placement": placement, "condition": None if conditioner is None else conditioner.describe(),
                "sampler": sampler, "steps": steps, "guidance": guidance,
                "samples": samples, "seed": seed, "landmarks": cell.source, "landmark_channels_present":
                [c for c, p in zip(channels, cell.present) if p], "network_evaluations_per_image": nfe_total,
