@@ -74,8 +74,11 @@ def cells_at(size: int, sequences: list[str]):
     return cfg, [simulate_cell(cfg, sequence=s, seed=900_000 + i) for i, s in enumerate(sequences)]
 
 
-def generate(model, family: str, cells, sequences, args, seed: int) -> tuple[np.ndarray, int, float, float]:
-    """Images ``(N, H, W)`` in [0, 1], network evaluations per image, CPU and wall seconds per image."""
+def generate(model, family: str, cells, sequences, args, seed: int, conditioner=None
+             ) -> tuple[np.ndarray, int, float, float]:
+    """Images ``(N, H, W)`` in [0, 1], network evaluations per image, CPU and wall seconds per image; a
+    ``conditioner`` (:func:`locscope.pipelines.condition.sequence_condition` with a localizer) gives diffusion models
+    the condition ``locscope generate`` gives them (its time counts)."""
     from locscope.pipelines.localize import generator_landmarks
 
     out, nfe = [], 0
@@ -92,12 +95,13 @@ def generate(model, family: str, cells, sequences, args, seed: int) -> tuple[np.
         landmarks = torch.from_numpy(np.stack([[c.cell.images[n] for n in generator_landmarks(model)]
                                                for c in chunk]).astype(np.float32) * 2 - 1)
         tokens = model.tokenize(seqs)[0]
+        fractions = None if conditioner is None else torch.from_numpy(conditioner(seqs)[0])
         if family == "latent":
             images, nfe = model.sample_in_cells(landmarks, tokens, sampler=args.sampler, steps=args.steps,
-                                                guidance=args.latent_guidance, generator=g)
+                                                guidance=args.latent_guidance, generator=g, fractions=fractions)
         else:
             images, nfe = sample_protein_images(model, landmarks, tokens, sampler=args.sampler, steps=args.steps,
-                                                guidance=args.celldiff_guidance, generator=g)
+                                                guidance=args.celldiff_guidance, generator=g, fractions=fractions)
         out.append((images[:, 0].numpy() + 1) / 2)
     n = len(cells)
     return np.concatenate(out), nfe, (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
@@ -236,6 +240,17 @@ def cost(models: dict, args, batch: int = 32, repeat: int = 3) -> dict:
     return out
 
 
+def condition_of(name: str, family: str, model, condition: str):
+    """The conditioner ``locscope generate --condition`` uses for a bottleneck diffusion model whose folder has a
+    ``condition_prior.json`` (None otherwise: the model's own fraction head)."""
+    if family == "celle2" or not model.config.fraction_classes:
+        return None
+    from locscope.pipelines.condition import sequence_condition
+
+    conditioner = sequence_condition(model, hub.resolve(name, families=(family,)).directory, condition)
+    return conditioner if conditioner.localizer is not None else None
+
+
 def markdown(report: dict, names: list[str]) -> str:
     """The side-by-side table: per image size the simulator's images, then each model's true / shuffled rows."""
     lines = ["| 200 held-out proteins | image | IoU vs true mask | localization fidelity | right (classifier) | "
@@ -276,6 +291,9 @@ def main() -> None:
     parser.add_argument("--latent-guidance", type=float, default=3.0)
     parser.add_argument("--celldiff-guidance", type=float, default=2.0)
     parser.add_argument("--celle2-passes", type=int, default=1, help="CELL-E 2 decoding passes per image.")
+    parser.add_argument("--condition", default="auto", choices=("auto", "head"),
+                        help="auto: condition diffusion models as locscope generate does (the model folder's "
+                             "condition_prior.json, if any); head: their fraction head alone.")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", default="encoder", help="Feature network for FID-O (as locscope evaluate).")
@@ -321,15 +339,18 @@ def main() -> None:
     network = load_feature_network(args.features, "cpu")
     report["feature_network"] = network.name
     for name, (family, model) in models.items():
+        conditioner = condition_of(name, family, model, args.condition)
         cfg, cells = cells_at(model.config.image_size, sequences)
         pixel = cfg.resolved_pixel_size_nm
         real = np.stack([c.protein for c in cells])
         row = {"family": family, "image_size": model.config.image_size,
                "parameters": sum(p.numel() for p in model.parameters()),
                "real_simulated_images": truth_scores(real, cells, pixel, readout)}
-        generate(model, family, cells[:2], sequences[:2], args, seed=7)  # warm-up: the timings below are steady
+        generate(model, family, cells[:2], sequences[:2], args, seed=7, conditioner=conditioner)  # warm-up
+        if conditioner is not None:
+            row["condition"] = conditioner.describe()
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):
-            images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7)
+            images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7, conditioner=conditioner)
             row[label] = {**truth_scores(images, cells, pixel, readout), "fid_o": fid_o(network, real, images, cells)}
             if label == "true":
                 row.update({"network_evaluations_per_image": nfe, "cpu_seconds_per_image": cpu,
