@@ -67,6 +67,9 @@ def test_the_prior_file_is_read_strictly(tmp_path):
     (tmp_path / PRIOR_FILE).write_text(json.dumps({"weight": 1.5, "below": 0.8}))
     with pytest.raises(InputError, match="weight"):
         read_condition_prior(tmp_path)
+    (tmp_path / PRIOR_FILE).write_text(json.dumps({"weight": 0.5, "below": 0.8, "placement": "middle"}))
+    with pytest.raises(InputError, match="placement"):
+        read_condition_prior(tmp_path)
     (tmp_path / PRIOR_FILE).write_text("{")
     with pytest.raises(InputError, match="invalid JSON at line 1"):
         read_condition_prior(tmp_path)
@@ -143,6 +146,9 @@ def test_train_condition_prior_refuses_bad_input_in_one_line(models, tmp_path, c
     code, _, err = cli(["train", "condition-prior", "--model", tmp_path / "missing", "--corpus", tmp_path])
     assert code == 2 and "--model" in error_line(err)
     generator_dir, _ = models
+    code, _, err = cli(["train", "condition-prior", "--model", generator_dir, "--corpus", tmp_path,
+                        "--placement", "middle"])
+    assert code == 2 and "--placement" in error_line(err) and not (generator_dir / PRIOR_FILE).exists()
     save_condition_prior(ConditionPrior("localizer-small", "image", 0.5, 0.8), generator_dir)
     try:
         code, _, err = cli(["train", "condition-prior", "--model", generator_dir, "--corpus", tmp_path])
@@ -167,3 +173,22 @@ def test_train_condition_prior_on_the_corpus(models, shared_data, cli):
         assert f"weight {saved['weight']:g} below {saved['below']:g}" in out
     finally:
         (generator_dir / PRIOR_FILE).unlink(missing_ok=True)
+
+
+def test_the_model_folder_chooses_the_default_placement(models, tmp_path):
+    generator_dir, _ = models
+    save_condition_prior(ConditionPrior("localizer-small", "image", 0.0, 0.0, placement="top"), generator_dir)
+    try:
+        pairs = [("a", SEQUENCES[0])]
+        generate(pairs, [CELL], tmp_path / "default", model=str(generator_dir), samples=2, steps=2, progress=False)
+        generate(pairs, [CELL], tmp_path / "soft", model=str(generator_dir), samples=2, steps=2, progress=False,
+                 placement="soft")
+        generate(pairs, [CELL], tmp_path / "head", model=str(generator_dir), samples=2, steps=2, progress=False,
+                 condition="head")
+    finally:
+        (generator_dir / PRIOR_FILE).unlink()
+    placements = {name: json.loads((tmp_path / name / "summary.json").read_text())["placement"]
+                  for name in ("default", "soft", "head")}
+    assert placements == {"default": "top", "soft": "soft", "head": "top"}
+    default = json.loads((tmp_path / "default" / "a" / "result.json").read_text())
+    assert default["conditioned_on"]["source"] == "fraction head"

@@ -46,8 +46,9 @@ def generate_command(
     compartment: Optional[str] = typer.Option(None, "--compartment", help="Place the protein here instead of where its "
                                               "sequence points (level-1 name or 'mitochondria:0.6,cytosol:0.4'; "
                                               "models with the compartment bottleneck)."),
-    placement: str = typer.Option("soft", "--placement", help="soft (the predicted distribution) | sample (one "
-                                  "compartment drawn from it per sample) | top (the most likely one)."),
+    placement: Optional[str] = typer.Option(None, "--placement", help="soft (the predicted distribution) | sample "
+                                            "(one compartment drawn from it per sample) | top (the most likely "
+                                            "one); default: the model folder's condition_prior.json, else soft."),
     condition: str = ConditionOption,
     passes: int = typer.Option(1, "--passes", help="CELL-E 2 models: forward passes per image (1 = one-pass "
                                "generation; N > 1 decodes the most confident tokens first, cosine schedule)."),

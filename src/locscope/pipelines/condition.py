@@ -49,16 +49,24 @@ class ConditionPrior:
         Share of the localizer in the condition of a deferred row, in [0, 1].
     below : float
         A row defers when the fraction head's largest level-1 fraction is below this.
+    placement : {'soft', 'sample', 'top'}
+        The model's default placement of the condition (``generate``'s ``placement``; chosen by a benchmark of
+        generated images, not by :func:`fit_condition_prior`).
     """
 
     localizer: str = "localizer-small"
     label_style: str | None = "image"
     weight: float = 0.0
     below: float = 0.0
+    placement: str = "soft"
 
     def __post_init__(self) -> None:
+        from locscope.diffusion.celldiff_sampler import PLACEMENTS
+
         if not 0.0 <= self.weight <= 1.0:
             raise ArgumentError("weight", f"={self.weight}: must be in [0, 1]")
+        if self.placement not in PLACEMENTS:
+            raise ArgumentError("placement", f"={self.placement!r}: accepted values are {', '.join(PLACEMENTS)}")
 
 
 def read_condition_prior(directory: str | Path) -> ConditionPrior | None:
@@ -191,10 +199,13 @@ class SequenceCondition:
 def sequence_condition(model, model_dir: str | Path | None, condition: str = "auto",
                        device: str | torch.device = "cpu") -> SequenceCondition:
     """The :class:`SequenceCondition` of a loaded generator: ``condition='auto'`` reads ``condition_prior.json``
-    from ``model_dir`` (the head alone when there is none), ``'head'`` uses the head alone."""
+    from ``model_dir`` (the head alone when there is none), ``'head'`` uses the head alone (the file's placement
+    still applies)."""
     if condition not in CONDITIONS:
         raise ArgumentError("condition", f"{condition!r}: accepted values are {', '.join(CONDITIONS)}")
-    prior = read_condition_prior(model_dir) if condition == "auto" and model_dir is not None else None
+    prior = read_condition_prior(model_dir) if model_dir is not None else None
+    if prior is not None and condition == "head":
+        prior = dataclasses.replace(prior, weight=0.0)
     return SequenceCondition(model, prior, device)
 
 
@@ -265,8 +276,8 @@ def save_condition_prior(prior: ConditionPrior, directory: str | Path, validatio
 
 
 def train_condition_prior(model: str | Path, shared_data: str | Path, localizer: str = "localizer-small",
-                          label_style: str | None = "image", grammar: int = 400, overwrite: bool = False,
-                          device: str = "cpu") -> dict:
+                          label_style: str | None = "image", grammar: int = 400, placement: str = "soft",
+                          overwrite: bool = False, device: str = "cpu") -> dict:
     """Fit a generator's :class:`ConditionPrior` on the validation sets and save it in the model directory.
 
     Returns ``{'prior': ..., 'head alone': scores, 'chosen': scores, 'grid': [...], 'proteins': counts}``.
@@ -288,6 +299,7 @@ def train_condition_prior(model: str | Path, shared_data: str | Path, localizer:
         raise ArgumentError("overwrite", f": {ref.directory / PRIOR_FILE} exists")
     if grammar < 1:
         raise ArgumentError("grammar", f"={grammar}: need at least 1 grammar protein")
+    ConditionPrior(placement=placement)  # checks the name before anything loads
     torch_device = resolve_device(device)
     net = ref.load(torch_device)
     if not net.config.fraction_classes:
@@ -297,6 +309,7 @@ def train_condition_prior(model: str | Path, shared_data: str | Path, localizer:
     check_label_style(load_localizer(localizer, device=torch_device), label_style)  # before the corpus loads
     sets = validation_sets(shared_data, grammar=grammar)
     prior, grid = fit_condition_prior(net, sets, localizer, label_style, torch_device)
+    prior = dataclasses.replace(prior, placement=placement)
     chosen = next(g for g in grid if g["weight"] == prior.weight and g["below"] == prior.below)
     alone = next(g for g in grid if g["weight"] == 0.0)
     validation = {"head alone": {k: alone[k] for k in ("real", "grammar", "mean")},

@@ -111,7 +111,7 @@ def sequence_head(model, tokens: torch.Tensor) -> tuple[tuple[str, ...], np.ndar
 def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
              model: str | Path | None = None, sampler: str | None = None, steps: int | None = None,
              guidance: float | None = None, samples: int | None = None, seed: int = 0, device: str = "auto",
-             batch_size: int = 8, progress: bool = True, compartment: str | None = None, placement: str = "soft",
+             batch_size: int = 8, progress: bool = True, compartment: str | None = None, placement: str | None = None,
              overwrite: bool = False, output_command: str = "generate", passes: int = 1,
              temperature: float = 1.0, esm: str | Path | None = None, precision: str = "fp32",
              expected: dict[str, str] | None = None, condition: str = "auto",
@@ -153,10 +153,11 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         conditions the image through cross-attention. Without it, ``result.json`` records the predicted distribution.
     passes, temperature :
         CELL-E 2 models only: forward passes per image and the image tokens' sampling temperature.
-    placement : {'soft', 'sample', 'top'}
-        Bottleneck models without ``compartment``: condition on the predicted distribution (default), on one
-        compartment drawn from it per sample, or on its most likely compartment
-        (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`).
+    placement : {'soft', 'sample', 'top'}, optional
+        Bottleneck models without ``compartment``: condition on the predicted distribution, on one compartment drawn
+        from it per sample, or on its most likely compartment
+        (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`). Default: the ``placement`` of the model
+        folder's ``condition_prior.json``, else ``'soft'`` (latent models: always ``'soft'``).
     condition : {'auto', 'head'}
         Bottleneck models without ``compartment``: where the predicted distribution comes from. ``'auto'``: the
         model's fraction head, deferring to the sequence localizer where the head is unsure when the model folder has
@@ -227,8 +228,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
 
     if condition not in CONDITIONS:
         raise ArgumentError("condition", f"{condition!r}: accepted values are {', '.join(CONDITIONS)}")
-
-    if placement not in PLACEMENTS:
+    if placement is not None and placement not in PLACEMENTS:
         raise ArgumentError("placement", f"{placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if not sequences:
         raise ArgumentError("sequences", ": nothing to generate (no sequence given)")
@@ -244,7 +244,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cfg = net.config
     readout = load_readout()
     latent = ref.family == "latent"
-    if latent and placement != "soft":
+    if latent and placement not in (None, "soft"):
         raise ArgumentError("placement", f"{placement!r}: only CELL-Diff models place samples; a latent diffusion "
                             "model conditions every sample on the fraction head's whole distribution (soft)")
     guidance = (3.0 if latent else 2.0) if guidance is None else guidance
@@ -256,6 +256,9 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
     conditioner = (sequence_condition(net, ref.directory, condition, torch_device)
                    if cfg.fraction_classes and target is None else None)
+    if placement is None:  # the model folder's choice (condition_prior.json), else the training-time behaviour
+        placement = conditioner.prior.placement if conditioner is not None and conditioner.prior else "soft"
+        placement = "soft" if latent else placement
     channels = (NUCLEUS, *cfg.landmark_channels) if latent else cfg.landmark_channels
     cell = read_landmarks(landmarks, channels, cfg.image_size)
     if latent:

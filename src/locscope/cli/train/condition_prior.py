@@ -22,6 +22,8 @@ def train_condition_prior_command(
                                               "uniprot)."),
     grammar: int = typer.Option(400, "--grammar", help="Grammar proteins (held-out motif variants, their own seed) "
                                 "in the other validation set."),
+    placement: str = typer.Option("soft", "--placement", help="The model's default placement, recorded in the file "
+                                  "(soft | sample | top; generate --placement overrides it)."),
     overwrite: bool = OverwriteOption,
     device: str = DeviceOption,
 ) -> None:
@@ -29,7 +31,7 @@ def train_condition_prior_command(
     from locscope.pipelines.condition import train_condition_prior
 
     result = train_condition_prior(model, corpus, localizer=localizer, label_style=label_style, grammar=grammar,
-                                   overwrite=overwrite, device=device)
+                                   placement=placement, overwrite=overwrite, device=device)
     prior, alone, chosen = result["prior"], result["head alone"], result["chosen"]
     typer.echo(f"weight {prior['weight']:g} below {prior['below']:g}: real val {alone['real']:.3f} -> "
                f"{chosen['real']:.3f}, grammar val {alone['grammar']:.3f} -> {chosen['grammar']:.3f} "
