@@ -289,7 +289,8 @@ def main() -> None:
     parser.add_argument("--sampler", default="dpmsolver")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--placement", default="soft")
+    parser.add_argument("--placement", default=None, choices=("soft", "sample", "top"),
+                        help="Default: as generate (the model folder's condition_prior.json, else soft).")
     parser.add_argument("--condition", default="auto", choices=("auto", "head"),
                         help="auto: condition as generate does (the model folder's condition_prior.json, if any); "
                              "head: the fraction head alone.")
@@ -308,7 +309,11 @@ def main() -> None:
 
         directory = hub.resolve(args.model, families=("celldiff", "latent")).directory
         args.conditioner = sequence_condition(model, directory, args.condition)
+        if args.placement is None and args.conditioner.prior is not None:
+            args.placement = args.conditioner.prior.placement
         print("condition:", args.conditioner.describe(), flush=True)
+    args.placement = args.placement or "soft"
+    print("placement:", args.placement, flush=True)
     readout = load_readout(args.readout)
     if readout is None:
         raise SystemExit(f"read-out classifier {args.readout!r} not found")
