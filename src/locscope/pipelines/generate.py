@@ -410,6 +410,10 @@ def _report_html(run: dict, samples: int) -> str:
             f'<td><img src="{esc(e["folder"])}/mean.png"></td><td><img src="{esc(e["folder"])}/probability.png"></td>'
             f'<td><img src="{esc(e["folder"])}/overlay.png"></td><td>{drawn}</td><td>{fractions}</td><td>{head}</td></tr>')
     forced = f"protein placed in {esc(run['compartment'])} (--compartment), " if run.get("compartment") else ""
+    if run.get("condition") and not run.get("compartment"):
+        placement = {"soft": "the whole distribution", "sample": "one compartment drawn from it per sample",
+                     "top": "its most likely compartment"}.get(run.get("placement"), run.get("placement"))
+        forced = f"condition: {esc(run['condition'])}, each sample placed in {esc(placement)}; "
     settings = (f"{forced}model {esc(run['model'])}, sampler {esc(run['sampler'])} ({run['steps']} steps, "
                 f"{run['network_evaluations_per_image']} network evaluations per image), guidance {run['guidance']}, "
                 f"{samples} samples, seed {run['seed']}, {run['seconds_per_image']:.3f} s/image; landmarks "
