@@ -184,3 +184,20 @@ def test_hpa_relabelling_of_human_proteins(shared_data):
     assert relabelled.level3 == ("endomembrane-system", "nucleus")
     assert corpus_module.hpa_labelled([protein], hpa, main_only=True)[0].level2 == ("golgi-apparatus",)
     assert corpus_module.hpa_labelled([protein], hpa, reliabilities=("Enhanced",)) == []  # FAM20B is "Supported"
+
+
+def test_human_membrane_proteins_take_their_hpa_locations(corpus, shared_data):
+    from collections import Counter
+
+    from locscope.io.corpus import HPA_FILE, hpa_for_membrane
+    from locscope.synth.labelled import corpus_annotated_proteins
+
+    relabelled = hpa_for_membrane(corpus.proteins, shared_data / HPA_FILE)
+    changed = [(old, new) for old, new in zip(corpus.proteins, relabelled) if old is not new]
+    assert Counter(new.split for _, new in changed) == {"train": 380, "test": 132, "val": 44}
+    assert all(old.source == "scl2205" and "Membrane" in old.terms and new.source == "hpa" and
+               (new.accession, new.sequence, new.split, new.cluster) == (old.accession, old.sequence, old.split,
+                                                                          old.cluster) for old, new in changed)
+    new = dict(changed[0][1].__dict__)
+    assert (new["accession"], new["level1"]) == ("A1L0T0", ("golgi-apparatus", "vesicles"))
+    assert len(corpus_annotated_proteins(relabelled)) == len(corpus_annotated_proteins(corpus.proteins)) + 556

@@ -26,7 +26,8 @@ and scoring). The choices:
   LAMP2 (lysosome); of the 88 OpenCell proteins it calls "Membrane", imaging puts 69 on endomembranes and 10 at the
   plasma membrane. The mapping keeps the class as the dataset defines it (its test labels stay comparable); the
   localizer's ``image`` label style learns the imaging meaning from OpenCell, and label-faithful rendering
-  (:func:`locscope.synth.labelled.corpus_annotated_proteins`) leaves these proteins out.
+  (:func:`locscope.synth.labelled.corpus_annotated_proteins`) leaves these proteins out, except the human ones the
+  Human Protein Atlas images (:func:`hpa_for_membrane`, used by corpus training stores).
 - ``Secreted`` / DeepLoc ``Extracellular`` -> endomembrane-system (level 3), vesicles (levels 2 and 1): inside the
   cell a secreted protein is seen along the secretory pathway, last in secretory vesicles (UniProt's "secretory
   vesicle" is level-1 vesicles).
@@ -290,6 +291,20 @@ def hpa_labelled(proteins: Sequence[CorpusProtein], hpa_path: str | Path,
         out.append(_replace(protein, source="hpa", terms=terms, level1=tuple(levels["level1"]),
                             level2=tuple(levels["level2"]), level3=tuple(levels["level3"])))
     return out
+
+
+def hpa_for_membrane(proteins: Sequence[CorpusProtein], hpa_path: str | Path,
+                     reliabilities: Sequence[str] = HPA_RELIABILITIES) -> list[CorpusProtein]:
+    """``proteins`` with every human SCL2205 protein of the ``Membrane`` term relabelled from the Human Protein Atlas
+    (:func:`hpa_labelled`), where HPA has it; the others unchanged, in input order.
+
+    SCL2205's "Membrane" is a membrane of any kind, so no single image follows it; HPA's imaging says which one
+    (plasma membrane, ER, Golgi, vesicles, mitochondria, ...). Label-faithful rendering uses this to draw these
+    proteins instead of leaving them out.
+    """
+    targets = [p for p in proteins if p.source == "scl2205" and "Membrane" in p.terms and is_human(p)]
+    relabelled = {p.accession: p for p in hpa_labelled(targets, hpa_path, reliabilities)}
+    return [relabelled.get(p.accession, p) for p in proteins]
 
 
 # ------------------------------------------------------------------------------------------------ sources

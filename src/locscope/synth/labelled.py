@@ -10,7 +10,8 @@ Corpus proteins (:func:`corpus_annotated_proteins`, :mod:`locscope.io.corpus`: S
 rendered from their level-1 classes with equal shares; where the source names no level-1 class (SCL2205 "Nucleus",
 "Cell projection", "Cytoplasm;Nucleus") each level-2 class is drawn as its own level-1 compartment, ``nucleus`` as
 the nucleoplasm. SCL2205's "Membrane" term is left out: it gathers membrane proteins of every membrane (ER,
-mitochondrial outer membrane, lysosome, plasma membrane), so no single image follows it.
+mitochondrial outer membrane, lysosome, plasma membrane), so no single image follows it (corpus training stores first
+give the human ones their Human Protein Atlas locations: :func:`locscope.io.corpus.hpa_for_membrane`).
 """
 
 from __future__ import annotations

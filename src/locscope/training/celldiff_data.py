@@ -391,7 +391,9 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
         The real-protein corpus (:func:`locscope.io.corpus.load_corpus` of this shared-data folder, or a loaded
         :class:`~locscope.io.corpus.Corpus`) instead of ``annotated_sequences``, rendered by
         :func:`locscope.synth.labelled.corpus_annotated_proteins`. Every protein keeps its corpus split
-        (homology-aware), so proteins held out of the corpus' training split are never trained on.
+        (homology-aware), so proteins held out of the corpus' training split are never trained on. Given as a
+        folder with the Human Protein Atlas table (``opencell_hpa_labels/``), human SCL2205 "Membrane" proteins take
+        their HPA locations (:func:`locscope.io.corpus.hpa_for_membrane`) and are drawn too.
     corpus_limit : int, optional
         Render at most this many corpus proteins, drawn at random (``seed``) from every split alike.
     seed : int
@@ -419,10 +421,13 @@ def build_training_store(path: str | Path, annotated_sequences: str | Path | Non
         raise ArgumentError("corpus_limit", f"must be at least 1; got {corpus_limit}")
     cfg = SimulatorConfig(size=image_size)
     if corpus is not None:
-        from locscope.io.corpus import Corpus, load_corpus
+        from locscope.io.corpus import HPA_FILE, Corpus, hpa_for_membrane, load_corpus
 
+        hpa = None if isinstance(corpus, Corpus) else Path(corpus) / HPA_FILE
         corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
         chosen = corpus.proteins
+        if hpa is not None and hpa.is_file():  # human SCL2205 "Membrane" proteins drawn where HPA images them
+            chosen = hpa_for_membrane(chosen, hpa)
         if corpus_limit is not None and corpus_limit < len(chosen):
             keep = np.sort(np.random.default_rng(seed).choice(len(chosen), corpus_limit, replace=False))
             chosen = [chosen[i] for i in keep]
