@@ -204,7 +204,8 @@ def real(model, readout, proteins, args, seed: int = 800_000) -> dict:
     shuffled = [sequences[j] for j in derangement(len(sequences), 2)]
     classes = readout.config.classes
     out = {"n": len(proteins)}
-    runs = [("true sequence", sequences, sequence_fractions(sequences, args)),
+    condition = sequence_fractions(sequences, args)
+    runs = [("true sequence", sequences, condition),
             ("shuffled sequence", shuffled, sequence_fractions(shuffled, args))]
     if model.config.fraction_classes:
         runs.append(("TRUE fractions", sequences, fraction_vectors(model, cells)))
@@ -223,9 +224,9 @@ def real(model, readout, proteins, args, seed: int = 800_000) -> dict:
     if model.config.fraction_classes:
         head = fraction_head_level3(model, sequences)
         out["fraction head alone (no image)"] = float(np.mean([h in t for h, t in zip(head, truth)]))
-    if getattr(args, "conditioner", None) is not None and args.conditioner.localizer is not None:
-        condition = level3_of(sequence_fractions(sequences, args), model.config.fraction_classes)
-        out["condition alone (no image)"] = float(np.mean([h in t for h, t in zip(condition, truth)]))
+    if condition is not None:
+        drawn = level3_of(condition, model.config.fraction_classes)
+        out["condition alone (no image)"] = float(np.mean([h in t for h, t in zip(drawn, truth)]))
     out["per_class"] = per_class
     return out
 

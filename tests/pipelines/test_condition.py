@@ -62,7 +62,7 @@ def test_the_prior_file_is_read_strictly(tmp_path):
     save_condition_prior(ConditionPrior("localizer-small", "image", 0.5, 0.8), tmp_path, {"real": 0.6})
     assert read_condition_prior(tmp_path) == ConditionPrior("localizer-small", "image", 0.5, 0.8)
     (tmp_path / PRIOR_FILE).write_text(json.dumps({"localizer": "x", "weight": 0.5, "below": 0.8, "alpha": 1}))
-    with pytest.raises(InputError, match="unknown fields for ConditionPrior: alpha"):
+    with pytest.raises(InputError, match="unknown config fields for ConditionPrior: alpha"):
         read_condition_prior(tmp_path)
     (tmp_path / PRIOR_FILE).write_text(json.dumps({"weight": 1.5, "below": 0.8}))
     with pytest.raises(InputError, match="weight"):
@@ -168,8 +168,9 @@ def test_train_condition_prior_on_the_corpus(models, shared_data, cli):
                               "--localizer", localizer_dir, "--label-style", "reference", "--grammar", "40"])
         assert code == 0, err
         saved = json.loads((generator_dir / PRIOR_FILE).read_text())
-        assert saved["validation"]["proteins"] == {"real": 278, "grammar": 40}
-        assert saved["validation"]["chosen"]["mean"] >= saved["validation"]["head alone"]["mean"]
+        validation = saved["_meta"]["validation"]
+        assert validation["proteins"] == {"real": 278, "grammar": 40}
+        assert validation["chosen"]["mean"] >= validation["head alone"]["mean"]
         assert f"weight {saved['weight']:g} below {saved['below']:g}" in out
     finally:
         (generator_dir / PRIOR_FILE).unlink(missing_ok=True)

@@ -20,7 +20,9 @@ Examples
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from locscope.errors import InputError
 
@@ -265,6 +267,23 @@ def to_level2(level1: str) -> str:
 def to_level3(level1: str) -> str:
     """Level-3 class (7 + plastid) of a level-1 class, e.g. ``"golgi-apparatus"`` -> ``"endomembrane-system"``."""
     return LEVEL1_TO_LEVEL3[_check_level1(level1)]
+
+
+def level_membership(level1_classes: Sequence[str], classes: Sequence[str], level: int = 3) -> np.ndarray:
+    """``(len(level1_classes), len(classes))`` float32 0/1: which of ``classes`` (level 2 or 3) each level-1 class
+    belongs to (a row of zeros when its class is not among ``classes``). ``shares @ level_membership(...)`` sums
+    level-1 shares into the coarser classes.
+
+    Examples
+    --------
+    >>> level_membership(["nucleoplasm", "nucleoli", "golgi-apparatus"], ["nucleus", "endomembrane-system"]).tolist()
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+    """
+    if level not in (2, 3):
+        raise ValueError(f"level={level}: accepted values are 2, 3")
+    coarser = to_level3 if level == 3 else to_level2
+    return np.array([[coarser(name) == c for c in classes] for name in level1_classes], np.float32).reshape(
+        len(level1_classes), len(classes))
 
 
 def to_subcell(level1: str) -> str:

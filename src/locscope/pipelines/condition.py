@@ -20,7 +20,6 @@ threshold). The result is saved next to the generator's weights as
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -80,19 +79,13 @@ def read_condition_prior(directory: str | Path) -> ConditionPrior | None:
     InputError
         For a file that is not valid JSON or has unknown fields.
     """
+    from locscope.utils.checkpoint import read_config
+
     path = Path(directory) / PRIOR_FILE
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
-    fields = {f.name for f in dataclasses.fields(ConditionPrior)}
-    unknown = sorted(set(payload) - fields - {"validation"})
-    if unknown or not isinstance(payload, dict):
-        raise InputError(f"{path}: unknown fields for ConditionPrior: {', '.join(unknown)}")
-    try:
-        return ConditionPrior(**{k: v for k, v in payload.items() if k in fields})
+        return read_config(directory, ConditionPrior, name=PRIOR_FILE)
     except ArgumentError as err:
         raise InputError(f"{path}: {err}") from None
 
@@ -147,9 +140,10 @@ def localizer_fractions(localizer, sequences: Sequence[str], classes: Sequence[s
 
 def check_label_style(localizer, label_style: str | None, argument: str = "label_style") -> None:
     """ArgumentError naming ``argument`` when ``label_style`` is not one of the localizer's label styles."""
-    styles = localizer.config.label_styles
-    if label_style is not None and label_style not in styles:
-        raise ArgumentError(argument, f"={label_style!r}: this localizer's label styles are {', '.join(styles)}")
+    try:
+        localizer.config.check_style(label_style)
+    except ValueError as err:
+        raise ArgumentError(argument, f"={label_style!r}: {str(err).partition(': ')[2]}") from None
 
 
 def head_fractions(model, sequences: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -242,8 +236,7 @@ def level3_accuracy(fractions: np.ndarray, classes: Sequence[str], labels: Seque
     from locscope.data import ontology
     from locscope.models.readout import LEVEL3_CLASSES
 
-    to3 = np.array([[ontology.to_level3(c) == c3 for c3 in LEVEL3_CLASSES] for c in classes], np.float32)
-    top = (np.asarray(fractions, np.float32) @ to3).argmax(1)
+    top = (np.asarray(fractions, np.float32) @ ontology.level_membership(classes, LEVEL3_CLASSES)).argmax(1)
     return float(np.mean([LEVEL3_CLASSES[t] in s for t, s in zip(top, labels)])) if len(labels) else 0.0
 
 
@@ -274,9 +267,9 @@ def fit_condition_prior(model, sets: dict, localizer: str = "localizer-small", l
 
 
 def save_condition_prior(prior: ConditionPrior, directory: str | Path, validation: dict | None = None) -> Path:
-    """Write ``condition_prior.json`` (with the validation scores, for the record) atomically."""
+    """Write ``condition_prior.json`` (with the validation scores under ``_meta``, for the record) atomically."""
     path = Path(directory) / PRIOR_FILE
-    write_json(path, {**dataclasses.asdict(prior), **({"validation": validation} if validation else {})})
+    write_json(path, {**dataclasses.asdict(prior), **({"_meta": {"validation": validation}} if validation else {})})
     return path
 
 

@@ -149,11 +149,8 @@ def unmix_compartments(image: np.ndarray, cell: "StandardCell | np.ndarray") -> 
 
 def level_probabilities(level1_shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum level-1 shares ``(..., len(COMPARTMENTS))`` into level-3 ``(..., 7)`` and level-2 ``(..., 9)`` classes."""
-    to3 = np.zeros((len(COMPARTMENTS), len(LEVEL3_CLASSES)))
-    to2 = np.zeros((len(COMPARTMENTS), len(LEVEL2_CLASSES)))
-    for i, name in enumerate(COMPARTMENTS):
-        to3[i, LEVEL3_CLASSES.index(ontology.to_level3(name))] = 1.0
-        to2[i, LEVEL2_CLASSES.index(ontology.to_level2(name))] = 1.0
+    to3 = ontology.level_membership(COMPARTMENTS, LEVEL3_CLASSES).astype(np.float64)
+    to2 = ontology.level_membership(COMPARTMENTS, LEVEL2_CLASSES, level=2).astype(np.float64)
     return level1_shares @ to3, level1_shares @ to2
 
 

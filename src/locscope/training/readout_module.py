@@ -51,12 +51,7 @@ def level3_targets(fractions: np.ndarray, fraction_classes=SIMULATOR_COMPARTMENT
     fractions : np.ndarray
         ``(N, len(fraction_classes))`` level-1 fractions (rows of zeros = unknown).
     """
-    to3 = np.zeros((len(fraction_classes), len(classes)), np.float32)
-    for i, name in enumerate(fraction_classes):
-        level3 = ontology.to_level3(name)
-        if level3 in classes:
-            to3[i, classes.index(level3)] = 1.0
-    shares = np.asarray(fractions, np.float32) @ to3
+    shares = np.asarray(fractions, np.float32) @ ontology.level_membership(fraction_classes, classes)
     return np.where(shares.sum(1) > 0, shares.argmax(1), -1).astype(np.int64)
 
 

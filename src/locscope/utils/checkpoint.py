@@ -128,9 +128,10 @@ def save_pretrained(model: torch.nn.Module, config: Any, directory: str | Path, 
     return directory
 
 
-def read_config(directory: str | Path, config_class: type[C]) -> C:
-    """Rebuild a config dataclass from ``config.json``; unknown fields are an error naming them."""
-    path = Path(directory) / CONFIG_NAME
+def read_config(directory: str | Path, config_class: type[C], name: str = CONFIG_NAME) -> C:
+    """Rebuild a config dataclass from ``config.json`` (or the file ``name``) in ``directory``; unknown fields are an
+    error naming them (``_meta`` holds free-form metadata)."""
+    path = Path(directory) / name
     if not path.is_file():
         raise InputError(f"{path}: config file not found (is {directory} a locscope model directory?)")
     try:
