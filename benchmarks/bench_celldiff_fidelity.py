@@ -59,7 +59,7 @@ def generate(model, cells, sequences, args, seed, sampler=None, steps=None, frac
         if isinstance(model, LatentDiffusion):
             images, nfe = model.sample_in_cells(landmarks, tokens, sampler=sampler or args.sampler,
                                                 steps=steps or args.steps, guidance=args.guidance, generator=g,
-                                                fractions=given)
+                                                fractions=given, placement=args.placement)
         else:
             images, nfe = sample_protein_images(model, landmarks, tokens, sampler=sampler or args.sampler,
                                                 steps=steps or args.steps, guidance=args.guidance, generator=g,

@@ -74,7 +74,7 @@ def cells_at(size: int, sequences: list[str]):
     return cfg, [simulate_cell(cfg, sequence=s, seed=900_000 + i) for i, s in enumerate(sequences)]
 
 
-def generate(model, family: str, cells, sequences, args, seed: int, conditioner=None
+def generate(model, family: str, cells, sequences, args, seed: int, conditioner=None, placement: str = "soft"
              ) -> tuple[np.ndarray, int, float, float]:
     """Images ``(N, H, W)`` in [0, 1], network evaluations per image, CPU and wall seconds per image; a
     ``conditioner`` (:func:`locscope.pipelines.condition.sequence_condition` with a localizer) gives diffusion models
@@ -98,10 +98,12 @@ def generate(model, family: str, cells, sequences, args, seed: int, conditioner=
         fractions = None if conditioner is None else torch.from_numpy(conditioner(seqs)[0])
         if family == "latent":
             images, nfe = model.sample_in_cells(landmarks, tokens, sampler=args.sampler, steps=args.steps,
-                                                guidance=args.latent_guidance, generator=g, fractions=fractions)
+                                                guidance=args.latent_guidance, generator=g, fractions=fractions,
+                                                placement=placement)
         else:
             images, nfe = sample_protein_images(model, landmarks, tokens, sampler=args.sampler, steps=args.steps,
-                                                guidance=args.celldiff_guidance, generator=g, fractions=fractions)
+                                                guidance=args.celldiff_guidance, generator=g, fractions=fractions,
+                                                placement=placement)
         out.append((images[:, 0].numpy() + 1) / 2)
     n = len(cells)
     return np.concatenate(out), nfe, (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
@@ -251,6 +253,17 @@ def condition_of(name: str, family: str, model, condition: str):
     return conditioner if conditioner.localizer is not None else None
 
 
+def placement_of(name: str, family: str, model, placement: str | None) -> str:
+    """``placement`` if given, else what ``locscope generate`` uses for the model: its folder's
+    ``condition_prior.json`` placement, else ``'soft'``."""
+    if placement is not None or family == "celle2" or not model.config.fraction_classes:
+        return placement or "soft"
+    from locscope.pipelines.condition import read_condition_prior
+
+    prior = read_condition_prior(hub.resolve(name, families=(family,)).directory)
+    return prior.placement if prior is not None else "soft"
+
+
 def markdown(report: dict, names: list[str]) -> str:
     """The side-by-side table: per image size the simulator's images, then each model's true / shuffled rows."""
     lines = ["| 200 held-out proteins | image | IoU vs true mask | localization fidelity | right (classifier) | "
@@ -294,6 +307,8 @@ def main() -> None:
     parser.add_argument("--condition", default="auto", choices=("auto", "head"),
                         help="auto: condition diffusion models as locscope generate does (the model folder's "
                              "condition_prior.json, if any); head: their fraction head alone.")
+    parser.add_argument("--placement", default=None, choices=("soft", "sample", "top"),
+                        help="Placement of every bottleneck model (default: each model's own, as locscope generate).")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", default="encoder", help="Feature network for FID-O (as locscope evaluate).")
@@ -340,17 +355,21 @@ def main() -> None:
     report["feature_network"] = network.name
     for name, (family, model) in models.items():
         conditioner = condition_of(name, family, model, args.condition)
+        placement = placement_of(name, family, model, args.placement)
         cfg, cells = cells_at(model.config.image_size, sequences)
         pixel = cfg.resolved_pixel_size_nm
         real = np.stack([c.protein for c in cells])
         row = {"family": family, "image_size": model.config.image_size,
                "parameters": sum(p.numel() for p in model.parameters()),
                "real_simulated_images": truth_scores(real, cells, pixel, readout)}
-        generate(model, family, cells[:2], sequences[:2], args, seed=7, conditioner=conditioner)  # warm-up
+        generate(model, family, cells[:2], sequences[:2], args, seed=7, conditioner=conditioner,
+                 placement=placement)  # warm-up
+        row["placement"] = placement
         if conditioner is not None:
             row["condition"] = conditioner.describe()
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):
-            images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7, conditioner=conditioner)
+            images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7, conditioner=conditioner,
+                                              placement=placement)
             row[label] = {**truth_scores(images, cells, pixel, readout), "fid_o": fid_o(network, real, images, cells)}
             if label == "true":
                 row.update({"network_evaluations_per_image": nfe, "cpu_seconds_per_image": cpu,

@@ -167,11 +167,11 @@ def test_schedule_base_shifts_the_noise_schedule():
 
 
 def test_placement_top_and_sample_condition_on_one_compartment():
-    from locscope.diffusion.celldiff_sampler import _placed
+    from locscope.diffusion.samplers import place_condition
 
     distribution = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.0, 0.5]])
-    assert torch.equal(_placed(distribution, "top", None), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
-    draws = _placed(distribution.repeat(500, 1), "sample", torch.Generator().manual_seed(0))
+    assert torch.equal(place_condition(distribution, "top", None), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    draws = place_condition(distribution.repeat(500, 1), "sample", torch.Generator().manual_seed(0))
     assert torch.all(draws.sum(1) == 1)
     first, second = draws[0::2].mean(0), draws[1::2].mean(0)
     assert torch.allclose(first, distribution[0], atol=0.06) and second[1] == 0  # never a zero-probability compartment

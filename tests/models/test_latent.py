@@ -123,6 +123,27 @@ def test_guidance_scale_one_is_the_conditional_prediction(model):
     assert not torch.allclose(classifier_free_guidance(*v.chunk(2), 3.0), conditional, atol=1e-3)
 
 
+def test_top_placement_conditions_every_sample_on_the_most_likely_compartment(model):
+    distance, landmarks = cells()
+    tokens = model.tokenize(SEQUENCES)[0]
+    fractions = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    one_hot = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+    def run(**options):
+        return model.sample(distance, tokens, landmarks, samples=2, steps=2, sampler="ddim",
+                            generator=torch.Generator().manual_seed(3), **options)[0]
+
+    top = run(fractions=fractions, placement="top")
+    assert torch.allclose(top, run(fractions=one_hot), atol=1e-5)
+    assert not torch.allclose(top, run(fractions=fractions), atol=1e-4)
+    # without given fractions, the fraction head's distribution is placed
+    head = model.predict_fractions(tokens)
+    expected = torch.nn.functional.one_hot(head.argmax(1), 3).float()
+    assert torch.allclose(run(placement="top"), run(fractions=expected), atol=1e-5)
+    with pytest.raises(ValueError, match="placement"):
+        run(placement="middle")
+
+
 def test_sampling_is_seeded_with_fixed_numbers(model):
     distance, landmarks = cells()
     tokens = model.tokenize(SEQUENCES)[0]
@@ -216,7 +237,9 @@ def test_generate_with_a_latent_model(tmp_path, model, capsys):
     code = run(["generate", "--sequence", "MKV", "--landmarks", str(tmp_path / "ER.png"), "--model",
                 str(tmp_path / "m"), "--out", str(tmp_path / "b")])
     assert code == 2 and "no nucleus image" in capsys.readouterr().err
-    assert run(args + ["--out", str(tmp_path / "c"), "--placement", "top"]) == 2
+    assert run(args + ["--out", str(tmp_path / "c"), "--placement", "top"]) == 0
+    placed = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert placed["placement"] == "top" and summary["placement"] == "soft"
 
 
 def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):

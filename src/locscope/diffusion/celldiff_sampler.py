@@ -12,23 +12,8 @@ import dataclasses
 
 import torch
 
-from locscope.diffusion.samplers import classifier_free_guidance, sample_images
+from locscope.diffusion.samplers import PLACEMENTS, classifier_free_guidance, place_condition, sample_images
 from locscope.diffusion.schedule import ShiftedCosineSchedule
-
-
-PLACEMENTS: tuple[str, ...] = ("soft", "sample", "top")
-
-
-def _placed(distribution: torch.Tensor, placement: str, generator: torch.Generator | None) -> torch.Tensor:
-    """One-hot rows ``(N, n)``: the most likely compartment (``'top'``) or one drawn per row (``'sample'``; drawn on
-    the CPU with ``generator`` when it is a CPU generator, else with the global RNG)."""
-    if placement == "top":
-        index = distribution.argmax(-1)
-    else:
-        probabilities = distribution.float().clamp(min=0)
-        index = torch.multinomial(probabilities.cpu(), 1, generator=generator if generator is not None and
-                                  generator.device.type == "cpu" else None)[:, 0].to(distribution.device)
-    return torch.nn.functional.one_hot(index, distribution.shape[-1]).to(distribution.dtype)
 
 
 def schedule_for(model) -> ShiftedCosineSchedule:
@@ -95,7 +80,7 @@ def sample_protein_images(
     if placement not in PLACEMENTS:
         raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
     if placement != "soft" and model.config.fraction_classes:
-        context = dataclasses.replace(context, condition=_placed(context.condition, placement, generator))
+        context = dataclasses.replace(context, condition=place_condition(context.condition, placement, generator))
     landmarks = landmarks.repeat_interleave(samples, dim=0)
     present = landmark_present.to(device).repeat_interleave(samples, dim=0) if landmark_present is not None else None
     maps = None

@@ -44,6 +44,28 @@ def make_scheduler(schedule: ShiftedCosineSchedule, sampler: str, prediction_typ
     raise ValueError(f"sampler={sampler!r}: accepted values are {', '.join(SAMPLERS)}")
 
 
+#: How a compartment-conditioned sampler places each image (see :func:`place_condition`).
+PLACEMENTS: tuple[str, ...] = ("soft", "sample", "top")
+
+
+def place_condition(distribution: torch.Tensor, placement: str, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+    """Compartment distributions ``(N, n)`` -> what each image is conditioned on: the distribution itself
+    (``'soft'``), a one-hot row of its most likely compartment (``'top'``), or of one compartment drawn from it per row
+    (``'sample'``; drawn on the CPU with ``generator`` when it is a CPU generator, else with the global RNG)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
+    if placement == "soft":
+        return distribution
+    if placement == "top":
+        index = distribution.argmax(-1)
+    else:
+        probabilities = distribution.float().clamp(min=0)
+        index = torch.multinomial(probabilities.cpu(), 1, generator=generator if generator is not None and
+                                  generator.device.type == "cpu" else None)[:, 0].to(distribution.device)
+    return torch.nn.functional.one_hot(index, distribution.shape[-1]).to(distribution.dtype)
+
+
 def classifier_free_guidance(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
     """``uncond + scale * (cond - uncond)`` (Ho & Salimans 2022); ``scale = 1`` returns the conditional prediction."""
     return unconditional + scale * (conditional - unconditional)

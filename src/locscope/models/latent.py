@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from locscope.channels import NUCLEUS, PROTEIN
 from locscope.diffusion.samplers import (
-    class_denoising_losses, classifier_free_guidance, sample_images,
+    PLACEMENTS, class_denoising_losses, classifier_free_guidance, place_condition, sample_images,
 )
 from locscope.diffusion.schedule import ShiftedCosineSchedule
 from locscope.encoders.protein import RESIDUE_IDS
@@ -624,7 +624,7 @@ class LatentDiffusion(nn.Module):
                landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "ddim",
                steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
                fractions: torch.Tensor | None = None, latents: torch.Tensor | None = None, progress: bool = False,
-               ) -> tuple[torch.Tensor, int]:
+               placement: str = "soft") -> tuple[torch.Tensor, int]:
         """Generate ``samples`` images per (cell, sequence) row.
 
         Parameters
@@ -649,6 +649,11 @@ class LatentDiffusion(nn.Module):
             ``(B, n_fraction_classes)`` compartment distributions to condition on (bottleneck models).
         latents : torch.Tensor, optional
             ``(B * samples, latent_channels, h, w)`` initial noise to use instead of drawing it.
+        placement : {'soft', 'sample', 'top'}
+            Bottleneck models: condition each image on the whole distribution (``fractions``, else the fraction
+            head's; ``'soft'``, the training-time behaviour), on one compartment drawn from it per image
+            (``'sample'``) or on its most likely compartment (``'top'``); see
+            :func:`locscope.diffusion.samplers.place_condition`.
 
         Returns
         -------
@@ -661,9 +666,16 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"samples={samples}: must be >= 1")
         if fractions is not None and not self.config.fraction_classes:
             raise ValueError("fractions given, but this model has no compartment bottleneck (config.fraction_classes)")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
         device = tokens.device
         batch = tokens.shape[0]
-        condition = self.denoiser.encode_sequence(tokens, fractions=fractions).repeat(samples)
+        if placement == "soft" or not self.config.fraction_classes:
+            condition = self.denoiser.encode_sequence(tokens, fractions=fractions).repeat(samples)
+        else:  # one placed compartment per image (rows [row0 x K, row1 x K, ...])
+            distribution = self.predict_fractions(tokens) if fractions is None else fractions.to(device)
+            placed = place_condition(distribution.repeat_interleave(samples, 0), placement, generator)
+            condition = self.denoiser.encode_sequence(tokens.repeat_interleave(samples, 0), fractions=placed)
         spatial = self.denoiser.spatial_conditions(distance_map.to(device), landmarks, landmark_present)
         spatial = spatial.repeat_interleave(samples, dim=0)
         guided = guidance != 1.0
@@ -728,13 +740,14 @@ class LatentDiffusion(nn.Module):
     def sample_in_cells(self, landmarks: torch.Tensor, tokens: torch.Tensor,
                         landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "dpmsolver",
                         steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
-                        fractions: torch.Tensor | None = None, noise: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, int]:
+                        fractions: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                        placement: str = "soft") -> tuple[torch.Tensor, int]:
         """:meth:`sample` from landmark stacks ``(B, 1 + n_landmarks, H, W)`` in [-1, 1] (:attr:`landmark_inputs`
         order, as CELL-Diff's ``sample_protein_images`` takes them); ``noise`` ``(B * samples, *noise_shape)``."""
         distance, others, present = self.cell_conditions(landmarks, landmark_present)
         return self.sample(distance, tokens, others, present, samples=samples, sampler=sampler, steps=steps,
-                           guidance=guidance, generator=generator, fractions=fractions, latents=noise)
+                           guidance=guidance, generator=generator, fractions=fractions, latents=noise,
+                           placement=placement)
 
     @torch.no_grad()
     def fraction_losses(self, image: torch.Tensor, landmarks: torch.Tensor, timesteps: Iterable[int],

@@ -156,8 +156,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     placement : {'soft', 'sample', 'top'}, optional
         Bottleneck models without ``compartment``: condition on the predicted distribution, on one compartment drawn
         from it per sample, or on its most likely compartment
-        (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images`). Default: the ``placement`` of the model
-        folder's ``condition_prior.json``, else ``'soft'`` (latent models: always ``'soft'``).
+        (:func:`locscope.diffusion.samplers.place_condition`). Default: the ``placement`` of the model folder's
+        ``condition_prior.json``, else ``'soft'``.
     condition : {'auto', 'head'}
         Bottleneck models without ``compartment``: where the predicted distribution comes from. ``'auto'``: the
         model's fraction head, deferring to the sequence localizer where the head is unsure when the model folder has
@@ -244,9 +244,6 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cfg = net.config
     readout = load_readout()
     latent = ref.family == "latent"
-    if latent and placement not in (None, "soft"):
-        raise ArgumentError("placement", f"{placement!r}: only CELL-Diff models place samples; a latent diffusion "
-                            "model conditions every sample on the fraction head's whole distribution (soft)")
     guidance = (3.0 if latent else 2.0) if guidance is None else guidance
     target = None
     if compartment is not None:
@@ -258,7 +255,6 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                    if cfg.fraction_classes and target is None else None)
     if placement is None:  # the model folder's choice (condition_prior.json), else the training-time behaviour
         placement = conditioner.prior.placement if conditioner is not None and conditioner.prior else "soft"
-        placement = "soft" if latent else placement
     channels = (NUCLEUS, *cfg.landmark_channels) if latent else cfg.landmark_channels
     cell = read_landmarks(landmarks, channels, cfg.image_size)
     if latent:
@@ -295,7 +291,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                         distance.to(torch_device).expand(rows, -1, -1, -1), tokens.to(torch_device),
                         None if others is None else others.to(torch_device), present[None, 1:].expand(rows, -1),
                         samples=samples, sampler=sampler, steps=steps, guidance=guidance, generator=generator,
-                        fractions=fractions)
+                        fractions=fractions, placement=placement if target is None else "soft")
                     protein = cfg.image_channels.index(PROTEIN)
                     images = images[:, protein:protein + 1]
                 else:
