@@ -193,3 +193,8 @@ def test_the_model_folder_chooses_the_default_placement(models, tmp_path):
     assert placements == {"default": "top", "soft": "soft", "head": "top"}
     default = json.loads((tmp_path / "default" / "a" / "result.json").read_text())
     assert default["conditioned_on"]["source"] == "fraction head"
+    # the top placement names the one compartment every sample was conditioned on: the distribution's largest
+    level1 = default["conditioned_on"]["level1"]
+    assert default["conditioned_on"]["placed_in"] == max(level1, key=level1.get)
+    soft = json.loads((tmp_path / "soft" / "a" / "result.json").read_text())
+    assert "placed_in" not in soft["conditioned_on"]

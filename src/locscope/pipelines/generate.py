@@ -354,6 +354,8 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                               f"fraction head + {conditioner.prior.localizer}" if row_deferred else "fraction head")
                     entry["conditioned_on"] = {"source": source,
                                                "level1": top_shares(condition, cfg.fraction_classes)}
+                    if placement == "top" and target is None:  # every sample was conditioned on this one
+                        entry["conditioned_on"]["placed_in"] = cfg.fraction_classes[int(np.argmax(condition))]
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
@@ -393,6 +395,8 @@ def _report_html(run: dict, samples: int) -> str:
                                                                  key=lambda kv: -kv[1])[:3])
         if "conditioned_on" in e:
             placed = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["conditioned_on"]["level1"].items())[:3])
+            if e["conditioned_on"].get("placed_in"):
+                placed = f"<b>{esc(e['conditioned_on']['placed_in'])}</b>, the most likely of {placed}"
             head += f"<br><small>placed in ({esc(e['conditioned_on']['source'])}): {placed}</small>"
         drawn = ", ".join(esc(d) for d in e.get("drawn_level3_per_sample") or []) or "n/a"
         if e.get("expected_level3"):
