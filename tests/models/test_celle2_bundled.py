@@ -90,7 +90,8 @@ def test_one_pass_generation_is_seeded_and_reads_the_sequence(model):
 def test_one_pass_nucleus_share_of_the_bundled_weights(model):
     """8 one-pass samples each of the two proteins in the example cell: the share of their threshold images inside
     the nucleus (the score design ranks by) as measured when the weights were bundled (a regression check of
-    weights, tokenizers and sampler): the nuclear protein's images are the more nuclear ones."""
+    weights, tokenizers and sampler). In this one cell both proteins' images lie mostly in the nucleus (the card's
+    limits); the read-out over 200 cells is in docs/models/celle2-tiny.md."""
     from locscope.metrics.celle2 import nucleus_mask, nucleus_proportion
     from locscope.pipelines.generate_celle2 import nucleus_tokens
 
@@ -106,15 +107,17 @@ def test_one_pass_nucleus_share_of_the_bundled_weights(model):
 
 def test_sequence_summary_head_reads_the_two_example_proteins(model):
     """The summary's fraction head (trained on the store's compartment fractions): the NLS protein is called
-    nucleoplasmic, the presequence protein gets the mitochondrial share the NLS protein does not."""
+    nucleoplasmic, the presequence protein mitochondrial (a share the NLS protein does not get)."""
     cls = model.config.summary_fraction_classes
     text = model.tokenize([NUCLEAR, OTHER], trim=True)
     with torch.no_grad():
         fractions = model(text, nucleus_ids(model).expand(2, -1),
                           torch.full((2, 64), model.protein_mask_id)).fraction_logits.softmax(-1)
     nucleoplasm, mitochondria = cls.index("nucleoplasm"), cls.index("mitochondria")
-    assert int(fractions[0].argmax()) == nucleoplasm and float(fractions[0, nucleoplasm]) == pytest.approx(0.47, abs=0.05)
-    assert float(fractions[1, mitochondria]) == pytest.approx(0.257, abs=0.05) and fractions[0, mitochondria] < 0.01
+    assert int(fractions[0].argmax()) == nucleoplasm and int(fractions[1].argmax()) == mitochondria
+    assert float(fractions[0, nucleoplasm]) == pytest.approx(0.61, abs=0.05)
+    assert float(fractions[1, mitochondria]) == pytest.approx(0.80, abs=0.05)
+    assert fractions[0, mitochondria] < 0.02
 
 
 def test_generate_design_localize_explain_on_the_command_line(cli, tmp_path):
@@ -176,4 +179,4 @@ def test_bad_input_is_one_line_exit_2_nothing_written(cli, tmp_path, args, messa
 
 N_PARAMETERS = 3_432_626
 NUCLEUS_L1, PROTEIN_AGREEMENT = 0.171, 0.812
-NUCLEAR_SHARE, OTHER_SHARE = 0.425, 0.175
+NUCLEAR_SHARE, OTHER_SHARE = 0.668, 0.743
