@@ -253,6 +253,27 @@ def test_masked_loss_counts_only_masked_positions():
     assert model.protein_embedding.weight.grad is not None
 
 
+def test_full_mask_probability_masks_every_image_token_of_that_share_of_rows():
+    torch.manual_seed(0)
+    model = Celle2(tiny_config(attn_dropout=0.0, ff_dropout=0.0)).eval()
+    text = model.tokenize(["MKKRKVAGLS"]).repeat(4, 1)
+    nucleus, protein = torch.randint(0, 16, (4, 64)), torch.randint(0, 12, (4, 64))
+    seen = []
+    original = model.forward
+
+    def spy(text_in, nucleus_in, protein_in):
+        seen.append(protein_in == model.protein_mask_id)
+        return original(text_in, nucleus_in, protein_in)
+
+    model.forward = spy
+    with torch.no_grad():
+        default = model.masked_loss(text, nucleus, protein, torch.Generator().manual_seed(5))
+        zero = model.masked_loss(text, nucleus, protein, torch.Generator().manual_seed(5), full_mask_probability=0.0)
+        model.masked_loss(text, nucleus, protein, torch.Generator().manual_seed(5), full_mask_probability=1.0)
+    assert torch.equal(default["loss"], zero["loss"]) and torch.equal(seen[0], seen[1])  # 0: the schedule alone
+    assert not seen[0].all(1).any() and seen[2].all()  # the schedule never masked a whole row here; p = 1 masks all
+
+
 def test_decoding_shape_determinism_and_pass_count():
     torch.manual_seed(0)
     model = Celle2(tiny_config()).eval()

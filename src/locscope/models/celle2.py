@@ -725,9 +725,12 @@ class Celle2(PretrainedMixin, nn.Module):
         )
 
     def masked_loss(self, text: torch.Tensor, nucleus: torch.Tensor, protein: torch.Tensor,
-                    generator: torch.Generator | None = None,
-                    fractions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    generator: torch.Generator | None = None, fractions: torch.Tensor | None = None,
+                    full_mask_probability: float = 0.0) -> dict[str, torch.Tensor]:
         """MaskGIT training loss on clean inputs (see :func:`random_mask`): ``(L_text + w L_image) / (1 + w)``.
+
+        ``full_mask_probability``: the share of rows whose protein-image tokens are all masked, on top of the cosine
+        schedule (which masks all of them almost never): one-pass generation starts from that case.
 
         With a summary fraction head (``summary_fraction_classes``) and ``fractions`` ``(B, n)`` (each sequence's
         compartment fractions in that order; rows are normalised to sum to 1, rows of zeros carry no loss),
@@ -741,6 +744,9 @@ class Celle2(PretrainedMixin, nn.Module):
             residues &= (text != ESM_CLS) & (text != ESM_EOS)
         text_mask = random_mask(residues, c.text_mask_scale, generator)
         image_mask = random_mask(torch.ones_like(protein, dtype=torch.bool), 1.0, generator)
+        if full_mask_probability > 0:  # no extra draw otherwise: the schedule's random stream stays as it was
+            full = torch.rand(protein.shape[0], generator=generator, device=protein.device) < full_mask_probability
+            image_mask = image_mask | full[:, None]
         out = self(text.masked_fill(text_mask, c.text_mask_id), nucleus,
                    protein.masked_fill(image_mask, self.protein_mask_id))
         loss_image = F.cross_entropy(out.image_logits[image_mask].float(), protein[image_mask])

@@ -58,7 +58,9 @@ class Celle2TrainConfig:
     runs the tokenizers' encoder / decoder and the transformer under bf16 autocast; codebook look-ups stay fp32.
     ``init_from`` (a model directory, e.g. a bundled ``celle2-tiny``) starts a new run from every tensor of that model
     (the model being trained may add tensors, e.g. a sequence summary, which keep their initialisation); with
-    ``tokenizer_steps: 0`` its tokenizers are used as they are.
+    ``tokenizer_steps: 0`` its tokenizers are used as they are. ``full_mask_probability`` masks every protein-image
+    token of that share of the training rows (one-pass generation's case, which the cosine schedule almost never
+    draws; :meth:`~locscope.models.celle2.Celle2.masked_loss`).
     """
 
     model_overrides: dict = dataclasses.field(default_factory=dict)
@@ -76,6 +78,7 @@ class Celle2TrainConfig:
     commitment_weight: float = 1.0
     dead_code_steps: int = 50
     repair_probability: float = 0.5
+    full_mask_probability: float = 0.0
     seed: int = 0
     log_every_steps: int = 25
     val_items: int = 64
@@ -87,6 +90,8 @@ class Celle2TrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.full_mask_probability <= 1.0:
+            raise ValueError(f"full_mask_probability={self.full_mask_probability}: must be in [0, 1]")
         for name in ("batch_size", "tokenizer_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -262,7 +267,8 @@ class Celle2Module(L.LightningModule):
         if self.model_config.summary_fraction_classes:  # the fractions of each sequence's own protein
             fractions = split.fractions[sequences][:, self.fraction_columns].to(self.device)
         with self.autocast():
-            return self.model.masked_loss(text, nucleus_ids, protein_ids, generator, fractions=fractions)
+            return self.model.masked_loss(text, nucleus_ids, protein_ids, generator, fractions=fractions,
+                                          full_mask_probability=self.train_config.full_mask_probability)
 
     def autocast(self):
         """bf16 autocast when the config asks for it (and, for ``'auto'``, the device computes bf16 natively)."""
