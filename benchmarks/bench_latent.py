@@ -242,26 +242,18 @@ def cost(models: dict, args, batch: int = 32, repeat: int = 3) -> dict:
     return out
 
 
-def condition_of(name: str, family: str, model, condition: str):
-    """The conditioner ``locscope generate --condition`` uses for a bottleneck diffusion model whose folder has a
-    ``condition_prior.json`` (None otherwise: the model's own fraction head)."""
+def generate_settings(name: str, family: str, model, condition: str, placement: str | None):
+    """``(conditioner, placement)`` as ``locscope generate`` uses them for a bottleneck diffusion model: the
+    conditioner of its folder's ``condition_prior.json`` when that defers to a localizer (None: the model's own
+    fraction head), and ``placement`` if given, else the file's placement, else ``'soft'``."""
     if family == "celle2" or not model.config.fraction_classes:
-        return None
+        return None, placement or "soft"
     from locscope.pipelines.condition import sequence_condition
 
     conditioner = sequence_condition(model, hub.resolve(name, families=(family,)).directory, condition)
-    return conditioner if conditioner.localizer is not None else None
-
-
-def placement_of(name: str, family: str, model, placement: str | None) -> str:
-    """``placement`` if given, else what ``locscope generate`` uses for the model: its folder's
-    ``condition_prior.json`` placement, else ``'soft'``."""
-    if placement is not None or family == "celle2" or not model.config.fraction_classes:
-        return placement or "soft"
-    from locscope.pipelines.condition import read_condition_prior
-
-    prior = read_condition_prior(hub.resolve(name, families=(family,)).directory)
-    return prior.placement if prior is not None else "soft"
+    if placement is None:
+        placement = conditioner.prior.placement if conditioner.prior is not None else "soft"
+    return (conditioner if conditioner.localizer is not None else None), placement
 
 
 def markdown(report: dict, names: list[str]) -> str:
@@ -354,8 +346,7 @@ def main() -> None:
     network = load_feature_network(args.features, "cpu")
     report["feature_network"] = network.name
     for name, (family, model) in models.items():
-        conditioner = condition_of(name, family, model, args.condition)
-        placement = placement_of(name, family, model, args.placement)
+        conditioner, placement = generate_settings(name, family, model, args.condition, args.placement)
         cfg, cells = cells_at(model.config.image_size, sequences)
         pixel = cfg.resolved_pixel_size_nm
         real = np.stack([c.protein for c in cells])

@@ -670,12 +670,11 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"placement={placement!r}: accepted values are {', '.join(PLACEMENTS)}")
         device = tokens.device
         batch = tokens.shape[0]
-        if placement == "soft" or not self.config.fraction_classes:
-            condition = self.denoiser.encode_sequence(tokens, fractions=fractions).repeat(samples)
-        else:  # one placed compartment per image (rows [row0 x K, row1 x K, ...])
-            distribution = self.predict_fractions(tokens) if fractions is None else fractions.to(device)
-            placed = place_condition(distribution.repeat_interleave(samples, 0), placement, generator)
-            condition = self.denoiser.encode_sequence(tokens.repeat_interleave(samples, 0), fractions=placed)
+        condition = self.denoiser.encode_sequence(tokens, fractions=fractions).repeat(samples)
+        k = len(self.config.fraction_classes)
+        if placement != "soft" and k:  # one placed compartment per image: the condition is pooled's last k columns
+            placed = place_condition(condition.pooled[:, -k:], placement, generator)
+            condition = dataclasses.replace(condition, pooled=torch.cat([condition.pooled[:, :-k], placed], 1))
         spatial = self.denoiser.spatial_conditions(distance_map.to(device), landmarks, landmark_present)
         spatial = spatial.repeat_interleave(samples, dim=0)
         guided = guidance != 1.0

@@ -253,7 +253,9 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         target = torch.from_numpy(parse_compartment_target(compartment, cfg.fraction_classes))
     conditioner = (sequence_condition(net, ref.directory, condition, torch_device)
                    if cfg.fraction_classes and target is None else None)
-    if placement is None:  # the model folder's choice (condition_prior.json), else the training-time behaviour
+    if target is not None:  # --compartment: the given distribution itself
+        placement = "soft"
+    elif placement is None:  # the model folder's choice (condition_prior.json), else the training-time behaviour
         placement = conditioner.prior.placement if conditioner is not None and conditioner.prior else "soft"
     channels = (NUCLEUS, *cfg.landmark_channels) if latent else cfg.landmark_channels
     cell = read_landmarks(landmarks, channels, cfg.image_size)
@@ -291,7 +293,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                         distance.to(torch_device).expand(rows, -1, -1, -1), tokens.to(torch_device),
                         None if others is None else others.to(torch_device), present[None, 1:].expand(rows, -1),
                         samples=samples, sampler=sampler, steps=steps, guidance=guidance, generator=generator,
-                        fractions=fractions, placement=placement if target is None else "soft")
+                        fractions=fractions, placement=placement)
                     protein = cfg.image_channels.index(PROTEIN)
                     images = images[:, protein:protein + 1]
                 else:
@@ -299,7 +301,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                         net, lm[None].expand(len(batch), -1, -1, -1), tokens.to(torch_device),
                         present[None].expand(len(batch), -1), samples=samples, sampler=sampler, steps=steps,
                         guidance=guidance, generator=generator, fractions=fractions,
-                        placement=placement if target is None else "soft")
+                        placement=placement)
                 head_classes, head = sequence_head(net, tokens.to(torch_device))
                 if cfg.fraction_classes:
                     conditions = (net.predict_fractions(tokens.to(torch_device)).cpu().numpy() if fractions is None
@@ -354,7 +356,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
                               f"fraction head + {conditioner.prior.localizer}" if row_deferred else "fraction head")
                     entry["conditioned_on"] = {"source": source,
                                                "level1": top_shares(condition, cfg.fraction_classes)}
-                    if placement == "top" and target is None:  # every sample was conditioned on this one
+                    if placement == "top":  # every sample was conditioned on this one
                         entry["conditioned_on"]["placed_in"] = cfg.fraction_classes[int(np.argmax(condition))]
                 write_json(folder / "result.json", entry)
                 results.append(entry)
