@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from locscope.cli import app
 
-ANNOTATED = {"H3-3A_P84243": "nucleus", "TOMM20_Q15388": "mitochondria", "CANX_P27824": "endomembrane-system",
+ANNOTATED = {"H4C1_P62805": "nucleus", "TOMM20_Q15388": "mitochondria", "CANX_P27824": "endomembrane-system",
              "KRAS_P01116": "plasma-membrane", "GAPDH_P04406": "cytosol"}
 
 
