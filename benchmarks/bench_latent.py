@@ -23,6 +23,13 @@ encoder, as ``locscope evaluate``; with a few hundred images it compares models 
 population FID); network evaluations and CPU seconds per image (``time.process_time``, one thread; the machine may be
 shared, wall time also printed).
 
+``--score-at 32``: also score every model whose images are larger at that size, on equal terms with the models
+drawn there: its images block-averaged down (2 x 2 means from 64 to 32) and scored against the same cells rendered
+at that size (same seeds: the same cell, nucleus and cytoplasm; thin structures are drawn at that size's pixel), with
+the simulator's own larger images treated the same way as the reference. IoU, fidelity and the mask read-out
+depend on the pixel grid (the simulator's own images score differently at 64 x 64 and at 32 x 32), so models drawn
+at different sizes are compared on one grid here.
+
 Autoencoder: PSNR / SSIM (``locscope.metrics.pixel``, images in [0, 1]) of reconstructions of the real simulated
 protein images of those cells, and IoU / fidelity / MSF / classifier of the reconstructions next to the originals'
 (the generator cannot be sharper than its autoencoder).
@@ -126,6 +133,14 @@ def truth_scores(images: np.ndarray, cells, pixel_size_nm: float, readout=None) 
         out["right_compartment_classifier"] = float(np.mean([readout.config.classes[d] == t
                                                              for d, t in zip(drawn, tops)]))
     return out
+
+
+def block_mean(images: np.ndarray, size: int) -> np.ndarray:
+    """``(N, H, W)`` -> ``(N, size, size)`` by the mean of each ``H / size`` block (``H`` a multiple of ``size``)."""
+    n, h, w = images.shape
+    if h % size or w % size:
+        raise ValueError(f"--score-at {size}: the images ({h} x {w}) are not a multiple of it")
+    return images.reshape(n, size, h // size, size, w // size).mean(axis=(2, 4))
 
 
 def fid_o(network, real: np.ndarray, generated: np.ndarray, cells) -> float:
@@ -279,6 +294,16 @@ def markdown(report: dict, names: list[str]) -> str:
                          f"{row['cpu_seconds_per_image']:.3f} ({row['wall_seconds_per_image']:.3f}) |")
             lines.append(f"| {name}, shuffled sequence | {size} x {size} | {cells(row['shuffled'])} | "
                          f"{row['shuffled']['fid_o']:.2f} | | | |")
+    scored = [n for n in names if "scored_at" in report[n]]
+    for name in scored:
+        at = report[name]["scored_at"]
+        small, big = at["image_size"], report[name]["image_size"]
+        if name == scored[0]:
+            lines.append(f"| simulator images, {big} x {big} scored at {small} x {small} (block means) | | "
+                         f"{cells(at['real_simulated_images'])} | | | | |")
+        for label in ("true", "shuffled"):
+            lines.append(f"| {name}, {label} sequence, scored at {small} x {small} (block means) | {big} x {big} | "
+                         f"{cells(at[label])} | | | | |")
     return "\n".join(lines)
 
 
@@ -308,6 +333,8 @@ def main() -> None:
                         "evaluation of each model instead of generating.")
     parser.add_argument("--evaluate-dir", default=None, help="Also run locscope evaluate on each model's images "
                         "(true sequences) against the simulator's (stores and reports written here).")
+    parser.add_argument("--score-at", type=int, default=None, help="Also score every model drawing larger images at "
+                        "this size (block means, against the same cells rendered at this size).")
     parser.add_argument("--out", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -358,10 +385,18 @@ def main() -> None:
         row["placement"] = placement
         if conditioner is not None:
             row["condition"] = conditioner.describe()
+        small = args.score_at if args.score_at and model.config.image_size > args.score_at else None
+        if small:
+            small_cfg, small_cells = cells_at(small, sequences)
+            row["scored_at"] = {"image_size": small, "real_simulated_images": truth_scores(
+                block_mean(real, small), small_cells, small_cfg.resolved_pixel_size_nm, readout)}
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):
             images, nfe, cpu, wall = generate(model, family, cells, seqs, args, seed=7, conditioner=conditioner,
                                               placement=placement)
             row[label] = {**truth_scores(images, cells, pixel, readout), "fid_o": fid_o(network, real, images, cells)}
+            if small:
+                row["scored_at"][label] = truth_scores(block_mean(images, small), small_cells,
+                                                       small_cfg.resolved_pixel_size_nm, readout)
             if label == "true":
                 row.update({"network_evaluations_per_image": nfe, "cpu_seconds_per_image": cpu,
                             "wall_seconds_per_image": wall})
