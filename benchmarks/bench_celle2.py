@@ -16,8 +16,11 @@ binary images can reach).
 
 Metrics, averaged over proteins (definitions in ``locscope.metrics.celle2`` / ``locscope.metrics.truth``):
 CELL-E 2's own (Nucleus % MAE: |nuclear share of the thresholded generated image - that of the median-thresholded
-real image| with the cell's true nucleus mask; pixel MAE of the binary images; PDF MAE of the probability map against
-the min-max real image; SSIM of the [0, 1] images), the first two again with the real image (and CELL-Diff's images)
+real image| with the cell's true nucleus mask, averaged over the images with protein pixels; pixel MAE of the binary
+images; PDF MAE of the probability map against the min-max real image; SSIM of the [0, 1] images), the share of
+CELL-E 2's binary images that are empty (no pixel above 0.5: left out of its Nucleus % MAE), Nucleus % MAE with
+every model's first image binarised at its own median (CELL-Diff's images always are; CELL-E 2's decoded image here
+too: one procedure for both families), the first two again with the real image (and CELL-Diff's images)
 binarised as the CELL-E 2 model's own target (``Celle2Config.protein_threshold``; published: median), IoU of the image with the true protein mask, localization
 fidelity (share of intensity in the true compartments) and the right level-3 compartment, read two ways: the
 compartment read-out classifier (``compartment-readout``, given the cell's nucleus / ER / microtubule images; for
@@ -198,6 +201,7 @@ def scores(real, images, binary, pdf, cells, truth, readout, is_binary, target: 
                                                                      generated_is_binary=is_binary))),
         "pixel_mae": float(np.mean(binary_pixel_mae(real, gen, generated_is_binary=is_binary))),
         "pdf_mae": float(np.mean(pdf_mae(real, pdf))),
+        "nucleus_pct_mae_median": float(np.nanmean(nucleus_proportion_error(real, first, nuclei))),
         "nucleus_pct_mae_target": float(np.nanmean(np.abs(nucleus_proportion(gen_target, nuclei)
                                                           - nucleus_proportion(real_target, nuclei)))),
         "pixel_mae_target": float(np.mean(gen_target != real_target)),
@@ -209,6 +213,7 @@ def scores(real, images, binary, pdf, cells, truth, readout, is_binary, target: 
     }
     if is_binary:
         out["right_classifier_pdf"] = classifier(pdf)
+        out["empty_binary_share"] = float(np.mean(~gen.astype(bool).any(axis=(1, 2))))
     return out
 
 
@@ -346,7 +351,8 @@ def base_forward(threads: int) -> dict:
             "threads": threads}
 
 
-COLUMNS = (("nucleus_pct_mae", "Nucleus % MAE", ".4f"), ("pixel_mae", "pixel MAE", ".4f"),
+COLUMNS = (("nucleus_pct_mae", "Nucleus % MAE", ".4f"), ("empty_binary_share", "empty binary images", ".1%"),
+           ("nucleus_pct_mae_median", "Nucleus % MAE (image at its median)", ".4f"), ("pixel_mae", "pixel MAE", ".4f"),
            ("nucleus_pct_mae_target", "Nucleus % MAE (model's threshold)", ".4f"),
            ("pixel_mae_target", "pixel MAE (model's threshold)", ".4f"), ("pdf_mae", "PDF MAE", ".4f"),
            ("ssim", "SSIM", ".4f"), ("iou", "IoU", ".3f"), ("fidelity", "fidelity", ".3f"),
