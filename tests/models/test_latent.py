@@ -260,6 +260,14 @@ def test_localize_design_explain_run_on_a_latent_model(tmp_path, model):
     assert np.allclose(prediction.level3.sum(1), 1.0, atol=1e-3)
     image = LocalizationPredictor(model, "image", samples=2, steps=2).predict(SEQUENCES[:1], keep_images=True)
     assert image.images.shape == (1, 2, 16, 16)
+    # the read-out samples a latent model as generate does (8 DPM-Solver++ / 50 DDIM steps, guidance 3), CELL-Diff
+    # at its own defaults, and given values stand
+    from locscope.pipelines.localize import sampling_defaults
+
+    assert sampling_defaults(model) == (8, 3.0) and sampling_defaults(model, "ddim") == (50, 3.0)
+    assert sampling_defaults(model, "dpmsolver", 4, 1.5) == (4, 1.5)
+    predictor = LocalizationPredictor(model, "image", samples=1)
+    assert (predictor.steps, predictor.guidance) == (8, 3.0)
     result = design(tmp_path / "d", model=str(tmp_path / "m"), target="mitochondria", length=30, candidates=3,
                     score_samples=2, steps=2, device="cpu", progress=False)
     assert len(result.candidates) == 3 and (tmp_path / "d" / "candidates.csv").is_file()

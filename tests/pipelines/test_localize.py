@@ -47,6 +47,8 @@ def test_predictor_is_batch_independent_and_normalised(tiny_celldiff):
     assert both.images.shape == (3, 2, 16, 16) and both.images.min() >= 0 and both.images.max() <= 1
     head = LocalizationPredictor(tiny_celldiff, "head").predict(seqs)
     assert np.allclose(head.level3.sum(1), 1.0, atol=1e-5) and head.images is None
+    predictor_defaults = LocalizationPredictor(tiny_celldiff, "head")
+    assert (predictor_defaults.steps, predictor_defaults.guidance) == (10, 2.0)  # CELL-Diff's generate defaults
     # a fraction head (level-1 distribution) gives level-2 probabilities too, consistent with level 3
     assert tiny_celldiff.config.fraction_classes and np.allclose(head.level2.sum(1), 1.0, atol=1e-5)
     image = LocalizationPredictor(tiny_celldiff, "image", samples=2, steps=2, seed=0).predict(seqs)

@@ -41,8 +41,8 @@ def design_command(
     score_samples: int = typer.Option(2, "--score-samples", help="Generated images per candidate for scoring."),
     top: int = typer.Option(8, "--top", help="Candidates shown in report.html."),
     sampler: str = SamplerOption,
-    steps: int = StepsOption,
-    guidance: float = GuidanceOption,
+    steps: int | None = StepsOption,
+    guidance: float | None = GuidanceOption,
     batch_size: int = typer.Option(32, "--batch-size", help="Candidates decoded / scored per batch."),
     refine_rounds: int = typer.Option(0, "--refine-rounds", help="Head-guided evolution rounds before the image "
                                       "scoring: keep the better half by the sequence heads' agreement with --target (or with the compartments "

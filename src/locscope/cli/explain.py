@@ -33,8 +33,8 @@ def explain_command(
     samples: int = SamplesOption,
     seed: int = SeedOption,
     sampler: str = SamplerOption,
-    steps: int = StepsOption,
-    guidance: float = GuidanceOption,
+    steps: int | None = StepsOption,
+    guidance: float | None = GuidanceOption,
     batch_size: int = SequenceBatchOption,
     device: str = DeviceOption,
     label_style: Optional[str] = typer.Option(None, "--label-style", help="With --method localizer: uniprot (default) "

@@ -28,8 +28,8 @@ def localize_command(
     samples: int = SamplesOption,
     head_weight: float = typer.Option(0.5, "--head-weight", help="Weight of the compartment head in 'combined'."),
     sampler: str = SamplerOption,
-    steps: int = StepsOption,
-    guidance: float = GuidanceOption,
+    steps: int | None = StepsOption,
+    guidance: float | None = GuidanceOption,
     batch_size: int = SequenceBatchOption,
     model: Optional[str] = typer.Option(None, "--model", help="Localizer (localizer-small, default), CELL-Diff "
                                        "(celldiff-64, the generator default), latent diffusion (latent-tiny) or CELL-E 2 (celle2-tiny) "

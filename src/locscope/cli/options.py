@@ -97,6 +97,8 @@ MethodOption = typer.Option("combined", "--method", help="image (K generated ima
                             "compartments) | head (the model's sequence-only compartment head) | combined (mean).")
 SamplesOption = typer.Option(4, "--samples", help="Generated images (standard simulator cells) per sequence, K.")
 SamplerOption = typer.Option("dpmsolver", "--sampler", help="Image sampler: dpmsolver | ddim.")
-StepsOption = typer.Option(10, "--steps", help="Image denoising steps.")
-GuidanceOption = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale.")
+StepsOption = typer.Option(None, "--steps", help="Image denoising steps (default: the model's, as in generate: "
+                           "CELL-Diff 10 with dpmsolver / 100 with ddim, latent diffusion 8 / 50).")
+GuidanceOption = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: the model's, as in "
+                              "generate: CELL-Diff 2, latent diffusion 3).")
 SequenceBatchOption = typer.Option(16, "--batch-size", help="Sequences per network batch.")

@@ -57,6 +57,7 @@ AUTOENCODER_DIR = "autoencoder"
 #: Default solver steps of latent models: DDIM 50 (proteoscope); DPM-Solver++ 8, where ``latent-tiny`` places proteins
 #: as often as at 10 steps on held-out proteins (``docs/benchmarks.md``) at 4/5 of the network evaluations.
 LATENT_DEFAULT_STEPS = {"ddim": 50, "dpmsolver": 8}
+LATENT_DEFAULT_GUIDANCE = 3.0  # classifier-free guidance scale of generate / localize / design / explain
 
 
 # ---------------------------------------------------------------------------------------------------- autoencoder

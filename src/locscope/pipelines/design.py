@@ -380,7 +380,7 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
            template: str | None = None, terminus: str | None = None, terminus_length: int = 15,
            candidates: int = 32, decoder: str | None = None, passes: int = 16, temperature: float = 1.0,
            top_k: int | None = None, score_samples: int = 2, top: int = 8, sampler: str = "dpmsolver",
-           steps: int | None = 10, guidance: float = 2.0, batch_size: int = 32, seed: int = 0,
+           steps: int | None = None, guidance: float | None = None, batch_size: int = 32, seed: int = 0,
            device: str = "auto", progress: bool = True, refine_rounds: int = 0,
            refine_fraction: float = 0.2, proposer: str = "designer", designer: str | Path | None = None,
            designer_guidance: float = 1.0, overwrite: bool = False) -> DesignResult:
@@ -426,7 +426,8 @@ def design(out: str | Path, *, model: str | Path | None = None, image: str | Pat
     top : int
         Candidates shown in ``report.html``.
     sampler, steps, guidance :
-        Image sampler (``'dpmsolver'`` / ``'ddim'``), its denoising steps and the classifier-free guidance scale.
+        Image sampler (``'dpmsolver'`` / ``'ddim'``), its denoising steps and the classifier-free guidance scale
+        (steps and guidance None: the model family's defaults, :func:`locscope.pipelines.localize.sampling_defaults`).
     batch_size : int
         Candidates decoded / scored per network batch.
     seed : int

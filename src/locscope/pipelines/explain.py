@@ -215,7 +215,8 @@ def track_png(scan: Mutagenesis, segments: list[Segment]) -> bytes:
 
 def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, method: str = "combined",
             samples: int = 4, window: int = 7, stride: int = 2, target: str | None = None, segments: int = 3,
-            sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
+            sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None,
+            batch_size: int = 16,
             seed: int = 0, device: str = "auto", progress: bool = True, overwrite: bool = False,
             max_length: int | None = DEFAULT_MAX_LENGTH, truncate: bool = False,
             label_style: str | None = None) -> tuple[Mutagenesis, list[Segment]]:
@@ -247,7 +248,8 @@ def explain(sequence: str, out: str | Path, *, model: str | Path | None = None, 
     segments : int
         Strongest segments reported.
     sampler, steps, guidance, batch_size :
-        Image sampler, its steps, classifier-free guidance scale and sequences per network batch.
+        Image sampler, its steps, classifier-free guidance scale (None: the model family's,
+        :func:`locscope.pipelines.localize.sampling_defaults`) and sequences per network batch.
     seed : int
     device : {'auto', 'cpu', 'cuda'}
     max_length, truncate :

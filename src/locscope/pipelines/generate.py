@@ -186,8 +186,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     import time
 
     from locscope.diffusion.celldiff_sampler import sample_protein_images
-    from locscope.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
-    from locscope.models.latent import LATENT_DEFAULT_STEPS
+    from locscope.diffusion.samplers import SAMPLERS
     from locscope.encoders.protein import tokenize
     from locscope.report.images import landmark_composite, unit_to_uint16, write_png, write_tiff
     from locscope.utils.device import resolve_device
@@ -244,7 +243,9 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cfg = net.config
     readout = load_readout()
     latent = ref.family == "latent"
-    guidance = (3.0 if latent else 2.0) if guidance is None else guidance
+    from locscope.pipelines.localize import sampling_defaults
+
+    steps, guidance = sampling_defaults(net, sampler, steps, guidance)
     target = None
     if compartment is not None:
         if not cfg.fraction_classes:
@@ -270,7 +271,6 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
         write_png(out / "landmarks.png", composite, scale=PREVIEW_SCALE)
         lm = torch.from_numpy(cell.images * 2 - 1).to(torch_device)
         present = torch.from_numpy(cell.present).to(torch_device)
-        steps = steps or (LATENT_DEFAULT_STEPS if latent else DEFAULT_STEPS)[sampler]
         results, used_names, nfe_total, n_images = [], {}, 0, 0
         started = time.perf_counter()
         batches = [sequences[i:i + batch_size] for i in range(0, len(sequences), batch_size)]

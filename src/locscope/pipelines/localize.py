@@ -45,7 +45,7 @@ import torch
 
 from locscope.errors import ArgumentError, InputError
 from locscope.models import hub
-from locscope.models.latent import LatentDiffusion
+from locscope.models.latent import LATENT_DEFAULT_GUIDANCE, LATENT_DEFAULT_STEPS, LatentDiffusion
 from locscope.pipelines.readout import (  # noqa: F401  (Localization: this module's result type, kept importable here)
     LEVEL2_CLASSES, LEVEL3_CLASSES, Localization, level2_from_level3, level_probabilities, sequence_head_probabilities,
     standard_cells, unmix_compartments,
@@ -75,8 +75,33 @@ def noise_shape(model) -> tuple[int, int, int]:
     return 1, model.config.image_size, model.config.image_size
 
 
+#: CELL-Diff's classifier-free guidance scale in generate / localize / design / explain (latent diffusion models:
+#: :data:`locscope.models.latent.LATENT_DEFAULT_GUIDANCE`).
+CELLDIFF_DEFAULT_GUIDANCE = 2.0
+
+
+def sampling_defaults(model, sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None
+                      ) -> tuple[int, float]:
+    """``(steps, guidance)`` with the model family's defaults (those of ``locscope generate``) filled in: CELL-Diff
+    10 DPM-Solver++ / 100 DDIM steps at guidance 2, latent diffusion 8 / 50 steps at guidance 3.
+
+    Examples
+    --------
+    >>> sampling_defaults(hub.load("latent-tiny"))  # doctest: +SKIP
+    (8, 3.0)
+    """
+    from locscope.diffusion.samplers import DEFAULT_STEPS
+
+    latent = isinstance(model, LatentDiffusion)
+    if steps is None:
+        steps = (LATENT_DEFAULT_STEPS if latent else DEFAULT_STEPS).get(sampler, 100)
+    if guidance is None:
+        guidance = LATENT_DEFAULT_GUIDANCE if latent else CELLDIFF_DEFAULT_GUIDANCE
+    return steps, guidance
+
+
 def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, noise: torch.Tensor,
-                      sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
+                      sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None,
                       landmark_present: torch.Tensor | np.ndarray | Sequence[bool] | None = None) -> torch.Tensor:
     """Generate every sequence's protein image in every cell, all from the same initial noise per cell
     (:func:`locscope.diffusion.celldiff_sampler.sample_protein_images` with one row per (sequence, cell)).
@@ -92,8 +117,8 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
         ``(K, *noise_shape(model))`` initial noise, one per cell (shared by all sequences).
     sampler : {'ddim', 'dpmsolver'}
     steps : int, optional
-    guidance : float
-        Classifier-free guidance scale.
+    guidance : float, optional
+        Classifier-free guidance scale (steps and guidance: the model family's defaults, :func:`sampling_defaults`).
     landmark_present : array-like of bool, optional
         ``(n_landmarks,)`` or ``(K, n_landmarks)``; absent landmarks use the model's learned placeholder.
 
@@ -104,6 +129,7 @@ def generate_in_cells(model, tokens: torch.Tensor, landmarks: torch.Tensor, nois
     """
     from locscope.diffusion.celldiff_sampler import sample_protein_images
 
+    steps, guidance = sampling_defaults(model, sampler, steps, guidance)
     device = landmarks.device
     batch, cells = tokens.shape[0], landmarks.shape[0]
     present = None
@@ -148,8 +174,8 @@ class LocalizationPredictor:
     """
 
     def __init__(self, model, method: str = "combined", samples: int = 4, head_weight: float = 0.5,
-                 sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
-                 seed: int = 0, landmark_present: Sequence[bool] | None = None) -> None:
+                 sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None,
+                 batch_size: int = 16, seed: int = 0, landmark_present: Sequence[bool] | None = None) -> None:
         if method not in METHODS:
             raise ArgumentError("method", f"={method!r}: accepted values are {', '.join(METHODS)}")
         if samples < 1:
@@ -161,7 +187,8 @@ class LocalizationPredictor:
             raise ArgumentError("method", f"={method!r}: the model's compartment head predicts {heads}, not the level-3 "
                                           "classes")
         self.model, self.method, self.samples, self.head_weight = model, method, samples, head_weight
-        self.sampler, self.steps, self.guidance, self.batch_size = sampler, steps, guidance, batch_size
+        self.steps, self.guidance = sampling_defaults(model, sampler, steps, guidance)
+        self.sampler, self.batch_size = sampler, batch_size
         self.landmark_present = None if landmark_present is None else np.asarray(landmark_present, bool)
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -276,7 +303,8 @@ def predictions_csv(ids: Sequence[str], prediction: Localization, method: str, h
 
 
 def make_predictor(model: str | Path | None = None, method: str | None = None, *, samples: int = 4,
-                   head_weight: float = 0.5, sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0,
+                   head_weight: float = 0.5, sampler: str = "dpmsolver", steps: int | None = None,
+                   guidance: float | None = None,
                    batch_size: int = 16, seed: int = 0, device: str = "auto", label_style: str | None = None):
     """The predictor of ``method`` -> ``(predictor, method)``.
 
@@ -319,7 +347,8 @@ def make_predictor(model: str | Path | None = None, method: str | None = None, *
 
 def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | None = None, *,
              model: str | Path | None = None, method: str | None = None, samples: int = 4, head_weight: float = 0.5,
-             sampler: str = "dpmsolver", steps: int | None = 10, guidance: float = 2.0, batch_size: int = 16,
+             sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None,
+             batch_size: int = 16,
              seed: int = 0, device: str = "auto", progress: bool = True,
              overwrite: bool = False, label_style: str | None = None) -> tuple[Localization, str]:
     """Predict the localization of ``sequences`` and write ``out`` (CSV, atomic) if given; an existing ``out`` file
@@ -340,7 +369,7 @@ def localize(sequences: Sequence[str], ids: Sequence[str], out: str | Path | Non
     method : {'localizer', 'image', 'head', 'combined'}, optional
     samples, head_weight, sampler, steps, guidance :
         CELL-Diff methods: generated images per sequence, the head's weight in ``'combined'`` (0 to 1), the image
-        sampler, its steps and the classifier-free guidance scale.
+        sampler, its steps and the classifier-free guidance scale (None: the model family's, :func:`sampling_defaults`).
     batch_size : int
         Sequences per network batch (>= 1).
     seed : int
