@@ -372,9 +372,16 @@ def main() -> None:
 
     network = load_feature_network(args.features, "cpu")
     report["feature_network"] = network.name
+    simulated: dict[int, tuple] = {}  # image size -> (config, cells): every model of a size sees the same cells
+
+    def cells_of(size: int):
+        if size not in simulated:
+            simulated[size] = cells_at(size, sequences)
+        return simulated[size]
+
     for name, (family, model) in models.items():
         conditioner, placement = generate_settings(name, family, model, args.condition, args.placement)
-        cfg, cells = cells_at(model.config.image_size, sequences)
+        cfg, cells = cells_of(model.config.image_size)
         pixel = cfg.resolved_pixel_size_nm
         real = np.stack([c.protein for c in cells])
         row = {"family": family, "image_size": model.config.image_size,
@@ -387,7 +394,7 @@ def main() -> None:
             row["condition"] = conditioner.describe()
         small = args.score_at if args.score_at and model.config.image_size > args.score_at else None
         if small:
-            small_cfg, small_cells = cells_at(small, sequences)
+            small_cfg, small_cells = cells_of(small)
             row["scored_at"] = {"image_size": small, "real_simulated_images": truth_scores(
                 block_mean(real, small), small_cells, small_cfg.resolved_pixel_size_nm, readout)}
         for label, seqs in (("true", sequences), ("shuffled", shuffled)):

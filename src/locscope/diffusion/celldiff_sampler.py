@@ -22,10 +22,14 @@ def schedule_for(model) -> ShiftedCosineSchedule:
     return ShiftedCosineSchedule(cfg.image_size, cfg.num_train_timesteps, base=cfg.schedule_base)
 
 
+#: CELL-Diff's classifier-free guidance scale in generate / localize / design / explain.
+DEFAULT_GUIDANCE = 2.0
+
+
 @torch.no_grad()
 def sample_protein_images(
     model, landmarks: torch.Tensor, tokens: torch.Tensor, landmark_present: torch.Tensor | None = None,
-    samples: int = 1, sampler: str = "dpmsolver", steps: int | None = None, guidance: float = 2.0,
+    samples: int = 1, sampler: str = "dpmsolver", steps: int | None = None, guidance: float = DEFAULT_GUIDANCE,
     generator: torch.Generator | None = None, autocast: bool = False, progress: bool = False,
     fractions: torch.Tensor | None = None, placement: str = "soft", noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:

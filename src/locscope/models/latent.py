@@ -623,7 +623,7 @@ class LatentDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, distance_map: torch.Tensor, tokens: torch.Tensor, landmarks: torch.Tensor | None = None,
                landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "ddim",
-               steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
+               steps: int | None = None, guidance: float = LATENT_DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
                fractions: torch.Tensor | None = None, latents: torch.Tensor | None = None, progress: bool = False,
                placement: str = "soft") -> tuple[torch.Tensor, int]:
         """Generate ``samples`` images per (cell, sequence) row.
@@ -739,7 +739,7 @@ class LatentDiffusion(nn.Module):
     @torch.no_grad()
     def sample_in_cells(self, landmarks: torch.Tensor, tokens: torch.Tensor,
                         landmark_present: torch.Tensor | None = None, samples: int = 1, sampler: str = "dpmsolver",
-                        steps: int | None = None, guidance: float = 3.0, generator: torch.Generator | None = None,
+                        steps: int | None = None, guidance: float = LATENT_DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
                         fractions: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                         placement: str = "soft") -> tuple[torch.Tensor, int]:
         """:meth:`sample` from landmark stacks ``(B, 1 + n_landmarks, H, W)`` in [-1, 1] (:attr:`landmark_inputs`

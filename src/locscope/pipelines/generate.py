@@ -188,6 +188,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     from locscope.diffusion.celldiff_sampler import sample_protein_images
     from locscope.diffusion.samplers import SAMPLERS
     from locscope.encoders.protein import tokenize
+    from locscope.pipelines.localize import sampling_defaults
     from locscope.report.images import landmark_composite, unit_to_uint16, write_png, write_tiff
     from locscope.utils.device import resolve_device
     from locscope.utils.progress import track
@@ -243,8 +244,6 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
     cfg = net.config
     readout = load_readout()
     latent = ref.family == "latent"
-    from locscope.pipelines.localize import sampling_defaults
-
     steps, guidance = sampling_defaults(net, sampler, steps, guidance)
     target = None
     if compartment is not None:

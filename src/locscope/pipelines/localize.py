@@ -75,11 +75,6 @@ def noise_shape(model) -> tuple[int, int, int]:
     return 1, model.config.image_size, model.config.image_size
 
 
-#: CELL-Diff's classifier-free guidance scale in generate / localize / design / explain (latent diffusion models:
-#: :data:`locscope.models.latent.LATENT_DEFAULT_GUIDANCE`).
-CELLDIFF_DEFAULT_GUIDANCE = 2.0
-
-
 def sampling_defaults(model, sampler: str = "dpmsolver", steps: int | None = None, guidance: float | None = None
                       ) -> tuple[int, float]:
     """``(steps, guidance)`` with the model family's defaults (those of ``locscope generate``) filled in: CELL-Diff
@@ -90,13 +85,14 @@ def sampling_defaults(model, sampler: str = "dpmsolver", steps: int | None = Non
     >>> sampling_defaults(hub.load("latent-tiny"))  # doctest: +SKIP
     (8, 3.0)
     """
+    from locscope.diffusion.celldiff_sampler import DEFAULT_GUIDANCE
     from locscope.diffusion.samplers import DEFAULT_STEPS
 
     latent = isinstance(model, LatentDiffusion)
     if steps is None:
         steps = (LATENT_DEFAULT_STEPS if latent else DEFAULT_STEPS).get(sampler, 100)
     if guidance is None:
-        guidance = LATENT_DEFAULT_GUIDANCE if latent else CELLDIFF_DEFAULT_GUIDANCE
+        guidance = LATENT_DEFAULT_GUIDANCE if latent else DEFAULT_GUIDANCE
     return steps, guidance
 
 
