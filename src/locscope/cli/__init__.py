@@ -15,7 +15,7 @@ from locscope.errors import ArgumentError, LocscopeError, one_line
 
 # One module per command; importing a module attaches its command to ``app`` (this order is the order of --help).
 from locscope.cli import (  # noqa: F401  (imported for their commands)
-    generate, demo, design, localize, explain, evaluate, inspect, simulate, stain, embed, classify, cache,
+    generate, demo, design, localize, explain, evaluate, inspect, simulate, stain, embed, classify, cache, serve,
 )
 from locscope.cli.train import (  # noqa: F401
     celldiff, celldiff_data, celle2, designer, latent_autoencoder, latent, localizer, readout, stain as train_stain,

@@ -1,0 +1,1 @@
+"""The web app (:mod:`locscope.serve.app`): the pipelines behind a browser page."""

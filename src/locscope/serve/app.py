@@ -1,0 +1,295 @@
+"""The web app: the virtual microscope in a browser, calling the same pipelines as the command line.
+
+``create_app()`` returns a FastAPI application (``locscope serve`` runs it with uvicorn):
+
+- ``GET /``: one page (``assets/serve/index.html``): draw a protein in a cell (``generate``) or predict where
+  proteins go (``localize``);
+- ``GET /api/info``: version, the bundled models by family, the default generator and localizer, the limits;
+- ``GET /api/examples``: the demo's example proteins (UniProt sequences with their annotated level-3 class);
+- ``POST /api/localize``: form field ``sequences`` (one sequence or FASTA text) -> level-3 / level-2 (and level-1)
+  probabilities per protein, :func:`locscope.pipelines.localize.localize`;
+- ``POST /api/generate``: form fields ``sequence`` (one sequence or one FASTA record), ``model``, ``samples``,
+  ``seed``, optional ``steps`` / ``guidance``, and 0-3 uploaded ``landmarks`` files (none: the demo's bundled cell)
+  -> :func:`locscope.pipelines.generate.generate` into a new job folder; the reply names the drawn compartment, the
+  sequence head's and the images under ``/jobs/<job>/``;
+- ``GET /jobs/<job>/<file>``: a file of a job folder (images, ``report.html``, ``summary.json`` / ``.csv``).
+
+Bad input is answered with status 400 and ``{"error": "<one line naming the field>"}``, never a traceback; an
+uploaded file is stored under a sanitised name inside its job folder only. One request at a time runs a model (a
+lock: the CPU's cores are shared), jobs live in ``work_dir`` (a temporary folder removed when the app stops, unless
+given) and the oldest are removed beyond ``keep_jobs``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from locscope.errors import ArgumentError, LocscopeError, one_line
+
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+MAX_LANDMARK_FILES = 3
+MAX_SAMPLES = 8
+MAX_LOCALIZE_SEQUENCES = 500
+DEMO_PROTEINS = "examples/human_proteins.fasta"
+DEMO_LANDMARKS = "examples/landmarks/cell_64"
+# Python argument names of the pipelines -> the form fields that set them (errors name the field).
+FIELDS = {"sequences": "sequence", "landmarks": "landmarks", "model": "model", "samples": "samples",
+          "steps": "steps", "guidance": "guidance", "seed": "seed"}
+_JOB = re.compile(r"^[0-9a-f]{32}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class BadRequest(Exception):
+    """A request the app refuses (status 400) with a one-line message."""
+
+
+def field_message(err: LocscopeError) -> str:
+    """A library error as the page says it: an :class:`~locscope.errors.ArgumentError` names the form field."""
+    message = one_line(str(err))
+    if isinstance(err, ArgumentError) and err.argument in FIELDS and message.startswith(err.argument):
+        message = f"{FIELDS[err.argument]}{message[len(err.argument):]}"
+    return message
+
+
+def safe_file_name(name: str | None, index: int) -> str:
+    """The base name of an uploaded file with anything but letters, digits, ``.``, ``_`` and ``-`` replaced
+    (``../../x y.png`` -> ``x_y.png``); an empty or dot-only name becomes ``landmark_<index>``."""
+    base = _UNSAFE.sub("_", Path(str(name or "")).name).strip("._")
+    return base or f"landmark_{index}"
+
+
+def parse_sequences(text: str, job: Path, *, single: bool) -> list[tuple[str, str]]:
+    """``(id, sequence)`` pairs from a typed sequence or FASTA text, validated as the command line validates them.
+
+    Raises
+    ------
+    BadRequest
+        Empty text, or more than one record where one is expected (``single``).
+    """
+    from locscope.io.sequences import read_sequence_text, read_sequences
+
+    text = (text or "").strip()
+    if not text:
+        raise BadRequest("sequence: paste an amino-acid sequence or FASTA text")
+    if text.startswith(">"):
+        path = job / "sequences.fasta"
+        path.write_text(text + "\n")
+        records = [(r.id, r.sequence) for r in read_sequences(path)]
+    else:
+        record = read_sequence_text(text, record="sequence", source="sequence field")
+        records = [(record.id, record.sequence)]
+    if single and len(records) != 1:
+        raise BadRequest(f"sequence: give one protein here ({len(records)} FASTA records given)")
+    if len(records) > MAX_LOCALIZE_SEQUENCES:
+        raise BadRequest(f"sequence: at most {MAX_LOCALIZE_SEQUENCES} proteins per request ({len(records)} given); "
+                         "use `locscope localize --fasta` for proteomes")
+    return records
+
+
+class Jobs:
+    """Job folders under ``root``: created per request, served read-only, the oldest removed beyond ``keep``."""
+
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root, self.keep = root, keep
+        self.order: list[str] = []
+        self.lock = threading.Lock()
+
+    def new(self) -> tuple[str, Path]:
+        job = uuid.uuid4().hex
+        folder = self.root / job
+        folder.mkdir(parents=True)
+        with self.lock:
+            self.order.append(job)
+            while len(self.order) > self.keep:
+                shutil.rmtree(self.root / self.order.pop(0), ignore_errors=True)
+        return job, folder
+
+    def file(self, job: str, relative: str) -> Path | None:
+        """The file ``relative`` inside job ``job``, or None (unknown job, a path leaving the folder, no file)."""
+        if not _JOB.match(job):
+            return None
+        folder = (self.root / job).resolve()
+        path = (folder / relative).resolve()
+        if not path.is_relative_to(folder) or not path.is_file():
+            return None
+        return path
+
+
+def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep_jobs: int = 50) -> FastAPI:
+    """The web app (module docstring).
+
+    Parameters
+    ----------
+    work_dir : path, optional
+        Where job folders go (kept); default a temporary folder removed when the app shuts down.
+    device : {'auto', 'cpu', 'cuda'}
+        Device of every model run.
+    keep_jobs : int
+        Job folders kept; older ones are removed.
+    """
+    from locscope import __version__
+    from locscope.models import hub
+
+    if keep_jobs < 1:
+        raise ArgumentError("keep_jobs", f"{keep_jobs}: must be >= 1")
+    owned = work_dir is None
+    root = Path(tempfile.mkdtemp(prefix="locscope-serve-")) if owned else Path(work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = Jobs(root, keep_jobs)
+    model_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
+
+    app = FastAPI(title="locscope", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.state.work_dir = root
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_request, err: BadRequest):
+        return JSONResponse({"error": one_line(str(err))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_form(_request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = str(first.get("loc", ["", "request"])[-1])
+        return JSONResponse({"error": one_line(f"{where}: {first.get('msg', 'invalid value')} "
+                                               f"({first.get('input', '')!r} given)")}, status_code=400)
+
+    @app.exception_handler(LocscopeError)
+    async def user_error(_request, err: LocscopeError):
+        return JSONResponse({"error": field_message(err)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return hub.asset_path("serve/index.html").read_text()
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        from locscope.pipelines.localize import DEFAULT_LOCALIZER
+
+        families = ("celldiff", "latent", "celle2")
+        return {"version": __version__, "default_generator": hub.DEFAULT_GENERATOR,
+                "default_localizer": DEFAULT_LOCALIZER,
+                "generators": [name for family in families for name in hub.bundled_names(family)],
+                "max_samples": MAX_SAMPLES, "max_landmark_files": MAX_LANDMARK_FILES,
+                "max_localize_sequences": MAX_LOCALIZE_SEQUENCES}
+
+    @app.get("/api/examples")
+    def examples() -> list[dict[str, str]]:
+        from locscope.io.sequences import read_sequences
+
+        rows = []
+        for record in read_sequences(hub.asset_path(DEMO_PROTEINS)):
+            expected = record.description.rpartition("expected_level3=")[2].split()
+            rows.append({"id": record.id, "description": record.description,
+                         "expected_level3": expected[0] if expected else "", "sequence": record.sequence})
+        return rows
+
+    @app.post("/api/localize")
+    def localize_endpoint(sequences: str = Form(""), method: str | None = Form(None)) -> dict[str, Any]:
+        from locscope.pipelines.readout import LEVEL2_CLASSES, LEVEL3_CLASSES
+        from locscope.pipelines.localize import localize
+
+        job, folder = jobs.new()
+        records = parse_sequences(sequences, folder, single=False)
+        with model_lock:
+            prediction, table = localize([s for _, s in records], [i for i, _ in records], method=method or None,
+                                         device=device, progress=False)
+        used = next(csv.DictReader(io.StringIO(table)))["method"]
+        top3, top2 = prediction.top("level3"), prediction.top("level2")
+        rows = []
+        for i, (record_id, sequence) in enumerate(records):
+            row = {"id": record_id, "length": len(sequence), "top_level3": top3[i], "top_level2": top2[i],
+                   "level3": {c: round(float(p), 4) for c, p in zip(LEVEL3_CLASSES, prediction.level3[i])},
+                   "level2": {c: round(float(p), 4) for c, p in zip(LEVEL2_CLASSES, prediction.level2[i])
+                              if p == p}}
+            if prediction.level1_classes:
+                row["level1"] = {c: round(float(p), 4) for c, p in zip(prediction.level1_classes,
+                                                                        prediction.level1[i])}
+            rows.append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+        return {"method": used, "proteins": rows}
+
+    @app.post("/api/generate")
+    def generate_endpoint(sequence: str = Form(""), model: str | None = Form(None), samples: int = Form(2),
+                          seed: int = Form(0), steps: int | None = Form(None), guidance: float | None = Form(None),
+                          landmarks: list[UploadFile] = File(default=[])) -> dict[str, Any]:
+        from locscope.pipelines.generate import generate
+
+        if model and model not in info()["generators"]:
+            raise BadRequest(f"model {model!r}: choose a bundled generator ({', '.join(info()['generators'])})")
+        if not 1 <= samples <= MAX_SAMPLES:
+            raise BadRequest(f"samples {samples}: must be between 1 and {MAX_SAMPLES}")
+        uploads = [u for u in landmarks if u.filename]
+        if len(uploads) > MAX_LANDMARK_FILES:
+            raise BadRequest(f"landmarks: at most {MAX_LANDMARK_FILES} files (nucleus, ER, microtubules); "
+                             f"{len(uploads)} given")
+        job, folder = jobs.new()
+        records = parse_sequences(sequence, folder, single=True)
+        if uploads:
+            inputs = folder / "landmarks"
+            inputs.mkdir()
+            paths = []
+            for k, upload in enumerate(uploads):
+                data = upload.file.read(MAX_UPLOAD_BYTES + 1)
+                if len(data) > MAX_UPLOAD_BYTES:
+                    raise BadRequest(f"landmarks: {safe_file_name(upload.filename, k)} is larger than "
+                                     f"{MAX_UPLOAD_BYTES // 2 ** 20} MB")
+                path = inputs / safe_file_name(upload.filename, k)
+                if path in paths:
+                    raise BadRequest(f"landmarks: two files named {path.name}")
+                path.write_bytes(data)
+                paths.append(path)
+            cell = "uploaded"
+        else:
+            paths, cell = [hub.asset_path(DEMO_LANDMARKS)], "bundled example cell"
+        expected = {row["id"]: row["expected_level3"] for row in examples() if row["expected_level3"]}
+        try:
+            with model_lock:
+                result = generate(records, paths, folder / "result", model=model or None, samples=samples,
+                                  seed=seed, steps=steps, guidance=guidance, device=device, progress=False,
+                                  output_command="serve",
+                                  expected={i: expected[i] for i, _ in records if i in expected})
+        except LocscopeError as err:  # name uploaded files as the user named them, not by this server's folders
+            raise BadRequest(field_message(err).replace(f"{folder / 'landmarks'}{os.sep}", "")) from None
+        entry = result.sequences[0]
+        base = f"/jobs/{job}/result"
+        sub = entry.get("folder", "")
+        images = {"landmarks": f"{base}/landmarks.png",
+                  "samples": [f"{base}/{sub}/sample_{k}.png" for k in range(samples)],
+                  "mean": f"{base}/{sub}/mean.png", "probability": f"{base}/{sub}/probability.png",
+                  "overlay": f"{base}/{sub}/overlay.png"}
+        images = {k: v for k, v in images.items()
+                  if isinstance(v, list) or jobs.file(job, v.removeprefix(f"/jobs/{job}/")) is not None}
+        return {"job": job, "cell": cell, "model": model or hub.DEFAULT_GENERATOR, "id": entry["id"],
+                "drawn_level3": entry.get("drawn_level3"), "head": entry.get("top_compartment_head"),
+                "drawn_per_sample": entry.get("drawn_level3_per_sample", []),
+                "expected_level3": entry.get("expected_level3"), "images": images,
+                "report": f"{base}/report.html", "summary": f"{base}/summary.json",
+                "seconds_per_image": result.seconds_per_image}
+
+    @app.get("/jobs/{job}/{relative:path}")
+    def job_file(job: str, relative: str):
+        path = jobs.file(job, relative)
+        if path is None:
+            return JSONResponse({"error": f"no file {relative!r} in job {job!r}"}, status_code=404)
+        return FileResponse(path)
+
+    return app

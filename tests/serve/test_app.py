@@ -1,0 +1,171 @@
+"""The web app: every endpoint through FastAPI's test client, and the page in a real browser (Chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from locscope.serve.app import create_app, safe_file_name  # noqa: E402
+
+H4 = ("MSGRGKGGKGLGKGGAKRHRKVLRDNIQGITKPAIRRLARRGGVKRISGLIYEETRGVLKVFLENVIRDAVTYTEHAKRKTVTAMDVVYALKRQGRTLYGFGG")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with TestClient(create_app(work_dir=tmp_path_factory.mktemp("jobs"), device="cpu", keep_jobs=3)) as c:
+        yield c
+
+
+def test_info_and_examples(client):
+    info = client.get("/api/info").json()
+    assert info["default_generator"] in info["generators"] and "celldiff-tiny" in info["generators"]
+    examples = client.get("/api/examples").json()
+    assert [e["expected_level3"] for e in examples][:1] == ["nucleus"] and examples[0]["sequence"] == H4
+    page = client.get("/")
+    assert page.status_code == 200 and "locscope" in page.text and "/api/generate" in page.text
+
+
+def test_localize_fasta_returns_probabilities_per_protein(client):
+    fasta = f">h4 histone\n{H4}\n>egfp_nls\nMVSKGEELFTGVVPILVELDGDVNGHKFSVSGEGEGDATYGKLTLKFICTTGKLPPKKKRKV\n"
+    reply = client.post("/api/localize", data={"sequences": fasta})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [p["id"] for p in body["proteins"]] == ["h4", "egfp_nls"]
+    from locscope.pipelines.localize import localize
+
+    direct, _ = localize([H4], ["h4"], device="cpu", progress=False)  # what `locscope localize` computes
+    h4 = body["proteins"][0]
+    assert list(h4["level3"].values()) == pytest.approx(direct.level3[0].tolist(), abs=1e-4)
+    assert h4["top_level3"] == direct.top("level3")[0] and all(0 <= v <= 1 for v in h4["level3"].values())
+    assert body["method"] == "localizer" and "nucleoplasm" in h4["level1"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"sequences": ""}, "sequence: paste"),
+    ({"sequences": "MKK1RKV"}, "sequence field"),
+    ({"sequences": ">a\nMKV\n>a\nMKV\n"}, "a"),
+])
+def test_localize_bad_input_is_one_line_400(client, data, message):
+    reply = client.post("/api/localize", data=data)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
+
+
+def test_generate_in_the_bundled_cell_and_serve_its_files(client):
+    reply = client.post("/api/generate", data={"sequence": f">H4C1_P62805\n{H4}", "model": "celldiff-tiny",
+                                               "samples": "1", "steps": "2", "seed": "3"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["cell"] == "bundled example cell" and body["expected_level3"] == "nucleus"
+    assert body["drawn_level3"] and len(body["drawn_per_sample"]) == 1
+    image = client.get(body["images"]["samples"][0])
+    assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = client.get(body["summary"]).json()
+    assert summary["sequences"][0]["id"] == "H4C1_P62805"
+    assert client.get(body["report"]).status_code == 200
+    assert client.get(f"/jobs/{body['job']}/../../etc/passwd").status_code == 404
+    assert client.get("/jobs/not-a-job/report.html").status_code == 404
+
+
+def test_generate_with_uploaded_landmarks(client, tmp_path):
+    from locscope.models.hub import asset_path
+
+    cell = asset_path("examples/landmarks/cell_64")
+    files = [("landmarks", (name, (cell / name).read_bytes(), "image/png")) for name in ("nucleus.png", "ER.png")]
+    reply = client.post("/api/generate", data={"sequence": H4, "model": "celldiff-tiny", "samples": "1",
+                                               "steps": "2"}, files=files)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["cell"] == "uploaded"
+
+
+@pytest.mark.parametrize("data, files, message", [
+    ({"sequence": H4, "model": "no-such-model"}, None, "model 'no-such-model'"),
+    ({"sequence": H4, "samples": "99"}, None, "samples 99"),
+    ({"sequence": f">a\n{H4}\n>b\n{H4}\n"}, None, "one protein"),
+    ({"sequence": H4, "samples": "two"}, None, "samples: Input should be a valid integer"),
+    ({"sequence": H4, "model": "celldiff-tiny", "steps": "0"}, None, "steps 0: must be >= 1"),
+    ({"sequence": H4, "model": "celldiff-tiny", "samples": "1"}, [("landmarks", ("notes.png", b"not an image", "image/png"))],
+     "notes.png"),
+])
+def test_generate_bad_input_is_one_line_400(client, data, files, message):
+    reply = client.post("/api/generate", data=data, files=files)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert message in error and "\n" not in error and str(client.app.state.work_dir) not in error
+
+
+def test_old_jobs_are_removed_and_names_are_sanitised(client):
+    root = client.app.state.work_dir
+    for _ in range(5):
+        client.post("/api/localize", data={"sequences": "MKKRKV"})
+    assert len([p for p in root.iterdir() if p.is_dir()]) <= 3
+    assert safe_file_name("../../x y.png", 0) == "x_y.png" and safe_file_name("..", 2) == "landmark_2"
+
+
+def test_the_page_runs_in_a_real_browser(tmp_path):
+    """Chromium loads the page from a live server on a free port; a link fills the form with an example protein and
+    runs it: the page's script reads the API, draws the protein and shows the images (the DOM after the script ran
+    is checked, and a screenshot must not be blank)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (Debian package 'chromium')")
+    import uvicorn
+    from PIL import Image
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(work_dir=tmp_path / "jobs", device="cpu"), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/?example=H4C1_P62805&model=celldiff-tiny&samples=1&run=draw"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
+             "--window-size=1200,900"]
+    shot = tmp_path / "page.png"
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", url], capture_output=True,
+                             text=True, timeout=180).stdout
+        subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", url],
+                       capture_output=True, timeout=180)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert 'value="celldiff-tiny"' in dom and "version 0." in dom  # lists filled from /api/info
+    assert 'id="drawn"' in dom and "Annotated: <b>nucleus</b>" in dom  # the drawing came back and was shown
+    assert dom.count("/jobs/") >= 3 and 'class="sample"' in dom
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (900, 1200) and pixels.std() > 10
+
+
+def test_serve_command_refuses_a_bad_or_busy_port_in_one_line(cli):
+    from conftest import error_line
+
+    code, _, err = cli(["serve", "--port", "70000"])
+    assert code == 2 and error_line(err) == "error: --port 70000: must be between 0 and 65535"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        code, _, err = cli(["serve", "--port", port])
+    finally:
+        busy.close()
+    assert code == 2 and error_line(err).startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port}")
+    code, _, err = cli(["serve", "--keep-jobs", "0", "--port", "0"])
+    assert code == 2 and error_line(err) == "error: --keep-jobs 0: must be >= 1"
