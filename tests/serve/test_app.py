@@ -105,6 +105,61 @@ def test_generate_bad_input_is_one_line_400(client, data, files, message):
     assert message in error and "\n" not in error and str(client.app.state.work_dir) not in error
 
 
+TOMM20 = ("MVGRNSAIAAGVCGALFIGYCIYFDRKRRSDPNFKNRLRERRKKQKLAKERAGLSKLPDLKDAEAVQKFFLEEIQLGEELLAQGEYEKGVDHLTNAIAVCGQPQQLLQ"
+          "VLQQTLPPPVFQMLLTKLPTISQRIVSAQSLAEDDVE")
+
+
+def test_explain_returns_what_the_explain_pipeline_writes(client, tmp_path):
+    from locscope.pipelines.explain import explain
+
+    reply = client.post("/api/explain", data={"sequence": TOMM20, "method": "localizer"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    explain(TOMM20, tmp_path / "direct", method="localizer", device="cpu", progress=False)
+    direct = json.loads((tmp_path / "direct" / "explain.json").read_text())
+    assert body["explained_class"] == direct["explained_class"] and body["segments"] == direct["segments"]
+    assert body["segments"] and set(body["images"]) == {"track"}
+    assert client.get(body["images"]["track"]).content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_design_fills_the_masked_span_and_ranks_candidates(client):
+    template = "MVSKGEELFTGVVPILVELDGDVNGHKFSVSGEGEGDATYG<mask:6>"
+    reply = client.post("/api/design", data={"template": template, "target": "nucleus", "candidates": "3",
+                                             "model": "celldiff-tiny", "seed": "1"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    candidates = body["candidates"]
+    assert [c["rank"] for c in candidates] == [1, 2, 3]
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    for c in candidates:
+        assert c["sequence"].startswith(template[:41]) and len(c["designed"]) == 6
+        assert c["sequence"] == template[:41] + c["designed"]
+    table = client.get(body["table"]).text.splitlines()
+    assert len(table) == 4 and candidates[0]["sequence"] in table[1]
+
+
+@pytest.mark.parametrize("url, data, message", [
+    ("/api/design", {"template": "MVSKGEE", "candidates": "2"}, "nothing to design"),
+    ("/api/design", {"template": "MVSKGEE<mask:4>", "target": "moon", "candidates": "2"}, "unknown compartment 'moon'"),
+    ("/api/design", {"template": "MVSKGEE<mask:4>", "candidates": "500"}, "candidates 500"),
+    ("/api/design", {"template": ""}, "template:"),
+    ("/api/explain", {"sequence": TOMM20, "method": "guess"}, "method 'guess'"),
+    ("/api/explain", {"sequence": "MKV*K"}, "sequence"),
+])
+def test_explain_and_design_bad_input_is_one_line_400(client, url, data, message):
+    reply = client.post(url, data=data)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert message in error and "\n" not in error
+
+
+def test_designed_residues():
+    from locscope.serve.app import designed_residues
+
+    assert designed_residues("MK<mask><mask>V", "MKRRV") == "RR"
+    assert designed_residues("MK<mask>", "MKRRV") == ""
+
+
 def test_old_jobs_are_removed_and_names_are_sanitised(client):
     root = client.app.state.work_dir
     for _ in range(5):

@@ -12,6 +12,12 @@
   ``seed``, optional ``steps`` / ``guidance``, and 0-3 uploaded ``landmarks`` files (none: the demo's bundled cell)
   -> :func:`locscope.pipelines.generate.generate` into a new job folder; the reply names the drawn compartment, the
   sequence head's and the images under ``/jobs/<job>/``;
+- ``POST /api/explain``: form fields ``sequence``, ``method`` (default ``localizer``: seconds; ``combined`` /
+  ``image`` read generated images, minutes), optional ``target`` -> the segments that drive the localization and the
+  attribution track, :func:`locscope.pipelines.explain.explain`;
+- ``POST /api/design``: form fields ``template`` (with ``<mask:N>`` spans), ``target`` (a compartment),
+  ``candidates``, ``seed``, optional ``model`` -> ranked candidates scored in the bundled example cell,
+  :func:`locscope.pipelines.design.design`;
 - ``GET /jobs/<job>/<file>``: a file of a job folder (images, ``report.html``, ``summary.json`` / ``.csv``).
 
 Bad input is answered with status 400 and ``{"error": "<one line naming the field>"}``, never a traceback; an
@@ -48,7 +54,11 @@ DEMO_PROTEINS = "examples/human_proteins.fasta"
 DEMO_LANDMARKS = "examples/landmarks/cell_64"
 # Python argument names of the pipelines -> the form fields that set them (errors name the field).
 FIELDS = {"sequences": "sequence", "landmarks": "landmarks", "model": "model", "samples": "samples",
-          "steps": "steps", "guidance": "guidance", "seed": "seed"}
+          "steps": "steps", "guidance": "guidance", "seed": "seed", "method": "method", "target": "target",
+          "template": "template", "candidates": "candidates", "terminus": "terminus",
+          "terminus_length": "terminus_length"}
+MAX_DESIGN_CANDIDATES = 64
+EXPLAIN_METHODS = ("localizer", "combined", "image", "head")
 _JOB = re.compile(r"^[0-9a-f]{32}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -98,6 +108,16 @@ def parse_sequences(text: str, job: Path, *, single: bool) -> list[tuple[str, st
         raise BadRequest(f"sequence: at most {MAX_LOCALIZE_SEQUENCES} proteins per request ({len(records)} given); "
                          "use `locscope localize --fasta` for proteomes")
     return records
+
+
+def designed_residues(template: str, sequence: str) -> str:
+    """The residues of ``sequence`` at the template's ``<mask>`` positions (``template`` with every span expanded to
+    one ``<mask>`` per residue, as :class:`~locscope.pipelines.design_templates.DesignResult` records it); empty when
+    the lengths disagree (a designed terminus)."""
+    tokens = re.findall(r"<mask>|.", template)
+    if len(tokens) != len(sequence):
+        return ""
+    return "".join(residue for token, residue in zip(tokens, sequence) if token == "<mask>")
 
 
 class Jobs:
@@ -183,13 +203,15 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         from locscope.pipelines.localize import DEFAULT_LOCALIZER
+        from locscope.pipelines.readout import LEVEL3_CLASSES
 
         families = ("celldiff", "latent", "celle2")
         return {"version": __version__, "default_generator": hub.DEFAULT_GENERATOR,
                 "default_localizer": DEFAULT_LOCALIZER,
                 "generators": [name for family in families for name in hub.bundled_names(family)],
                 "max_samples": MAX_SAMPLES, "max_landmark_files": MAX_LANDMARK_FILES,
-                "max_localize_sequences": MAX_LOCALIZE_SEQUENCES}
+                "max_localize_sequences": MAX_LOCALIZE_SEQUENCES, "max_design_candidates": MAX_DESIGN_CANDIDATES,
+                "explain_methods": list(EXPLAIN_METHODS), "compartments": list(LEVEL3_CLASSES)}
 
     @app.get("/api/examples")
     def examples() -> list[dict[str, str]]:
@@ -284,6 +306,53 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                 "expected_level3": entry.get("expected_level3"), "images": images,
                 "report": f"{base}/report.html", "summary": f"{base}/summary.json",
                 "seconds_per_image": result.seconds_per_image}
+
+    @app.post("/api/explain")
+    def explain_endpoint(sequence: str = Form(""), method: str = Form("localizer"),
+                         target: str | None = Form(None)) -> dict[str, Any]:
+        import json
+
+        from locscope.pipelines.explain import explain
+
+        if method not in EXPLAIN_METHODS:
+            raise BadRequest(f"method {method!r}: choose one of {', '.join(EXPLAIN_METHODS)}")
+        job, folder = jobs.new()
+        (record_id, text), = parse_sequences(sequence, folder, single=True)
+        with model_lock:
+            explain(text, folder / "result", method=method, target=target or None, device=device, progress=False)
+        result = json.loads((folder / "result" / "explain.json").read_text())
+        base = f"/jobs/{job}/result"
+        images = {name: f"{base}/{name}.png" for name in ("track", "wild_type", "mutant")
+                  if (folder / "result" / f"{name}.png").is_file()}
+        return {"job": job, "id": record_id, "method": result["method"], "explained_class": result["explained_class"],
+                "wild_type": result["wild_type"], "segments": result["segments"], "images": images,
+                "report": f"{base}/report.html", "result": f"{base}/explain.json"}
+
+    @app.post("/api/design")
+    def design_endpoint(template: str = Form(""), target: str = Form("nucleus"), candidates: int = Form(16),
+                        seed: int = Form(0), model: str | None = Form(None), terminus: str | None = Form(None),
+                        terminus_length: int = Form(15)) -> dict[str, Any]:
+        from locscope.pipelines.design import design
+
+        if not template.strip():
+            raise BadRequest("template: give a sequence with <mask:N> spans to infill (e.g. MVSKGEE...<mask:10>), "
+                             "or a sequence and a terminus")
+        if not 1 <= candidates <= MAX_DESIGN_CANDIDATES:
+            raise BadRequest(f"candidates {candidates}: must be between 1 and {MAX_DESIGN_CANDIDATES}")
+        if model and model not in info()["generators"]:
+            raise BadRequest(f"model {model!r}: choose a bundled generator ({', '.join(info()['generators'])})")
+        job, folder = jobs.new()
+        with model_lock:
+            result = design(folder / "result", model=model or None, landmarks=[hub.asset_path(DEMO_LANDMARKS)],
+                            target=target, template="".join(template.split()), candidates=candidates, seed=seed,
+                            terminus=terminus or None, terminus_length=terminus_length, device=device,
+                            progress=False)
+        base = f"/jobs/{job}/result"
+        return {"job": job, "target": result.target, "template": result.template, "score": result.score_method,
+                "candidates": [{"rank": c.rank, "sequence": c.sequence, "score": round(float(c.score), 4),
+                                "top_level3": c.top_level3, "designed": designed_residues(result.template, c.sequence)}
+                               for c in result.candidates],
+                "report": f"{base}/report.html", "table": f"{base}/candidates.csv"}
 
     @app.get("/jobs/{job}/{relative:path}")
     def job_file(job: str, relative: str):
