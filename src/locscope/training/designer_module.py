@@ -36,8 +36,8 @@ from locscope.encoders.protein import MASK_ID, tokenize
 from locscope.errors import InputError
 from locscope.models.designer import DesignerConfig, SequenceDesigner
 from locscope.training.common import (
-    append_metrics, end_step, fit_steps, learning_rate_at, learning_rate_schedule, model_config_from, open_run,
-    prepare_run, save_final_model, step_generator, write_checkpoint,
+    append_metrics, end_step, fit_steps, initialise_from, learning_rate_at, learning_rate_schedule, model_config_from,
+    open_run, prepare_run, save_final_model, step_generator, write_checkpoint,
 )
 
 
@@ -49,7 +49,11 @@ class DesignerTrainConfig:
     ``condition_drop_probability`` is the share of rows trained unconditionally (classifier-free guidance).
     ``motif_span_probability`` is the share of rows whose inserted motifs are masked whole (span masking): the
     background residues carry no signal (drawn i.i.d. from human composition), so uniform masking alone spends most
-    of the loss on noise and learns the motifs slowly.
+    of the loss on noise and learns the motifs slowly. ``terminal_infill_probability`` is the share of rows that
+    practise ``design``'s template infill (:func:`terminal_infill`): one signal moved to a terminus (where it is not
+    already) and only the window around it masked, up to ``terminal_window_extra`` background residues beside it, the
+    rest of the protein visible. ``init_from`` (a model directory, e.g. the bundled ``designer-tiny``) starts a new
+    run from those weights.
     """
 
     model_overrides: dict = dataclasses.field(default_factory=dict)
@@ -65,6 +69,9 @@ class DesignerTrainConfig:
     grad_clip: float = 1.0
     condition_drop_probability: float = 0.1
     motif_span_probability: float = 0.5
+    terminal_infill_probability: float = 0.0
+    terminal_window_extra: int = 6
+    init_from: str | None = None
     seed: int = 0
     log_every_steps: int = 50
     val_proteins: int = 128
@@ -99,6 +106,38 @@ def simulated_proteins(n: int, rng: np.random.Generator, min_length: int, max_le
             except InputError:  # the target's motifs need more room
                 length += 40
     return sequences, motifs
+
+
+#: Motifs the grammar reads anywhere in a soluble protein (``synth.grammar``'s "any" rows without membrane ones).
+MOVABLE_MOTIFS = frozenset({"nls", "nls-bipartite", "nes", "nols", "gar", "rs-domain", "sim", "sxip", "tau-repeat",
+                            "if-motif", "pact"})
+
+
+def terminal_infill(sequence: str, motifs: list[tuple[str, int, int]], rng: np.random.Generator,
+                    extra: int) -> tuple[str, int, int] | None:
+    """A protein for template infill: its signal at a terminus and the window ``[start, end)`` to mask over it.
+
+    A motif starting within the first two residues (presequence, signal peptide, myristoylation) gets an N-terminal
+    window from residue 1 (the initiator methionine stays); else one ending at the C-terminus (KDEL, PTS1, CAAX, ...)
+    a C-terminal window; else the first soluble motif that may sit anywhere (:data:`MOVABLE_MOTIFS`: NLS, NES, NoLS,
+    ...) is moved to the C-terminus. The window spans the motif plus ``U{0..extra}`` background residues on its inner
+    side. Returns None when no motif qualifies (e.g. a transmembrane helix alone: moved to a terminus it would make
+    another protein).
+    """
+    n = len(sequence)
+    inner = int(rng.integers(0, extra + 1))
+    first = min(motifs, key=lambda m: m[1])
+    if first[1] <= 1:
+        return sequence, 1, min(n, first[2] + inner)
+    last = max(motifs, key=lambda m: m[2])
+    if last[2] == n:
+        return sequence, max(1, last[1] - inner), n
+    movable = [m for m in sorted(motifs, key=lambda m: m[1]) if m[0] in MOVABLE_MOTIFS]
+    if not movable:
+        return None
+    _, start, end = movable[0]
+    moved = sequence[:start] + sequence[end:] + sequence[start:end]
+    return moved, max(1, n - (end - start) - inner), n
 
 
 def motif_mask(motifs: list[list[tuple[str, int, int]]], width: int) -> torch.Tensor:
@@ -136,8 +175,20 @@ class StepBatches(torch.utils.data.Dataset):
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, self.first_step + index])
         sequences, motifs = simulated_proteins(cfg.batch_size, rng, cfg.min_length, cfg.max_length)
+        windows = []
+        if cfg.terminal_infill_probability > 0:  # no extra draw otherwise: earlier runs replay unchanged
+            for row, practise in enumerate(rng.random(len(sequences)) < cfg.terminal_infill_probability):
+                infill = terminal_infill(sequences[row], motifs[row], rng, cfg.terminal_window_extra) \
+                    if practise and motifs[row] else None
+                if infill is not None:
+                    sequences[row], start, end = infill
+                    windows.append((row, start, end))
         tokens, lengths = tokenize(sequences)
-        return tokens, lengths, grammar_fractions(sequences, self.classes), motif_mask(motifs, tokens.shape[1])
+        infill = torch.zeros(tokens.shape, dtype=torch.bool)
+        for row, start, end in windows:
+            infill[row, start:end] = True
+        return (tokens, lengths, grammar_fractions(sequences, self.classes), motif_mask(motifs, tokens.shape[1]),
+                infill)
 
 
 def design_accuracy(model: SequenceDesigner, per_target: int, length: int, seed: int = 0,
@@ -182,7 +233,7 @@ class DesignerModule(L.LightningModule):
                                          train_config.max_length, split="heldout")
         tokens, lengths = tokenize(val)
         self._val = (tokens, lengths, grammar_fractions(val, model_config.fraction_classes),
-                     motif_mask(motifs, tokens.shape[1]))
+                     motif_mask(motifs, tokens.shape[1]), torch.zeros(tokens.shape, dtype=torch.bool))
 
     @property
     def step(self) -> int:
@@ -199,12 +250,16 @@ class DesignerModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": learning_rate_schedule(optimizer, self.train_config, self.step)}
 
     def loss(self, tokens: torch.Tensor, lengths: torch.Tensor, fractions: torch.Tensor, motifs: torch.Tensor,
-             generator: torch.Generator, drop_probability: float, span_probability: float) -> torch.Tensor:
+             infill: torch.Tensor, generator: torch.Generator, drop_probability: float,
+             span_probability: float) -> torch.Tensor:
         """Mean masked-residue loss of one batch (every random draw from ``generator``, CPU): ``k ~ U{1..L}`` random
-        residues masked, plus, on ``span_probability`` of the rows, every motif residue (span masking)."""
+        residues masked, plus, on ``span_probability`` of the rows, every motif residue (span masking); rows with an
+        ``infill`` window mask that window alone (:func:`terminal_infill`)."""
         _, masked, _ = mask_random_residues(tokens.cpu(), lengths.cpu(), MASK_ID, generator)
         spans = torch.rand(len(tokens), generator=generator) < span_probability
         masked = masked | (motifs.cpu() & spans[:, None])
+        infill = infill.cpu()
+        masked = torch.where(infill.any(1, keepdim=True), infill, masked)
         drop = torch.rand(len(tokens), generator=generator) < drop_probability
         logits = self.model(tokens.cpu().masked_fill(masked, MASK_ID).to(self.device), fractions.to(self.device),
                             drop.to(self.device))
@@ -212,9 +267,9 @@ class DesignerModule(L.LightningModule):
         return masked_residue_loss(logits, tokens.to(self.device), masked.to(self.device), k.to(self.device)).mean()
 
     def training_step(self, batch, batch_idx):
-        tokens, lengths, fractions, motifs = (t[0] for t in batch)  # the DataLoader adds a batch axis of 1
+        tokens, lengths, fractions, motifs, infill = (t[0] for t in batch)  # the DataLoader adds a batch axis of 1
         cfg = self.train_config
-        loss = self.loss(tokens, lengths, fractions, motifs, step_generator(cfg.seed, self.step, 0),
+        loss = self.loss(tokens, lengths, fractions, motifs, infill, step_generator(cfg.seed, self.step, 0),
                          cfg.condition_drop_probability, cfg.motif_span_probability)
         self._loss_sum += float(loss.detach())
         return loss
@@ -277,6 +332,10 @@ def train_designer(run_dir: str | Path, config: DesignerTrainConfig | None = Non
     model_config = config.model_config()
     prepare_run(run_dir, config, resume)
     module = DesignerModule(model_config, config, run_dir)
+    if config.init_from and not resume:
+        copied, initialised = initialise_from(module.model, config.init_from)
+        append_metrics(run_dir, {"init_from": config.init_from, "copied_tensors": len(copied),
+                                 "initialised_tensors": initialised})
     fit_steps(module, config, last, run_dir, resume, progress,
               lambda step, remaining: StepBatches(config, model_config.fraction_classes, step, remaining))
     return save_final_model(module.model, run_dir, module.step, config)
