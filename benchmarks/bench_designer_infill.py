@@ -29,11 +29,9 @@ import time
 import numpy as np
 import torch
 
+from locscope.data.signals import EGFP
 from locscope.utils.cpu import machine_description
 
-EGFP = ("MVSKGEELFTGVVPILVELDGDVNGHKFSVSGEGEGDATYGKLTLKFICTTGKLPVPWPTLVTTLTYGVQCFSRYPDHMKQHDFFKSAMPEGYVQERTIFFKDDGNY"
-        "KTRAEVKFEGDTLVNRIELKGIDFKEDGNILGHKLEYNYNSHNVYIMADKQKNGIKVNFKIRHNIEDGSVQLADHYQQNTPIGDGPVLLPDNHYLSTQSALSKDPNEKR"
-        "DHMVLLEFVTAAGITLGMDELYK")
 MCHERRY = ("MVSKGEEDNMAIIKEFMRFKVHMEGSVNGHEFEIEGEGEGRPYEGTQTAKLKVTKGGPLPFAWDILSPQFMYGSKAYVKHPADIPDYLKLSFPEGFKWERVMNFEDGG"
            "VVTVTQDSSLQDGEFIYKVKLRGTNFPSDGPVMQKKTMGWEASSERMYPEDGALKGEIKQRLKLKDGGHYDAEVKTTYKAKKPVQLPGAYNVNIKLDITSHNEDYTIV"
            "EQYERAEGRHSTGGMDELYK")
@@ -91,14 +89,15 @@ def run(designer: str, candidates: int, window: int, seed: int) -> dict:
         right = control = 0
         for reporter in REPORTERS.values():
             template = torch.tensor(template_for(reporter, terminus, length or window, target))
+            masked = template == MASK_ID
             fractions = torch.zeros(candidates, len(classes))
             fractions[:, classes.index(condition)] = 1.0
             out = decode_parallel(designer_logits_fn(net, fractions), template[None].repeat(candidates, 1), MASK_ID,
-                                  passes=min(10, int((template == MASK_ID).sum())), generator=generator)
+                                  passes=min(10, int(masked.sum())), generator=generator)
             right += sum(top_call(decode_tokens(r)) == target for r in out.tokens)
             for _ in range(candidates):
                 filled = template.clone()
-                filled[filled == MASK_ID] = torch.from_numpy(rng.choice(residues, int((template == MASK_ID).sum())))
+                filled[masked] = torch.from_numpy(rng.choice(residues, int(masked.sum())))
                 control += top_call(decode_tokens(filled)) == target
         n = candidates * len(REPORTERS)
         rows[target] = {"right": right / n, "random_residues_right": control / n, "n": n}

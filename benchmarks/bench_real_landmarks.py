@@ -24,9 +24,8 @@ import torch
 from skimage.filters import threshold_otsu
 
 from locscope.channels import NUCLEUS
-from locscope.io.sequences import read_sequences
-from locscope.models.hub import asset_path
 from locscope.pipelines.generate import generate, read_landmarks
+from locscope.pipelines.generate_outputs import demo_proteins
 from locscope.utils.cpu import machine_description
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -62,9 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_description(), flush=True)
-    records = read_sequences(asset_path("examples/human_proteins.fasta"))
-    proteins = [(r.id, r.sequence) for r in records]
-    expected = {r.id: r.description.rpartition("expected_level3=")[2].split()[0] for r in records}
+    examples = demo_proteins()
+    proteins = [(example.id, example.sequence) for example in examples]
+    expected = {example.id: example.expected_level3 for example in examples}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = {}

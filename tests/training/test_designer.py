@@ -224,11 +224,10 @@ def test_bundled_designer_writes_a_signal_into_a_masked_terminus_of_egfp():
     from locscope.diffusion.masked_decoding import decode_parallel
     from locscope.encoders.protein import decode_tokens, encode_sequence
     from locscope.pipelines.design import load_designer, target_fractions
-    from locscope.synth.demo import EGFP
+    from locscope.data.signals import EGFP as egfp
     from locscope.synth.grammar import localize_sequence
 
     model = load_designer()
-    egfp = "".join(EGFP) if isinstance(EGFP, tuple) else EGFP
     template = torch.tensor(encode_sequence(egfp) + [MASK_ID] * 10)
     right = {}
     for target in ("nucleoplasm", "nucleoli"):

@@ -18,9 +18,6 @@ import typer
 from locscope.cli.app import app
 from locscope.cli.options import ConditionOption, DeviceOption, OverwriteOption, SeedOption
 
-DEMO_PROTEINS = "examples/human_proteins.fasta"
-DEMO_LANDMARKS = "examples/landmarks/cell_64"
-
 
 @app.command("demo")
 def demo_command(
@@ -42,15 +39,14 @@ def demo_command(
         for r in payload["examples"]:
             typer.echo(f"{r['name']:>14}  {r['rule']:<22} {', '.join(r['compartments'])}")
     else:
-        from locscope.io.sequences import read_sequences
         from locscope.models.hub import asset_path
         from locscope.pipelines.generate import generate
+        from locscope.pipelines.generate_outputs import DEMO_LANDMARKS, demo_proteins
 
-        fasta = asset_path(DEMO_PROTEINS)
+        examples = demo_proteins()
         landmarks = asset_path(DEMO_LANDMARKS)
-        records = read_sequences(fasta)
-        proteins = [(record.id, record.sequence) for record in records]
-        expected = {record.id: record.description.rpartition("expected_level3=")[2].split()[0] for record in records}
+        proteins = [(example.id, example.sequence) for example in examples]
+        expected = {example.id: example.expected_level3 for example in examples}
         result = generate(proteins, [landmarks], out, samples=samples, seed=seed, device=device,
                           overwrite=overwrite, output_command="demo", expected=expected, condition=condition)
         typer.echo(f"{'protein':<16} {'annotated':<20} {'drawn (read-out)':<20} {'right':<7} sequence head")

@@ -50,8 +50,6 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_LANDMARK_FILES = 3
 MAX_SAMPLES = 8
 MAX_LOCALIZE_SEQUENCES = 500
-DEMO_PROTEINS = "examples/human_proteins.fasta"
-DEMO_LANDMARKS = "examples/landmarks/cell_64"
 # Python argument names of the pipelines -> the form fields that set them (errors name the field).
 FIELDS = {"sequences": "sequence", "landmarks": "landmarks", "model": "model", "samples": "samples",
           "steps": "steps", "guidance": "guidance", "seed": "seed", "method": "method", "target": "target",
@@ -161,8 +159,11 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
     keep_jobs : int
         Job folders kept; older ones are removed.
     """
+    from dataclasses import asdict
+
     from locscope import __version__
     from locscope.models import hub
+    from locscope.pipelines.generate_outputs import DEMO_LANDMARKS, demo_proteins
 
     if keep_jobs < 1:
         raise ArgumentError("keep_jobs", f"{keep_jobs}: must be >= 1")
@@ -171,6 +172,14 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
     root.mkdir(parents=True, exist_ok=True)
     jobs = Jobs(root, keep_jobs)
     model_lock = threading.Lock()
+    generators = [name for family in ("celldiff", "latent", "celle2") for name in hub.bundled_names(family)]
+    example_rows = [asdict(example) for example in demo_proteins()]
+    example_cell = hub.asset_path(DEMO_LANDMARKS)
+    page = hub.asset_path("serve/index.html").read_text()
+
+    def check_generator(model: str | None) -> None:
+        if model and model not in generators:
+            raise BadRequest(f"model {model!r}: choose a bundled generator ({', '.join(generators)})")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -198,31 +207,22 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
-        return hub.asset_path("serve/index.html").read_text()
+        return page
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         from locscope.pipelines.localize import DEFAULT_LOCALIZER
         from locscope.pipelines.readout import LEVEL3_CLASSES
 
-        families = ("celldiff", "latent", "celle2")
         return {"version": __version__, "default_generator": hub.DEFAULT_GENERATOR,
-                "default_localizer": DEFAULT_LOCALIZER,
-                "generators": [name for family in families for name in hub.bundled_names(family)],
+                "default_localizer": DEFAULT_LOCALIZER, "generators": generators,
                 "max_samples": MAX_SAMPLES, "max_landmark_files": MAX_LANDMARK_FILES,
                 "max_localize_sequences": MAX_LOCALIZE_SEQUENCES, "max_design_candidates": MAX_DESIGN_CANDIDATES,
                 "explain_methods": list(EXPLAIN_METHODS), "compartments": list(LEVEL3_CLASSES)}
 
     @app.get("/api/examples")
     def examples() -> list[dict[str, str]]:
-        from locscope.io.sequences import read_sequences
-
-        rows = []
-        for record in read_sequences(hub.asset_path(DEMO_PROTEINS)):
-            expected = record.description.rpartition("expected_level3=")[2].split()
-            rows.append({"id": record.id, "description": record.description,
-                         "expected_level3": expected[0] if expected else "", "sequence": record.sequence})
-        return rows
+        return example_rows
 
     @app.post("/api/localize")
     def localize_endpoint(sequences: str = Form(""), method: str | None = Form(None)) -> dict[str, Any]:
@@ -255,8 +255,7 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                           landmarks: list[UploadFile] = File(default=[])) -> dict[str, Any]:
         from locscope.pipelines.generate import generate
 
-        if model and model not in info()["generators"]:
-            raise BadRequest(f"model {model!r}: choose a bundled generator ({', '.join(info()['generators'])})")
+        check_generator(model)
         if not 1 <= samples <= MAX_SAMPLES:
             raise BadRequest(f"samples {samples}: must be between 1 and {MAX_SAMPLES}")
         uploads = [u for u in landmarks if u.filename]
@@ -281,8 +280,8 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                 paths.append(path)
             cell = "uploaded"
         else:
-            paths, cell = [hub.asset_path(DEMO_LANDMARKS)], "bundled example cell"
-        expected = {row["id"]: row["expected_level3"] for row in examples() if row["expected_level3"]}
+            paths, cell = [example_cell], "bundled example cell"
+        expected = {row["id"]: row["expected_level3"] for row in example_rows}
         try:
             with model_lock:
                 result = generate(records, paths, folder / "result", model=model or None, samples=samples,
@@ -339,11 +338,10 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                              "or a sequence and a terminus")
         if not 1 <= candidates <= MAX_DESIGN_CANDIDATES:
             raise BadRequest(f"candidates {candidates}: must be between 1 and {MAX_DESIGN_CANDIDATES}")
-        if model and model not in info()["generators"]:
-            raise BadRequest(f"model {model!r}: choose a bundled generator ({', '.join(info()['generators'])})")
+        check_generator(model)
         job, folder = jobs.new()
         with model_lock:
-            result = design(folder / "result", model=model or None, landmarks=[hub.asset_path(DEMO_LANDMARKS)],
+            result = design(folder / "result", model=model or None, landmarks=[example_cell],
                             target=target, template="".join(template.split()), candidates=candidates, seed=seed,
                             terminus=terminus or None, terminus_length=terminus_length, device=device,
                             progress=False)
