@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import threading
-import time
 
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from serve_support import browse, client  # noqa: E402,F401  (fixtures)
 
 from locscope.serve.app import create_app, safe_file_name  # noqa: E402
 
 H4 = ("MSGRGKGGKGLGKGGAKRHRKVLRDNIQGITKPAIRRLARRGGVKRISGLIYEETRGVLKVFLENVIRDAVTYTEHAKRKTVTAMDVVYALKRQGRTLYGFGG")
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with TestClient(create_app(work_dir=tmp_path_factory.mktemp("jobs"), device="cpu", keep_jobs=3)) as c:
-        yield c
 
 
 def test_info_and_examples(client):
@@ -168,39 +158,15 @@ def test_old_jobs_are_removed_and_names_are_sanitised(client):
     assert safe_file_name("../../x y.png", 0) == "x_y.png" and safe_file_name("..", 2) == "landmark_2"
 
 
-def test_the_page_runs_in_a_real_browser(tmp_path):
+def test_the_page_runs_in_a_real_browser(tmp_path, browse):
     """Chromium loads the page from a live server on a free port; a link fills the form with an example protein and
     runs it: the page's script reads the API, draws the protein and shows the images (the DOM after the script ran
     is checked, and a screenshot must not be blank)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("no Chromium on this machine (Debian package 'chromium')")
-    import uvicorn
     from PIL import Image
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(work_dir=tmp_path / "jobs", device="cpu"), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}/?example=H4C1_P62805&model=celldiff-tiny&samples=1&run=draw"
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
-             "--window-size=1200,900"]
     shot = tmp_path / "page.png"
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started
-        dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", url], capture_output=True,
-                             text=True, timeout=180).stdout
-        subprocess.run(flags + [f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", url],
-                       capture_output=True, timeout=180)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    dom, = browse(create_app(work_dir=tmp_path / "jobs", device="cpu"),
+                  ["/?example=H4C1_P62805&model=celldiff-tiny&samples=1&run=draw"], screenshot=shot)
     assert 'value="celldiff-tiny"' in dom and "version 0." in dom  # lists filled from /api/info
     assert 'id="drawn"' in dom and "Annotated: <b>nucleus</b>" in dom  # the drawing came back and was shown
     assert dom.count("/jobs/") >= 3 and 'class="sample"' in dom

@@ -2,8 +2,8 @@
 
 ``create_app()`` returns a FastAPI application (``locscope serve`` runs it with uvicorn):
 
-- ``GET /``: one page (``assets/serve/index.html``): draw a protein in a cell (``generate``) or predict where
-  proteins go (``localize``);
+- ``GET /``: one page (``assets/serve/index.html``), one tab per verb: draw a protein in a cell (``generate``),
+  predict where proteins go (``localize``), explain, design a signal, classify cells, stain brightfield;
 - ``GET /api/info``: version, the bundled models by family, the default generator and localizer, the limits;
 - ``GET /api/examples``: the demo's example proteins (UniProt sequences with their annotated level-3 class);
 - ``POST /api/localize``: form field ``sequences`` (one sequence or FASTA text) -> level-3 / level-2 (and level-1)
@@ -18,6 +18,7 @@
 - ``POST /api/design``: form fields ``template`` (with ``<mask:N>`` spans), ``target`` (a compartment),
   ``candidates``, ``seed``, optional ``model`` -> ranked candidates scored in the bundled example cell,
   :func:`locscope.pipelines.design.design`;
+- ``POST /api/classify`` and ``POST /api/stain``: the image pages (:mod:`locscope.serve.cells`);
 - ``GET /jobs/<job>/<file>``: a file of a job folder (images, ``report.html``, ``summary.json`` / ``.csv``).
 
 Bad input is answered with status 400 and ``{"error": "<one line naming the field>"}``, never a traceback; an
@@ -30,12 +31,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import shutil
 import tempfile
 import threading
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,39 +44,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from locscope.errors import ArgumentError, LocscopeError, one_line
+from locscope.serve import cells
+from locscope.serve.common import (  # noqa: F401  (safe_file_name: part of this module's interface)
+    BadRequest, Jobs, field_message, safe_file_name, save_uploads, without_folder,
+)
 
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_LANDMARK_FILES = 3
 MAX_SAMPLES = 8
 MAX_LOCALIZE_SEQUENCES = 500
-# Python argument names of the pipelines -> the form fields that set them (errors name the field).
-FIELDS = {"sequences": "sequence", "landmarks": "landmarks", "model": "model", "samples": "samples",
-          "steps": "steps", "guidance": "guidance", "seed": "seed", "method": "method", "target": "target",
-          "template": "template", "candidates": "candidates", "terminus": "terminus",
-          "terminus_length": "terminus_length"}
 MAX_DESIGN_CANDIDATES = 64
 EXPLAIN_METHODS = ("localizer", "combined", "image", "head")
-_JOB = re.compile(r"^[0-9a-f]{32}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class BadRequest(Exception):
-    """A request the app refuses (status 400) with a one-line message."""
-
-
-def field_message(err: LocscopeError) -> str:
-    """A library error as the page says it: an :class:`~locscope.errors.ArgumentError` names the form field."""
-    message = one_line(str(err))
-    if isinstance(err, ArgumentError) and err.argument in FIELDS and message.startswith(err.argument):
-        message = f"{FIELDS[err.argument]}{message[len(err.argument):]}"
-    return message
-
-
-def safe_file_name(name: str | None, index: int) -> str:
-    """The base name of an uploaded file with anything but letters, digits, ``.``, ``_`` and ``-`` replaced
-    (``../../x y.png`` -> ``x_y.png``); an empty or dot-only name becomes ``landmark_<index>``."""
-    base = _UNSAFE.sub("_", Path(str(name or "")).name).strip("._")
-    return base or f"landmark_{index}"
 
 
 def parse_sequences(text: str, job: Path, *, single: bool) -> list[tuple[str, str]]:
@@ -116,35 +92,6 @@ def designed_residues(template: str, sequence: str) -> str:
     if len(tokens) != len(sequence):
         return ""
     return "".join(residue for token, residue in zip(tokens, sequence) if token == "<mask>")
-
-
-class Jobs:
-    """Job folders under ``root``: created per request, served read-only, the oldest removed beyond ``keep``."""
-
-    def __init__(self, root: Path, keep: int) -> None:
-        self.root, self.keep = root, keep
-        self.order: list[str] = []
-        self.lock = threading.Lock()
-
-    def new(self) -> tuple[str, Path]:
-        job = uuid.uuid4().hex
-        folder = self.root / job
-        folder.mkdir(parents=True)
-        with self.lock:
-            self.order.append(job)
-            while len(self.order) > self.keep:
-                shutil.rmtree(self.root / self.order.pop(0), ignore_errors=True)
-        return job, folder
-
-    def file(self, job: str, relative: str) -> Path | None:
-        """The file ``relative`` inside job ``job``, or None (unknown job, a path leaving the folder, no file)."""
-        if not _JOB.match(job):
-            return None
-        folder = (self.root / job).resolve()
-        path = (folder / relative).resolve()
-        if not path.is_relative_to(folder) or not path.is_file():
-            return None
-        return path
 
 
 def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep_jobs: int = 50) -> FastAPI:
@@ -205,6 +152,8 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
     async def user_error(_request, err: LocscopeError):
         return JSONResponse({"error": field_message(err)}, status_code=400)
 
+    cell_info = cells.register(app, jobs=jobs, model_lock=model_lock, device=device)
+
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
@@ -218,7 +167,7 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                 "default_localizer": DEFAULT_LOCALIZER, "generators": generators,
                 "max_samples": MAX_SAMPLES, "max_landmark_files": MAX_LANDMARK_FILES,
                 "max_localize_sequences": MAX_LOCALIZE_SEQUENCES, "max_design_candidates": MAX_DESIGN_CANDIDATES,
-                "explain_methods": list(EXPLAIN_METHODS), "compartments": list(LEVEL3_CLASSES)}
+                "explain_methods": list(EXPLAIN_METHODS), "compartments": list(LEVEL3_CLASSES), **cell_info}
 
     @app.get("/api/examples")
     def examples() -> list[dict[str, str]]:
@@ -265,19 +214,8 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
         job, folder = jobs.new()
         records = parse_sequences(sequence, folder, single=True)
         if uploads:
-            inputs = folder / "landmarks"
-            inputs.mkdir()
-            paths = []
-            for k, upload in enumerate(uploads):
-                data = upload.file.read(MAX_UPLOAD_BYTES + 1)
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise BadRequest(f"landmarks: {safe_file_name(upload.filename, k)} is larger than "
-                                     f"{MAX_UPLOAD_BYTES // 2 ** 20} MB")
-                path = inputs / safe_file_name(upload.filename, k)
-                if path in paths:
-                    raise BadRequest(f"landmarks: two files named {path.name}")
-                path.write_bytes(data)
-                paths.append(path)
+            paths = save_uploads(uploads, folder / "landmarks", "landmarks", MAX_LANDMARK_FILES,
+                                 "nucleus, ER, microtubules")
             cell = "uploaded"
         else:
             paths, cell = [example_cell], "bundled example cell"
@@ -289,7 +227,7 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                                   output_command="serve",
                                   expected={i: expected[i] for i, _ in records if i in expected})
         except LocscopeError as err:  # name uploaded files as the user named them, not by this server's folders
-            raise BadRequest(field_message(err).replace(f"{folder / 'landmarks'}{os.sep}", "")) from None
+            raise BadRequest(without_folder(field_message(err), folder / "landmarks")) from None
         entry = result.sequences[0]
         base = f"/jobs/{job}/result"
         sub = entry.get("folder", "")
