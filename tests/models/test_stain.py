@@ -123,14 +123,17 @@ def test_ancestral_sampling_replays_published_run(published, golden, prefix, end
     recorded = load(golden, f"{prefix}_steps_eps")
     calls = []
 
-    def replay(y, gamma, k):  # the recorded network outputs: the update itself must be exact
+    def replay(y, gamma, k):  # the recorded network outputs: what remains is the sampler's own update
         np.testing.assert_array_equal(gamma.numpy(), load(golden, f"{prefix}_steps_noise_level")[len(calls), :, 0])
         calls.append(1)
         return recorded[len(calls) - 1]
 
     out = sample_stain(replay, (2, 5, 32, 32), schedule, labels, null_label=4,
                        generator=torch.Generator().manual_seed(seed))
-    np.testing.assert_array_equal(out.images.numpy(), np.load(golden / f"{prefix}_expected_output.npy"))
+    # the update's arithmetic, to float32 rounding: bit for bit on the AMD EPYC it was written on; an Intel Xeon's
+    # vector kernels round 2-3% of the values differently, up to 1.4e-6 (steep: 7.6e-6) after 50 steps
+    np.testing.assert_allclose(out.images.numpy(), np.load(golden / f"{prefix}_expected_output.npy"), rtol=0,
+                               atol=2e-5)
     assert out.network_evaluations == 50 and out.classifier_evaluations == 0
 
     visuals = []
