@@ -44,6 +44,11 @@ class CheckpointError(LocscopeError):
     """A checkpoint does not match the model: missing, unexpected or misshaped keys."""
 
 
+class TrainingError(LocscopeError):
+    """A training run cannot go on, e.g. its loss or gradients are no longer finite; the run stops before writing
+    anything the message does not name."""
+
+
 def one_line(message: str) -> str:
     """Collapse a message to a single line (errors are printed as exactly one line)."""
     return " ".join(str(message).split())

@@ -362,3 +362,52 @@ def test_ema_update_is_one_lerp_of_float_tensors_and_copies_the_rest():
     assert torch.allclose(ema["running_var"], torch.full((3,), 0.9)) and int(ema["num_batches_tracked"]) == 7
     update_ema(ema, model, max_decay=0.5, step=100)  # decay 0.5
     assert torch.allclose(ema["weight"], torch.full((3,), 1.9))
+
+
+def test_a_step_with_non_finite_gradients_stops_the_run_before_it_writes_them(store, tmp_path, cli):
+    """A NaN loss at step 3 (injected) stops `locscope train celldiff` in one line before the optimizer step: no
+    model folder, and checkpoints/last keeps step 2's finite weights, from which the run resumes."""
+    from conftest import error_line
+    from locscope.training.celldiff_module import CellDiffModule
+
+    compute = CellDiffModule.compute_losses
+
+    def poisoned(self, batch, generator):
+        losses = compute(self, batch, generator)
+        if self.step == 2:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    config = write_config(tmp_path / "train.json", val_every_epochs=100)
+    run = tmp_path / "run"
+    with mock.patch.object(CellDiffModule, "compute_losses", poisoned):
+        code, _, err = cli(["train", "celldiff", "--data", store, "--config", config, "--out", run])
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith("error: step 3: the gradients of ") and "not finite" in line
+    assert line.endswith("; checkpoints/last keeps the last saved state: try a lower learning_rate, then --resume")
+    assert not (run / "model").exists()
+    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+    weights = load_file(run / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    code, _, err = cli(["train", "celldiff", "--data", store, "--out", run, "--resume"])
+    assert code == 0, err
+    assert json.loads((run / "model" / "config.json").read_text())["_meta"]["step"] == 4
+
+
+def test_check_finite_gradients_names_the_step_the_loss_and_the_parameter():
+    from locscope.errors import TrainingError
+    from locscope.training.common import check_finite_gradients, finite_hint
+
+    layer = torch.nn.Linear(3, 2)
+    layer(torch.ones(1, 3)).sum().backward()
+    check_finite_gradients(layer.named_parameters(), 7)  # finite: nothing happens
+    layer.bias.grad[0] = float("inf")
+    with pytest.raises(TrainingError, match=r"^step 7: the gradients of 1 of 2 parameter tensors are not finite "
+                                            r"\(first: bias\); the run stopped before updating the weights$"):
+        check_finite_gradients(layer.named_parameters(), 7)
+    with pytest.raises(TrainingError, match=r"^step 8: the training loss is nan; .*checkpoint/ keeps"):
+        check_finite_gradients(layer.named_parameters(), 8, torch.tensor(float("nan")),
+                               finite_hint(CellDiffTrainConfig(), "checkpoint/"))
+    hint = finite_hint(CellDiffTrainConfig(compile=True, bf16="auto"))
+    assert "try compile: false (" in hint and " or bf16: false or a lower learning_rate, then --resume" in hint

@@ -16,13 +16,13 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import lightning as L
 import numpy as np
 import torch
 
-from locscope.errors import InputError
+from locscope.errors import InputError, TrainingError
 from locscope.utils.atomic import atomic_path, write_json, write_text
 from locscope.utils.outputs import check_run_folder
 
@@ -247,10 +247,73 @@ def end_step(module: Any, lr: float, sums: dict[str, float], rate: str = "exampl
     return logged
 
 
+def check_finite_gradients(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], step: int,
+                           loss: torch.Tensor | None = None, hint: str = "") -> None:
+    """Stop a run whose loss or gradients are NaN or infinite, before the optimizer step that would write them into
+    the weights (and from there into every later checkpoint).
+
+    Parameters
+    ----------
+    named_parameters : iterable of (str, Parameter)
+        The trained parameters, with their gradients of this step.
+    step : int
+        The step about to be taken (1-based), named in the message.
+    loss : Tensor, optional
+        This step's loss.
+    hint : str
+        What to change, appended to the message (:func:`finite_hint`).
+
+    Raises
+    ------
+    TrainingError
+        Naming the step, the loss or the first parameter whose gradient is not finite, and ``hint``.
+    """
+    if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingError(f"step {step}: the training loss is {float(loss.detach().float().sum())}; the run stopped "
+                            f"before updating the weights{hint}")
+    named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
+    if not named:
+        return
+    total = torch.nn.utils.get_total_norm([g for _, g in named])
+    total = total.full_tensor() if hasattr(total, "full_tensor") else total  # DTensor under FSDP
+    if bool(torch.isfinite(total)):
+        return
+    bad = [name for name, g in named if not bool(torch.isfinite(g.full_tensor() if hasattr(g, "full_tensor")
+                                                                else g).all())]
+    raise TrainingError(f"step {step}: the gradients of {len(bad)} of {len(named)} parameter tensors are not finite "
+                        f"(first: {bad[0] if bad else '?'}); the run stopped before updating the weights{hint}")
+
+
+def finite_hint(config: Any, checkpoint: str = "checkpoints/last") -> str:
+    """The advice :func:`check_finite_gradients` gives for a run of ``config``: the run folder's ``checkpoint`` and
+    the settings to change (``compile``, ``bf16``, ``learning_rate``), those the config has."""
+    advice = []
+    if getattr(config, "compile", False):
+        advice.append("compile: false (inductor's compiled backward gave NaN gradients under bf16 autocast on an "
+                      "Intel Xeon with AMX)")
+    if getattr(config, "bf16", False):
+        advice.append("bf16: false")
+    advice.append("a lower learning_rate")
+    return f"; {checkpoint} keeps the last saved state: try {' or '.join(advice)}, then --resume"
+
+
+class FiniteGuard(L.Callback):
+    """:func:`check_finite_gradients` before every optimizer step of a Lightning run (after DDP's all-reduce, so
+    every process stops at the same step)."""
+
+    def __init__(self, hint: str = "") -> None:
+        self.hint = hint
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        check_finite_gradients(pl_module.named_parameters(), trainer.global_step + 1, hint=self.hint)
+
+
 def step_trainer(config: Any, remaining: int, progress: bool, **options: Any) -> L.Trainer:
     """A Lightning trainer for ``remaining`` steps of a run whose data and validation the module drives (no Lightning
     logger, checkpoints, sanity or validation loops; one device unless ``config.devices`` says otherwise); ``options``
-    add to or replace these ``L.Trainer`` arguments."""
+    add to or replace these ``L.Trainer`` arguments. Every run stops at a step with non-finite gradients
+    (:class:`FiniteGuard`, added to ``options``' callbacks)."""
+    options["callbacks"] = [*(options.get("callbacks") or []), FiniteGuard(finite_hint(config))]
     settings = dict(max_steps=remaining, max_epochs=1, accelerator=config.accelerator,
                     devices=getattr(config, "devices", 1),
                     gradient_clip_val=config.grad_clip or None, logger=False, enable_checkpointing=False,
@@ -384,7 +447,7 @@ def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[
     return sorted(source), sorted(k for k in target if k not in source)
 
 
-__all__ = ["append_metrics", "augment", "derangement", "end_step", "fit_steps", "initialise_from", "interval_record",
-           "learning_rate_at", "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run",
+__all__ = ["FiniteGuard", "append_metrics", "augment", "check_finite_gradients", "derangement", "end_step",
+           "finite_hint", "fit_steps", "initialise_from", "interval_record", "learning_rate_at", "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run",
            "read_train_config", "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator",
            "step_trainer", "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from locscope.io.corpus import CLASSES, CorpusProtein, label_matrix, load_corpus
 from locscope.errors import InputError
 from locscope.models.localizer import LocalizerConfig, SequenceLocalizer
+from locscope.training.common import check_finite_gradients, finite_hint
 from locscope.utils.atomic import replace_directory, write_json
 from locscope.utils.checkpoint import load_optimizer_state, save_optimizer_state
 from locscope.utils.outputs import check_run_folder
@@ -303,6 +304,7 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
                                   config.level_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            check_finite_gradients(model.named_parameters(), state["step"] + 1, loss, finite_hint(config, "checkpoint/"))
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())

@@ -37,6 +37,7 @@ from locscope.errors import InputError
 from locscope.models.subcell import (
     CHANNEL_VARIANTS, SUBCELL_CLASS_NAMES, SubCellConfig, SubCellModel, build_classifier, min_max_normalize,
 )
+from locscope.training.common import FiniteGuard
 from locscope.utils.outputs import check_run_folder
 
 
@@ -452,7 +453,9 @@ def train_subcell(store_path: str | Path, out_dir: str | Path, *, model_config: 
         trainer = L.Trainer(
             max_epochs=epochs, accelerator="gpu" if target.type == "cuda" else "cpu", devices=1,
             default_root_dir=str(out_dir), logger=CSVLogger(str(out_dir), name="logs"),
-            callbacks=[ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), save_last=True, save_top_k=0)],
+            callbacks=[ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), save_last=True, save_top_k=0),
+                       FiniteGuard("; checkpoints/last.ckpt keeps the last saved state: try a lower learning rate, "
+                                   "then --resume")],
             max_time={"minutes": max_minutes} if max_minutes else None, log_every_n_steps=5,
             enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         )
