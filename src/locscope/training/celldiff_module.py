@@ -66,7 +66,8 @@ class CellDiffTrainConfig:
     ``compile`` runs the network and its layout prior through ``torch.compile`` (inductor, with its channels-last
     layout conversion off: channels-last slows this network's bf16 convolutions on the CPU). Off by default: on a
     2-core AVX-512 CPU it made a celldiff-64 step ~1.1x faster after up to ~5 minutes of compiling at every start or
-    resume (docs/benchmarks.md), which pays only on long runs.
+    resume (docs/benchmarks.md), which pays only on long runs; on an Intel Xeon with AMX its backward gave NaN
+    gradients under bf16 autocast (the run then stops at step 1, :func:`locscope.training.common.FiniteGuard`).
     """
 
     model: str = "celldiff-tiny"
