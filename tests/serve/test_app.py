@@ -40,6 +40,39 @@ def test_localize_fasta_returns_probabilities_per_protein(client):
     assert body["method"] == "localizer" and "nucleoplasm" in h4["level1"]
 
 
+def test_localize_a_fasta_file_streams_every_protein_into_a_csv(client, shared_data, tmp_path):
+    """A FASTA file of 1,678 real proteins: every one is localized into the job's predictions.csv, exactly as
+    `locscope localize --fasta FILE --out CSV` writes it; the page gets the first 500."""
+    from locscope.pipelines.localize import localize_file
+
+    fasta = shared_data / "deeploc1" / "deeploc_our_val_set.fasta"
+    reply = client.post("/api/localize", files=[("fasta", ("deeploc val.fasta", fasta.read_bytes(), "text/plain"))])
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["total"] == 1678 and len(body["proteins"]) == 500 and body["method"] == "localizer"
+    served = client.get(body["csv"])
+    assert served.status_code == 200
+    assert localize_file(fasta, tmp_path / "direct.csv", progress=False, device="cpu") == 1678
+    assert served.content == (tmp_path / "direct.csv").read_bytes()
+    first = body["proteins"][0]
+    row = served.text.splitlines()[1].split(",")
+    assert first["id"] == row[0] and first["top_level3"] == row[1] and len(first["level3"]) == 7
+
+
+@pytest.mark.parametrize("data, files, message", [
+    ({"sequences": "MKKRKV"}, [("fasta", ("a.fasta", b">a\nMKV\n", "text/plain"))], "fasta: give sequences in the "
+     "text field or a FASTA file, not both"),
+    ({"method": "combined"}, [("fasta", ("a.fasta", b">a\nMKV\n", "text/plain"))], "method 'combined': a FASTA "
+     "file is localized by the sequence localizer"),
+    ({}, [("fasta", ("../x y.fasta", b">a\nMK1V\n", "text/plain"))], "x_y.fasta"),
+])
+def test_localize_file_bad_input_is_one_line_400(client, data, files, message):
+    reply = client.post("/api/localize", data=data, files=files)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error.startswith(message) and "\n" not in error and "inputs" not in error
+
+
 @pytest.mark.parametrize("data, message", [
     ({"sequences": ""}, "sequence: paste"),
     ({"sequences": "MKK1RKV"}, "sequence field"),

@@ -6,8 +6,9 @@
   predict where proteins go (``localize``), explain, design a signal, classify cells, stain brightfield;
 - ``GET /api/info``: version, the bundled models by family, the default generator and localizer, the limits;
 - ``GET /api/examples``: the demo's example proteins (UniProt sequences with their annotated level-3 class);
-- ``POST /api/localize``: form field ``sequences`` (one sequence or FASTA text) -> level-3 / level-2 (and level-1)
-  probabilities per protein, :func:`locscope.pipelines.localize.localize`;
+- ``POST /api/localize``: form field ``sequences`` (one sequence or FASTA text, up to 500 proteins) or an uploaded
+  ``fasta`` file (any size, streamed by :func:`locscope.pipelines.localize.localize_file` into the job's
+  ``predictions.csv``) -> level-3 / level-2 (and level-1) probabilities per protein (the first 500), the total;
 - ``POST /api/generate``: form fields ``sequence`` (one sequence or one FASTA record), ``model``, ``samples``,
   ``seed``, optional ``steps`` / ``guidance``, and 0-3 uploaded ``landmarks`` files (none: the demo's bundled cell)
   -> :func:`locscope.pipelines.generate.generate` into a new job folder; the reply names the drawn compartment, the
@@ -30,7 +31,7 @@ given) and the oldest are removed beyond ``keep_jobs``.
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import re
 import shutil
 import tempfile
@@ -82,6 +83,23 @@ def parse_sequences(text: str, job: Path, *, single: bool) -> list[tuple[str, st
         raise BadRequest(f"sequence: at most {MAX_LOCALIZE_SEQUENCES} proteins per request ({len(records)} given); "
                          "use `locscope localize --fasta` for proteomes")
     return records
+
+
+def protein_rows(lines, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of a predictions CSV (:func:`locscope.pipelines.localize.predictions_csv`; any
+    iterable of its lines) as the page shows them: ``id``, ``method``, ``top_level3`` / ``top_level2`` (and
+    ``top_level1``), and per level ``{class: probability}`` (level-2 classes without a probability left out)."""
+    rows = []
+    for row in itertools.islice(csv.DictReader(lines), limit):
+        out: dict[str, Any] = {k: row[k] for k in ("id", "method", "top_level3", "top_level2")}
+        for level, prefix in (("level3", "p3_"), ("level2", "p2_"), ("level1", "p1_")):
+            values = {k[len(prefix):]: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""}
+            if values:
+                out[level] = values
+        if row.get("top_level1"):
+            out["top_level1"] = row["top_level1"]
+        rows.append(out)
+    return rows
 
 
 def designed_residues(template: str, sequence: str) -> str:
@@ -174,29 +192,37 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
         return example_rows
 
     @app.post("/api/localize")
-    def localize_endpoint(sequences: str = Form(""), method: str | None = Form(None)) -> dict[str, Any]:
-        from locscope.pipelines.readout import LEVEL2_CLASSES, LEVEL3_CLASSES
-        from locscope.pipelines.localize import localize
+    def localize_endpoint(sequences: str = Form(""), method: str | None = Form(None),
+                          fasta: UploadFile | None = File(None)) -> dict[str, Any]:
+        from locscope.pipelines.localize import localize, localize_file
 
+        upload = fasta if fasta is not None and fasta.filename else None
+        if upload is not None and sequences.strip():
+            raise BadRequest("fasta: give sequences in the text field or a FASTA file, not both")
+        if upload is not None and (method or "localizer") != "localizer":
+            raise BadRequest(f"method {method!r}: a FASTA file is localized by the sequence localizer; `locscope "
+                             "localize --fasta FILE --method ...` runs the image methods")
         job, folder = jobs.new()
-        records = parse_sequences(sequences, folder, single=False)
-        with model_lock:
-            prediction, table = localize([s for _, s in records], [i for i, _ in records], method=method or None,
-                                         device=device, progress=False)
-        used = next(csv.DictReader(io.StringIO(table)))["method"]
-        top3, top2 = prediction.top("level3"), prediction.top("level2")
-        rows = []
-        for i, (record_id, sequence) in enumerate(records):
-            row = {"id": record_id, "length": len(sequence), "top_level3": top3[i], "top_level2": top2[i],
-                   "level3": {c: round(float(p), 4) for c, p in zip(LEVEL3_CLASSES, prediction.level3[i])},
-                   "level2": {c: round(float(p), 4) for c, p in zip(LEVEL2_CLASSES, prediction.level2[i])
-                              if p == p}}
-            if prediction.level1_classes:
-                row["level1"] = {c: round(float(p), 4) for c, p in zip(prediction.level1_classes,
-                                                                        prediction.level1[i])}
-            rows.append(row)
-        shutil.rmtree(folder, ignore_errors=True)
-        return {"method": used, "proteins": rows}
+        if upload is None:
+            records = parse_sequences(sequences, folder, single=False)
+            with model_lock:
+                _, table = localize([s for _, s in records], [i for i, _ in records], method=method or None,
+                                    device=device, progress=False)
+            rows = protein_rows(table.splitlines(), MAX_LOCALIZE_SEQUENCES)
+            for row, (_, sequence) in zip(rows, records):
+                row["length"] = len(sequence)
+            shutil.rmtree(folder, ignore_errors=True)
+            return {"method": rows[0]["method"], "proteins": rows, "total": len(rows)}
+        (path,) = save_uploads([upload], folder / "inputs", "fasta", 1, "one FASTA or sequence table")
+        try:
+            with model_lock:
+                total = localize_file(path, folder / "predictions.csv", progress=False, device=device)
+        except LocscopeError as err:
+            raise BadRequest(without_folder(field_message(err), folder / "inputs")) from None
+        with open(folder / "predictions.csv", newline="") as handle:
+            rows = protein_rows(handle, MAX_LOCALIZE_SEQUENCES)
+        return {"method": rows[0]["method"] if rows else "localizer", "proteins": rows, "total": total,
+                "csv": f"/jobs/{job}/predictions.csv"}
 
     @app.post("/api/generate")
     def generate_endpoint(sequence: str = Form(""), model: str | None = Form(None), samples: int = Form(2),
