@@ -38,6 +38,11 @@ def test_localize_fasta_returns_probabilities_per_protein(client):
     assert list(h4["level3"].values()) == pytest.approx(direct.level3[0].tolist(), abs=1e-4)
     assert h4["top_level3"] == direct.top("level3")[0] and all(0 <= v <= 1 for v in h4["level3"].values())
     assert body["method"] == "localizer" and "nucleoplasm" in h4["level1"]
+    assert "expected_level3" not in h4  # not one of the demo's examples
+    examples = client.get("/api/examples").json()
+    fasta = "".join(f">{e['id']} {e['description']}\n{e['sequence']}\n" for e in examples)
+    rows = client.post("/api/localize", data={"sequences": fasta}).json()["proteins"]
+    assert [r["expected_level3"] for r in rows] == [e["expected_level3"] for e in examples]
 
 
 def test_localize_a_fasta_file_streams_every_protein_into_a_csv(client, shared_data, tmp_path):

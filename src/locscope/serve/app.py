@@ -81,7 +81,7 @@ def parse_sequences(text: str, job: Path, *, single: bool) -> list[tuple[str, st
         raise BadRequest(f"sequence: give one protein here ({len(records)} FASTA records given)")
     if len(records) > MAX_LOCALIZE_SEQUENCES:
         raise BadRequest(f"sequence: at most {MAX_LOCALIZE_SEQUENCES} proteins per request ({len(records)} given); "
-                         "use `locscope localize --fasta` for proteomes")
+                         "upload them as a FASTA file instead (any size)")
     return records
 
 
@@ -139,6 +139,7 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
     model_lock = threading.Lock()
     generators = [name for family in ("celldiff", "latent", "celle2") for name in hub.bundled_names(family)]
     example_rows = [asdict(example) for example in demo_proteins()]
+    expected = {row["id"]: row["expected_level3"] for row in example_rows}
     example_cell = hub.asset_path(DEMO_LANDMARKS)
     page = hub.asset_path("serve/index.html").read_text()
 
@@ -209,8 +210,10 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
                 _, table = localize([s for _, s in records], [i for i, _ in records], method=method or None,
                                     device=device, progress=False)
             rows = protein_rows(table.splitlines(), MAX_LOCALIZE_SEQUENCES)
-            for row, (_, sequence) in zip(rows, records):
+            for row, (record_id, sequence) in zip(rows, records):
                 row["length"] = len(sequence)
+                if record_id in expected:  # the demo's examples: their annotated class, as /api/generate reports
+                    row["expected_level3"] = expected[record_id]
             shutil.rmtree(folder, ignore_errors=True)
             return {"method": rows[0]["method"], "proteins": rows, "total": len(rows)}
         (path,) = save_uploads([upload], folder / "inputs", "fasta", 1, "one FASTA or sequence table")
@@ -245,7 +248,6 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
             cell = "uploaded"
         else:
             paths, cell = [example_cell], "bundled example cell"
-        expected = {row["id"]: row["expected_level3"] for row in example_rows}
         try:
             with model_lock:
                 result = generate(records, paths, folder / "result", model=model or None, samples=samples,
