@@ -101,7 +101,7 @@ def run_celldiff(model, cells, sequences, samples: int, seed: int):
     return np.stack(out), nfe
 
 
-def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int):
+def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int, temperature: float = 1.0):
     """``(decoded images (N, K, H, W) in [0, 1], binary (N, K, H, W), probability (N, H, W), evaluations / image)``.
 
     Sequences beyond the model's residue limit keep both termini (as the training data)."""
@@ -116,7 +116,7 @@ def run_celle2(model, cells, sequences, samples: int, passes: int, seed: int):
             ids = model.encode_nucleus(normalize_nucleus(nucleus))
             text = model.tokenize([sequence], trim=True).expand(samples, -1)
             sample = decode_image_tokens(model, text, ids.expand(samples, -1), passes=passes,
-                                         generator=torch.Generator().manual_seed(seed + i))
+                                         temperature=temperature, generator=torch.Generator().manual_seed(seed + i))
             decoded.append(model.decode_protein(sample.tokens)[:, 0].numpy())
             probability.append(model.probability_map(sample.probabilities)[:, 0].numpy().mean(0))
         nfe = sample.passes
@@ -241,7 +241,8 @@ def compare(celle2, celldiff, readout, cells, sequences, truth, args, seed: int)
                 is_binary = False
             else:
                 passes = 1 if name == "celle2_1pass" else 8
-                images, binary, pdf, nfe = run_celle2(celle2, cells, seqs, args.samples, passes, seed=seed)
+                images, binary, pdf, nfe = run_celle2(celle2, cells, seqs, args.samples, passes, seed=seed,
+                                                      temperature=args.temperature)
                 is_binary = True
             count = len(cells) * args.samples
             cost = {"network_evaluations_per_image": nfe,
@@ -385,6 +386,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--infill", type=int, default=0, help="residue-infill candidates per nucleus image (0: none)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=1.0, help="CELL-E 2's sampling temperature of the image "
+                        "tokens (locscope generate --temperature)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
