@@ -57,6 +57,7 @@ def test_classify_segments_an_uploaded_real_field(client, shared_data):
     assert [c["id"] for c in body["cells"]] == [cell_id for cell_id, _ in ranked] == ["cell_9_cell1"]
     assert [c["name"] for c in body["cells"][0]["classes"]] == [name for name, _ in ranked[0][1]]
     assert body["cell"] == "uploaded" and set(body["previews"]["cell_9.tiff"]) == {"landmarks", "protein"}
+    assert body["previews"]["cell_9.tiff"]["protein"].endswith("/cell_9.tiff.protein.png")
 
 
 @pytest.mark.parametrize("data, files, message", [

@@ -69,7 +69,8 @@ def example_brightfield(perturbation: str, classes: tuple[str, ...], folder: Pat
 
 def preview(path: Path, channel_order: list[str] | None, out: Path) -> dict[str, str]:
     """PNG previews of one input file: ``landmarks`` (microtubules red, ER green, nucleus blue) and ``protein``
-    (green over the nucleus), each where the file has those channels; name -> file name in ``out``."""
+    (green over the nucleus), each where the file has those channels, named after the whole file name (``a.tif``
+    and ``a.png`` do not share previews); kind -> file name in ``out``."""
     from locscope.io.images import read_image
     from locscope.report.images import landmark_composite, protein_png, to_uint8, write_png
 
@@ -80,10 +81,10 @@ def preview(path: Path, channel_order: list[str] | None, out: Path) -> dict[str,
     if names:
         rgb = landmark_composite(np.stack([unit[k] for k in names]), names)
         scale = max(1, 160 // max(rgb.shape[:2]))
-        written["landmarks"] = write_png(out / f"{path.stem}_landmarks.png", to_uint8(rgb), scale).name
+        written["landmarks"] = write_png(out / f"{path.name}.landmarks.png", to_uint8(rgb), scale).name
     if "protein" in unit:
-        (out / f"{path.stem}_protein.png").write_bytes(protein_png(unit["protein"], unit.get("nucleus")))
-        written["protein"] = f"{path.stem}_protein.png"
+        (out / f"{path.name}.protein.png").write_bytes(protein_png(unit["protein"], unit.get("nucleus")))
+        written["protein"] = f"{path.name}.protein.png"
     return written
 
 
