@@ -128,6 +128,17 @@ def test_generate_design_localize_explain_on_the_command_line(cli, tmp_path):
     assert summary["family"] == "celle2" and summary["network_evaluations_per_image"] == 1
     folder = tmp_path / "gen" / summary["sequences"][0]["folder"]
     assert all((folder / f"{stem}.tif").is_file() for stem in ("sample_0", "threshold_1", "mean", "probability"))
+    # every sample read by the compartment read-out, the nucleus its only landmark (as the written images say)
+    from locscope.io.images import read_image
+    from locscope.pipelines.readout import classify_level3, load_readout
+
+    readout = load_readout()
+    samples = np.stack([read_image(folder / f"sample_{k}.tif").channels.popitem()[1] for k in range(2)])
+    nucleus = read_image(folder / "landmarks.png").channels.popitem()[1][::4, ::4]  # the preview repeats pixels 4x
+    drawn = [readout.config.classes[i] for i in classify_level3(readout, samples, nucleus[None], ("nucleus",))
+             .argmax(1)]
+    entry = summary["sequences"][0]
+    assert entry["drawn_level3_per_sample"] == drawn and entry["drawn_level3"] in drawn
 
     code, out, err = cli(["design", "--model", "celle2-tiny", "--target", "nucleus", "--template",
                           "MVSKGEELFTGVVPILVELDGDVNGHKF<mask:6>", "--landmarks", CELL, "--candidates", "4",

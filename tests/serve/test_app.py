@@ -106,6 +106,15 @@ def test_generate_in_the_bundled_cell_and_serve_its_files(client):
     assert client.get("/jobs/not-a-job/report.html").status_code == 404
 
 
+def test_generate_with_celle2_reports_what_it_drew(client):
+    reply = client.post("/api/generate", data={"sequence": f">H4C1_P62805\n{H4}", "model": "celle2-tiny",
+                                               "samples": "2"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["expected_level3"] == "nucleus" and len(body["drawn_per_sample"]) == 2
+    assert body["drawn_level3"] in body["drawn_per_sample"] and body["head"] is None
+
+
 def test_generate_with_uploaded_landmarks(client, tmp_path):
     from locscope.models.hub import asset_path
 

@@ -216,7 +216,7 @@ def generate(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Pat
 
         return generate_celle2(sequences, landmarks, out_dir, model=model, passes=passes, temperature=temperature,
                                samples=samples, seed=seed, device=device, batch_size=batch_size, progress=progress,
-                               overwrite=overwrite, output_command=output_command)
+                               overwrite=overwrite, output_command=output_command, expected=expected)
     if sampler not in SAMPLERS:
         raise ArgumentError("sampler", f"{sampler!r}: accepted values are {', '.join(SAMPLERS)}")
     check_at_least("samples", samples)

@@ -71,7 +71,7 @@ def nucleus_tokens(net, landmarks: Sequence[str | Path]) -> tuple[torch.Tensor, 
 def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[str | Path], out_dir: str | Path, *,
                     model: str | Path, passes: int = 1, temperature: float = 1.0, samples: int = 4, seed: int = 0,
                     device: str = "auto", batch_size: int = 8, progress: bool = True, overwrite: bool = False,
-                    output_command: str = "generate"):
+                    output_command: str = "generate", expected: dict[str, str] | None = None):
     """Generate localization images with a CELL-E 2 model for ``(id, sequence)`` pairs in one nucleus image.
 
     Parameters
@@ -88,8 +88,10 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
         Forward passes per image (1 = CELL-E 2's one-pass generation; N > 1: MaskGIT's cosine schedule).
     temperature : float
         > 0; sampling temperature of the image tokens.
-    samples, seed, device, batch_size, progress, overwrite, output_command :
-        As :func:`locscope.pipelines.generate.generate` (the same output-folder policy).
+    samples, seed, device, batch_size, progress, overwrite, output_command, expected :
+        As :func:`locscope.pipelines.generate.generate` (the same output-folder policy; every sample is read by the
+        compartment read-out classifier with the nucleus as its only landmark: ``drawn_level3`` and
+        ``drawn_level3_per_sample``, with ``expected_level3`` and ``samples_right`` for ``expected`` ids).
 
     Returns
     -------
@@ -102,7 +104,7 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
     """
     from locscope.diffusion.celle2_sampler import decode_image_tokens
     from locscope.models import hub
-    from locscope.pipelines.readout import compartment_fractions
+    from locscope.pipelines.readout import classify_level3, compartment_fractions, load_readout
     from locscope.report.images import unit_to_uint16, write_png, write_tiff
     from locscope.utils.outputs import check_output_folder, output_folder
     from locscope.utils.device import resolve_device
@@ -131,6 +133,7 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
         except InputError as err:
             raise InputError(f"sequence {name!r}: {err}") from None
     nucleus, cell = nucleus_tokens(net, landmarks)
+    readout = load_readout()
     with output_folder(out_dir, output_command, overwrite=overwrite, known_files=OUTPUT_FILES) as out:
         nucleus_image = cell.images[0]
         nucleus_region = nucleus_mask(nucleus_image)  # as design ranks CELL-E 2 candidates
@@ -170,9 +173,15 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
                 fractions = compartment_fractions(pdf, cell.masks) if cell.masks else {}
                 shares = nucleus_proportion(stack > 0.5, np.broadcast_to(nucleus_region, stack.shape))
                 nucleus_share = None if np.isnan(shares).all() else float(np.nanmean(shares))
+                probabilities = classify_level3(readout, images, nucleus_image[None], (NUCLEUS,))
+                drawn = [readout.config.classes[int(i)] for i in probabilities.argmax(1)]
                 entry = {"id": name, "folder": folder.name, "length": len(sequence), "samples": samples,
                          "compartment_fractions": fractions, "top_compartment_image": next(iter(fractions), None),
-                         "nucleus_proportion": nucleus_share}
+                         "nucleus_proportion": nucleus_share, "drawn_level3": max(drawn, key=drawn.count),
+                         "drawn_level3_per_sample": drawn}
+                if expected and name in expected:
+                    entry["expected_level3"] = expected[name]
+                    entry["samples_right"] = sum(d == expected[name] for d in drawn)
                 write_json(folder / "result.json", entry)
                 results.append(entry)
         seconds = time.perf_counter() - started
@@ -183,10 +192,12 @@ def generate_celle2(sequences: Sequence[tuple[str, str]], landmarks: Sequence[st
         write_json(out / "summary.json", run)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["id", "length", "top_compartment_image", "nucleus_proportion"])
+        writer.writerow(["id", "length", "expected_level3", "drawn_level3", "samples_right", "top_compartment_image",
+                         "nucleus_proportion"])
         for e in results:
             share = "" if e["nucleus_proportion"] is None else f"{e['nucleus_proportion']:.4f}"
-            writer.writerow([e["id"], e["length"], e["top_compartment_image"] or "", share])
+            writer.writerow([e["id"], e["length"], e.get("expected_level3", ""), e["drawn_level3"],
+                             e.get("samples_right", ""), e["top_compartment_image"] or "", share])
         write_text(out / "summary.csv", buffer.getvalue())
         report = out / "report.html"
         write_text(report, _report_html(run))
@@ -201,9 +212,13 @@ def _report_html(run: dict) -> str:
         samples = "".join(f'<img src="{esc(e["folder"])}/sample_{k}.png">' for k in range(run["samples"]))
         thresholds = "".join(f'<img src="{esc(e["folder"])}/threshold_{k}.png">' for k in range(run["samples"]))
         fractions = ", ".join(f"{esc(k)} {v:.0%}" for k, v in list(e["compartment_fractions"].items())[:3]) or "n/a"
+        drawn = ", ".join(esc(d) for d in e["drawn_level3_per_sample"])
+        if e.get("expected_level3"):
+            drawn = (f"expected <b>{esc(e['expected_level3'])}</b>, right in {e['samples_right']} of "
+                     f"{len(e['drawn_level3_per_sample'])}<br><small>{drawn}</small>")
         rows.append(f"<tr><td><b>{esc(e['id'])}</b><br>{e['length']} aa</td>"
                     f'<td><img src="{esc(e["folder"])}/landmarks.png"></td><td>{samples}</td><td>{thresholds}</td>'
-                    f'<td><img src="{esc(e["folder"])}/probability.png"></td><td>{fractions}</td></tr>')
+                    f'<td><img src="{esc(e["folder"])}/probability.png"></td><td>{drawn}</td><td>{fractions}</td></tr>')
     settings = (f"model {esc(run['model'])} (CELL-E 2), {run['passes']} pass(es) = "
                 f"{run['network_evaluations_per_image']} network evaluations per image, temperature {run['temperature']}, {run['samples']} samples, seed "
                 f"{run['seed']}, {run['seconds_per_image']:.3f} s/image; nucleus from {esc(run['landmarks'])}")
@@ -211,7 +226,8 @@ def _report_html(run: dict) -> str:
 <p>{settings}</p>
 <p>Samples: the protein tokenizer's decoded images; threshold: where they exceed 0.5 (CELL-E 2's binary output).
 Probability: per pixel, the decoded expectation of the image tokens' distributions (CELL-E 2's "PDF").
+Drawn: the level-3 compartment the read-out classifier sees in each sample, with the nucleus as its only landmark.
 Image fractions: share of the probability map per level-3 class under the simulator's compartment masks (simulator
 landmarks only).</p>
 <table><tr><th>sequence</th><th>nucleus</th><th>samples</th><th>threshold</th><th>probability</th>
-<th>image fractions</th></tr>{''.join(rows)}</table>""", style=SAMPLE_TABLE_STYLE)
+<th>drawn (read-out)</th><th>image fractions</th></tr>{''.join(rows)}</table>""", style=SAMPLE_TABLE_STYLE)
