@@ -47,7 +47,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from locscope.errors import ArgumentError, LocscopeError, one_line
 from locscope.serve import cells
 from locscope.serve.common import (  # noqa: F401  (safe_file_name: part of this module's interface)
-    BadRequest, Jobs, field_message, safe_file_name, save_uploads, without_folder,
+    BadRequest, Jobs, field_message, safe_file_name, save_uploads,
 )
 
 MAX_LANDMARK_FILES = 3
@@ -169,7 +169,7 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
 
     @app.exception_handler(LocscopeError)
     async def user_error(_request, err: LocscopeError):
-        return JSONResponse({"error": field_message(err)}, status_code=400)
+        return JSONResponse({"error": jobs.public(field_message(err))}, status_code=400)
 
     cell_info = cells.register(app, jobs=jobs, model_lock=model_lock, device=device)
 
@@ -217,11 +217,8 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
             shutil.rmtree(folder, ignore_errors=True)
             return {"method": rows[0]["method"], "proteins": rows, "total": len(rows)}
         (path,) = save_uploads([upload], folder / "inputs", "fasta", 1, "one FASTA or sequence table")
-        try:
-            with model_lock:
-                total = localize_file(path, folder / "predictions.csv", progress=False, device=device)
-        except LocscopeError as err:
-            raise BadRequest(without_folder(field_message(err), folder / "inputs")) from None
+        with model_lock:
+            total = localize_file(path, folder / "predictions.csv", progress=False, device=device)
         with open(folder / "predictions.csv", newline="") as handle:
             rows = protein_rows(handle, MAX_LOCALIZE_SEQUENCES)
         return {"method": rows[0]["method"] if rows else "localizer", "proteins": rows, "total": total,
@@ -237,9 +234,6 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
         if not 1 <= samples <= MAX_SAMPLES:
             raise BadRequest(f"samples {samples}: must be between 1 and {MAX_SAMPLES}")
         uploads = [u for u in landmarks if u.filename]
-        if len(uploads) > MAX_LANDMARK_FILES:
-            raise BadRequest(f"landmarks: at most {MAX_LANDMARK_FILES} files (nucleus, ER, microtubules); "
-                             f"{len(uploads)} given")
         job, folder = jobs.new()
         records = parse_sequences(sequence, folder, single=True)
         if uploads:
@@ -248,14 +242,10 @@ def create_app(*, work_dir: str | Path | None = None, device: str = "auto", keep
             cell = "uploaded"
         else:
             paths, cell = [example_cell], "bundled example cell"
-        try:
-            with model_lock:
-                result = generate(records, paths, folder / "result", model=model or None, samples=samples,
-                                  seed=seed, steps=steps, guidance=guidance, device=device, progress=False,
-                                  output_command="serve",
-                                  expected={i: expected[i] for i, _ in records if i in expected})
-        except LocscopeError as err:  # name uploaded files as the user named them, not by this server's folders
-            raise BadRequest(without_folder(field_message(err), folder / "landmarks")) from None
+        with model_lock:
+            result = generate(records, paths, folder / "result", model=model or None, samples=samples, seed=seed,
+                              steps=steps, guidance=guidance, device=device, progress=False, output_command="serve",
+                              expected={i: expected[i] for i, _ in records if i in expected})
         entry = result.sequences[0]
         base = f"/jobs/{job}/result"
         sub = entry.get("folder", "")

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 
-from locscope.errors import LocscopeError
-from locscope.serve.common import BadRequest, Jobs, field_message, save_uploads, without_folder
+from locscope.serve.common import BadRequest, Jobs, save_uploads
 
 MAX_CLASSIFY_FILES = 16
 MAX_BRIGHTFIELD_FILES = 3
@@ -125,13 +124,9 @@ def register(app: FastAPI, *, jobs: Jobs, model_lock: threading.Lock, device: st
             inputs.mkdir()
             paths, order, segment = [example_cell(example, inputs, seed)], list(EXAMPLE_ORDER), False
             cell = f"simulated cell, protein in the {example}"
-        try:
-            previews = {p.name: preview(p, order, folder) for p in paths}
-            with model_lock:
-                ranked, result = classify_images(paths, channel_order=order, segment=segment, top=top,
-                                                 device=device)
-        except LocscopeError as err:
-            raise BadRequest(without_folder(field_message(err), inputs)) from None
+        previews = {p.name: preview(p, order, folder) for p in paths}
+        with model_lock:
+            ranked, result = classify_images(paths, channel_order=order, segment=segment, top=top, device=device)
         return {"job": job, "cell": cell, "model": default_classifier,
                 "cells": [{"id": cell_id, "classes": [{"name": name, "probability": round(float(p), 4)}
                                                       for name, p in classes]} for cell_id, classes in ranked],
@@ -172,13 +167,10 @@ def register(app: FastAPI, *, jobs: Jobs, model_lock: threading.Lock, device: st
             names = ("dna", "rna", "er", "agp", "mito")
             truth = write_png(folder / "truth.png", to_uint8(composite(standardize(planes), names)),
                               max(1, 160 // stain_config.image_size)).name
-        try:
-            with model_lock:
-                result = run_stain(paths, folder / "result", class_name=class_name or None,
-                                   classifier_scale=classifier_scale, sampler=sampler, steps=steps, samples=samples,
-                                   seed=seed, device=device, progress=False)
-        except LocscopeError as err:
-            raise BadRequest(without_folder(field_message(err), inputs)) from None
+        with model_lock:
+            result = run_stain(paths, folder / "result", class_name=class_name or None,
+                               classifier_scale=classifier_scale, sampler=sampler, steps=steps, samples=samples,
+                               seed=seed, device=device, progress=False)
         base = f"/jobs/{job}/result"
         images = []
         for sub in result.images:

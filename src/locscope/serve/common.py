@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -68,11 +69,6 @@ def save_uploads(uploads: Sequence, folder: Path, field: str, max_files: int, wh
     return paths
 
 
-def without_folder(message: str, folder: Path) -> str:
-    """``message`` with ``folder``'s path removed, so that errors name uploaded files as the user named them."""
-    return message.replace(f"{folder}/", "").replace(str(folder), "")
-
-
 class Jobs:
     """Job folders under ``root``: created per request, served read-only, the oldest removed beyond ``keep``."""
 
@@ -91,6 +87,12 @@ class Jobs:
                 shutil.rmtree(self.root / self.order.pop(0), ignore_errors=True)
         return job, folder
 
+    def public(self, message: str) -> str:
+        """``message`` without this server's job folders: ``<root>/<job>/`` and an upload folder after it
+        (``inputs/``, ``landmarks/``) are removed, so errors name uploaded files as the user named them."""
+        return re.sub(re.escape(f"{self.root}{os.sep}") + r"[0-9a-f]{32}" + re.escape(os.sep)
+                      + r"(?:(?:inputs|landmarks)" + re.escape(os.sep) + r")?", "", message)
+
     def file(self, job: str, relative: str) -> Path | None:
         """The file ``relative`` inside job ``job``, or None (unknown job, a path leaving the folder, no file)."""
         if not _JOB.match(job):
@@ -102,5 +104,4 @@ class Jobs:
         return path
 
 
-__all__ = ["BadRequest", "FIELDS", "Jobs", "MAX_UPLOAD_BYTES", "field_message", "safe_file_name", "save_uploads",
-           "without_folder"]
+__all__ = ["BadRequest", "FIELDS", "Jobs", "MAX_UPLOAD_BYTES", "field_message", "safe_file_name", "save_uploads"]

@@ -248,7 +248,8 @@ def end_step(module: Any, lr: float, sums: dict[str, float], rate: str = "exampl
 
 
 def check_finite_gradients(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], step: int,
-                           loss: torch.Tensor | None = None, hint: str = "") -> None:
+                           loss: torch.Tensor | None = None, hint: str = "",
+                           total_norm: torch.Tensor | None = None) -> None:
     """Stop a run whose loss or gradients are NaN or infinite, before the optimizer step that would write them into
     the weights (and from there into every later checkpoint).
 
@@ -262,6 +263,8 @@ def check_finite_gradients(named_parameters: Iterable[tuple[str, torch.nn.Parame
         This step's loss.
     hint : str
         What to change, appended to the message (:func:`finite_hint`).
+    total_norm : Tensor, optional
+        The gradients' total norm where the loop has it already (``clip_grad_norm_`` returns it); else computed here.
 
     Raises
     ------
@@ -274,7 +277,7 @@ def check_finite_gradients(named_parameters: Iterable[tuple[str, torch.nn.Parame
     named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
     if not named:
         return
-    total = torch.nn.utils.get_total_norm([g for _, g in named])
+    total = torch.nn.utils.get_total_norm([g for _, g in named]) if total_norm is None else total_norm
     total = total.full_tensor() if hasattr(total, "full_tensor") else total  # DTensor under FSDP
     if bool(torch.isfinite(total)):
         return
@@ -448,6 +451,7 @@ def initialise_from(model: torch.nn.Module, directory: str | Path, widen: tuple[
 
 
 __all__ = ["FiniteGuard", "append_metrics", "augment", "check_finite_gradients", "derangement", "end_step",
-           "finite_hint", "fit_steps", "initialise_from", "interval_record", "learning_rate_at", "learning_rate_schedule", "model_config_from", "open_run", "pearson", "prepare_run",
-           "read_train_config", "restore_step", "restore_step_and_epoch", "save_final_model", "step_generator",
+           "finite_hint", "fit_steps", "initialise_from", "interval_record", "learning_rate_at", "learning_rate_schedule",
+           "model_config_from", "open_run", "pearson", "prepare_run", "read_train_config", "restore_step",
+           "restore_step_and_epoch", "save_final_model", "step_generator",
            "step_trainer", "truncate_metrics", "update_ema", "use_bf16", "write_checkpoint"]

@@ -304,8 +304,9 @@ def train_localizer(run_dir: str | Path, config: LocalizerTrainConfig | None = N
                                   config.level_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            check_finite_gradients(model.named_parameters(), state["step"] + 1, loss, finite_hint(config, "checkpoint/"))
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite_gradients(model.named_parameters(), state["step"] + 1, loss,
+                                   finite_hint(config, "checkpoint/"), total_norm=norm)
             optimizer.step()
             losses.append(loss.item())
             state["step"] += 1
